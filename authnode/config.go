@@ -1,0 +1,105 @@
+package authnode
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is everything an auth node needs, already validated and with
+// secrets resolved. cmd/iwalb builds it from the YAML file; tests build it
+// directly. Zero durations and sizes take the defaults named on each field.
+type Config struct {
+	// FQDN is the node's own host name (browsers get a ticket for HTTP/FQDN).
+	FQDN string
+	// Listen is the HTTPS listen address, e.g. "127.0.0.1:8443".
+	Listen string
+	// CertFile and KeyFile hold the node's TLS certificate and key.
+	CertFile, KeyFile string
+	// ClientCAFile, when set, lets applications authenticate to the redeem
+	// API with a client certificate signed by this CA.
+	ClientCAFile string
+	// MaxHeaderBytes bounds the request header block (default 128 KiB;
+	// at least 64 KiB so that large Kerberos tickets pass).
+	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds a slow client sending headers (default 10s).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections (default 120s).
+	IdleTimeout time.Duration
+
+	// ProxyProtocol accepts a PROXY v1/v2 header, only from ProxyTrusted.
+	ProxyProtocol bool
+	// ProxyTrusted lists the peers (the L4 balancers) allowed to send one.
+	ProxyTrusted []netip.Prefix
+
+	// SSOPath is the path of the login endpoint (default "/sso").
+	SSOPath string
+	// ApplicationURL is where the browser is sent with its one-time token.
+	ApplicationURL string
+	// TokenParam is the query parameter carrying the token (default "ssoToken").
+	TokenParam string
+	// TokenTTL is the lifetime of an unredeemed token (default 60s).
+	TokenTTL time.Duration
+	// SessionTTL is the lifetime of a session made by redeeming (default 8h).
+	SessionTTL time.Duration
+	// CookieName names the node's session cookie (default "iwalb_session").
+	CookieName string
+
+	// Keytab is the path of the keytab holding the node's SPNs.
+	Keytab string
+	// Krb5Conf is the krb5.conf that tells the self-test where the KDC is.
+	Krb5Conf string
+	// Realm is the Kerberos realm, e.g. "EXAMPLE.TEST".
+	Realm string
+	// Account is the AD account (sAMAccountName) that owns the SPNs.
+	Account string
+	// SelfTestSPN is the SPN the self-test asks a ticket for (default HTTP/FQDN).
+	SelfTestSPN string
+	// SelfTestInterval is how often readiness is re-proved (default 60s).
+	SelfTestInterval time.Duration
+	// MaxClockSkew is the allowed clock difference with clients and the DC
+	// (default 5m).
+	MaxClockSkew time.Duration
+
+	// LDAP configures the Active Directory look-ups.
+	LDAP LDAPConfig
+
+	// APIClients are the applications allowed to redeem tokens.
+	APIClients []APIClient
+}
+
+// LDAPConfig says how the node reaches Active Directory.
+type LDAPConfig struct {
+	// URL is ldaps://host:636 or ldap://host:389.
+	URL string
+	// StartTLS upgrades an ldap:// connection before binding.
+	StartTLS bool
+	// AllowPlaintext permits ldap:// without StartTLS (the password travels
+	// in clear); refused unless set.
+	AllowPlaintext bool
+	// CAFile verifies the DC's certificate; empty means the system roots.
+	CAFile string
+	// ServerName is the name checked in the DC's certificate.
+	ServerName string
+	// BindDN and BindPassword are the proxy account's credentials.
+	BindDN, BindPassword string
+	// BaseDN is where users are searched.
+	BaseDN string
+	// RequiredGroup, when set, is the DN of the group (nested membership
+	// counts) that a user must belong to.
+	RequiredGroup string
+	// Timeout bounds each LDAP operation (default 5s).
+	Timeout time.Duration
+	// PoolSize is the number of idle connections kept (default 4).
+	PoolSize int
+}
+
+// APIClient is one application allowed to redeem tokens.
+type APIClient struct {
+	// Name identifies the application in logs and metrics.
+	Name string
+	// Key is its API key (from a file or the environment, never inline).
+	Key string
+	// CertName, when set, is the subject CN or DNS name of a client
+	// certificate that also authenticates this application.
+	CertName string
+}
