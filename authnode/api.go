@@ -1,0 +1,255 @@
+package authnode
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/iwalb/iwalb/authnode/store"
+)
+
+// maxAPIBody bounds the body of API calls: they carry one secret each.
+const maxAPIBody = 4 << 10
+
+// tokenRecord is what the store keeps under a token's hash.
+type tokenRecord struct {
+	Identity Identity `json:"identity"`
+	Node     string   `json:"node"`
+}
+
+// sessionRecord is what the store keeps under a session id's hash.
+type sessionRecord struct {
+	Identity  Identity  `json:"identity"`
+	Client    string    `json:"client"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// issueToken stores ident under a fresh one-time token and returns the token.
+func (n *Node) issueToken(ctx context.Context, ident Identity) (string, error) {
+	token, err := newSecret()
+	if err != nil {
+		return "", err
+	}
+	rec, err := json.Marshal(tokenRecord{Identity: ident, Node: n.cfg.FQDN})
+	if err != nil {
+		return "", fmt.Errorf("encode token record: %w", err)
+	}
+	if err := n.tokens.Put(ctx, storeKey(token), rec, n.cfg.TokenTTL); err != nil {
+		return "", fmt.Errorf("store token: %w", err)
+	}
+	n.metrics.tokensIssued.Inc()
+	return token, nil
+}
+
+// redeemResponse is the answer to a successful redeem.
+type redeemResponse struct {
+	Identity
+	Session sessionInfo `json:"session"`
+}
+
+type sessionInfo struct {
+	ID        string    `json:"id"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// handleRedeem exchanges a one-time token for the user's identity and a new
+// session. A token redeems exactly once, however many nodes or callers race.
+func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
+	client, ok := n.authenticateAPI(w, r)
+	if !ok {
+		n.metrics.redeemFailures.WithLabelValues("unauthorized").Inc()
+		return
+	}
+	log := n.log.With("api_client", client, "client", r.RemoteAddr)
+	token, err := readSecretField(w, r, "token")
+	if err != nil {
+		n.metrics.redeemFailures.WithLabelValues("malformed").Inc()
+		log.Info("redeem", "outcome", "failure", "reason", "malformed", "err", err.Error())
+		writeJSONError(w, http.StatusBadRequest, "malformed", err.Error())
+		return
+	}
+	raw, err := n.tokens.Take(r.Context(), storeKey(token))
+	switch {
+	case errors.Is(err, store.ErrExpired):
+		n.metrics.redeemFailures.WithLabelValues("expired").Inc()
+		n.metrics.tokensExpired.Inc()
+		log.Info("redeem", "outcome", "failure", "reason", "expired")
+		writeJSONError(w, http.StatusGone, "expired", "the token has expired; send the user through sign-in again")
+		return
+	case errors.Is(err, store.ErrNotFound):
+		n.metrics.redeemFailures.WithLabelValues("unknown").Inc()
+		log.Info("redeem", "outcome", "failure", "reason", "unknown")
+		writeJSONError(w, http.StatusNotFound, "unknown", "the token is unknown or was already redeemed")
+		return
+	case err != nil:
+		n.metrics.redeemFailures.WithLabelValues("store").Inc()
+		log.Error("redeem", "outcome", "failure", "reason", "store", "err", err.Error())
+		writeJSONError(w, http.StatusServiceUnavailable, "store", "the token store is unavailable")
+		return
+	}
+	var rec tokenRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		n.metrics.redeemFailures.WithLabelValues("store").Inc()
+		log.Error("redeem", "outcome", "failure", "reason", "store", "err", fmt.Errorf("decode token record: %w", err).Error())
+		writeJSONError(w, http.StatusInternalServerError, "store", "the token record is unreadable")
+		return
+	}
+	sid, err := newSecret()
+	if err == nil {
+		sess := sessionRecord{Identity: rec.Identity, Client: client, ExpiresAt: time.Now().Add(n.cfg.SessionTTL).UTC().Truncate(time.Second)}
+		var b []byte
+		if b, err = json.Marshal(sess); err == nil {
+			err = n.sessions.Put(r.Context(), storeKey(sid), b, n.cfg.SessionTTL)
+		}
+		if err == nil {
+			n.metrics.tokensRedeemed.Inc()
+			n.metrics.sessions.WithLabelValues("created").Inc()
+			log.Info("redeem", "outcome", "success", "user", rec.Identity.SAMAccountName)
+			writeJSON(w, http.StatusOK, redeemResponse{Identity: rec.Identity, Session: sessionInfo{ID: sid, ExpiresAt: sess.ExpiresAt}})
+			return
+		}
+	}
+	n.metrics.redeemFailures.WithLabelValues("store").Inc()
+	log.Error("redeem", "outcome", "failure", "reason", "store", "err", err.Error())
+	writeJSONError(w, http.StatusServiceUnavailable, "store", "the session could not be stored")
+}
+
+// handleSessionValidate tells an application whether a session is live and
+// whose it is.
+func (n *Node) handleSessionValidate(w http.ResponseWriter, r *http.Request) {
+	if _, ok := n.authenticateAPI(w, r); !ok {
+		return
+	}
+	sid, err := readSecretField(w, r, "session")
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "malformed", err.Error())
+		return
+	}
+	raw, err := n.sessions.Get(r.Context(), storeKey(sid))
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) {
+		n.metrics.sessions.WithLabelValues("rejected").Inc()
+		writeJSONError(w, http.StatusNotFound, "unknown", "the session is unknown, ended or expired")
+		return
+	}
+	var rec sessionRecord
+	if err == nil {
+		err = json.Unmarshal(raw, &rec)
+	}
+	if err != nil {
+		n.log.Error("session validate", "err", err.Error())
+		writeJSONError(w, http.StatusServiceUnavailable, "store", "the session store is unavailable")
+		return
+	}
+	n.metrics.sessions.WithLabelValues("validated").Inc()
+	writeJSON(w, http.StatusOK, redeemResponse{Identity: rec.Identity, Session: sessionInfo{ID: sid, ExpiresAt: rec.ExpiresAt}})
+}
+
+// handleLogout ends a session. An application calls it with its API
+// credentials and the session id; a browser may post a form with the
+// session id. Either way the node's own cookie is cleared.
+func (n *Node) handleLogout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{
+		Name: n.cfg.CookieName, Value: "", Path: "/", MaxAge: -1,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	})
+	noStore(w)
+	sid, err := readSecretField(w, r, "session")
+	if err != nil {
+		if c, cerr := r.Cookie(n.cfg.CookieName); cerr == nil && wellFormedSecret(c.Value) {
+			sid, err = c.Value, nil
+		}
+	}
+	if err == nil {
+		if derr := n.sessions.Delete(r.Context(), storeKey(sid)); derr != nil {
+			n.log.Error("logout", "err", derr.Error())
+			writeJSONError(w, http.StatusServiceUnavailable, "store", "the session store is unavailable")
+			return
+		}
+		n.metrics.sessions.WithLabelValues("ended").Inc()
+		n.log.Info("logout", "client", r.RemoteAddr)
+	}
+	// Logging out of an unknown session is not an error: the outcome the
+	// caller wants (no live session) holds either way.
+	writeJSON(w, http.StatusOK, map[string]bool{"loggedOut": true})
+}
+
+// authenticateAPI identifies the calling application by its API key
+// (Authorization: Bearer) or its verified client certificate, or answers 401.
+func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		given := sha256.Sum256([]byte(strings.TrimSpace(key)))
+		match := ""
+		// Compare against every client so timing does not tell which
+		// (or whether an early one) matched.
+		for _, c := range n.apiClients {
+			if subtle.ConstantTimeCompare(given[:], c.keyHash[:]) == 1 {
+				match = c.name
+			}
+		}
+		if match != "" {
+			return match, true
+		}
+	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		leaf := r.TLS.VerifiedChains[0][0]
+		for _, c := range n.apiClients {
+			if c.certName == "" {
+				continue
+			}
+			if leaf.Subject.CommonName == c.certName || leaf.VerifyHostname(c.certName) == nil {
+				return c.name, true
+			}
+		}
+	}
+	n.log.Info("api auth failed", "client", r.RemoteAddr, "path", r.URL.Path)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="iwalb"`)
+	writeJSONError(w, http.StatusUnauthorized, "unauthorized", "an API key (Authorization: Bearer) or a client certificate of a configured application is required")
+	return "", false
+}
+
+// readSecretField reads one secret from a JSON object or a form body.
+func readSecretField(w http.ResponseWriter, r *http.Request, name string) (string, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
+	var v string
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch mt {
+	case "application/json":
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			return "", fmt.Errorf("body is not a JSON object: %w", err)
+		}
+		s, ok := body[name].(string)
+		if !ok {
+			return "", fmt.Errorf("JSON field %q (a string) is missing", name)
+		}
+		v = s
+	case "application/x-www-form-urlencoded":
+		if err := r.ParseForm(); err != nil {
+			return "", fmt.Errorf("form body: %w", err)
+		}
+		v = r.PostForm.Get(name)
+	default:
+		return "", fmt.Errorf("send %q as application/json or a form", name)
+	}
+	if !wellFormedSecret(v) {
+		return "", fmt.Errorf("%s is not well formed (%d characters of base64url expected)", name, secretLen)
+	}
+	return v, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	noStore(w)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": code, "message": msg})
+}

@@ -1,0 +1,92 @@
+package authnode
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the auth node's Prometheus series. They are registered on the
+// Registerer from Options; with none they still count, unexported.
+type metrics struct {
+	logins          *prometheus.CounterVec
+	negotiateKinds  *prometheus.CounterVec
+	headerBytes     prometheus.Histogram
+	kerberosSeconds prometheus.Histogram
+	ldapSeconds     *prometheus.HistogramVec
+	tokensIssued    prometheus.Counter
+	tokensRedeemed  prometheus.Counter
+	redeemFailures  *prometheus.CounterVec
+	tokensExpired   prometheus.Counter
+	sessions        *prometheus.CounterVec
+	clockOffset     prometheus.Gauge
+	ready           *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "iwalb", "authnode"
+	m := &metrics{
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "logins_total",
+			Help: "Login attempts at the SSO endpoint by outcome (success, failure) and reason.",
+		}, []string{"outcome", "reason"}),
+		negotiateKinds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "negotiate_tokens_total",
+			Help: "Negotiate blobs received, by kind (kerberos, spnego_ntlm, ntlm, spnego_other, garbage).",
+		}, []string{"kind"}),
+		headerBytes: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "negotiate_header_bytes",
+			Help:    "Size of Authorization: Negotiate headers; large PACs push it past 16 KiB.",
+			Buckets: []float64{512, 1024, 2048, 4096, 8192, 12288, 16384, 32768, 49152, 65536, 131072},
+		}),
+		kerberosSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "kerberos_validation_seconds",
+			Help:    "Time to validate a SPNEGO/Kerberos token.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
+		ldapSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "ldap_seconds",
+			Help:    "Time of Active Directory operations by operation (lookup, check, time) and result (ok, error).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"op", "result"}),
+		tokensIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "tokens_issued_total",
+			Help: "One-time SSO tokens issued.",
+		}),
+		tokensRedeemed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "tokens_redeemed_total",
+			Help: "One-time SSO tokens redeemed by an application.",
+		}),
+		redeemFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "token_redeem_failures_total",
+			Help: "Failed redeem calls by reason (unauthorized, malformed, unknown, expired, store).",
+		}, []string{"reason"}),
+		tokensExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "tokens_expired_total",
+			Help: "One-time SSO tokens that expired unredeemed.",
+		}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "session_events_total",
+			Help: "Session events: created, validated, rejected, ended.",
+		}, []string{"event"}),
+		clockOffset: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "dc_clock_offset_seconds",
+			Help: "Domain controller's clock minus this node's clock (rootDSE currentTime; 1 s resolution).",
+		}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "ready",
+			Help: "1 when the readiness check passes, per check (keytab, ldap, clock, kdc_self_test) and overall.",
+		}, []string{"check"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{
+		m.logins, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds,
+		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
+		m.clockOffset, m.ready,
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,348 @@
+package authnode
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iwalb/iwalb/authnode/directory"
+	"github.com/iwalb/iwalb/authnode/negotiate"
+	"github.com/iwalb/iwalb/authnode/store"
+)
+
+// These tests drive the handlers with stand-ins for the KDC-checked
+// validator and the directory; the same flows run against the real Active
+// Directory in node_ad_test.go.
+
+type fakeValidator struct {
+	id  *negotiate.Identity
+	err error
+}
+
+func (f fakeValidator) Validate([]byte) (*negotiate.Identity, error) { return f.id, f.err }
+
+type fakeDirectory struct {
+	user *directory.User
+	err  error
+}
+
+func (f fakeDirectory) Lookup(context.Context, string, string) (*directory.User, error) {
+	return f.user, f.err
+}
+func (f fakeDirectory) Check(context.Context) error                   { return f.err }
+func (f fakeDirectory) ServerTime(context.Context) (time.Time, error) { return time.Now(), f.err }
+
+const testAPIKey = "test-api-key-0123456789abcdef"
+
+func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Writer) *Node {
+	t.Helper()
+	cfg := Config{FQDN: "auth1.example.test", ApplicationURL: "https://app.example.test/cb?x=1"}
+	cfg.setDefaults()
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(cfg.ApplicationURL)
+	if logs == nil {
+		logs = io.Discard
+	}
+	n := &Node{
+		cfg: cfg, log: slog.New(slog.NewTextHandler(logs, nil)), metrics: m, appURL: u,
+		validator: v, dir: d, tokens: store.NewMemory(nil), sessions: store.NewMemory(nil),
+		selfTest: func(context.Context) error { return nil },
+	}
+	n.apiClients = []apiClient{{name: "app"}}
+	n.apiClients[0].keyHash = sha256Sum(testAPIKey)
+	return n
+}
+
+var alice = &negotiate.Identity{User: "alice", Realm: "EXAMPLE.TEST", SPN: "HTTP/auth1.example.test@EXAMPLE.TEST"}
+var aliceUser = &directory.User{SAMAccountName: "alice", UserPrincipalName: "alice@example.test",
+	DisplayName: "Alice Liddell", Mail: "alice@example.test", Groups: []string{"lb-users"}}
+
+func ssoRequest(n *Node, authz string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest("GET", "https://auth1.example.test/sso", nil)
+	if authz != "" {
+		r.Header.Set("Authorization", authz)
+	}
+	w := httptest.NewRecorder()
+	n.Handler().ServeHTTP(w, r)
+	return w
+}
+
+func redeem(n *Node, key, token string) *httptest.ResponseRecorder {
+	body, _ := json.Marshal(map[string]string{"token": token})
+	r := httptest.NewRequest("POST", "https://auth1.example.test/api/v1/tokens/redeem", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		r.Header.Set("Authorization", "Bearer "+key)
+	}
+	w := httptest.NewRecorder()
+	n.Handler().ServeHTTP(w, r)
+	return w
+}
+
+func tokenFrom(t *testing.T, w *httptest.ResponseRecorder) string {
+	t.Helper()
+	if w.Code != http.StatusFound {
+		t.Fatalf("status %d, want 302; body %s", w.Code, w.Body)
+	}
+	loc, err := url.Parse(w.Header().Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc.Host != "app.example.test" || loc.Query().Get("x") != "1" {
+		t.Fatalf("Location %s does not keep the application URL", loc)
+	}
+	return loc.Query().Get("ssoToken")
+}
+
+func TestSSOWithoutNegotiateAsksForIt(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	for _, authz := range []string{"", "Basic YWxpY2U6eA==", "Negotiate", "Negotiate   "} {
+		w := ssoRequest(n, authz)
+		if w.Code != http.StatusUnauthorized {
+			t.Errorf("%q: status %d, want 401", authz, w.Code)
+		}
+		if got := w.Header().Values("WWW-Authenticate"); len(got) != 1 || got[0] != "Negotiate" {
+			t.Errorf("%q: WWW-Authenticate %q, want exactly [Negotiate]", authz, got)
+		}
+		if !strings.Contains(w.Body.String(), "intranet zone") {
+			t.Errorf("%q: page does not say what to check: %s", authz, w.Body)
+		}
+	}
+}
+
+func TestSSOFailuresAreToldApart(t *testing.T) {
+	ntlm := base64.StdEncoding.EncodeToString(append([]byte("NTLMSSP\x00"), 1, 0, 0, 0, 0x07, 0x82, 0x08, 0xa2))
+	tests := []struct {
+		name     string
+		authz    string
+		verr     error
+		derr     error
+		status   int
+		reason   string
+		negotiat bool
+	}{
+		{"bad base64", "Negotiate !!!", nil, nil, 400, "malformed", false},
+		{"ntlm", "Negotiate " + ntlm, fmt.Errorf("x: %w", negotiate.ErrNTLM), nil, 401, "ntlm", true},
+		{"wrong spn", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrWrongSPN), nil, 500, "wrong_spn", false},
+		{"enctype", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrEnctype), nil, 500, "enctype", false},
+		{"kvno", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrKVNO), nil, 500, "kvno", false},
+		{"skew", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrClockSkew), nil, 401, "clock_skew", true},
+		{"replay", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrReplay), nil, 401, "replay", true},
+		{"expired", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrTicketExpired), nil, 401, "ticket_expired", true},
+		{"ldap down", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrUnavailable), 503, "ldap_unavailable", false},
+		{"not found", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrNotFound), 403, "user_not_found", false},
+		{"disabled", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrDisabled), 403, "user_disabled", false},
+		{"not in group", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrNotInGroup), 403, "not_in_group", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			v := fakeValidator{id: alice, err: tt.verr}
+			if tt.verr != nil {
+				v.id = nil
+			}
+			n := newTestNode(t, v, fakeDirectory{user: aliceUser, err: tt.derr}, &logs)
+			w := ssoRequest(n, tt.authz)
+			if w.Code != tt.status {
+				t.Errorf("status %d, want %d", w.Code, tt.status)
+			}
+			h := w.Header().Values("WWW-Authenticate")
+			for _, v := range h {
+				if strings.HasPrefix(v, "NTLM") {
+					t.Errorf("answered with WWW-Authenticate %q; NTLM must never be offered", v)
+				}
+			}
+			if tt.negotiat != (len(h) == 1 && h[0] == "Negotiate") {
+				t.Errorf("WWW-Authenticate %q, want Negotiate challenge: %v", h, tt.negotiat)
+			}
+			if !strings.Contains(w.Body.String(), tt.reason) {
+				t.Errorf("page does not name the reason %q", tt.reason)
+			}
+			if got := strings.Count(logs.String(), "reason="+tt.reason); got != 1 {
+				t.Errorf("%d log lines with reason=%s, want 1; logs:\n%s", got, tt.reason, logs.String())
+			}
+		})
+	}
+}
+
+func TestLoginRedeemOnceAndNoSecretsInLogs(t *testing.T) {
+	var logs bytes.Buffer
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, &logs)
+	authz := "Negotiate " + base64.StdEncoding.EncodeToString([]byte("ticket-bytes-that-must-not-be-logged"))
+	w := ssoRequest(n, authz)
+	token := tokenFrom(t, w)
+	if raw, err := base64.RawURLEncoding.DecodeString(token); err != nil || len(raw) < 32 {
+		t.Fatalf("token %q: want ≥32 random bytes in base64url (%v)", token, err)
+	}
+	if cc := w.Header().Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control %q on the redirect, want no-store", cc)
+	}
+
+	if w := redeem(n, "wrong-key-0123456789abcdef", token); w.Code != http.StatusUnauthorized {
+		t.Fatalf("redeem with a wrong API key: status %d, want 401", w.Code)
+	}
+	w = redeem(n, testAPIKey, token)
+	if w.Code != http.StatusOK {
+		t.Fatalf("redeem: status %d, body %s", w.Code, w.Body)
+	}
+	var got redeemResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.SAMAccountName != "alice" || got.UserPrincipalName != "alice@example.test" || got.Realm != "EXAMPLE.TEST" ||
+		len(got.Groups) != 1 || !wellFormedSecret(got.Session.ID) || !got.Session.ExpiresAt.After(time.Now()) {
+		t.Fatalf("redeemed identity %+v", got)
+	}
+	if w := redeem(n, testAPIKey, token); w.Code != http.StatusNotFound {
+		t.Fatalf("second redeem: status %d, want 404", w.Code)
+	}
+
+	// The session validates until logout, then not.
+	validate := func() int {
+		body := strings.NewReader(url.Values{"session": {got.Session.ID}}.Encode())
+		r := httptest.NewRequest("POST", "/api/v1/sessions/validate", body)
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Authorization", "Bearer "+testAPIKey)
+		w := httptest.NewRecorder()
+		n.Handler().ServeHTTP(w, r)
+		return w.Code
+	}
+	if c := validate(); c != http.StatusOK {
+		t.Fatalf("session validate: %d, want 200", c)
+	}
+	r := httptest.NewRequest("POST", "/logout", strings.NewReader(`{"session":"`+got.Session.ID+`"}`))
+	r.Header.Set("Content-Type", "application/json")
+	lw := httptest.NewRecorder()
+	n.Handler().ServeHTTP(lw, r)
+	if lw.Code != http.StatusOK || !strings.Contains(lw.Header().Get("Set-Cookie"), "iwalb_session=;") {
+		t.Fatalf("logout: %d, Set-Cookie %q", lw.Code, lw.Header().Get("Set-Cookie"))
+	}
+	if c := validate(); c != http.StatusNotFound {
+		t.Fatalf("session validate after logout: %d, want 404", c)
+	}
+
+	for _, secret := range []string{token, got.Session.ID, testAPIKey, strings.TrimPrefix(authz, "Negotiate ")} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatalf("a secret appears in the log:\n%s", logs.String())
+		}
+	}
+}
+
+func TestRedeemRaceExactlyOneWins(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	token := tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
+	var ok, notFound atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			switch redeem(n, testAPIKey, token).Code {
+			case http.StatusOK:
+				ok.Add(1)
+			case http.StatusNotFound:
+				notFound.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if ok.Load() != 1 || notFound.Load() != 99 {
+		t.Fatalf("%d redeems won and %d got 404; want exactly 1 and 99", ok.Load(), notFound.Load())
+	}
+}
+
+func TestRedeemRejectsBadInput(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	for _, tc := range []struct {
+		name, ctype, body string
+		status            int
+	}{
+		{"not json", "application/json", "{", 400},
+		{"short token", "application/json", `{"token":"abc"}`, 400},
+		{"wrong type", "text/plain", "token=x", 400},
+		{"unknown token", "application/json", `{"token":"` + strings.Repeat("A", secretLen) + `"}`, 404},
+		{"huge body", "application/json", `{"token":"` + strings.Repeat("A", 1<<20) + `"}`, 400},
+	} {
+		r := httptest.NewRequest("POST", "/api/v1/tokens/redeem", strings.NewReader(tc.body))
+		r.Header.Set("Content-Type", tc.ctype)
+		r.Header.Set("Authorization", "Bearer "+testAPIKey)
+		w := httptest.NewRecorder()
+		n.Handler().ServeHTTP(w, r)
+		if w.Code != tc.status {
+			t.Errorf("%s: status %d, want %d (%s)", tc.name, w.Code, tc.status, w.Body)
+		}
+	}
+}
+
+func TestExpiredTokenIsGone(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	now := time.Now()
+	var mu sync.Mutex
+	n.tokens = store.NewMemory(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	token := tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
+	mu.Lock()
+	now = now.Add(n.cfg.TokenTTL)
+	mu.Unlock()
+	if w := redeem(n, testAPIKey, token); w.Code != http.StatusGone {
+		t.Fatalf("redeem after the TTL: %d, want 410", w.Code)
+	}
+}
+
+func TestReadyzReflectsChecks(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	get := func() (int, string) {
+		w := httptest.NewRecorder()
+		n.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+		return w.Code, w.Body.String()
+	}
+	if c, _ := get(); c != http.StatusServiceUnavailable {
+		t.Fatalf("readyz before the first check: %d, want 503", c)
+	}
+	n.runChecks(context.Background())
+	if c, body := get(); c != http.StatusOK || !strings.Contains(body, `"kdc_self_test":{"ok":true`) {
+		t.Fatalf("readyz after passing checks: %d %s", c, body)
+	}
+	n.selfTest = func(context.Context) error { return errors.New("KDC unreachable") }
+	n.runChecks(context.Background())
+	if c, body := get(); c != http.StatusServiceUnavailable || !strings.Contains(body, "KDC unreachable") {
+		t.Fatalf("readyz with a failing self-test: %d %s", c, body)
+	}
+	n.selfTest = func(context.Context) error { return nil }
+	n.dir = fakeDirectory{err: directory.ErrUnavailable}
+	n.runChecks(context.Background())
+	if c, body := get(); c != http.StatusServiceUnavailable || !strings.Contains(body, `"ldap":{"ok":false`) {
+		t.Fatalf("readyz with LDAP down: %d %s", c, body)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -1,0 +1,257 @@
+package authnode
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/iwalb/iwalb/authnode/directory"
+	"github.com/iwalb/iwalb/authnode/negotiate"
+)
+
+// Identity is what an application learns about a user when it redeems a
+// token or validates a session.
+type Identity struct {
+	SAMAccountName    string    `json:"sAMAccountName"`
+	UserPrincipalName string    `json:"userPrincipalName"`
+	DisplayName       string    `json:"displayName"`
+	Mail              string    `json:"mail"`
+	Groups            []string  `json:"groups"`
+	Realm             string    `json:"realm"`
+	AuthTime          time.Time `json:"authTime"`
+	AuthMethod        string    `json:"authMethod"`
+	// ClientAddr is where the login came from (the PROXY header's address
+	// when the node sits behind the L4 balancer).
+	ClientAddr string `json:"clientAddr"`
+}
+
+// failure is how one kind of failed login is answered, logged and counted.
+type failure struct {
+	reason    string // metric label and log field
+	status    int
+	challenge bool   // answer with WWW-Authenticate: Negotiate so the client may retry
+	title     string // shown to the user
+	hint      string // what to check
+}
+
+var (
+	failNoNegotiate = failure{"no_negotiate", http.StatusUnauthorized, true,
+		"Windows sign-in is needed",
+		"Your browser did not offer Kerberos. Sign in to the domain, and make sure this site is in the browser's intranet zone (or its auth-server allowlist)."}
+	failNTLM = failure{"ntlm", http.StatusUnauthorized, true,
+		"The browser offered NTLM instead of Kerberos",
+		"No Kerberos ticket could be had for this host name: the SPN HTTP/<host name> is probably not registered on the service account, or the site is not in the intranet zone. Reach the site by its full DNS name, not an IP address or alias."}
+	failMalformed = failure{"malformed", http.StatusBadRequest, false,
+		"The authentication token is malformed",
+		"The Authorization header could not be decoded as a SPNEGO/Kerberos token."}
+	failWrongSPN = failure{"wrong_spn", http.StatusInternalServerError, false,
+		"This server cannot read your Kerberos ticket",
+		"The ticket was issued for a service principal that is not in this server's keytab. The administrator must add that SPN's keys to the keytab."}
+	failEnctype = failure{"enctype", http.StatusInternalServerError, false,
+		"This server cannot read your Kerberos ticket",
+		"Encryption type not permitted: the ticket uses an encryption type for which this server's keytab has no key (check msDS-SupportedEncryptionTypes and the keytab's enctypes)."}
+	failKVNO = failure{"kvno", http.StatusInternalServerError, false,
+		"This server's keytab is out of date",
+		"The key version (KVNO) of the ticket does not match the keytab: the service account's password changed after the keytab was exported."}
+	failDecrypt = failure{"decrypt", http.StatusInternalServerError, false,
+		"This server's keytab does not match the domain",
+		"The ticket could not be decrypted with the keytab's key of the same version: export the keytab again."}
+	failClockSkew = failure{"clock_skew", http.StatusUnauthorized, true,
+		"Your computer's clock is out of step",
+		"Kerberos allows only a few minutes between the clocks of your computer, this server and the domain controller."}
+	failReplay = failure{"replay", http.StatusUnauthorized, true,
+		"This sign-in was already used",
+		"The Kerberos authenticator was seen before (a replayed request). Reload the page to sign in again."}
+	failExpired = failure{"ticket_expired", http.StatusUnauthorized, true,
+		"Your Kerberos ticket has expired",
+		"Lock and unlock your computer, or run kinit, to get a fresh ticket."}
+	failAuthenticator = failure{"bad_authenticator", http.StatusUnauthorized, true,
+		"The authentication token is not valid",
+		"The Kerberos authenticator does not match its ticket."}
+	failPAC = failure{"bad_pac", http.StatusUnauthorized, true,
+		"The authentication token is not valid",
+		"The ticket's PAC (the user's group list) failed its checks."}
+	failReplayCacheFull = failure{"replay_cache_full", http.StatusServiceUnavailable, false,
+		"The server is busy", "Too many sign-ins at once; try again in a moment."}
+	failLDAPDown = failure{"ldap_unavailable", http.StatusServiceUnavailable, false,
+		"The directory cannot be reached",
+		"Your ticket is valid, but Active Directory could not be asked about your account. Try again shortly."}
+	failUserNotFound = failure{"user_not_found", http.StatusForbidden, false,
+		"Your account was not found", "The directory has no enabled user for this ticket's name."}
+	failUserDisabled = failure{"user_disabled", http.StatusForbidden, false,
+		"Your account is disabled", "The account is disabled or expired in Active Directory."}
+	failNotInGroup = failure{"not_in_group", http.StatusForbidden, false,
+		"You are not allowed to use this application", "Your account is not a member of the group this application requires."}
+	failInternal = failure{"internal", http.StatusInternalServerError, false,
+		"Sign-in failed", "An internal error occurred; the administrator can find it in the log."}
+)
+
+// classify maps an error from validation or the directory to its failure.
+func classify(err error) failure {
+	for _, c := range []struct {
+		target error
+		f      failure
+	}{
+		{negotiate.ErrNTLM, failNTLM},
+		{negotiate.ErrMalformed, failMalformed},
+		{negotiate.ErrWrongSPN, failWrongSPN},
+		{negotiate.ErrEnctype, failEnctype},
+		{negotiate.ErrKVNO, failKVNO},
+		{negotiate.ErrDecrypt, failDecrypt},
+		{negotiate.ErrClockSkew, failClockSkew},
+		{negotiate.ErrReplay, failReplay},
+		{negotiate.ErrReplayCacheFull, failReplayCacheFull},
+		{negotiate.ErrAuthenticator, failAuthenticator},
+		{negotiate.ErrPAC, failPAC},
+		{negotiate.ErrTicketExpired, failExpired},
+		{directory.ErrUnavailable, failLDAPDown},
+		{directory.ErrBind, failLDAPDown},
+		{directory.ErrNotFound, failUserNotFound},
+		{directory.ErrAmbiguous, failUserNotFound},
+		{directory.ErrDisabled, failUserDisabled},
+		{directory.ErrNotInGroup, failNotInGroup},
+	} {
+		if errors.Is(err, c.target) {
+			return c.f
+		}
+	}
+	return failInternal
+}
+
+// handleSSO performs the Negotiate exchange, confirms the user in the
+// directory and sends the browser to the application with a one-time token.
+func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	log := n.log.With("client", r.RemoteAddr, "conn", connID(r.Context()))
+	blob, ok := negotiateBlob(r.Header.Get("Authorization"))
+	if !ok {
+		n.fail(w, r, log, failNoNegotiate, nil, start)
+		return
+	}
+	n.metrics.headerBytes.Observe(float64(len(r.Header.Get("Authorization"))))
+	raw, err := base64.StdEncoding.DecodeString(blob)
+	if err != nil {
+		n.metrics.negotiateKinds.WithLabelValues(negotiate.KindGarbage.String()).Inc()
+		n.fail(w, r, log, failMalformed, err, start)
+		return
+	}
+	kind := negotiate.Classify(raw)
+	n.metrics.negotiateKinds.WithLabelValues(kind.String()).Inc()
+	log = log.With("kind", kind.String())
+
+	vstart := time.Now()
+	id, err := n.validator.Validate(raw)
+	n.metrics.kerberosSeconds.Observe(time.Since(vstart).Seconds())
+	if err != nil {
+		n.fail(w, r, log, classify(err), err, start)
+		return
+	}
+	log = log.With("user", id.User, "realm", id.Realm, "spn", id.SPN)
+
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.LDAP.Timeout)
+	defer cancel()
+	lstart := time.Now()
+	user, err := n.dir.Lookup(ctx, id.User, id.Realm)
+	n.observeLDAP("lookup", lstart, err)
+	if err != nil {
+		n.fail(w, r, log, classify(err), err, start)
+		return
+	}
+
+	ident := Identity{
+		SAMAccountName:    user.SAMAccountName,
+		UserPrincipalName: user.UserPrincipalName,
+		DisplayName:       user.DisplayName,
+		Mail:              user.Mail,
+		Groups:            user.Groups,
+		Realm:             id.Realm,
+		AuthTime:          time.Now().UTC().Truncate(time.Second),
+		AuthMethod:        "kerberos",
+		ClientAddr:        r.RemoteAddr,
+	}
+	token, err := n.issueToken(r.Context(), ident)
+	if err != nil {
+		n.fail(w, r, log, failInternal, err, start)
+		return
+	}
+	if len(id.ResponseToken) > 0 {
+		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(id.ResponseToken))
+	}
+	noStore(w)
+	// The token travels in the URL: keep it out of Referer headers.
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, n.applicationURL(token), http.StatusFound)
+	n.metrics.logins.WithLabelValues("success", "ok").Inc()
+	log.Info("login", "outcome", "success", "status", http.StatusFound,
+		"groups", len(user.Groups), "duration", time.Since(start))
+}
+
+// fail answers a failed login, logs it once and counts it.
+func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f failure, err error, start time.Time) {
+	n.metrics.logins.WithLabelValues("failure", f.reason).Inc()
+	attrs := []any{"outcome", "failure", "reason", f.reason, "status", f.status, "duration", time.Since(start)}
+	if err != nil {
+		attrs = append(attrs, "err", err.Error())
+	}
+	level := slog.LevelInfo
+	if f.status >= 500 {
+		level = slog.LevelWarn
+	}
+	log.Log(r.Context(), level, "login", attrs...)
+	if f.challenge {
+		w.Header().Set("WWW-Authenticate", "Negotiate")
+	}
+	noStore(w)
+	writePage(w, f.status, f.title, f.hint, f.reason)
+}
+
+// negotiateBlob returns the base64 token of an "Authorization: Negotiate"
+// header. The scheme is case-insensitive (RFC 9110).
+func negotiateBlob(h string) (string, bool) {
+	scheme, blob, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Negotiate") {
+		return "", false
+	}
+	blob = strings.TrimSpace(blob)
+	return blob, blob != ""
+}
+
+// applicationURL is the configured application URL with the token added to
+// its query.
+func (n *Node) applicationURL(token string) string {
+	u := *n.appURL
+	q := u.Query()
+	q.Set(n.cfg.TokenParam, token)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func (n *Node) observeLDAP(op string, start time.Time, err error) {
+	result := "ok"
+	if err != nil && (errors.Is(err, directory.ErrUnavailable) || errors.Is(err, directory.ErrBind)) {
+		result = "error"
+	}
+	n.metrics.ldapSeconds.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
+}
+
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+}
+
+// parseAppURL checks the application URL once, at start-up.
+func parseAppURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, errors.New("must be an absolute http(s) URL")
+	}
+	return u, nil
+}

@@ -1,0 +1,225 @@
+// Command iwalb-demoapp is a tiny application behind iwalb's single sign-on:
+// it receives the one-time token on its callback URL, redeems it at the auth
+// node's API with its API key, and shows "Signed in as <user>" with the
+// user's groups. The demo and the browser tests land on it.
+//
+// It is a demonstration of the application side of the protocol, not a part
+// of the product.
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "iwalb-demoapp:", err)
+		os.Exit(1)
+	}
+}
+
+type app struct {
+	node     string // base URL of the auth node API, e.g. https://auth1.example.test:8443
+	loginURL string // where "Sign in" sends the browser
+	apiKey   string
+	client   *http.Client
+	log      *slog.Logger
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("iwalb-demoapp", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
+	node := fs.String("node", "", "auth node base URL for the API, e.g. https://auth1.example.test:8443")
+	nodeAddr := fs.String("node-addr", "", "dial this host:port for the auth node instead of resolving its name")
+	ca := fs.String("ca", "", "CA file that signed the auth node's certificate")
+	keyFile := fs.String("api-key-file", "", "file holding this application's API key")
+	loginURL := fs.String("login-url", "", "sign-in URL (the front door or the node's /sso)")
+	cert := fs.String("cert", "", "TLS certificate (serve HTTPS when set)")
+	key := fs.String("key", "", "TLS key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *node == "" || *keyFile == "" {
+		return errors.New("-node and -api-key-file are required")
+	}
+	k, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return fmt.Errorf("read API key: %w", err)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if *ca != "" {
+		pem, err := os.ReadFile(*ca)
+		if err != nil {
+			return fmt.Errorf("read CA: %w", err)
+		}
+		tlsCfg.RootCAs = x509.NewCertPool()
+		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s holds no certificate", *ca)
+		}
+	}
+	tr := &http.Transport{TLSClientConfig: tlsCfg}
+	if *nodeAddr != "" {
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, *nodeAddr)
+		}
+	}
+	a := &app{
+		node:     strings.TrimRight(*node, "/"),
+		loginURL: *loginURL,
+		apiKey:   strings.TrimSpace(string(k)),
+		client:   &http.Client{Transport: tr, Timeout: 10 * time.Second},
+		log:      slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	}
+	if a.loginURL == "" {
+		a.loginURL = a.node + "/sso"
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /sso/callback", a.callback)
+	mux.HandleFunc("GET /{$}", a.home)
+	mux.HandleFunc("POST /logout", a.logout)
+	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	a.log.Info("demo app listening", "addr", *listen, "node", a.node)
+	if *cert != "" {
+		err = srv.ListenAndServeTLS(*cert, *key)
+	} else {
+		err = srv.ListenAndServe()
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+type identity struct {
+	SAMAccountName    string   `json:"sAMAccountName"`
+	UserPrincipalName string   `json:"userPrincipalName"`
+	DisplayName       string   `json:"displayName"`
+	Mail              string   `json:"mail"`
+	Groups            []string `json:"groups"`
+	Realm             string   `json:"realm"`
+	Session           struct {
+		ID        string    `json:"id"`
+		ExpiresAt time.Time `json:"expiresAt"`
+	} `json:"session"`
+}
+
+// call posts one secret to the auth node's API and decodes the identity.
+func (a *app) call(ctx context.Context, path, field, secret string) (*identity, int, error) {
+	body, _ := json.Marshal(map[string]string{field: secret})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.node+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+a.apiKey)
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return nil, resp.StatusCode, fmt.Errorf("auth node %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var id identity
+	if err := json.Unmarshal(b, &id); err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("auth node %s: %w", path, err)
+	}
+	return &id, resp.StatusCode, nil
+}
+
+func (a *app) callback(w http.ResponseWriter, r *http.Request) {
+	id, _, err := a.call(r.Context(), "/api/v1/tokens/redeem", "token", r.URL.Query().Get("ssoToken"))
+	if err != nil {
+		a.log.Warn("redeem failed", "err", err)
+		render(w, http.StatusForbidden, page{Title: "Sign-in failed", Error: err.Error(), LoginURL: a.loginURL})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: "demo_session", Value: id.Session.ID, Path: "/",
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode, Expires: id.Session.ExpiresAt})
+	a.log.Info("signed in", "user", id.SAMAccountName)
+	render(w, http.StatusOK, page{Title: "Signed in", ID: id})
+}
+
+func (a *app) home(w http.ResponseWriter, r *http.Request) {
+	c, err := r.Cookie("demo_session")
+	if err != nil {
+		render(w, http.StatusOK, page{Title: "Not signed in", LoginURL: a.loginURL})
+		return
+	}
+	id, _, err := a.call(r.Context(), "/api/v1/sessions/validate", "session", c.Value)
+	if err != nil {
+		render(w, http.StatusOK, page{Title: "Not signed in", Error: err.Error(), LoginURL: a.loginURL})
+		return
+	}
+	render(w, http.StatusOK, page{Title: "Signed in", ID: id})
+}
+
+func (a *app) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie("demo_session"); err == nil {
+		body, _ := json.Marshal(map[string]string{"session": c.Value})
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, a.node+"/logout", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+a.apiKey)
+		if resp, err := a.client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: "demo_session", Path: "/", MaxAge: -1})
+	render(w, http.StatusOK, page{Title: "Signed out", LoginURL: a.loginURL})
+}
+
+type page struct {
+	Title    string
+	ID       *identity
+	Error    string
+	LoginURL string
+}
+
+var tmpl = template.Must(template.New("p").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>iwalb demo: {{.Title}}</title></head>
+<body style="font-family:sans-serif;max-width:40em;margin:3em auto">
+<h1>iwalb demo application</h1>
+{{with .ID}}<p id="who">Signed in as {{.SAMAccountName}}</p>
+<p>{{.DisplayName}} &lt;{{.UserPrincipalName}}&gt;, realm {{.Realm}}</p>
+<p>Groups:</p><ul id="groups">{{range .Groups}}<li>{{.}}</li>{{end}}</ul>
+<form method="post" action="/logout"><button>Sign out</button></form>
+{{else}}<p id="who">{{$.Title}}</p>{{end}}
+{{with .Error}}<p id="error">{{.}}</p>{{end}}
+{{with .LoginURL}}<p><a href="{{.}}">Sign in with Windows</a></p>{{end}}
+</body></html>
+`))
+
+func render(w http.ResponseWriter, status int, p page) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = tmpl.Execute(w, p)
+}
