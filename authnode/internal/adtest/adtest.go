@@ -1,0 +1,97 @@
+// Package adtest gives tests access to the throw-away Active Directory test
+// domain started by scripts/ad-up: its settings, logged-in Kerberos clients
+// and fresh Negotiate blobs.
+//
+// Typical use in a test that needs the real domain:
+//
+//	env := adtest.Env(t) // skips under -short or when IWALB_AD_ENV is unset
+//	cl := adtest.Login(t, env, env["AD_ALICE_USER"], env["AD_ALICE_PASSWORD"])
+//	blob := adtest.NegotiateBlob(t, cl, "HTTP/auth1.example.test")
+//
+// It is for tests only; nothing outside _test.go files should import it.
+package adtest
+
+import (
+	"bufio"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jcmturner/gokrb5/v8/client"
+	"github.com/jcmturner/gokrb5/v8/config"
+	"github.com/jcmturner/gokrb5/v8/spnego"
+)
+
+// EnvVar names the environment variable that points at the env file
+// written by scripts/ad-up (for example /tmp/iwalb-ad/env).
+const EnvVar = "IWALB_AD_ENV"
+
+// Env returns the KEY=value settings of the running test domain. It skips
+// the test under -short or when IWALB_AD_ENV is unset, and fails it when the
+// file named there cannot be read. Blank lines and #comments are ignored.
+func Env(t testing.TB) map[string]string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: skipping test against the real Active Directory")
+	}
+	path := os.Getenv(EnvVar)
+	if path == "" {
+		t.Skip("IWALB_AD_ENV not set: start the test domain with scripts/ad-up DIR and set IWALB_AD_ENV=DIR/env")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("read test AD settings (%s=%s): %v", EnvVar, path, err)
+	}
+	defer f.Close()
+	env := make(map[string]string)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		env[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read test AD settings %s: %v", path, err)
+	}
+	return env
+}
+
+// Login returns a gokrb5 client logged in (AS exchange done) as user with
+// password, using the krb5.conf named by env["KRB5_CONFIG"]. The client is
+// destroyed when the test ends.
+func Login(t testing.TB, env map[string]string, user, password string) *client.Client {
+	t.Helper()
+	conf, err := config.Load(env["KRB5_CONFIG"])
+	if err != nil {
+		t.Fatalf("load krb5 config %q: %v", env["KRB5_CONFIG"], err)
+	}
+	cl := client.NewWithPassword(user, env["AD_REALM"], password, conf, client.DisablePAFXFAST(true))
+	if err := cl.Login(); err != nil {
+		t.Fatalf("kerberos login as %s@%s: %v", user, env["AD_REALM"], err)
+	}
+	t.Cleanup(cl.Destroy)
+	return cl
+}
+
+// NegotiateBlob returns a fresh SPNEGO NegTokenInit carrying a Kerberos
+// AP-REQ for spn (e.g. "HTTP/auth1.example.test"): the bytes a browser
+// base64-encodes into "Authorization: Negotiate ...". Each call makes a new
+// authenticator, so two blobs are never replays of each other.
+func NegotiateBlob(t testing.TB, cl *client.Client, spn string) []byte {
+	t.Helper()
+	tok, err := spnego.SPNEGOClient(cl, spn).InitSecContext()
+	if err != nil {
+		t.Fatalf("SPNEGO token for %s: %v", spn, err)
+	}
+	b, err := tok.Marshal()
+	if err != nil {
+		t.Fatalf("marshal SPNEGO token for %s: %v", spn, err)
+	}
+	return b
+}

@@ -1,0 +1,59 @@
+package negotiate
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// fuzzTime is the clock of FuzzValidate; the offline seeds in testdata were
+// made at this time with testKeytab, so mutations of them reach the
+// cryptographic checks and response building.
+var fuzzTime = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+var sentinels = []error{ErrNTLM, ErrMalformed, ErrWrongSPN, ErrEnctype, ErrKVNO, ErrDecrypt,
+	ErrAuthenticator, ErrPAC, ErrClockSkew, ErrTicketExpired, ErrReplay, ErrReplayCacheFull}
+
+func FuzzClassify(f *testing.F) {
+	f.Add([]byte{})
+	f.Add(ntlmNegotiate)
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		k := Classify(blob)
+		if s := k.String(); s == "" {
+			t.Fatalf("empty label for %d", k)
+		}
+	})
+}
+
+func FuzzValidate(f *testing.F) {
+	kt := testKeytab(f)
+	f.Add(ntlmNegotiate)
+	f.Add(spnegoNTLM(f))
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		kind := Classify(blob)
+		v := NewValidator(kt, Options{Now: fixedClock(fuzzTime.Add(time.Second))})
+		id, err := v.Validate(blob)
+		if err == nil {
+			if id == nil || id.User == "" || id.SPN == "" {
+				t.Fatalf("accepted without an identity: %+v", id)
+			}
+			if kind != KindKerberos {
+				t.Fatalf("accepted a %v blob", kind)
+			}
+			if _, err := v.Validate(blob); !errors.Is(err, ErrReplay) {
+				t.Fatalf("replay of an accepted blob: %v", err)
+			}
+			return
+		}
+		known := false
+		for _, s := range sentinels {
+			known = known || errors.Is(err, s)
+		}
+		if !known {
+			t.Fatalf("error wraps no sentinel: %v", err)
+		}
+		if (kind == KindNTLM || kind == KindSPNEGONTLM) != errors.Is(err, ErrNTLM) {
+			t.Fatalf("kind %v but error %v", kind, err)
+		}
+	})
+}

@@ -1,0 +1,478 @@
+package negotiate
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jcmturner/gofork/encoding/asn1"
+	"github.com/jcmturner/gokrb5/v8/asn1tools"
+	"github.com/jcmturner/gokrb5/v8/crypto"
+	"github.com/jcmturner/gokrb5/v8/iana/adtype"
+	"github.com/jcmturner/gokrb5/v8/iana/asnAppTag"
+	"github.com/jcmturner/gokrb5/v8/iana/flags"
+	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/iana/msgtype"
+	"github.com/jcmturner/gokrb5/v8/keytab"
+	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/jcmturner/gokrb5/v8/pac"
+	"github.com/jcmturner/gokrb5/v8/spnego"
+	"github.com/jcmturner/gokrb5/v8/types"
+)
+
+// Outcomes of Validate that callers branch on with errors.Is. The returned
+// errors wrap them with a detail an operator can act on; they name
+// principals, enctypes and key versions, never key material.
+var (
+	// ErrNTLM: the browser sent NTLM (bare or inside SPNEGO) because it
+	// could not get a Kerberos ticket for this host.
+	ErrNTLM = errors.New("NTLM instead of Kerberos")
+	// ErrMalformed: the blob is not a well-formed single-round Kerberos
+	// Negotiate token.
+	ErrMalformed = errors.New("malformed Negotiate token")
+	// ErrWrongSPN: the ticket is for a service principal or realm the
+	// keytab does not hold.
+	ErrWrongSPN = errors.New("ticket is for a service principal not in the keytab")
+	// ErrEnctype: the keytab holds the principal, but not in the ticket's
+	// encryption type.
+	ErrEnctype = errors.New("encryption type not permitted")
+	// ErrKVNO: the keytab holds the principal and enctype, but another key
+	// version (the account's password changed since the keytab was made).
+	ErrKVNO = errors.New("key version number mismatch")
+	// ErrDecrypt: principal, enctype and kvno match but the key does not
+	// decrypt the ticket (stale keytab, or made from a wrong password).
+	ErrDecrypt = errors.New("ticket does not decrypt with the keytab key")
+	// ErrAuthenticator: the authenticator does not decrypt with the
+	// ticket's session key or names another client (forged or corrupted).
+	ErrAuthenticator = errors.New("authenticator does not match the ticket")
+	// ErrPAC: the ticket's PAC is undecodable or its server signature is
+	// wrong.
+	ErrPAC = errors.New("invalid PAC in ticket")
+	// ErrClockSkew: the authenticator's time is too far from the node's
+	// clock, or the ticket is not yet valid.
+	ErrClockSkew = errors.New("clock skew too great")
+	// ErrTicketExpired: the ticket's end time (plus the skew allowance) has
+	// passed.
+	ErrTicketExpired = errors.New("ticket expired")
+	// ErrReplay: this authenticator was already accepted.
+	ErrReplay = errors.New("replayed authenticator")
+	// ErrReplayCacheFull: the replay cache is full of live entries and the
+	// authenticator could not be recorded, so it is refused rather than
+	// accepted unprotected. Raise Options.ReplayCacheMax.
+	ErrReplayCacheFull = errors.New("replay cache full")
+)
+
+// Options tune a Validator. The zero value gives the defaults.
+type Options struct {
+	// MaxClockSkew is the allowed difference between the node's clock and
+	// the client's, and the grace past a ticket's end time (default 5m).
+	MaxClockSkew time.Duration
+	// Now returns the current time (default time.Now); tests inject it.
+	Now func() time.Time
+	// ReplayCacheMax bounds the replay cache (default 100000 entries). It
+	// must exceed the number of logins in any MaxClockSkew window.
+	ReplayCacheMax int
+	// Logger receives gokrb5's PAC-decoding remarks at debug level
+	// (default: discarded).
+	Logger *slog.Logger
+}
+
+// Identity is who a valid Negotiate blob authenticates.
+type Identity struct {
+	User     string    // client name without realm, e.g. "alice"
+	Realm    string    // client realm, e.g. "EXAMPLE.TEST"
+	SPN      string    // service principal, e.g. "HTTP/auth1.example.test@EXAMPLE.TEST"
+	AuthTime time.Time // when the client logged in to the KDC
+	EndTime  time.Time // when the ticket expires
+	Etype    int32     // ticket encryption type
+	KVNO     int       // ticket key version
+	// GroupSIDs are the group SIDs of the PAC's logon info, when the
+	// ticket has a PAC (Active Directory always adds one).
+	GroupSIDs []string
+	// ResponseToken is the blob to send back base64-encoded in
+	// "WWW-Authenticate: Negotiate ..." with the successful response: a
+	// SPNEGO NegTokenResp (accept-completed) carrying an AP-REP when the
+	// client asked for mutual authentication. For a bare KRB5 request it is
+	// the bare KRB5 AP-REP token, or nil when none was asked for.
+	ResponseToken []byte
+}
+
+// Validator checks Negotiate blobs against a keytab. It is safe for
+// concurrent use; it keeps its own replay cache, so use one Validator per
+// keytab for the life of the process.
+type Validator struct {
+	kt     *keytab.Keytab
+	skew   time.Duration
+	now    func() time.Time
+	replay *replayCache
+	pacLog *log.Logger
+}
+
+// NewValidator returns a Validator for the keys in kt. kt must not be
+// modified afterwards.
+func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = 5 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ReplayCacheMax <= 0 {
+		opts.ReplayCacheMax = 100000
+	}
+	pacLog := log.New(io.Discard, "", 0)
+	if opts.Logger != nil {
+		pacLog = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
+	}
+	if kt == nil {
+		kt = keytab.New()
+	}
+	return &Validator{
+		kt:     kt,
+		skew:   opts.MaxClockSkew,
+		now:    opts.Now,
+		replay: newReplayCache(opts.ReplayCacheMax),
+		pacLog: pacLog,
+	}
+}
+
+// Validate checks blob, the base64-decoded value of an "Authorization:
+// Negotiate" header, and returns the client it authenticates. Errors wrap
+// one of the Err* sentinels of this package.
+func (v *Validator) Validate(blob []byte) (*Identity, error) {
+	t := parse(blob)
+	switch t.kind {
+	case KindKerberos:
+	case KindNTLM, KindSPNEGONTLM:
+		return nil, fmt.Errorf("%w (%s): the browser could not get a Kerberos ticket for this host; the SPN HTTP/<host name in the URL> is probably not registered on the service account (setspn -L), or the site is not in the browser's intranet zone (Chrome/Edge: AuthServerAllowlist)", ErrNTLM, t.detail)
+	default:
+		return nil, fmt.Errorf("%w: %s", ErrMalformed, t.detail)
+	}
+	ap, err := unmarshalAPReq(t.apReq)
+	if err != nil {
+		return nil, err
+	}
+	tk, err := v.decryptTicket(&ap.Ticket)
+	if err != nil {
+		return nil, err
+	}
+	return v.accept(t, ap, tk)
+}
+
+func unmarshalAPReq(b []byte) (ap *messages.APReq, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ap, err = nil, fmt.Errorf("%w: AP-REQ: ASN.1 decoder failed: %v", ErrMalformed, r)
+		}
+	}()
+	ap = new(messages.APReq)
+	if err := ap.Unmarshal(b); err != nil {
+		return nil, fmt.Errorf("%w: AP-REQ: %v", ErrMalformed, err)
+	}
+	if len(ap.Ticket.SName.NameString) == 0 {
+		return nil, fmt.Errorf("%w: ticket has an empty service name", ErrMalformed)
+	}
+	if bitSet(ap.APOptions, flags.APOptionUseSessionKey) {
+		return nil, fmt.Errorf("%w: user-to-user AP-REQ is not supported", ErrMalformed)
+	}
+	return ap, nil
+}
+
+// bitSet reports whether bit i (0 = most significant of the first byte)
+// of a Kerberos flags field is set; missing bytes count as clear.
+func bitSet(f asn1.BitString, i int) bool {
+	b := i / 8
+	if b >= len(f.Bytes) {
+		return false
+	}
+	return f.Bytes[b]&(0x80>>uint(i%8)) != 0
+}
+
+// ticketKey is the keytab entry that decrypted a ticket.
+type ticketKey struct {
+	key       types.EncryptionKey
+	principal string // "HTTP/auth1.example.test@EXAMPLE.TEST"
+}
+
+func entryPrincipal(components []string, realm string) string {
+	return strings.Join(components, "/") + "@" + realm
+}
+
+// decryptTicket finds the keytab key for tkt, checking in turn the
+// unencrypted service name and realm, the enctype and the key version so
+// that each mismatch gets its own error, then decrypts the ticket.
+func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: ticket decryption failed on malformed input: %v", ErrMalformed, r)
+		}
+	}()
+	want := entryPrincipal(tkt.SName.NameString, tkt.Realm)
+	etype, kvno := tkt.EncPart.EType, tkt.EncPart.KVNO
+
+	var byName, byEtype []int
+	for i, e := range v.kt.Entries {
+		if principalMatches(e.Principal.Components, e.Principal.Realm, tkt.SName.NameString, tkt.Realm) {
+			byName = append(byName, i)
+		}
+	}
+	if len(byName) == 0 {
+		return tk, fmt.Errorf("%w: ticket is for %s; the keytab holds %s (the client asked for an SPN this node has no key for: check the host name in the URL and the keytab export)",
+			ErrWrongSPN, want, strings.Join(v.principals(), ", "))
+	}
+	var have []string
+	for _, i := range byName {
+		e := v.kt.Entries[i]
+		if e.Key.KeyType == etype {
+			byEtype = append(byEtype, i)
+		}
+		have = appendUnique(have, etypeLabel(e.Key.KeyType))
+	}
+	if len(byEtype) == 0 {
+		return tk, fmt.Errorf("%w: ticket for %s is encrypted with %s but the keytab has only %s for it (compare the account's msDS-SupportedEncryptionTypes with the enctypes exported to the keytab)",
+			ErrEnctype, want, etypeLabel(etype), strings.Join(have, ", "))
+	}
+	var byKVNO []int
+	var kvnos []string
+	for _, i := range byEtype {
+		e := v.kt.Entries[i]
+		if kvno == 0 || e.KVNO == uint32(kvno) {
+			byKVNO = append(byKVNO, i)
+		}
+		kvnos = appendUnique(kvnos, fmt.Sprint(e.KVNO))
+	}
+	if len(byKVNO) == 0 {
+		return tk, fmt.Errorf("%w: ticket for %s (%s) has kvno %d but the keytab has kvno %s: the account's password changed after the keytab was exported; export a new keytab",
+			ErrKVNO, want, etypeLabel(etype), kvno, strings.Join(kvnos, ", "))
+	}
+	var lastErr error
+	for _, i := range byKVNO {
+		e := v.kt.Entries[i]
+		plain, err := crypto.DecryptEncPart(tkt.EncPart, e.Key, keyusage.KDC_REP_TICKET)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var enc messages.EncTicketPart
+		if err := enc.Unmarshal(plain); err != nil {
+			return tk, fmt.Errorf("%w: ticket for %s decrypts but its content does not decode: %v", ErrMalformed, want, err)
+		}
+		tkt.DecryptedEncPart = enc
+		return ticketKey{key: e.Key, principal: entryPrincipal(e.Principal.Components, e.Principal.Realm)}, nil
+	}
+	return tk, fmt.Errorf("%w: ticket for %s (%s, kvno %d) fails to decrypt with the keytab's key: the keytab is stale or was made from another password or salt; export a new keytab (%v)",
+		ErrDecrypt, want, etypeLabel(etype), kvno, lastErr)
+}
+
+// principalMatches compares case-insensitively: Active Directory treats
+// SPNs and realms so, and encrypts with the same account key whatever case
+// the client used.
+func principalMatches(components []string, realm string, name []string, tktRealm string) bool {
+	if len(components) != len(name) || !strings.EqualFold(realm, tktRealm) {
+		return false
+	}
+	for i := range components {
+		if !strings.EqualFold(components[i], name[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *Validator) principals() []string {
+	var out []string
+	for _, e := range v.kt.Entries {
+		out = appendUnique(out, entryPrincipal(e.Principal.Components, e.Principal.Realm))
+	}
+	if len(out) == 0 {
+		out = []string{"no keys at all"}
+	}
+	return out
+}
+
+func appendUnique(s []string, x string) []string {
+	for _, y := range s {
+		if y == x {
+			return s
+		}
+	}
+	return append(s, x)
+}
+
+// accept runs the checks that need the decrypted ticket: authenticator,
+// times, PAC, replay; then builds the response token.
+func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Identity, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			id, err = nil, fmt.Errorf("%w: failed on malformed ticket content: %v", ErrMalformed, r)
+		}
+	}()
+	ep := ap.Ticket.DecryptedEncPart
+	client := ep.CName.PrincipalNameString() + "@" + ep.CRealm
+
+	plain, err := crypto.DecryptEncPart(ap.EncryptedAuthenticator, ep.Key, keyusage.AP_REQ_AUTHENTICATOR)
+	if err != nil {
+		return nil, fmt.Errorf("%w: authenticator of %s for %s does not decrypt with the ticket's session key: %v", ErrAuthenticator, client, tk.principal, err)
+	}
+	var auth types.Authenticator
+	if err := auth.Unmarshal(plain); err != nil {
+		return nil, fmt.Errorf("%w: authenticator of %s for %s does not decode: %v", ErrAuthenticator, client, tk.principal, err)
+	}
+	if !auth.CName.Equal(ep.CName) || auth.CRealm != ep.CRealm {
+		return nil, fmt.Errorf("%w: authenticator names %s@%s but the ticket was issued to %s", ErrAuthenticator, auth.CName.PrincipalNameString(), auth.CRealm, client)
+	}
+
+	now := v.now().UTC()
+	if now.After(ep.EndTime.Add(v.skew)) {
+		return nil, fmt.Errorf("%w: ticket of %s for %s ended at %s, now is %s (allowance %s): the client must get a new ticket",
+			ErrTicketExpired, client, tk.principal, ep.EndTime.UTC().Format(time.RFC3339), now.Format(time.RFC3339), v.skew)
+	}
+	start := ep.StartTime
+	if start.IsZero() {
+		start = ep.AuthTime
+	}
+	if start.Sub(now) > v.skew || bitSet(ep.Flags, flags.Invalid) {
+		return nil, fmt.Errorf("%w: ticket of %s for %s is not yet valid (starts %s, now is %s): check this node's clock against the domain controller (NTP)",
+			ErrClockSkew, client, tk.principal, start.UTC().Format(time.RFC3339), now.Format(time.RFC3339))
+	}
+	ctime := auth.CTime.Add(time.Duration(auth.Cusec) * time.Microsecond)
+	if d := now.Sub(ctime); d > v.skew || -d > v.skew {
+		return nil, fmt.Errorf("%w: authenticator of %s was made at %s, this node's clock says %s (off by %s, max %s): synchronise client and node clocks with the domain (NTP)",
+			ErrClockSkew, client, ctime.UTC().Format(time.RFC3339), now.Format(time.RFC3339), d.Round(time.Second), v.skew)
+	}
+
+	groups, err := v.pacGroups(&ap.Ticket, tk.key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ticket of %s for %s: %v", ErrPAC, client, tk.principal, err)
+	}
+
+	expires := now
+	if ctime.After(expires) {
+		expires = ctime
+	}
+	key := replayKey{
+		client:  ep.CName.PrincipalNameString(),
+		realm:   ep.CRealm,
+		ctime:   auth.CTime.Unix(),
+		cusec:   auth.Cusec,
+		service: tk.principal,
+	}
+	seen, full := v.replay.insert(key, now, expires.Add(v.skew))
+	if seen {
+		return nil, fmt.Errorf("%w: authenticator of %s for %s made at %s was already used", ErrReplay, client, tk.principal, ctime.UTC().Format(time.RFC3339Nano))
+	}
+	if full {
+		return nil, fmt.Errorf("%w: %d live authenticators within the %s window; refusing %s rather than risk a replay (raise the replay cache size)", ErrReplayCacheFull, v.replay.max, v.skew, client)
+	}
+
+	resp, err := responseToken(t, ap, &auth, ep.Key)
+	if err != nil {
+		return nil, fmt.Errorf("build Negotiate response token for %s: %w", client, err)
+	}
+	return &Identity{
+		User:          ep.CName.PrincipalNameString(),
+		Realm:         ep.CRealm,
+		SPN:           tk.principal,
+		AuthTime:      ep.AuthTime,
+		EndTime:       ep.EndTime,
+		Etype:         ap.Ticket.EncPart.EType,
+		KVNO:          ap.Ticket.EncPart.KVNO,
+		GroupSIDs:     groups,
+		ResponseToken: resp,
+	}, nil
+}
+
+// pacGroups returns the group SIDs of the ticket's PAC, verifying its server
+// signature with the key that decrypted the ticket. A ticket without a PAC
+// (a non-AD KDC) gives no groups and no error.
+func (v *Validator) pacGroups(tkt *messages.Ticket, key types.EncryptionKey) ([]string, error) {
+	for _, ad := range tkt.DecryptedEncPart.AuthorizationData {
+		if ad.ADType != adtype.ADIfRelevant {
+			continue
+		}
+		var inner types.AuthorizationData
+		if err := inner.Unmarshal(ad.ADData); err != nil {
+			continue
+		}
+		for _, e := range inner {
+			if e.ADType != adtype.ADWin2KPAC {
+				continue
+			}
+			var p pac.PACType
+			if err := p.Unmarshal(e.ADData); err != nil {
+				return nil, fmt.Errorf("decode PAC: %v", err)
+			}
+			if err := p.ProcessPACInfoBuffers(key, v.pacLog); err != nil {
+				return nil, fmt.Errorf("verify PAC: %v", err)
+			}
+			if p.KerbValidationInfo == nil {
+				return nil, errors.New("PAC has no logon info")
+			}
+			return p.KerbValidationInfo.GetGroupMembershipSIDs(), nil
+		}
+	}
+	return nil, nil
+}
+
+// encAPRepPart is RFC 4120 EncAPRepPart without the optional subkey:
+// the initiator's subkey (or the session key) stays the context key.
+type encAPRepPart struct {
+	CTime     time.Time `asn1:"generalized,explicit,tag:0"`
+	Cusec     int       `asn1:"explicit,tag:1"`
+	SeqNumber int64     `asn1:"explicit,optional,tag:3"`
+}
+
+// responseToken builds what goes back in WWW-Authenticate. When the client
+// set mutual-required (MIT GSSAPI, hence curl, always does) it must get an
+// AP-REP proving this node could read the authenticator, or it fails.
+func responseToken(t token, ap *messages.APReq, auth *types.Authenticator, sessionKey types.EncryptionKey) ([]byte, error) {
+	var gssTok []byte
+	if bitSet(ap.APOptions, flags.APOptionMutualRequired) {
+		var seq [4]byte
+		if _, err := rand.Read(seq[:]); err != nil {
+			return nil, err
+		}
+		part := encAPRepPart{
+			CTime:     auth.CTime.UTC(),
+			Cusec:     auth.Cusec,
+			SeqNumber: int64(binary.BigEndian.Uint32(seq[:]) & 0x3fffffff),
+		}
+		pb, err := asn1.Marshal(part)
+		if err != nil {
+			return nil, fmt.Errorf("marshal EncAPRepPart: %w", err)
+		}
+		pb = asn1tools.AddASNAppTag(pb, asnAppTag.EncAPRepPart)
+		ed, err := crypto.GetEncryptedData(pb, sessionKey, keyusage.AP_REP_ENCPART, 0)
+		if err != nil {
+			return nil, fmt.Errorf("encrypt EncAPRepPart: %w", err)
+		}
+		rep := messages.APRep{PVNO: 5, MsgType: msgtype.KRB_AP_REP, EncPart: ed}
+		rb, err := asn1.Marshal(rep)
+		if err != nil {
+			return nil, fmt.Errorf("marshal AP-REP: %w", err)
+		}
+		rb = asn1tools.AddASNAppTag(rb, asnAppTag.APREP)
+		if gssTok, err = wrapGSS(oidKRB5, tokIDAPRep, rb); err != nil {
+			return nil, err
+		}
+	}
+	if !t.spnego {
+		return gssTok, nil
+	}
+	mech := t.mech
+	if !isKRB5(mech) {
+		mech = oidKRB5
+	}
+	resp := spnego.NegTokenResp{
+		NegState:      asn1.Enumerated(spnego.NegStateAcceptCompleted),
+		SupportedMech: mech,
+		ResponseToken: gssTok,
+	}
+	return resp.Marshal()
+}
