@@ -1,0 +1,299 @@
+package directory
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"os"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iwalb/iwalb/authnode/internal/adtest"
+)
+
+// These tests run against the test domain started by scripts/ad-up; they skip
+// under -short or when IWALB_AD_ENV is unset.
+
+// adConfigs returns a Config per transport (ldaps://, StartTLS, plain), all
+// trusting the test CA.
+func adConfigs(t *testing.T, env map[string]string) map[string]Config {
+	t.Helper()
+	pem, err := os.ReadFile(env["AD_LDAP_CA_FILE"])
+	if err != nil {
+		t.Fatalf("read test AD CA: %v", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		t.Fatalf("no certificate in %s", env["AD_LDAP_CA_FILE"])
+	}
+	base := Config{
+		TLS:          &tls.Config{RootCAs: roots, ServerName: env["AD_LDAP_TLS_SERVER_NAME"]},
+		BindDN:       env["AD_BIND_DN"],
+		BindPassword: env["AD_BIND_PASSWORD"],
+		BaseDN:       env["AD_BASE_DN"],
+		// The test DC is Samba with two LDAP workers on a small machine
+		// that other tests share; an in-chain group search costs it about
+		// 0.1s. These tests check answers, not latency (the black-hole
+		// tests check Timeout), so give it room.
+		Timeout: 30 * time.Second,
+	}
+	ldaps, starttls, plain := base, base, base
+	ldaps.URL = env["AD_LDAPS_URL"]
+	starttls.URL, starttls.StartTLS = env["AD_LDAP_URL"], true
+	plain.URL, plain.AllowPlaintext = env["AD_LDAP_URL"], true
+	return map[string]Config{"ldaps": ldaps, "starttls": starttls, "plain": plain}
+}
+
+func TestLookupAD(t *testing.T) {
+	env := adtest.Env(t)
+	realm := env["AD_REALM"]
+	group := env["AD_GROUP_DN"]
+	tests := []struct {
+		name          string
+		user          string
+		requiredGroup string
+		wantErr       error
+		check         func(t *testing.T, u *User)
+	}{
+		{name: "alice", user: env["AD_ALICE_USER"], requiredGroup: group, check: func(t *testing.T, u *User) {
+			want := User{DN: env["AD_ALICE_DN"], SAMAccountName: "alice", UserPrincipalName: "alice@example.test",
+				DisplayName: "Alice Liddell", Mail: "alice@example.test"}
+			got := *u
+			got.Groups = nil
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("user = %+v, want %+v", got, want)
+			}
+			if !slices.Contains(u.Groups, env["AD_GROUP"]) {
+				t.Errorf("groups %v lack %s", u.Groups, env["AD_GROUP"])
+			}
+		}},
+		{name: "alice by UPN in realm case", user: "alice@" + realm, requiredGroup: group, check: func(t *testing.T, u *User) {
+			if u.DN != env["AD_ALICE_DN"] {
+				t.Errorf("DN = %s, want %s", u.DN, env["AD_ALICE_DN"])
+			}
+		}},
+		{name: "alice@another realm", user: "alice@OTHER.TEST", wantErr: ErrNotFound},
+		{name: "bob disabled", user: env["AD_BOB_USER"], wantErr: ErrDisabled, check: func(t *testing.T, u *User) {
+			if u == nil || !u.Disabled || u.DN != env["AD_BOB_DN"] {
+				t.Errorf("refused user = %+v, want bob's DN and Disabled", u)
+			}
+		}},
+		{name: "carol not in group", user: env["AD_CAROL_USER"], requiredGroup: group, wantErr: ErrNotInGroup},
+		{name: "carol without required group", user: env["AD_CAROL_USER"], check: func(t *testing.T, u *User) {
+			if len(u.Groups) < 600 {
+				t.Errorf("carol has %d groups, want >= 600", len(u.Groups))
+			}
+			if !slices.IsSorted(u.Groups) || slices.Contains(u.Groups, env["AD_GROUP"]) {
+				t.Errorf("carol's groups not sorted or contain %s", env["AD_GROUP"])
+			}
+		}},
+		{name: "dave nested", user: env["AD_DAVE_USER"], requiredGroup: group, check: func(t *testing.T, u *User) {
+			if !slices.Contains(u.Groups, env["AD_NESTED_GROUP"]) || !slices.Contains(u.Groups, env["AD_GROUP"]) {
+				t.Errorf("dave's groups %v lack %s or %s", u.Groups, env["AD_NESTED_GROUP"], env["AD_GROUP"])
+			}
+		}},
+		{name: "unknown", user: "nobody-here", wantErr: ErrNotFound},
+		{name: "wildcard", user: "*", wantErr: ErrNotFound},
+		{name: "prefix wildcard", user: "al*", wantErr: ErrNotFound},
+		{name: "filter injection", user: "alice)(sAMAccountName=*", wantErr: ErrNotFound},
+		{name: "filter injection 2", user: "*)(|(objectClass=*", wantErr: ErrNotFound},
+		{name: "empty", user: "", wantErr: ErrNotFound},
+	}
+	for tname, cfg := range adConfigs(t, env) {
+		t.Run(tname, func(t *testing.T) {
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					cfg := cfg
+					cfg.RequiredGroup = tt.requiredGroup
+					d := mustNew(t, cfg)
+					d.pageSize = 250 // carol's 600 groups then take three pages
+					u, err := d.Lookup(context.Background(), tt.user, realm)
+					if tt.wantErr == nil && err != nil {
+						t.Fatalf("Lookup(%q): %v", tt.user, err)
+					}
+					if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+						t.Fatalf("Lookup(%q) = %+v, %v; want %v", tt.user, u, err, tt.wantErr)
+					}
+					if tt.check != nil {
+						tt.check(t, u)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestErrorMessagesAD(t *testing.T) {
+	env := adtest.Env(t)
+	cfg := adConfigs(t, env)["ldaps"]
+	d := mustNew(t, cfg)
+	tests := []struct {
+		user, realm string
+		want        []string
+	}{
+		{"bob", "EXAMPLE.TEST", []string{`ldap search for "bob" at ` + cfg.URL, env["AD_BOB_DN"], "account disabled"}},
+		{"nobody", "EXAMPLE.TEST", []string{`ldap search for "nobody" at ` + cfg.URL, "user not found"}},
+	}
+	for _, tt := range tests {
+		_, err := d.Lookup(context.Background(), tt.user, tt.realm)
+		for _, w := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("Lookup(%q) error %v does not contain %q", tt.user, err, w)
+			}
+		}
+	}
+}
+
+func TestWrongBindPasswordAD(t *testing.T) {
+	env := adtest.Env(t)
+	for tname, cfg := range adConfigs(t, env) {
+		t.Run(tname, func(t *testing.T) {
+			cfg.BindPassword = "Wrong-Passw0rd-xyz"
+			d := mustNew(t, cfg)
+			_, err := d.Lookup(context.Background(), "alice", env["AD_REALM"])
+			if !errors.Is(err, ErrBind) || errors.Is(err, ErrNotFound) {
+				t.Fatalf("Lookup = %v, want ErrBind", err)
+			}
+			if !strings.Contains(err.Error(), "data 52e") || strings.Contains(err.Error(), cfg.BindPassword) {
+				t.Errorf("error %q: want AD's data 52e hint and no password", err)
+			}
+			if err := d.Check(context.Background()); !errors.Is(err, ErrBind) {
+				t.Errorf("Check = %v, want ErrBind", err)
+			}
+			if _, err := d.ServerTime(context.Background()); !errors.Is(err, ErrBind) {
+				t.Errorf("ServerTime = %v, want ErrBind", err)
+			}
+		})
+	}
+}
+
+func TestWrongServerNameAD(t *testing.T) {
+	env := adtest.Env(t)
+	for _, tname := range []string{"ldaps", "starttls"} {
+		t.Run(tname, func(t *testing.T) {
+			cfg := adConfigs(t, env)[tname]
+			cfg.TLS.ServerName = "wrong.example.test"
+			d := mustNew(t, cfg)
+			err := d.Check(context.Background())
+			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "certificate") {
+				t.Fatalf("Check = %v, want ErrUnavailable naming a certificate problem", err)
+			}
+		})
+	}
+}
+
+func TestServerTimeAndCheckAD(t *testing.T) {
+	env := adtest.Env(t)
+	for tname, cfg := range adConfigs(t, env) {
+		t.Run(tname, func(t *testing.T) {
+			d := mustNew(t, cfg)
+			if err := d.Check(context.Background()); err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			// Again, now on the pooled connection (which Check re-binds).
+			if err := d.Check(context.Background()); err != nil {
+				t.Fatalf("second Check: %v", err)
+			}
+			st, err := d.ServerTime(context.Background())
+			if err != nil {
+				t.Fatalf("ServerTime: %v", err)
+			}
+			if off := time.Since(st); off > 2*time.Minute || off < -2*time.Minute {
+				t.Errorf("server time %s is %s away from ours", st, off)
+			}
+		})
+	}
+}
+
+// TestConcurrentLookupsAD runs 50 Lookups at once (run it with -race) and
+// checks that the pool stays within PoolSize idle connections, reuses them
+// afterwards, and that Close leaves no goroutine behind.
+func TestConcurrentLookupsAD(t *testing.T) {
+	env := adtest.Env(t)
+	before := runtime.NumGoroutine()
+	cfg := adConfigs(t, env)["ldaps"]
+	cfg.RequiredGroup = env["AD_GROUP_DN"]
+	cfg.PoolSize = 3
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := []string{env["AD_ALICE_USER"], env["AD_DAVE_USER"]}
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Go(func() {
+			_, err := d.Lookup(context.Background(), users[i%len(users)], env["AD_REALM"])
+			if err != nil {
+				errs <- err
+			}
+			if n := d.idleCount(); n > cfg.PoolSize {
+				errs <- errors.New("pool holds too many idle connections")
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := d.idleCount(); n == 0 || n > cfg.PoolSize {
+		t.Errorf("idle connections after the burst: %d, want 1..%d", n, cfg.PoolSize)
+	}
+	d.Close()
+	if n := d.idleCount(); n != 0 {
+		t.Errorf("idle connections after Close: %d", n)
+	}
+	waitGoroutines(t, before)
+}
+
+// TestStalePooledConnectionAD checks that a pooled connection that has been
+// closed while idle (as when AD hangs up after MaxConnIdleTime) is discarded,
+// not handed to Lookup.
+func TestStalePooledConnectionAD(t *testing.T) {
+	env := adtest.Env(t)
+	d := mustNew(t, adConfigs(t, env)["plain"])
+	if err := d.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	for _, c := range d.idle {
+		c.Close() // as if the server had hung up
+	}
+	d.mu.Unlock()
+	if _, err := d.Lookup(context.Background(), "alice", env["AD_REALM"]); err != nil {
+		t.Fatalf("Lookup after the pooled connection died: %v", err)
+	}
+}
+
+// TestFailedRebindDiscardsConnectionAD checks that a pooled connection whose
+// re-bind failed (AD then treats it as anonymous) is not reused: otherwise a
+// later Lookup would see an empty directory and say "not found".
+func TestFailedRebindDiscardsConnectionAD(t *testing.T) {
+	env := adtest.Env(t)
+	d := mustNew(t, adConfigs(t, env)["ldaps"])
+	if err := d.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.idleCount(); n != 1 {
+		t.Fatalf("idle connections after Check: %d, want 1", n)
+	}
+	good := d.cfg.BindPassword
+	d.cfg.BindPassword = "Wrong-Passw0rd-xyz" // as if rotated in AD
+	if err := d.Check(context.Background()); !errors.Is(err, ErrBind) {
+		t.Fatalf("Check with a wrong password = %v, want ErrBind", err)
+	}
+	if n := d.idleCount(); n != 0 {
+		t.Fatalf("idle connections after a failed re-bind: %d, want 0", n)
+	}
+	d.cfg.BindPassword = good
+	if _, err := d.Lookup(context.Background(), "alice", env["AD_REALM"]); err != nil {
+		t.Fatalf("Lookup after the password is fixed: %v", err)
+	}
+}

@@ -1,0 +1,341 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// These tests need no directory: they cover configuration, filters, account
+// checks and the behaviour against servers that refuse or never answer.
+
+func TestNewValidates(t *testing.T) {
+	ok := Config{URL: "ldaps://dc1.example.test", BindDN: "CN=svc", BindPassword: "pw", BaseDN: "DC=example,DC=test"}
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		wantErr string // "" means New succeeds
+	}{
+		{"ldaps", func(*Config) {}, ""},
+		{"starttls", func(c *Config) { c.URL, c.StartTLS = "ldap://dc1:389", true }, ""},
+		{"plaintext allowed", func(c *Config) { c.URL, c.AllowPlaintext = "ldap://dc1", true }, ""},
+		{"plaintext refused", func(c *Config) { c.URL = "ldap://dc1:389" }, "bind password would travel in clear"},
+		{"bad scheme", func(c *Config) { c.URL = "http://dc1" }, "scheme must be ldaps:// or ldap://"},
+		{"no host", func(c *Config) { c.URL = "ldaps://" }, "has no host"},
+		{"ldaps with starttls", func(c *Config) { c.StartTLS = true }, "already TLS"},
+		{"no bind DN", func(c *Config) { c.BindDN = "" }, "BindDN is required"},
+		{"no bind password", func(c *Config) { c.BindPassword = "" }, "BindPassword is required"},
+		{"no base DN", func(c *Config) { c.BaseDN = "" }, "BaseDN is required"},
+		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "Timeout"},
+		{"negative pool", func(c *Config) { c.PoolSize = -1 }, "PoolSize"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := ok
+			tt.edit(&cfg)
+			d, err := New(cfg)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				if d.cfg.Timeout != DefaultTimeout || d.cfg.PoolSize != DefaultPoolSize {
+					t.Errorf("defaults not applied: Timeout %s, PoolSize %d", d.cfg.Timeout, d.cfg.PoolSize)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("New error = %v, want it to mention %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestConfigStringHidesPassword(t *testing.T) {
+	cfg := Config{URL: "ldaps://dc1", BindDN: "CN=svc", BindPassword: "S3cret-Value", BaseDN: "DC=x"}
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("start", "ldap", cfg)
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("start", "ldap", &cfg)
+	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%v", &cfg), logged.String()} {
+		if strings.Contains(s, "S3cret-Value") {
+			t.Errorf("formatted Config shows the password: %s", s)
+		}
+	}
+}
+
+func TestUserFilter(t *testing.T) {
+	const person = "(&(objectCategory=person)(objectClass=user)"
+	tests := []struct {
+		user, realm string
+		want        string // "" means no filter: nothing can match
+	}{
+		{"alice", "EXAMPLE.TEST", person + "(|(sAMAccountName=alice)(userPrincipalName=alice@EXAMPLE.TEST)))"},
+		{"alice", "", person + "(sAMAccountName=alice))"},
+		{"alice@EXAMPLE.TEST", "EXAMPLE.TEST", person + "(|(sAMAccountName=alice)(userPrincipalName=alice@EXAMPLE.TEST)))"},
+		{"alice@example.test", "EXAMPLE.TEST", person + "(|(sAMAccountName=alice)(userPrincipalName=alice@example.test)))"},
+		// Another suffix is only ever a UPN: it must not find this
+		// domain's alice by sAMAccountName.
+		{"alice@OTHER.TEST", "EXAMPLE.TEST", person + "(userPrincipalName=alice@OTHER.TEST))"},
+		{"*", "EXAMPLE.TEST", person + `(|(sAMAccountName=\2a)(userPrincipalName=\2a@EXAMPLE.TEST)))`},
+		{"alice)(x", "EXAMPLE.TEST", person + `(|(sAMAccountName=alice\29\28x)(userPrincipalName=alice\29\28x@EXAMPLE.TEST)))`},
+		{`a\b`, "", person + `(sAMAccountName=a\5cb))`},
+		{"", "EXAMPLE.TEST", ""},
+		{"@EXAMPLE.TEST", "EXAMPLE.TEST", ""},
+		{"alice@", "EXAMPLE.TEST", ""},
+		{"al\x00ice", "EXAMPLE.TEST", ""},
+	}
+	for _, tt := range tests {
+		got, ok := userFilter(tt.user, tt.realm)
+		if got != tt.want || ok != (tt.want != "") {
+			t.Errorf("userFilter(%q, %q) = %q, %t; want %q", tt.user, tt.realm, got, ok, tt.want)
+		}
+		if ok {
+			if _, err := ldap.CompileFilter(got); err != nil {
+				t.Errorf("userFilter(%q, %q) = %q does not compile: %v", tt.user, tt.realm, got, err)
+			}
+		}
+	}
+}
+
+// fileTime encodes t as AD's accountExpires (100 ns since 1601).
+func fileTime(t time.Time) string {
+	return fmt.Sprint((t.Unix()+11644473600)*1e7 + int64(t.Nanosecond()/100))
+}
+
+func TestAccountRefusal(t *testing.T) {
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name       string
+		uac, exp   string
+		wantErr    bool
+		wantInText string
+	}{
+		{"enabled, never expires (0)", "512", "0", false, ""},
+		{"enabled, never expires (max)", "512", fmt.Sprint(int64(math.MaxInt64)), false, ""},
+		{"enabled, no attributes", "", "", false, ""},
+		{"enabled, expires tomorrow", "512", fileTime(now.Add(24 * time.Hour)), false, ""},
+		{"disabled", "514", "0", true, "userAccountControl 0x202"},
+		{"expired yesterday", "512", fileTime(now.Add(-24 * time.Hour)), true, "expired 2026-11-23T12:00:00Z"},
+		{"expires this instant", "512", fileTime(now), true, "expired"},
+		{"garbage uac", "x", "0", true, "userAccountControl"},
+		{"garbage expiry", "512", "soon", true, "accountExpires"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			attrs := map[string][]string{}
+			if tt.uac != "" {
+				attrs["userAccountControl"] = []string{tt.uac}
+			}
+			if tt.exp != "" {
+				attrs["accountExpires"] = []string{tt.exp}
+			}
+			err := accountRefusal(ldap.NewEntry("CN=u,DC=x", attrs), now)
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatalf("accountRefusal = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrDisabled) || !strings.Contains(err.Error(), tt.wantInText) {
+				t.Fatalf("accountRefusal = %v, want ErrDisabled mentioning %q", err, tt.wantInText)
+			}
+		})
+	}
+}
+
+func TestBindHint(t *testing.T) {
+	tests := map[string]string{
+		"80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data 52e, v4563": "AD data 52e: wrong password",
+		"80090308: LdapErr: DSID-0C09041C, comment: AcceptSecurityContext error, data 533, v4563": "AD data 533: account disabled",
+		"data 999, v1": "AD data 999",
+		"no hint here": "",
+	}
+	for msg, want := range tests {
+		if got := bindHint(errors.New(msg)); got != want {
+			t.Errorf("bindHint(%q) = %q, want %q", msg, got, want)
+		}
+	}
+}
+
+// blackHole listens on loopback, accepts connections and never answers.
+func blackHole(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+func mustNew(t *testing.T, cfg Config) *Directory {
+	t.Helper()
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// unreachableConfigs are the three transports aimed at addr.
+func unreachableConfigs(addr string, timeout time.Duration) map[string]Config {
+	base := Config{BindDN: "CN=svc", BindPassword: "pw", BaseDN: "DC=x", Timeout: timeout}
+	plain, starttls, ldaps := base, base, base
+	plain.URL, plain.AllowPlaintext = "ldap://"+addr, true
+	starttls.URL, starttls.StartTLS = "ldap://"+addr, true
+	ldaps.URL = "ldaps://" + addr
+	return map[string]Config{"plain": plain, "starttls": starttls, "ldaps": ldaps}
+}
+
+// TestUnavailable checks that every call reports ErrUnavailable, promptly and
+// with the server's URL, when the server refuses connections or accepts them
+// and never answers.
+func TestUnavailable(t *testing.T) {
+	servers := map[string]string{
+		"refused":    "127.0.0.1:1",
+		"black hole": blackHole(t),
+	}
+	calls := map[string]func(context.Context, *Directory) error{
+		"Lookup": func(ctx context.Context, d *Directory) error {
+			_, err := d.Lookup(ctx, "alice", "EXAMPLE.TEST")
+			return err
+		},
+		"Check":      func(ctx context.Context, d *Directory) error { return d.Check(ctx) },
+		"ServerTime": func(ctx context.Context, d *Directory) error { _, err := d.ServerTime(ctx); return err },
+	}
+	for sname, addr := range servers {
+		for tname, cfg := range unreachableConfigs(addr, 300*time.Millisecond) {
+			for cname, call := range calls {
+				t.Run(sname+"/"+tname+"/"+cname, func(t *testing.T) {
+					d := mustNew(t, cfg)
+					start := time.Now()
+					err := call(context.Background(), d)
+					took := time.Since(start)
+					if !errors.Is(err, ErrUnavailable) {
+						t.Fatalf("err = %v, want ErrUnavailable", err)
+					}
+					if !strings.Contains(err.Error(), cfg.URL) {
+						t.Errorf("error %q does not name the server %s", err, cfg.URL)
+					}
+					if took > 2*time.Second {
+						t.Errorf("took %s with Timeout %s", took, cfg.Timeout)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestCancelMidCall checks that cancelling ctx interrupts a call that the
+// server would otherwise leave hanging for the whole (long) Timeout.
+func TestCancelMidCall(t *testing.T) {
+	addr := blackHole(t)
+	for tname, cfg := range unreachableConfigs(addr, time.Minute) {
+		t.Run(tname, func(t *testing.T) {
+			d := mustNew(t, cfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(100*time.Millisecond, cancel)
+			start := time.Now()
+			_, err := d.Lookup(ctx, "alice", "EXAMPLE.TEST")
+			if took := time.Since(start); took > 2*time.Second {
+				t.Errorf("Lookup returned %s after cancel", took)
+			}
+			if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("err = %v, want context.Canceled and ErrUnavailable", err)
+			}
+		})
+	}
+	t.Run("deadline sooner than Timeout", func(t *testing.T) {
+		d := mustNew(t, unreachableConfigs(addr, time.Minute)["plain"])
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := d.Check(ctx)
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("Check returned after %s with a 200ms deadline", took)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("err = %v, want context.DeadlineExceeded and ErrUnavailable", err)
+		}
+	})
+}
+
+func TestClosedDirectory(t *testing.T) {
+	d := mustNew(t, unreachableConfigs("127.0.0.1:1", time.Second)["plain"])
+	d.Close()
+	if _, err := d.Lookup(context.Background(), "alice", "EXAMPLE.TEST"); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("Lookup after Close = %v, want ErrUnavailable saying closed", err)
+	}
+}
+
+// waitGoroutines waits for the goroutine count to drop to at most n; go-ldap
+// lets a closed connection's reader goroutine finish on its own.
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d, want <= %d\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestNoGoroutineLeakUnavailable(t *testing.T) {
+	addr := blackHole(t)
+	before := runtime.NumGoroutine()
+	for _, cfg := range unreachableConfigs(addr, 200*time.Millisecond) {
+		d, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		d.Lookup(ctx, "alice", "EXAMPLE.TEST")      // cancelled
+		d.Lookup(context.Background(), "alice", "") // timed out
+		cancel()
+		d.Close()
+	}
+	waitGoroutines(t, before)
+}
+
+// idleCount is how many connections the pool holds.
+func (d *Directory) idleCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.idle)
+}

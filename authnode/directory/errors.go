@@ -1,0 +1,122 @@
+package directory
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// Sentinel errors for the outcomes callers branch on. Every error returned by
+// this package wraps at most one of them (plus the underlying cause) and says
+// which operation, user and server it concerns. Errors that wrap none of them
+// are configuration or protocol problems (for example a BaseDN that does not
+// exist, or a proxy account without read access).
+var (
+	// ErrUnavailable means the directory could not be asked: dial refused,
+	// timeout, TLS failure, connection reset, or a busy/unavailable/unwilling
+	// answer. Callers answer 503. A caller's own cancellation also wraps it,
+	// together with context.Canceled.
+	ErrUnavailable = errors.New("directory unavailable")
+	// ErrBind means the directory rejected the proxy account's credentials
+	// (result 49). Callers answer 503 and report not ready.
+	ErrBind = errors.New("proxy bind rejected")
+	// ErrNotFound means no account matches the user name.
+	ErrNotFound = errors.New("user not found")
+	// ErrAmbiguous means more than one account matches the user name.
+	ErrAmbiguous = errors.New("user name matches more than one account")
+	// ErrDisabled means the account is disabled or has expired.
+	ErrDisabled = errors.New("account disabled")
+	// ErrNotInGroup means the account is not a member, directly or through
+	// nested groups, of Config.RequiredGroup.
+	ErrNotInGroup = errors.New("user not in required group")
+)
+
+// adBindHints explains the "data NNN" code that Active Directory puts in the
+// diagnostic message of a failed bind; it is the only place AD says why.
+var adBindHints = map[string]string{
+	"525": "user not found",
+	"52e": "wrong password",
+	"530": "logon not permitted at this time",
+	"531": "logon not permitted from this workstation",
+	"532": "password expired",
+	"533": "account disabled",
+	"701": "account expired",
+	"773": "password must be reset",
+	"775": "account locked out",
+}
+
+var adDataCode = regexp.MustCompile(`data ([0-9a-fA-F]+)`)
+
+// bindHint turns AD's diagnostic message into a short explanation such as
+// "AD data 52e: wrong password", or "" when there is nothing to add.
+func bindHint(err error) string {
+	m := adDataCode.FindStringSubmatch(err.Error())
+	if m == nil {
+		return ""
+	}
+	code := strings.ToLower(m[1])
+	if hint, ok := adBindHints[code]; ok {
+		return "AD data " + code + ": " + hint
+	}
+	return "AD data " + code
+}
+
+// isCertificateError reports whether err is a TLS certificate rejection.
+// go-ldap's StartTLS formats the handshake error with %v, so the x509 error
+// is only recognisable by its text there.
+func isCertificateError(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var herr x509.HostnameError
+	var uerr x509.UnknownAuthorityError
+	var ierr x509.CertificateInvalidError
+	return errors.As(err, &verr) || errors.As(err, &herr) || errors.As(err, &uerr) ||
+		errors.As(err, &ierr) || strings.Contains(err.Error(), "x509: ")
+}
+
+// isUnavailable reports whether err means the server could not be asked, as
+// opposed to an answer we do not like. Such connections are never reused.
+func isUnavailable(err error) bool {
+	var lerr *ldap.Error
+	if !errors.As(err, &lerr) {
+		// Not an LDAP result at all: a net, TLS or context error.
+		return true
+	}
+	switch lerr.ResultCode {
+	case ldap.ErrorNetwork, ldap.LDAPResultBusy, ldap.LDAPResultUnavailable,
+		ldap.LDAPResultUnwillingToPerform, ldap.LDAPResultServerDown,
+		ldap.LDAPResultTimeout, ldap.LDAPResultConnectError,
+		ldap.ErrorUnexpectedResponse, ldap.ErrorMalformedPacket:
+		return true
+	}
+	return false
+}
+
+// wrap adds operator context ("ldap search for "alice" at ldaps://...") and
+// the sentinel that matches err. ctx is the caller's context: when it ended,
+// that is what the caller needs to know, whatever the connection said.
+func (d *Directory) wrap(ctx context.Context, what string, err error) error {
+	prefix := fmt.Sprintf("ldap %s at %s", what, d.cfg.URL)
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("%s: %w: %w", prefix, ErrUnavailable, cerr)
+	}
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
+		if hint := bindHint(err); hint != "" {
+			return fmt.Errorf("%s: %w (%s): %w", prefix, ErrBind, hint, err)
+		}
+		return fmt.Errorf("%s: %w: %w", prefix, ErrBind, err)
+	}
+	if isCertificateError(err) {
+		return fmt.Errorf("%s: %w: TLS certificate not accepted (check TLS.RootCAs and TLS.ServerName): %w",
+			prefix, ErrUnavailable, err)
+	}
+	if isUnavailable(err) {
+		return fmt.Errorf("%s: %w: %w", prefix, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
+}
