@@ -1,0 +1,338 @@
+package l4
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iwalb/iwalb/lb"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// testCert is a self-signed certificate whose CommonName names the backend
+// holding it, so a client can tell which node completed its handshake.
+func testCert(t testing.TB, cn string, dnsNames ...string) (tls.Certificate, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: cn},
+		DNSNames:              dnsNames,
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf
+}
+
+// tlsBackend is a real TLS server on 127.0.0.1. After the handshake it
+// writes its name and a newline, then echoes. It records any PROXY header.
+type tlsBackend struct {
+	name     string
+	addr     string
+	cert     tls.Certificate
+	leaf     *x509.Certificate
+	proxy    bool // expect a PROXY header before TLS
+	accepted atomic.Int64
+
+	mu      sync.Mutex
+	ln      net.Listener
+	headers []*proxyproto.Header
+	wg      sync.WaitGroup
+}
+
+func startTLSBackend(t *testing.T, name string, proxy bool) *tlsBackend {
+	t.Helper()
+	cert, leaf := testCert(t, name, "*.example.test", "example.test", "a.example.test", "x.wild.example.test", "deeper.x.wild.example.test")
+	b := &tlsBackend{name: name, cert: cert, leaf: leaf, proxy: proxy}
+	b.start(t)
+	t.Cleanup(b.stop)
+	return b
+}
+
+func (b *tlsBackend) start(t *testing.T) {
+	t.Helper()
+	addr := b.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.ln, b.addr = ln, ln.Addr().String()
+	b.mu.Unlock()
+	conf := &tls.Config{Certificates: []tls.Certificate{b.cert}}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.accepted.Add(1)
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.serve(c, conf)
+			}()
+		}
+	}()
+}
+
+func (b *tlsBackend) serve(c net.Conn, conf *tls.Config) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var raw net.Conn = c
+	if b.proxy {
+		br := bufio.NewReader(c)
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		b.headers = append(b.headers, h)
+		b.mu.Unlock()
+		raw = &replayConn{Conn: c, r: br}
+	}
+	tc := tls.Server(raw, conf)
+	if err := tc.Handshake(); err != nil {
+		return
+	}
+	io.WriteString(tc, b.name+"\n")
+	io.Copy(tc, tc)
+}
+
+func (b *tlsBackend) stop() {
+	b.mu.Lock()
+	if b.ln != nil {
+		b.ln.Close()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+func (b *tlsBackend) proxyHeaders() []*proxyproto.Header {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*proxyproto.Header(nil), b.headers...)
+}
+
+// rootsOf trusts the given backends' self-signed certificates.
+func rootsOf(bs ...*tlsBackend) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, b := range bs {
+		p.AddCert(b.leaf)
+	}
+	return p
+}
+
+// tlsThrough connects to the balancer at addr with SNI sni, completes a TLS
+// handshake and a round trip, and returns the CommonName of the certificate
+// the client saw and the backend's greeting.
+func tlsThrough(addr, sni string, roots *x509.CertPool) (cn, greeting string, err error) {
+	conf := &tls.Config{RootCAs: roots, ServerName: sni}
+	if sni == "" {
+		// Without SNI Go cannot check names; check the chain by hand.
+		conf.InsecureSkipVerify = true
+		conf.VerifyConnection = func(cs tls.ConnectionState) error {
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots})
+			return err
+		}
+	}
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, conf)
+	if err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	greeting, err = br.ReadString('\n')
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := io.WriteString(c, "ping\n"); err != nil {
+		return "", "", err
+	}
+	if echo, err := br.ReadString('\n'); err != nil || echo != "ping\n" {
+		return "", "", err
+	}
+	return c.ConnectionState().PeerCertificates[0].Subject.CommonName, strings.TrimSpace(greeting), nil
+}
+
+// newPool builds a pool over the given backend addresses.
+func newPool(t testing.TB, name string, policy lb.PolicyName, health lb.HealthCheck, addrs ...string) *lb.Pool {
+	t.Helper()
+	var bcs []lb.BackendConfig
+	for i, a := range addrs {
+		bcs = append(bcs, lb.BackendConfig{Name: name + "-" + string(rune('1'+i)), Addr: a})
+	}
+	p, err := lb.NewPool(lb.Config{Name: name, Policy: policy, Backends: bcs, Health: health}, lb.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startServer runs an l4 server on 127.0.0.1 until the test ends.
+func startServer(t testing.TB, cfg Config) (addr string, reg *prometheus.Registry) {
+	t.Helper()
+	reg = prometheus.NewPedanticRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "test"
+	}
+	srv, err := New(cfg, Options{Logger: quietLogger(), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		srv.Serve(ctx, ln)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Error("Serve did not return after cancel")
+		}
+	})
+	return ln.Addr().String(), reg
+}
+
+// metricValue sums the samples of a counter or gauge family whose labels
+// include all of want ("name=value").
+func metricValue(t testing.TB, g prometheus.Gatherer, name string, want ...string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			sort.Strings(ls)
+			for _, w := range want {
+				if !contains(ls, w) {
+					continue metrics
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// captureHello returns the exact bytes crypto/tls sends as its first flight
+// for conf.
+func captureHello(t testing.TB, conf *tls.Config) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	go func() {
+		tls.Client(a, conf).Handshake()
+	}()
+	defer a.Close()
+	defer b.Close()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, body...)
+}
+
+// refragment re-frames the single-record ClientHello hello into records of
+// at most size payload bytes, as a client may legally send it.
+func refragment(hello []byte, size int) []byte {
+	msg := hello[5:]
+	var out []byte
+	for len(msg) > 0 {
+		n := min(size, len(msg))
+		out = append(out, 22, hello[1], hello[2], byte(n>>8), byte(n))
+		out = append(out, msg[:n]...)
+		msg = msg[n:]
+	}
+	return out
+}

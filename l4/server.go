@@ -1,0 +1,353 @@
+// Package l4 is iwalb's TLS-passthrough balancer: it reads the TLS
+// ClientHello of each connection without consuming it, routes on the server
+// name to a pool of package lb, and relays the client's exact bytes to the
+// picked backend, so the client and the auth node keep one TLS session and
+// one TCP connection end to end (NTLM's multi-leg handshake and Kerberos
+// both survive).
+//
+//	router, err := l4.NewRouter([]l4.Route{
+//		{Name: "auth", ServerNames: []string{"lb.example.test"}, Pool: authPool, ProxyProtocol: 2},
+//	}, nil)
+//	srv, err := l4.New(l4.Config{Name: "https", Router: router}, l4.Options{Logger: logger, Metrics: m})
+//	err = srv.Serve(ctx, ln) // until ctx is cancelled
+//
+// Package l4 never terminates TLS and never looks past the ClientHello. It
+// does not know how backends are chosen or checked (package lb does), nor
+// how configuration is read.
+package l4
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/iwalb/iwalb/lb"
+)
+
+// Config is one listener's configuration. Zero durations and sizes take the
+// defaults stated on each field.
+type Config struct {
+	// Name labels the listener in logs and metrics.
+	Name string
+	// Router is the initial routing table; required.
+	Router *Router
+	// PeekTimeout bounds reading the PROXY header (if any) and the
+	// ClientHello; 0 means 5s.
+	PeekTimeout time.Duration
+	// MaxHelloSize bounds the bytes of records carrying the ClientHello;
+	// 0 means 16 KiB, the most is 64 KiB.
+	MaxHelloSize int
+	// DialTimeout bounds connecting to one backend; 0 means 5s.
+	DialTimeout time.Duration
+	// DialAttempts is how many backends to try before giving up on a
+	// connection; 0 means 3 (never more than the pool has).
+	DialAttempts int
+	// IdleTimeout closes a relayed connection after no byte moved either way
+	// for this long; 0 means 10 minutes, negative disables it.
+	IdleTimeout time.Duration
+	// TrustedProxies are the upstream balancers allowed to send a PROXY
+	// protocol header; their header's source address replaces theirs. From
+	// anyone else a PROXY header is just non-TLS bytes.
+	TrustedProxies []netip.Prefix
+}
+
+// Options carries what a Server gets from its host process rather than from
+// its configuration.
+type Options struct {
+	// Logger receives logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Metrics receives the listener's metrics; nil means a private,
+	// unexported set.
+	Metrics *Metrics
+}
+
+// Server is one TLS-passthrough listener. Create it with New.
+type Server struct {
+	cfg    Config
+	router atomic.Pointer[Router]
+	log    *slog.Logger
+	m      *Metrics
+	wg     sync.WaitGroup
+}
+
+// New validates cfg and returns a Server ready to Serve.
+func New(cfg Config, opts Options) (*Server, error) {
+	var errs []error
+	if cfg.Name == "" {
+		errs = append(errs, errors.New("l4 listener name is empty"))
+	}
+	if cfg.Router == nil {
+		errs = append(errs, fmt.Errorf("l4 listener %q: no router", cfg.Name))
+	}
+	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.DialAttempts < 0 {
+		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes and attempts must not be negative", cfg.Name))
+	}
+	if cfg.MaxHelloSize > 64<<10 {
+		errs = append(errs, fmt.Errorf("l4 listener %q: max hello size %d exceeds 64 KiB", cfg.Name, cfg.MaxHelloSize))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.PeekTimeout == 0 {
+		cfg.PeekTimeout = 5 * time.Second
+	}
+	if cfg.MaxHelloSize == 0 {
+		cfg.MaxHelloSize = defaultMaxHelloWireLen
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.DialAttempts == 0 {
+		cfg.DialAttempts = 3
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	s := &Server{cfg: cfg, log: opts.Logger, m: opts.Metrics}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("listener", cfg.Name)
+	if s.m == nil {
+		s.m, _ = NewMetrics(nil)
+	}
+	s.router.Store(cfg.Router)
+	return s, nil
+}
+
+// SetRouter swaps in a new routing table; connections already routed keep
+// their route.
+func (s *Server) SetRouter(r *Router) { s.router.Store(r) }
+
+// Serve accepts connections on ln until ctx is cancelled, then closes ln,
+// closes the connections it is relaying and returns once they have ended.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer s.wg.Wait()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("l4 listener %s: %w", s.cfg.Name, err)
+			}
+			// Out of file descriptors and the like: back off, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		backoff = 0
+		s.wg.Add(1)
+		go s.serveConn(ctx, c)
+	}
+}
+
+// serveConn is the life of one client connection: peek, route, dial, relay.
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	defer s.wg.Done()
+	s.ServeConn(ctx, c)
+}
+
+// ServeConn handles one accepted connection and closes it. It returns when
+// the connection has ended or ctx is cancelled.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	listener := s.cfg.Name
+	s.m.accepted.WithLabelValues(listener).Inc()
+
+	src, dst := c.RemoteAddr(), c.LocalAddr()
+	c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
+	br := bufio.NewReaderSize(c, s.cfg.MaxHelloSize)
+	if s.trusted(src) {
+		hdr, err := proxyproto.Read(br)
+		switch {
+		case err == nil:
+			if hdr.Command.IsProxy() {
+				src, dst = hdr.SourceAddr, hdr.DestinationAddr
+			}
+		case !errors.Is(err, proxyproto.ErrNoProxyProtocol):
+			s.reject(RejectProxyHeader, src, err)
+			return
+		}
+	}
+	hello, err := PeekClientHello(br, s.cfg.MaxHelloSize)
+	if err != nil {
+		s.reject(peekReason(err), src, err)
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+
+	route := s.router.Load().Match(hello.ServerName)
+	if route == nil {
+		s.reject(RejectNoRoute, src, fmt.Errorf("no route for server name %q and no default route", hello.ServerName))
+		return
+	}
+	s.m.routed.WithLabelValues(listener, route.Name).Inc()
+	active := s.m.active.WithLabelValues(listener, route.Name)
+	active.Inc()
+	defer active.Dec()
+
+	if route.Handler != nil {
+		route.Handler.ServeConn(ctx, &replayConn{Conn: c, r: br})
+		return
+	}
+
+	start := time.Now()
+	backend, b, release, err := s.dialBackend(ctx, route, src, dst, br)
+	if err != nil {
+		s.m.rejected.WithLabelValues(listener, RejectNoBackend).Inc()
+		s.log.Warn("no backend for connection", "client", src, "route", route.Name, "err", err)
+		return
+	}
+	defer release()
+	defer backend.Close()
+	stopB := context.AfterFunc(ctx, func() { backend.Close() })
+	defer stopB()
+	s.log.Debug("relaying", "client", src, "sni", hello.ServerName, "route", route.Name, "backend", b.Name)
+
+	t := &tunnel{
+		idle:    s.cfg.IdleTimeout,
+		client:  c,
+		backend: backend,
+		up:      s.m.bytes.WithLabelValues(listener, route.Name, "client_to_backend"),
+		down:    s.m.bytes.WithLabelValues(listener, route.Name, "backend_to_client"),
+	}
+	t.run()
+	s.m.duration.WithLabelValues(listener, route.Name).Observe(time.Since(start).Seconds())
+}
+
+// dialBackend picks and dials backends of route's pool until one accepts the
+// PROXY header (if configured) and the client's buffered bytes, trying up to
+// DialAttempts backends. Nothing has been sent to the client yet, so a retry
+// is invisible to it.
+func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Addr, br *bufio.Reader) (net.Conn, *lb.Backend, func(), error) {
+	pool := route.Pool
+	clientIP := addrIP(src)
+	var first []byte
+	if route.ProxyProtocol != 0 {
+		h := proxyproto.HeaderProxyFromAddrs(byte(route.ProxyProtocol), src, dst)
+		var err error
+		if first, err = h.Format(); err != nil {
+			return nil, nil, nil, fmt.Errorf("format PROXY header for %v: %w", src, err)
+		}
+	}
+	// Everything buffered so far, the ClientHello and anything after it,
+	// goes out in the first write; from then on the copy reads the raw
+	// connection, which keeps the splice path.
+	buffered, _ := br.Peek(br.Buffered())
+	first = append(first, buffered...)
+
+	attempts := min(s.cfg.DialAttempts, len(pool.Backends()))
+	var tried []*lb.Backend
+	var errs []error
+	for range attempts {
+		b, release, err := pool.Pick(clientIP, tried...)
+		if err != nil {
+			errs = append(errs, err)
+			break
+		}
+		tried = append(tried, b)
+		conn, err := s.dialOne(ctx, b, first)
+		if err == nil {
+			pool.ReportDialSuccess(b)
+			return conn, b, release, nil
+		}
+		release()
+		if ctx.Err() != nil {
+			return nil, nil, nil, ctx.Err()
+		}
+		pool.ReportDialFailure(b, err)
+		s.m.dialErrs.WithLabelValues(s.cfg.Name, pool.Name(), b.Name).Inc()
+		s.log.Warn("backend dial failed", "pool", pool.Name(), "backend", b.Name, "err", err)
+		errs = append(errs, err)
+	}
+	return nil, nil, nil, fmt.Errorf("route %s: %w", route.Name, errors.Join(errs...))
+}
+
+func (s *Server) dialOne(ctx context.Context, b *lb.Backend, first []byte) (net.Conn, error) {
+	d := net.Dialer{Timeout: s.cfg.DialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", b.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial backend %s %s: %w", b.Name, b.Addr, err)
+	}
+	conn.SetWriteDeadline(time.Now().Add(s.cfg.DialTimeout))
+	if _, err := conn.Write(first); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("write to backend %s %s: %w", b.Name, b.Addr, err)
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return conn, nil
+}
+
+func (s *Server) trusted(a net.Addr) bool {
+	if len(s.cfg.TrustedProxies) == 0 {
+		return false
+	}
+	ip := addrIP(a)
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) reject(reason string, client net.Addr, err error) {
+	s.m.rejected.WithLabelValues(s.cfg.Name, reason).Inc()
+	// Debug: rejects are counted, and scanners would flood the log.
+	s.log.Debug("connection rejected", "client", client, "reason", reason, "err", err)
+}
+
+func peekReason(err error) string {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return RejectPeekTimeout
+	case errors.Is(err, ErrNotTLS):
+		return RejectNotTLS
+	case errors.Is(err, ErrHelloTooLarge):
+		return RejectTooLarge
+	case errors.Is(err, ErrMalformedHello):
+		return RejectMalformed
+	}
+	return RejectClientGone
+}
+
+// addrIP returns the IP of a TCP address, unmapped, or the zero Addr.
+func addrIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// replayConn reads the bytes already buffered by the peek before reading
+// the connection itself.
+type replayConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }

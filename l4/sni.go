@@ -1,0 +1,325 @@
+package l4
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors from reading a ClientHello. A caller branches on them to count the
+// reason a connection was refused.
+var (
+	// ErrNotTLS means the first bytes are not a TLS handshake record.
+	ErrNotTLS = errors.New("not a TLS handshake")
+	// ErrHelloTooLarge means the ClientHello exceeds the configured maximum.
+	ErrHelloTooLarge = errors.New("TLS ClientHello too large")
+	// ErrMalformedHello means the bytes look like TLS but do not form a
+	// well-formed ClientHello.
+	ErrMalformedHello = errors.New("malformed TLS ClientHello")
+	// ErrIncompleteHello means the bytes end before the ClientHello does.
+	ErrIncompleteHello = errors.New("incomplete TLS ClientHello")
+)
+
+const (
+	recordTypeHandshake    = 22
+	handshakeClientHello   = 1
+	recordHeaderLen        = 5
+	maxRecordPayload       = 1<<14 + 2048 // TLSCiphertext limit; plaintext hellos are smaller
+	extServerName          = 0
+	extALPN                = 16
+	sniHostName            = 0
+	maxServerNameLen       = 255
+	defaultMaxHelloWireLen = 16 << 10
+)
+
+// ClientHello is what routing needs from a TLS ClientHello.
+type ClientHello struct {
+	// ServerName is the SNI host name, lower-cased; empty when the client
+	// sent none.
+	ServerName string
+	// ALPN lists the protocols the client offers, in its order.
+	ALPN []string
+	// WireLen is how many bytes of records carried the ClientHello.
+	WireLen int
+}
+
+// ParseClientHello parses the ClientHello at the start of wire, the bytes
+// exactly as a client sent them: one or more TLS handshake records. It
+// returns ErrIncompleteHello (wrapped) if wire ends too early, and
+// ErrNotTLS or ErrMalformedHello for bytes that can never become a valid
+// ClientHello.
+func ParseClientHello(wire []byte) (*ClientHello, error) {
+	msg, n, need, err := assembleHello(wire, 1<<24)
+	if err != nil {
+		return nil, err
+	}
+	if need > 0 {
+		return nil, fmt.Errorf("%w: have %d bytes, need at least %d", ErrIncompleteHello, len(wire), need)
+	}
+	h, err := parseHelloMessage(msg)
+	if err != nil {
+		return nil, err
+	}
+	h.WireLen = n
+	return h, nil
+}
+
+// PeekClientHello reads the ClientHello through br without consuming it:
+// afterwards br still holds every byte the client sent, to be forwarded
+// unchanged. maxWire bounds the bytes of records read and must not exceed
+// br's size. Deadlines are the caller's: set one on the connection first.
+func PeekClientHello(br *bufio.Reader, maxWire int) (*ClientHello, error) {
+	if maxWire > br.Size() {
+		maxWire = br.Size()
+	}
+	need := 1 // one byte is enough to refuse a non-TLS client at once
+	for {
+		if need > maxWire {
+			return nil, fmt.Errorf("%w: more than %d bytes", ErrHelloTooLarge, maxWire)
+		}
+		wire, err := br.Peek(need)
+		if err != nil {
+			// Judge what did arrive: a client that sent "\x16\x30" and
+			// hung up sent non-TLS bytes, not a short hello.
+			if _, _, _, aerr := assembleHello(wire, maxWire); aerr != nil {
+				return nil, aerr
+			}
+			return nil, err
+		}
+		msg, n, more, err := assembleHello(wire, maxWire)
+		if err != nil {
+			return nil, err
+		}
+		if more > 0 {
+			need = more
+			continue
+		}
+		h, err := parseHelloMessage(msg)
+		if err != nil {
+			return nil, err
+		}
+		h.WireLen = n
+		return h, nil
+	}
+}
+
+// assembleHello collects the handshake message that starts in wire, which
+// may be split over several records. It returns the message and how many
+// wire bytes carried it, or need > 0: the wire length to wait for.
+func assembleHello(wire []byte, maxWire int) (msg []byte, n, need int, err error) {
+	if len(wire) > 0 && wire[0] != recordTypeHandshake {
+		return nil, 0, 0, ErrNotTLS
+	}
+	if len(wire) > 1 && wire[1] != 3 { // SSL 3.0 .. TLS 1.3 all have major version 3
+		return nil, 0, 0, ErrNotTLS
+	}
+	off := 0
+	for {
+		if len(wire) < off+recordHeaderLen {
+			return nil, 0, off + recordHeaderLen, nil
+		}
+		hdr := wire[off : off+recordHeaderLen]
+		if hdr[0] != recordTypeHandshake {
+			// Nothing may be interleaved with a fragmented handshake message.
+			return nil, 0, 0, fmt.Errorf("%w: record type %d inside the ClientHello", ErrMalformedHello, hdr[0])
+		}
+		if hdr[1] != 3 {
+			return nil, 0, 0, fmt.Errorf("%w: record version %d.%d", ErrMalformedHello, hdr[1], hdr[2])
+		}
+		l := int(hdr[3])<<8 | int(hdr[4])
+		if l == 0 || l > maxRecordPayload {
+			return nil, 0, 0, fmt.Errorf("%w: record length %d", ErrMalformedHello, l)
+		}
+		end := off + recordHeaderLen + l
+		if end > maxWire {
+			return nil, 0, 0, fmt.Errorf("%w: more than %d bytes", ErrHelloTooLarge, maxWire)
+		}
+		if len(wire) < end {
+			return nil, 0, end, nil
+		}
+		frag := wire[off+recordHeaderLen : end]
+		if msg == nil {
+			msg = frag // the common case: one record, no copy
+		} else {
+			msg = append(msg[:len(msg):len(msg)], frag...)
+		}
+		off = end
+		if len(msg) < 4 {
+			continue
+		}
+		if msg[0] != handshakeClientHello {
+			return nil, 0, 0, fmt.Errorf("%w: handshake type %d, want ClientHello", ErrMalformedHello, msg[0])
+		}
+		ml := 4 + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
+		if ml > maxWire {
+			return nil, 0, 0, fmt.Errorf("%w: %d-byte message, limit %d", ErrHelloTooLarge, ml, maxWire)
+		}
+		if len(msg) >= ml {
+			return msg[:ml], off, 0, nil
+		}
+	}
+}
+
+// parseHelloMessage parses a complete ClientHello handshake message.
+func parseHelloMessage(msg []byte) (*ClientHello, error) {
+	bad := func(what string) (*ClientHello, error) {
+		return nil, fmt.Errorf("%w: %s", ErrMalformedHello, what)
+	}
+	s := cursor(msg[4:])
+	if _, ok := s.bytes(2 + 32); !ok { // legacy_version, random
+		return bad("short header")
+	}
+	if sid, ok := s.vec8(); !ok || len(sid) > 32 {
+		return bad("session id")
+	}
+	if cs, ok := s.vec16(); !ok || len(cs) == 0 || len(cs)%2 != 0 {
+		return bad("cipher suites")
+	}
+	if cm, ok := s.vec8(); !ok || len(cm) == 0 {
+		return bad("compression methods")
+	}
+	h := &ClientHello{}
+	if len(s) == 0 {
+		return h, nil // no extensions: legal, if old
+	}
+	exts, ok := s.vec16()
+	if !ok || len(s) != 0 {
+		return bad("extensions length")
+	}
+	var seen []uint16
+	for len(exts) > 0 {
+		typ, ok1 := exts.u16()
+		data, ok2 := exts.vec16()
+		if !ok1 || !ok2 {
+			return bad("extension")
+		}
+		for _, t := range seen {
+			if t == typ {
+				return bad(fmt.Sprintf("duplicate extension %d", typ))
+			}
+		}
+		seen = append(seen, typ)
+		var err error
+		switch typ {
+		case extServerName:
+			h.ServerName, err = parseSNI(data)
+		case extALPN:
+			h.ALPN, err = parseALPN(data)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+func parseSNI(data cursor) (string, error) {
+	list, ok := data.vec16()
+	if !ok || len(data) != 0 || len(list) == 0 {
+		return "", fmt.Errorf("%w: server_name list", ErrMalformedHello)
+	}
+	var name string
+	for len(list) > 0 {
+		typ, ok1 := list.u8()
+		v, ok2 := list.vec16()
+		if !ok1 || !ok2 {
+			return "", fmt.Errorf("%w: server_name entry", ErrMalformedHello)
+		}
+		if typ != sniHostName {
+			continue // future name types: not ours to judge
+		}
+		if name != "" {
+			return "", fmt.Errorf("%w: two host names", ErrMalformedHello)
+		}
+		if !validHostName(v) {
+			return "", fmt.Errorf("%w: invalid host name", ErrMalformedHello)
+		}
+		name = strings.ToLower(string(v))
+	}
+	return name, nil
+}
+
+// validHostName accepts LDH names with at least one character, no empty
+// labels and no trailing dot (RFC 6066 §3), plus '_' which some internal
+// names carry.
+func validHostName(v []byte) bool {
+	if len(v) == 0 || len(v) > maxServerNameLen || v[0] == '.' || v[len(v)-1] == '.' {
+		return false
+	}
+	for i, c := range v {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		case c == '.':
+			if v[i-1] == '.' {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func parseALPN(data cursor) ([]string, error) {
+	list, ok := data.vec16()
+	if !ok || len(data) != 0 || len(list) == 0 {
+		return nil, fmt.Errorf("%w: ALPN list", ErrMalformedHello)
+	}
+	var out []string
+	for len(list) > 0 {
+		p, ok := list.vec8()
+		if !ok || len(p) == 0 {
+			return nil, fmt.Errorf("%w: ALPN protocol", ErrMalformedHello)
+		}
+		out = append(out, string(p))
+	}
+	return out, nil
+}
+
+// cursor reads big-endian, length-prefixed TLS fields; every read reports
+// whether enough bytes were left, so a truncated input can never panic.
+type cursor []byte
+
+func (c *cursor) bytes(n int) ([]byte, bool) {
+	if n < 0 || len(*c) < n {
+		return nil, false
+	}
+	v := (*c)[:n]
+	*c = (*c)[n:]
+	return v, true
+}
+
+func (c *cursor) u8() (uint8, bool) {
+	v, ok := c.bytes(1)
+	if !ok {
+		return 0, false
+	}
+	return v[0], true
+}
+
+func (c *cursor) u16() (uint16, bool) {
+	v, ok := c.bytes(2)
+	if !ok {
+		return 0, false
+	}
+	return uint16(v[0])<<8 | uint16(v[1]), true
+}
+
+func (c *cursor) vec8() (cursor, bool) {
+	n, ok := c.u8()
+	if !ok {
+		return nil, false
+	}
+	v, ok := c.bytes(int(n))
+	return cursor(v), ok
+}
+
+func (c *cursor) vec16() (cursor, bool) {
+	n, ok := c.u16()
+	if !ok {
+		return nil, false
+	}
+	v, ok := c.bytes(int(n))
+	return cursor(v), ok
+}

@@ -1,0 +1,206 @@
+package l4
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseClientHello(t *testing.T) {
+	modern := captureHello(t, &tls.Config{ServerName: "Auth.Example.Test", NextProtos: []string{"h2", "http/1.1"}})
+	tls12 := captureHello(t, &tls.Config{ServerName: "a.example.test", MaxVersion: tls.VersionTLS12})
+	noSNI := captureHello(t, &tls.Config{InsecureSkipVerify: true})
+	ipOnly := captureHello(t, &tls.Config{ServerName: "127.0.0.1"}) // Go sends no SNI for an IP
+
+	tests := []struct {
+		name    string
+		wire    []byte
+		sni     string
+		alpn    []string
+		wantErr error
+	}{
+		{"tls13 with ALPN", modern, "auth.example.test", []string{"h2", "http/1.1"}, nil},
+		{"tls12", tls12, "a.example.test", nil, nil},
+		{"no SNI", noSNI, "", nil, nil},
+		{"IP server name", ipOnly, "", nil, nil},
+		{"split in 3 records", refragment(modern, len(modern)/3), "auth.example.test", []string{"h2", "http/1.1"}, nil},
+		{"one byte per record", refragment(modern, 1), "auth.example.test", []string{"h2", "http/1.1"}, nil},
+		{"trailing bytes ignored", append(slices.Clone(modern), 23, 3, 3, 0, 1, 0), "auth.example.test", []string{"h2", "http/1.1"}, nil},
+		{"HTTP", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "", nil, ErrNotTLS},
+		{"SSH", []byte("SSH-2.0-OpenSSH_9.6\r\n"), "", nil, ErrNotTLS},
+		{"wrong major version", []byte{22, 4, 1, 0, 5}, "", nil, ErrNotTLS},
+		{"truncated", modern[:len(modern)-1], "", nil, ErrIncompleteHello},
+		{"header only", modern[:5], "", nil, ErrIncompleteHello},
+		{"empty", nil, "", nil, ErrIncompleteHello},
+		{"zero-length record", []byte{22, 3, 1, 0, 0}, "", nil, ErrMalformedHello},
+		{"not a ClientHello", []byte{22, 3, 1, 0, 4, 2, 0, 0, 0}, "", nil, ErrMalformedHello},
+		{"alert inside hello", append(refragment(modern, 100)[:105], 21, 3, 3, 0, 2, 2, 40), "", nil, ErrMalformedHello},
+		{"short body", []byte{22, 3, 1, 0, 6, 1, 0, 0, 2, 3, 3}, "", nil, ErrMalformedHello},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := ParseClientHello(tt.wire)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.ServerName != tt.sni || !slices.Equal(h.ALPN, tt.alpn) {
+				t.Errorf("got SNI %q ALPN %q, want %q %q", h.ServerName, h.ALPN, tt.sni, tt.alpn)
+			}
+		})
+	}
+}
+
+// TestParseAgreesWithCryptoTLS feeds every seed ClientHello to a real
+// crypto/tls server and checks that it reads the same server name and ALPN.
+func TestParseAgreesWithCryptoTLS(t *testing.T) {
+	files, _ := filepath.Glob("testdata/fuzz/FuzzParseClientHello/*")
+	if len(files) == 0 {
+		t.Fatal("no seed corpus")
+	}
+	checked := 0
+	for _, f := range files {
+		wire := readSeed(t, f)
+		ours, err := ParseClientHello(wire)
+		if err != nil {
+			continue // invalid seeds are there for the fuzzer
+		}
+		theirs := tlsServerSees(t, wire)
+		if theirs == nil {
+			t.Errorf("%s: we parsed SNI %q but crypto/tls rejected the hello", f, ours.ServerName)
+			continue
+		}
+		if ours.ServerName != strings.ToLower(theirs.ServerName) || !slices.Equal(ours.ALPN, theirs.SupportedProtos) {
+			t.Errorf("%s: we read %q %q, crypto/tls read %q %q", f, ours.ServerName, ours.ALPN, theirs.ServerName, theirs.SupportedProtos)
+		}
+		checked++
+	}
+	if checked < 3 {
+		t.Fatalf("only %d valid seeds compared", checked)
+	}
+}
+
+// tlsServerSees runs a crypto/tls server over the given first flight and
+// returns the ClientHelloInfo it saw, or nil if it rejected it.
+func tlsServerSees(t *testing.T, wire []byte) *tls.ClientHelloInfo {
+	var got *tls.ClientHelloInfo
+	conf := &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		got = h
+		return nil, errors.New("stop here")
+	}}
+	c := &scriptedConn{r: bytes.NewReader(wire)}
+	tls.Server(c, conf).Handshake()
+	return got
+}
+
+// readSeed decodes a "go test fuzz v1" corpus file holding one []byte.
+func readSeed(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(b), "\n", 2)
+	if len(lines) != 2 || lines[0] != "go test fuzz v1" {
+		t.Fatalf("%s: not a fuzz corpus file", path)
+	}
+	v := strings.TrimSpace(lines[1])
+	v = strings.TrimSuffix(strings.TrimPrefix(v, "[]byte("), ")")
+	s, err := strconv.Unquote(v)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return []byte(s)
+}
+
+func FuzzParseClientHello(f *testing.F) {
+	f.Add(captureHello(f, &tls.Config{ServerName: "auth.example.test", NextProtos: []string{"h2"}}))
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		h, err := ParseClientHello(wire)
+		if err == nil {
+			if h.WireLen > len(wire) || h.WireLen < 5 {
+				t.Fatalf("WireLen %d of %d bytes", h.WireLen, len(wire))
+			}
+			if h.ServerName != strings.ToLower(h.ServerName) || (h.ServerName != "" && !validHostName([]byte(h.ServerName))) {
+				t.Fatalf("bad server name %q", h.ServerName)
+			}
+		} else if !errors.Is(err, ErrNotTLS) && !errors.Is(err, ErrMalformedHello) && !errors.Is(err, ErrIncompleteHello) && !errors.Is(err, ErrHelloTooLarge) {
+			t.Fatalf("unclassified error %v", err)
+		}
+		// Peeking through a reader must reach the same verdict and consume
+		// nothing. The peek's size limit is smaller, and an incomplete hello
+		// shows up as the reader's EOF.
+		const max = 16 << 10
+		br := bufio.NewReaderSize(bytes.NewReader(wire), max)
+		ph, perr := PeekClientHello(br, max)
+		pc, kc := errClass(err), errClass(perr)
+		if pc != kc && kc != "too_large" && (pc != "incomplete" || kc != "eof") {
+			t.Fatalf("parse: %v; peek: %v", err, perr)
+		}
+		if err == nil && perr == nil && (ph.ServerName != h.ServerName || !slices.Equal(ph.ALPN, h.ALPN) || ph.WireLen != h.WireLen) {
+			t.Fatalf("peek %+v, parse %+v", ph, h)
+		}
+		all, _ := io.ReadAll(br)
+		if !bytes.Equal(all, wire) {
+			t.Fatal("peek consumed bytes")
+		}
+	})
+}
+
+func errClass(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrNotTLS):
+		return "not_tls"
+	case errors.Is(err, ErrMalformedHello):
+		return "malformed"
+	case errors.Is(err, ErrIncompleteHello):
+		return "incomplete"
+	case errors.Is(err, ErrHelloTooLarge):
+		return "too_large"
+	case errors.Is(err, io.EOF):
+		return "eof"
+	}
+	return err.Error()
+}
+
+func BenchmarkParseClientHello(b *testing.B) {
+	hello := captureHello(b, &tls.Config{ServerName: "auth.example.test", NextProtos: []string{"h2", "http/1.1"}})
+	b.SetBytes(int64(len(hello)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseClientHello(hello); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// scriptedConn is a net.Conn that reads from r and discards writes.
+type scriptedConn struct {
+	r io.Reader
+}
+
+func (c *scriptedConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *scriptedConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *scriptedConn) Close() error                     { return nil }
+func (c *scriptedConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *scriptedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *scriptedConn) SetDeadline(time.Time) error      { return nil }
+func (c *scriptedConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *scriptedConn) SetWriteDeadline(time.Time) error { return nil }

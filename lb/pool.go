@@ -1,0 +1,289 @@
+package lb
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNoHealthyBackend is returned by Pick when no backend of the pool can
+// take a new connection: all are down, drained, at MaxConns or already tried.
+var ErrNoHealthyBackend = errors.New("no healthy backend")
+
+// Config is the configuration of one pool. NewPool validates it.
+type Config struct {
+	// Name identifies the pool in logs and metrics.
+	Name string
+	// Backends are the pool's members, in order; at least one is required.
+	Backends []BackendConfig
+	// Policy names the selection policy; empty means PolicyRoundRobin.
+	Policy PolicyName
+	// Health configures active and passive health checks.
+	Health HealthCheck
+}
+
+// Options carries what a pool gets from its host process rather than from
+// its configuration.
+type Options struct {
+	// Logger receives state changes; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the pool's metrics; nil means none are exported.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now. Tests inject it.
+	Now func() time.Time
+}
+
+// Pool is a set of backends behind one selection policy. It is safe for
+// concurrent use. Create it with NewPool.
+type Pool struct {
+	name     string
+	backends []*Backend
+	byName   map[string]*Backend
+	policy   Policy
+	health   HealthCheck
+	log      *slog.Logger
+	now      func() time.Time
+	noneLeft atomic.Uint64 // picks that found no usable backend
+}
+
+// NewPool validates cfg and builds a pool whose backends all start up.
+// All problems are reported together.
+func NewPool(cfg Config, opts Options) (*Pool, error) {
+	var errs []error
+	if cfg.Name == "" {
+		errs = append(errs, errors.New("pool name is empty"))
+	}
+	if len(cfg.Backends) == 0 {
+		errs = append(errs, fmt.Errorf("pool %q has no backends", cfg.Name))
+	}
+	health, err := cfg.Health.withDefaults()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("pool %q: %w", cfg.Name, err))
+	}
+	p := &Pool{
+		name:   cfg.Name,
+		byName: make(map[string]*Backend, len(cfg.Backends)),
+		health: health,
+		log:    opts.Logger,
+		now:    opts.Now,
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	start := p.now()
+	for i, bc := range cfg.Backends {
+		switch {
+		case bc.Name == "":
+			errs = append(errs, fmt.Errorf("pool %q backend #%d: name is empty", cfg.Name, i+1))
+			continue
+		case p.byName[bc.Name] != nil:
+			errs = append(errs, fmt.Errorf("pool %q backend %q: duplicate name", cfg.Name, bc.Name))
+			continue
+		case bc.Addr == "":
+			errs = append(errs, fmt.Errorf("pool %q backend %q: address is empty", cfg.Name, bc.Name))
+			continue
+		case bc.Weight < 0 || bc.MaxConns < 0:
+			errs = append(errs, fmt.Errorf("pool %q backend %q: weight and max_conns must not be negative", cfg.Name, bc.Name))
+			continue
+		}
+		if bc.Weight == 0 {
+			bc.Weight = 1
+		}
+		b := &Backend{BackendConfig: bc, pool: p, since: start}
+		p.backends = append(p.backends, b)
+		p.byName[bc.Name] = b
+	}
+	if p.policy, err = newPolicy(cfg.Policy, p.backends); err != nil {
+		errs = append(errs, fmt.Errorf("pool %q: %w", cfg.Name, err))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(&poolCollector{p: p}); err != nil {
+			return nil, fmt.Errorf("pool %q: register metrics: %w", cfg.Name, err)
+		}
+	}
+	return p, nil
+}
+
+// Name returns the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// Backends returns the pool's backends in configuration order. The slice
+// must not be modified.
+func (p *Pool) Backends() []*Backend { return p.backends }
+
+// Backend returns the backend called name, or nil.
+func (p *Pool) Backend(name string) *Backend { return p.byName[name] }
+
+// Pick chooses a backend for a new connection from clientAddr and reserves a
+// connection slot on it. The caller must call release exactly once when the
+// connection ends (extra calls are ignored). skip lists backends already
+// tried for this connection, so a retry after a dial failure goes elsewhere.
+// When nothing can take the connection, the error wraps ErrNoHealthyBackend.
+func (p *Pool) Pick(clientAddr netip.Addr, skip ...*Backend) (b *Backend, release func(), err error) {
+	now := p.now()
+	usable := func(b *Backend) bool {
+		for _, s := range skip {
+			if s == b {
+				return false
+			}
+		}
+		return !b.drained.Load() && p.isUp(b, now) && b.hasRoom()
+	}
+	// Another pick may take the last slot between Select and acquire; try
+	// again a bounded number of times rather than overshoot MaxConns.
+	for range 2 * len(p.backends) {
+		b = p.policy.Select(clientAddr, usable)
+		if b == nil {
+			break
+		}
+		if b.acquire() {
+			b.picks.Add(1)
+			var done atomic.Bool
+			return b, func() {
+				if done.CompareAndSwap(false, true) {
+					b.active.Add(-1)
+				}
+			}, nil
+		}
+	}
+	p.noneLeft.Add(1)
+	return nil, func() {}, fmt.Errorf("pool %s: %w (%s)", p.name, ErrNoHealthyBackend, p.why(skip))
+}
+
+// why summarises, for an operator, why no backend was usable.
+func (p *Pool) why(skip []*Backend) string {
+	var down, drained, full int
+	for _, b := range p.backends {
+		switch {
+		case b.State() == StateDown:
+			down++
+		case b.Drained():
+			drained++
+		case !b.hasRoom():
+			full++
+		}
+	}
+	return fmt.Sprintf("%d backends: %d down, %d drained, %d at max_conns, %d already tried",
+		len(p.backends), down, drained, full, len(skip))
+}
+
+// isUp reports whether b may take traffic. A backend ejected passively in a
+// pool without active checks comes back on its own after the cooldown, since
+// nothing else would ever bring it back.
+func (p *Pool) isUp(b *Backend, now time.Time) bool {
+	if b.State() == StateUp {
+		return true
+	}
+	if p.health.Interval > 0 {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.State() == StateDown && !now.Before(b.retryAt) {
+		b.failStreak = 0
+		p.setState(b, StateUp, "passive cooldown over", now)
+	}
+	return b.State() == StateUp
+}
+
+// ReportDialFailure records that dialing b failed. After the pool's fall
+// count of consecutive failures (active or passive) b is marked down.
+func (p *Pool) ReportDialFailure(b *Backend, err error) {
+	b.dialFailures.Add(1)
+	if p.health.PassiveFall < 0 {
+		return
+	}
+	msg := "dial failed"
+	if err != nil {
+		msg = err.Error()
+	}
+	p.record(b, false, msg, p.health.PassiveFall)
+}
+
+// ReportDialSuccess records that dialing b succeeded, which resets its run
+// of failures. It never brings a down backend up: only active checks (or the
+// passive cooldown) do that.
+func (p *Pool) ReportDialSuccess(b *Backend) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.State() == StateUp {
+		b.failStreak = 0
+	}
+}
+
+// record applies one check or dial result to b and changes its state once a
+// run of results reaches the rise or fall count.
+func (p *Pool) record(b *Backend, ok bool, errMsg string, fall int) {
+	now := p.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ok {
+		b.okStreak++
+		b.failStreak = 0
+		b.lastErr = ""
+		if b.State() == StateDown && b.okStreak >= p.health.Rise {
+			p.setState(b, StateUp, "", now)
+		}
+		return
+	}
+	b.failStreak++
+	b.okStreak = 0
+	b.lastErr = errMsg
+	if b.State() == StateUp && b.failStreak >= fall {
+		b.retryAt = now.Add(p.health.PassiveCooldown)
+		p.setState(b, StateDown, errMsg, now)
+	}
+}
+
+// setState changes b's state, logs and counts the change. b.mu must be held.
+func (p *Pool) setState(b *Backend, s State, reason string, now time.Time) {
+	if State(b.state.Swap(int32(s))) == s {
+		return
+	}
+	b.since = now
+	if s == StateUp {
+		b.wentUp.Add(1)
+		p.log.Info("backend up", "pool", p.name, "backend", b.Name, "addr", b.Addr)
+	} else {
+		b.wentDown.Add(1)
+		p.log.Warn("backend down", "pool", p.name, "backend", b.Name, "addr", b.Addr, "reason", reason)
+	}
+}
+
+// PoolStatus is a point-in-time view of a pool.
+type PoolStatus struct {
+	Name     string
+	Policy   PolicyName
+	Backends []BackendStatus
+}
+
+// Healthy returns how many backends are up and not drained.
+func (s PoolStatus) Healthy() int {
+	n := 0
+	for _, b := range s.Backends {
+		if b.State == StateUp && !b.Drained {
+			n++
+		}
+	}
+	return n
+}
+
+// Status returns a snapshot of the pool for health pages and readiness.
+func (p *Pool) Status() PoolStatus {
+	st := PoolStatus{Name: p.name, Policy: p.policy.Name(), Backends: make([]BackendStatus, len(p.backends))}
+	for i, b := range p.backends {
+		st.Backends[i] = b.Status()
+	}
+	return st
+}
