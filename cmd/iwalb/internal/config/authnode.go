@@ -1,0 +1,480 @@
+package config
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	krb5config "github.com/jcmturner/gokrb5/v8/config"
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/iwalb/iwalb/authnode"
+)
+
+// rawAuthNode is the authnode section; configs/authnode.yaml documents it.
+type rawAuthNode struct {
+	At                pos              `yaml:"-"`
+	FQDN              str              `yaml:"fqdn"`
+	Listen            str              `yaml:"listen"`
+	TLS               rawTLS           `yaml:"tls"`
+	MaxHeaderBytes    integer          `yaml:"max_header_bytes"`
+	ReadHeaderTimeout duration         `yaml:"read_header_timeout"`
+	IdleTimeout       duration         `yaml:"idle_timeout"`
+	ProxyProtocol     rawProxyProtocol `yaml:"proxy_protocol"`
+	SSOPath           str              `yaml:"sso_path"`
+	ApplicationURL    str              `yaml:"application_url"`
+	TokenParam        str              `yaml:"token_param"`
+	TokenTTL          duration         `yaml:"token_ttl"`
+	SessionTTL        duration         `yaml:"session_ttl"`
+	CookieName        str              `yaml:"cookie_name"`
+	Store             rawStore         `yaml:"store"`
+	Kerberos          rawKerberos      `yaml:"kerberos"`
+	LDAP              rawLDAP          `yaml:"ldap"`
+	API               rawAPI           `yaml:"api"`
+}
+
+type rawTLS struct {
+	At       pos `yaml:"-"`
+	Cert     str `yaml:"cert"`
+	Key      str `yaml:"key"`
+	ClientCA str `yaml:"client_ca"`
+}
+
+type rawProxyProtocol struct {
+	At      pos     `yaml:"-"`
+	Enabled boolean `yaml:"enabled"`
+	Trusted strList `yaml:"trusted"`
+}
+
+type rawStore struct {
+	At   pos `yaml:"-"`
+	Type str `yaml:"type"`
+}
+
+type rawKerberos struct {
+	At               pos      `yaml:"-"`
+	Keytab           str      `yaml:"keytab"`
+	Krb5Conf         str      `yaml:"krb5_conf"`
+	Realm            str      `yaml:"realm"`
+	Account          str      `yaml:"account"`
+	SelfTestSPN      str      `yaml:"self_test_spn"`
+	SelfTestInterval duration `yaml:"self_test_interval"`
+	MaxClockSkew     duration `yaml:"max_clock_skew"`
+}
+
+type rawLDAP struct {
+	At               pos      `yaml:"-"`
+	URL              str      `yaml:"url"`
+	StartTLS         boolean  `yaml:"start_tls"`
+	AllowPlaintext   boolean  `yaml:"allow_plaintext"`
+	CAFile           str      `yaml:"ca_file"`
+	ServerName       str      `yaml:"server_name"`
+	BindDN           str      `yaml:"bind_dn"`
+	BindPassword     refused  `yaml:"bind_password" refuse:"inline secrets are not allowed; use bind_password_file or bind_password_env"`
+	BindPasswordFile str      `yaml:"bind_password_file"`
+	BindPasswordEnv  str      `yaml:"bind_password_env"`
+	BaseDN           str      `yaml:"base_dn"`
+	RequiredGroup    str      `yaml:"required_group"`
+	Timeout          duration `yaml:"timeout"`
+	PoolSize         integer  `yaml:"pool_size"`
+}
+
+type rawAPI struct {
+	At      pos            `yaml:"-"`
+	Clients []rawAPIClient `yaml:"clients"`
+}
+
+type rawAPIClient struct {
+	At       pos     `yaml:"-"`
+	Name     str     `yaml:"name"`
+	Key      refused `yaml:"key" refuse:"inline secrets are not allowed; use key_file or key_env"`
+	KeyFile  str     `yaml:"key_file"`
+	KeyEnv   str     `yaml:"key_env"`
+	CertName str     `yaml:"cert_name"`
+}
+
+// Limits that protect operators from configurations that load but fail
+// users.
+const (
+	// minHeaderBytes: a Negotiate header for a user in hundreds of groups
+	// (a large PAC) reaches 64 KiB once base64-encoded.
+	minHeaderBytes = 64 << 10
+	// maxTokenTTL: a one-time token travels in a URL (history, logs,
+	// Referer); it must be redeemed within moments.
+	maxTokenTTL = 10 * time.Minute
+	// minAPIKeyBytes keeps API keys out of reach of guessing.
+	minAPIKeyBytes = 16
+)
+
+var (
+	// hostName is a fully qualified DNS name: at least two labels.
+	hostName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
+	// httpToken is what a cookie name or query parameter may be made of.
+	httpToken = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// authNode validates the authnode section and builds its runtime value.
+func (c *checker) authNode(r rawAuthNode) authnode.Config {
+	const p = "authnode"
+	cfg := authnode.Config{
+		MaxHeaderBytes:    128 << 10,
+		SSOPath:           "/sso",
+		TokenParam:        "ssoToken",
+		CookieName:        "iwalb_session",
+		ProxyProtocol:     r.ProxyProtocol.Enabled.V,
+		ReadHeaderTimeout: c.positive(r.ReadHeaderTimeout, p+".read_header_timeout", 10*time.Second),
+		IdleTimeout:       c.positive(r.IdleTimeout, p+".idle_timeout", 120*time.Second),
+		TokenTTL:          c.positive(r.TokenTTL, p+".token_ttl", 60*time.Second),
+		SessionTTL:        c.positive(r.SessionTTL, p+".session_ttl", 8*time.Hour),
+	}
+
+	fqdnOK := c.needStr(r.FQDN, r.At, p, "fqdn")
+	if fqdnOK && !hostName.MatchString(r.FQDN.V) {
+		c.add(r.FQDN.Line, "%s.fqdn: %q is not a fully qualified host name (like auth1.example.test)", p, r.FQDN.V)
+		fqdnOK = false
+	}
+	cfg.FQDN = r.FQDN.V
+
+	if c.needStr(r.Listen, r.At, p, "listen") && c.hostPort(r.Listen, p+".listen") {
+		cfg.Listen = r.Listen.V
+	}
+
+	cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile = c.authNodeTLS(r, fqdnOK)
+
+	if r.MaxHeaderBytes.Set {
+		cfg.MaxHeaderBytes = r.MaxHeaderBytes.V
+		if r.MaxHeaderBytes.V < minHeaderBytes {
+			c.add(r.MaxHeaderBytes.Line, "%s.max_header_bytes: %d is too small; Kerberos tickets with large PACs need 64 KiB (%d)",
+				p, r.MaxHeaderBytes.V, minHeaderBytes)
+		}
+	}
+
+	cfg.ProxyTrusted = c.prefixes(r.ProxyProtocol.Trusted, p+".proxy_protocol.trusted")
+	if r.ProxyProtocol.Enabled.V && len(r.ProxyProtocol.Trusted.V) == 0 {
+		c.add(r.ProxyProtocol.Enabled.Line, "%s.proxy_protocol: enabled with no trusted addresses; list the L4 balancers under trusted", p)
+	}
+
+	if r.SSOPath.Set {
+		cfg.SSOPath = r.SSOPath.V
+		if !strings.HasPrefix(r.SSOPath.V, "/") {
+			c.add(r.SSOPath.Line, "%s.sso_path: %q must start with \"/\"", p, r.SSOPath.V)
+		}
+	}
+	if c.needStr(r.ApplicationURL, r.At, p, "application_url") {
+		u, err := url.Parse(r.ApplicationURL.V)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			c.add(r.ApplicationURL.Line, "%s.application_url: %q is not an absolute http:// or https:// URL", p, r.ApplicationURL.V)
+		}
+		cfg.ApplicationURL = r.ApplicationURL.V
+	}
+	if r.TokenParam.Set {
+		cfg.TokenParam = r.TokenParam.V
+		if !httpToken.MatchString(r.TokenParam.V) {
+			c.add(r.TokenParam.Line, "%s.token_param: %q is not a plain query parameter name", p, r.TokenParam.V)
+		}
+	}
+	if cfg.TokenTTL > maxTokenTTL {
+		c.add(r.TokenTTL.Line, "%s.token_ttl: %s is too long; one-time tokens must be short-lived (at most %s)", p, cfg.TokenTTL, maxTokenTTL)
+	}
+	if r.CookieName.Set {
+		cfg.CookieName = r.CookieName.V
+		if !httpToken.MatchString(r.CookieName.V) {
+			c.add(r.CookieName.Line, "%s.cookie_name: %q is not a valid cookie name", p, r.CookieName.V)
+		}
+	}
+
+	switch t := r.Store.Type; {
+	case !t.Set || t.V == "memory":
+	case t.V == "redis":
+		c.add(t.Line, "%s.store.type: %q is not supported yet; use memory", p, t.V)
+	default:
+		c.add(t.Line, "%s.store.type: unknown store %q; use memory", p, t.V)
+	}
+
+	c.authNodeKerberos(r, fqdnOK, &cfg)
+	cfg.LDAP = c.authNodeLDAP(r)
+	cfg.APIClients = c.authNodeAPI(r)
+	return cfg
+}
+
+// section reports a required sub-section that is missing.
+func (c *checker) section(s pos, parent pos, path, key string) bool {
+	if !s.Set {
+		c.add(parent.Line, "missing required key %q in %s", key, path)
+	}
+	return s.Set
+}
+
+// authNodeTLS checks the certificate and key (readable, a pair, naming the
+// fqdn, not expired) and the optional client CA; it returns absolute paths.
+func (c *checker) authNodeTLS(r rawAuthNode, fqdnOK bool) (cert, key, clientCA string) {
+	const p = "authnode.tls"
+	t := r.TLS
+	if !c.section(t.At, r.At, "authnode", "tls") {
+		return "", "", ""
+	}
+	var certPEM, keyPEM []byte
+	certOK, keyOK := false, false
+	if c.needStr(t.Cert, t.At, p, "cert") {
+		certPEM, cert, certOK = c.readFile(t.Cert, p+".cert")
+	}
+	if c.needStr(t.Key, t.At, p, "key") {
+		keyPEM, key, keyOK = c.readFile(t.Key, p+".key")
+	}
+	if certOK && keyOK {
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		switch {
+		case err != nil:
+			c.add(t.Cert.Line, "%s: cert %s and key %s do not load as a pair: %v", p, showPath(t.Cert.V, cert), showPath(t.Key.V, key), err)
+		case fqdnOK:
+			if err := pair.Leaf.VerifyHostname(r.FQDN.V); err != nil {
+				c.add(t.Cert.Line, "%s.cert: the certificate does not name the fqdn %s, so browsers would refuse it: %v", p, r.FQDN.V, err)
+			}
+			if now := time.Now(); now.After(pair.Leaf.NotAfter) {
+				c.add(t.Cert.Line, "%s.cert: the certificate expired on %s", p, pair.Leaf.NotAfter.UTC().Format(time.DateOnly))
+			}
+		}
+	}
+	if t.ClientCA.Set {
+		clientCA, _ = c.readCAs(t.ClientCA, p+".client_ca")
+	}
+	return cert, key, clientCA
+}
+
+// prefixes parses CIDRs; a bare address means that address alone.
+func (c *checker) prefixes(l strList, path string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range l.V {
+		pfx, err := parsePrefix(s.V)
+		if err != nil {
+			c.add(s.Line, "%s: %q is not an address or CIDR (like 10.0.0.0/24 or 10.0.0.5)", path, s.V)
+			continue
+		}
+		out = append(out, pfx)
+	}
+	return out
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		return pfx.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("zones are not allowed")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// authNodeKerberos checks the keytab (parses, holds HTTP/fqdn@realm) and
+// krb5.conf (parses).
+func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Config) {
+	const p = "authnode.kerberos"
+	k := r.Kerberos
+	cfg.SelfTestInterval = c.positive(k.SelfTestInterval, p+".self_test_interval", 60*time.Second)
+	cfg.MaxClockSkew = c.positive(k.MaxClockSkew, p+".max_clock_skew", 5*time.Minute)
+	if !c.section(k.At, r.At, "authnode", "kerberos") {
+		return
+	}
+	realmOK := c.needStr(k.Realm, k.At, p, "realm")
+	cfg.Realm = k.Realm.V
+	if c.needStr(k.Account, k.At, p, "account") {
+		cfg.Account = k.Account.V
+	}
+	cfg.SelfTestSPN = "HTTP/" + r.FQDN.V
+	if k.SelfTestSPN.Set {
+		cfg.SelfTestSPN = k.SelfTestSPN.V
+		if !strings.Contains(k.SelfTestSPN.V, "/") {
+			c.add(k.SelfTestSPN.Line, "%s.self_test_spn: %q is not an SPN (like HTTP/auth1.example.test)", p, k.SelfTestSPN.V)
+		}
+	}
+
+	if c.needStr(k.Keytab, k.At, p, "keytab") {
+		data, abs, ok := c.readFile(k.Keytab, p+".keytab")
+		cfg.Keytab = abs
+		if ok {
+			kt, err := parseKeytab(data)
+			switch {
+			case err != nil:
+				c.add(k.Keytab.Line, "%s.keytab: %s is not a keytab: %v", p, showPath(k.Keytab.V, abs), err)
+			case fqdnOK && realmOK:
+				want := "HTTP/" + r.FQDN.V + "@" + k.Realm.V
+				if held := principals(kt); !slices.Contains(held, want) {
+					c.add(k.Keytab.Line, "%s.keytab: %s has no key for HTTP/%s@%s, so this node could log no one in (it holds %s)",
+						p, showPath(k.Keytab.V, abs), r.FQDN.V, k.Realm.V, listPrincipals(held))
+				}
+			}
+		}
+	}
+
+	// Required: the self-test needs to find the KDC, and authnode.New
+	// refuses a Config without it.
+	if c.needStr(k.Krb5Conf, k.At, p, "krb5_conf") {
+		data, abs, ok := c.readFile(k.Krb5Conf, p+".krb5_conf")
+		cfg.Krb5Conf = abs
+		if ok {
+			if _, err := krb5config.NewFromString(string(data)); err != nil && !errors.As(err, new(krb5config.UnsupportedDirective)) {
+				c.add(k.Krb5Conf.Line, "%s.krb5_conf: %s does not parse: %v", p, showPath(k.Krb5Conf.V, abs), err)
+			}
+		}
+	}
+}
+
+// parseKeytab is keytab.Load on bytes already read, turning a panic on a
+// malformed file into an error.
+func parseKeytab(data []byte) (kt *keytab.Keytab, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed keytab: %v", r)
+		}
+	}()
+	kt = keytab.New()
+	return kt, kt.Unmarshal(data)
+}
+
+// principals lists the keytab's principals, once each, as name/host@REALM.
+func principals(kt *keytab.Keytab) []string {
+	var out []string
+	for _, e := range kt.Entries {
+		p := strings.Join(e.Principal.Components, "/") + "@" + e.Principal.Realm
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// listPrincipals names a few principals for a message.
+func listPrincipals(ps []string) string {
+	const most = 5
+	switch {
+	case len(ps) == 0:
+		return "no keys"
+	case len(ps) > most:
+		return fmt.Sprintf("%s and %d more", strings.Join(ps[:most], ", "), len(ps)-most)
+	}
+	return strings.Join(ps, ", ")
+}
+
+// authNodeLDAP checks how the node reaches Active Directory; the bind
+// password must not be able to travel in clear unless the operator says so.
+func (c *checker) authNodeLDAP(r rawAuthNode) authnode.LDAPConfig {
+	const p = "authnode.ldap"
+	l := r.LDAP
+	cfg := authnode.LDAPConfig{
+		StartTLS:       l.StartTLS.V,
+		AllowPlaintext: l.AllowPlaintext.V,
+		ServerName:     l.ServerName.V,
+		Timeout:        c.positive(l.Timeout, p+".timeout", 5*time.Second),
+		PoolSize:       4,
+	}
+	if !c.section(l.At, r.At, "authnode", "ldap") {
+		return cfg
+	}
+	if c.needStr(l.URL, l.At, p, "url") {
+		cfg.URL = l.URL.V
+		u, err := url.Parse(l.URL.V)
+		switch {
+		case err != nil || u.Host == "":
+			c.add(l.URL.Line, "%s.url: %q is not an ldap:// or ldaps:// URL (like ldaps://dc1.example.test:636)", p, l.URL.V)
+		case u.Scheme == "ldaps":
+			if l.StartTLS.V {
+				c.add(l.StartTLS.Line, "%s.start_tls: ldaps:// is TLS already; start_tls applies to ldap:// only", p)
+			}
+		case u.Scheme == "ldap":
+			if !l.StartTLS.V && !l.AllowPlaintext.V {
+				c.add(l.URL.Line, "%s.url: plain LDAP would send the bind password in clear; use ldaps://, start_tls: true, or allow_plaintext: true", p)
+			}
+		default:
+			c.add(l.URL.Line, "%s.url: scheme %q is not ldap or ldaps", p, u.Scheme)
+		}
+	}
+	if l.CAFile.Set {
+		cfg.CAFile, _ = c.readCAs(l.CAFile, p+".ca_file")
+	}
+	cfg.BindDN = c.dn(l.BindDN, l.At, p, "bind_dn", true)
+	cfg.BaseDN = c.dn(l.BaseDN, l.At, p, "base_dn", true)
+	cfg.RequiredGroup = c.dn(l.RequiredGroup, l.At, p, "required_group", false)
+	cfg.BindPassword, _ = c.secret(l.BindPasswordFile, l.BindPasswordEnv, l.At, p, "bind_password_file", "bind_password_env")
+	if l.PoolSize.Set {
+		cfg.PoolSize = l.PoolSize.V
+		if l.PoolSize.V < 1 {
+			c.add(l.PoolSize.Line, "%s.pool_size: must be at least 1, got %d", p, l.PoolSize.V)
+		}
+	}
+	return cfg
+}
+
+// dn checks a distinguished name, so that a typo is caught here rather
+// than as "no such object" at the first login.
+func (c *checker) dn(s str, sec pos, path, key string, required bool) string {
+	if !s.Set && !required {
+		return ""
+	}
+	if !c.needStr(s, sec, path, key) {
+		return ""
+	}
+	if _, err := ldap.ParseDN(s.V); err != nil {
+		c.add(s.Line, "%s.%s: %q is not a distinguished name (like CN=svc_ldap,CN=Users,DC=example,DC=test): %v", path, key, s.V, err)
+	}
+	return s.V
+}
+
+// authNodeAPI checks the applications allowed to redeem tokens: unique
+// names, each with one key that is long enough and distinct.
+func (c *checker) authNodeAPI(r rawAuthNode) []authnode.APIClient {
+	const p = "authnode.api"
+	a := r.API
+	if !c.section(a.At, r.At, "authnode", "api") {
+		return nil
+	}
+	if len(a.Clients) == 0 {
+		c.add(a.At.Line, "%s.clients: at least one API client is required; applications redeem tokens with it", p)
+		return nil
+	}
+	var out []authnode.APIClient
+	names := map[string]int{} // name → line
+	keys := map[string]string{}
+	for i, rc := range a.Clients {
+		cp := fmt.Sprintf("%s.clients[%d]", p, i)
+		cl := authnode.APIClient{Name: rc.Name.V, CertName: rc.CertName.V}
+		if c.needStr(rc.Name, rc.At, cp, "name") {
+			if first, dup := names[rc.Name.V]; dup {
+				c.add(rc.Name.Line, "%s.name: duplicate client name %q (first at line %d)", cp, rc.Name.V, first)
+			} else {
+				names[rc.Name.V] = rc.Name.Line
+			}
+		}
+		if key, ok := c.secret(rc.KeyFile, rc.KeyEnv, rc.At, cp, "key_file", "key_env"); ok {
+			cl.Key = key
+			line := rc.KeyEnv.Line
+			if rc.KeyFile.Set {
+				line = rc.KeyFile.Line
+			}
+			switch other, dup := keys[key]; {
+			case len(key) < minAPIKeyBytes:
+				c.add(line, "%s: the key is %d bytes; use at least %d (e.g. openssl rand -base64 32)", cp, len(key), minAPIKeyBytes)
+			case dup:
+				c.add(line, "%s: same key as client %q; give each application its own", cp, other)
+			default:
+				keys[key] = rc.Name.V
+			}
+		}
+		if rc.CertName.Set && !r.TLS.ClientCA.Set {
+			c.add(rc.CertName.Line, "%s.cert_name: needs authnode.tls.client_ca to verify client certificates", cp)
+		}
+		out = append(out, cl)
+	}
+	return out
+}

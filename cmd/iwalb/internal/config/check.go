@@ -1,0 +1,171 @@
+package config
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// checker collects problems while a file is decoded, validated and built.
+// Validation never stops at the first problem: an operator fixing a file
+// wants the whole list.
+type checker struct {
+	file     string // as given to Load, for Problem.File
+	dir      string // absolute folder of the file; relative paths resolve here
+	problems Problems
+	// badValue holds the lines of values the decoder already refused, so
+	// that validation does not report them a second time as empty.
+	badValue map[int]bool
+}
+
+func (c *checker) add(line int, format string, args ...any) {
+	c.problems = append(c.problems, Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// need reports a required value that is missing (at the section's line) or
+// empty (at the key's line), and says whether it is there.
+func (c *checker) need(set bool, line int, sec pos, path, key string) bool {
+	switch {
+	case set:
+		return true
+	case c.badValue[line]:
+	case line > 0:
+		c.add(line, "%s.%s is empty", path, key)
+	default:
+		c.add(sec.Line, "missing required key %q in %s", key, path)
+	}
+	return false
+}
+
+// needStr is need for the common case of a string.
+func (c *checker) needStr(s str, sec pos, path, key string) bool {
+	if s.Set && strings.TrimSpace(s.V) == "" {
+		c.add(s.Line, "%s.%s is empty", path, key)
+		return false
+	}
+	return c.need(s.Set, s.Line, sec, path, key)
+}
+
+// abs resolves p against the folder of the configuration file.
+func (c *checker) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// readFile reads the file named by s (at path in the YAML) and reports why
+// it cannot, naming the file both as written and as resolved.
+func (c *checker) readFile(s str, path string) (data []byte, abs string, ok bool) {
+	abs = c.abs(s.V)
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		c.add(s.Line, "%s: cannot read %s: %s", path, showPath(s.V, abs), reason(err))
+		return nil, abs, false
+	}
+	return data, abs, true
+}
+
+// readCAs reads a PEM file that must hold at least one CA certificate.
+func (c *checker) readCAs(s str, path string) (abs string, ok bool) {
+	data, abs, ok := c.readFile(s, path)
+	if !ok {
+		return abs, false
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		c.add(s.Line, "%s: %s holds no PEM certificate", path, showPath(s.V, abs))
+		return abs, false
+	}
+	return abs, true
+}
+
+// secret reads a secret from exactly one of a file (one trailing newline
+// stripped, as editors and `echo` add one) or an environment variable.
+// Inline secrets are refused by the decoder, so they never reach here.
+func (c *checker) secret(file, env str, sec pos, path, fileKey, envKey string) (string, bool) {
+	switch {
+	case !file.Set && !env.Set:
+		c.add(sec.Line, "missing %s or %s in %s", fileKey, envKey, path)
+		return "", false
+	case file.Set && env.Set:
+		c.add(env.Line, "%s: give %s or %s, not both", path, fileKey, envKey)
+		return "", false
+	case file.Set:
+		data, abs, ok := c.readFile(file, path+"."+fileKey)
+		if !ok {
+			return "", false
+		}
+		s := string(data)
+		if t, ok := strings.CutSuffix(s, "\n"); ok {
+			s = strings.TrimSuffix(t, "\r")
+		}
+		if s == "" {
+			c.add(file.Line, "%s.%s: %s is empty", path, fileKey, showPath(file.V, abs))
+			return "", false
+		}
+		return s, true
+	default:
+		v, ok := os.LookupEnv(env.V)
+		switch {
+		case !ok:
+			c.add(env.Line, "%s.%s: environment variable %s is not set", path, envKey, env.V)
+			return "", false
+		case v == "":
+			c.add(env.Line, "%s.%s: environment variable %s is empty", path, envKey, env.V)
+			return "", false
+		}
+		return v, true
+	}
+}
+
+// hostPort checks a listen address: host:port, host may be empty (all
+// addresses), port a number from 1 to 65535 (no service names, no 0: a
+// random port is useless to the clients that must find it).
+func (c *checker) hostPort(s str, path string) bool {
+	_, port, err := net.SplitHostPort(s.V)
+	if err != nil {
+		c.add(s.Line, "%s: %q is not host:port (like 127.0.0.1:8443 or :8443)", path, s.V)
+		return false
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		c.add(s.Line, "%s: port %q in %q is not a number from 1 to 65535", path, port, s.V)
+		return false
+	}
+	return true
+}
+
+// positive returns d, def when d is unset, and reports d <= 0.
+func (c *checker) positive(d duration, path string, def time.Duration) time.Duration {
+	if !d.Set {
+		return def
+	}
+	if d.V <= 0 {
+		c.add(d.Line, "%s: must be more than zero, got %s", path, d.V)
+		return def
+	}
+	return d.V
+}
+
+// showPath names a file as written and, when that was relative, as resolved.
+func showPath(written, abs string) string {
+	if written == abs {
+		return strconv.Quote(abs)
+	}
+	return fmt.Sprintf("%q (%s)", written, abs)
+}
+
+// reason strips the "open /path:" prefix that showPath already gives.
+func reason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}

@@ -1,0 +1,239 @@
+// Package config loads iwalb's YAML configuration file: it parses the file,
+// reports every problem at once as "FILE:LINE: reason", and builds the
+// immutable runtime values that the roles (the auth node, later the
+// balancers) are started with.
+//
+// Typical use:
+//
+//	f, err := config.Load("/etc/iwalb/iwalb.yaml")
+//	if err != nil {
+//		fmt.Fprintln(os.Stderr, err) // config.Problems, one line each
+//		os.Exit(2)
+//	}
+//	logger := f.Logger(os.Stderr)
+//	if cfg, ok := f.AuthNode(); ok {
+//		node, err := authnode.New(cfg, authnode.Options{Logger: logger})
+//		...
+//	}
+//
+// Loading is provision → validate → build, as in Caddy: a file that would
+// fail at run time (a missing keytab, a certificate for the wrong name, an
+// unset environment variable) is refused before anything listens. Secrets
+// are read during Load, so a File holds them; it never prints them.
+//
+// This package is not for reloading or watching files, and it knows nothing
+// of how a role uses its values.
+//
+// Adding a section takes one raw struct (the YAML shape, with the leaf
+// types of this package so that each value knows its line), a field for it in
+// rawFile, and one check function that validates it and builds its runtime
+// value.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/iwalb/iwalb/authnode"
+)
+
+// rawFile is the top level of the YAML file.
+type rawFile struct {
+	Log      rawLog      `yaml:"log"`
+	Metrics  rawMetrics  `yaml:"metrics"`
+	AuthNode rawAuthNode `yaml:"authnode"`
+}
+
+type rawLog struct {
+	At     pos `yaml:"-"`
+	Level  str `yaml:"level"`
+	Format str `yaml:"format"`
+}
+
+type rawMetrics struct {
+	At     pos `yaml:"-"`
+	Listen str `yaml:"listen"`
+}
+
+// File is a loaded, valid configuration. It is immutable: accessors return
+// copies.
+type File struct {
+	logLevel      slog.Level
+	logJSON       bool
+	metricsListen string
+	authNode      *authnode.Config
+}
+
+// Load reads, validates and builds the configuration file at path. Relative
+// paths in the file are resolved against the file's folder. For a file it
+// refuses (including one it cannot read or parse), the error is Problems,
+// naming the file as path was given.
+func Load(path string) (*File, error) {
+	c := &checker{file: path}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		c.add(0, "cannot resolve the file's folder: %v", err)
+		return nil, c.problems
+	}
+	c.dir = filepath.Dir(abs)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		c.add(0, "cannot read: %s", reason(err))
+		return nil, c.problems
+	}
+	root, ok := c.parse(data)
+	if !ok {
+		return nil, c.problems
+	}
+	var raw rawFile
+	c.decodeMapping(root, "", reflect.ValueOf(&raw).Elem())
+	f := c.build(&raw)
+	if len(c.problems) > 0 {
+		return nil, c.problems.sorted()
+	}
+	return f, nil
+}
+
+// yamlErrLine matches yaml.v3's syntax errors, "yaml: line 7: reason".
+var yamlErrLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parse turns data into a node tree; nil with ok for an empty file.
+func (c *checker) parse(data []byte) (root *yaml.Node, ok bool) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, true
+		}
+		c.addYAMLError(err)
+		return nil, false
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		c.add(extra.Line, "a second YAML document (after ---) is not allowed; put everything in one")
+		return nil, false
+	case !errors.Is(err, io.EOF):
+		c.addYAMLError(err)
+		return nil, false
+	}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		return doc.Content[0], true
+	}
+	return &doc, true
+}
+
+// yamlParserProblems are the messages of yaml.v3's parser (as opposed to
+// its scanner). For these, yaml.v3 reports a 0-based line: that of the
+// start of the enclosing construct (the flow list left open, the mapping
+// missing a key).
+var yamlParserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
+}
+
+func (c *checker) addYAMLError(err error) {
+	if m := yamlErrLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		if yamlParserProblems[m[2]] {
+			line++
+		}
+		c.add(line, "YAML syntax: %s", m[2])
+		return
+	}
+	c.add(0, "YAML syntax: %s", err)
+}
+
+// build validates every section and builds the File. Its result is only
+// used when no problem was found.
+func (c *checker) build(raw *rawFile) *File {
+	f := &File{}
+	f.logLevel, f.logJSON = c.log(raw.Log)
+	f.metricsListen = c.metrics(raw.Metrics)
+	if raw.AuthNode.At.Set {
+		cfg := c.authNode(raw.AuthNode)
+		f.authNode = &cfg
+	}
+	if !raw.AuthNode.At.Set && len(c.problems) == 0 {
+		c.add(0, "nothing to run: add an authnode section")
+	}
+	return f
+}
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+}
+
+func (c *checker) log(r rawLog) (level slog.Level, json bool) {
+	level = slog.LevelInfo
+	if r.Level.Set {
+		l, ok := logLevels[r.Level.V]
+		if !ok {
+			c.add(r.Level.Line, "log.level: unknown level %q; use debug, info, warn or error", r.Level.V)
+		}
+		level = l
+	}
+	switch r.Format.V {
+	case "", "text":
+	case "json":
+		json = true
+	default:
+		c.add(r.Format.Line, "log.format: unknown format %q; use text or json", r.Format.V)
+	}
+	return level, json
+}
+
+func (c *checker) metrics(r rawMetrics) string {
+	if !r.At.Set || !c.needStr(r.Listen, r.At, "metrics", "listen") {
+		return ""
+	}
+	if !c.hostPort(r.Listen, "metrics.listen") {
+		return ""
+	}
+	return r.Listen.V
+}
+
+// AuthNode returns the auth node's configuration, with defaults applied,
+// paths absolute and secrets read; false when the file has no authnode
+// section.
+func (f *File) AuthNode() (authnode.Config, bool) {
+	if f.authNode == nil {
+		return authnode.Config{}, false
+	}
+	cfg := *f.authNode
+	cfg.ProxyTrusted = slices.Clone(cfg.ProxyTrusted)
+	cfg.APIClients = slices.Clone(cfg.APIClients)
+	return cfg, true
+}
+
+// MetricsListen returns the address of the Prometheus listener, or "" when
+// metrics are not served.
+func (f *File) MetricsListen() string { return f.metricsListen }
+
+// Logger returns a logger writing to w at the configured level and format.
+func (f *File) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: f.logLevel}
+	if f.logJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,635 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+)
+
+// base is a valid file. Cases edit it line by line (replacing a line with
+// "#" to drop it) so that the line numbers below stay put.
+const base = `log:
+  level: info
+  format: text
+metrics:
+  listen: 127.0.0.1:9101
+authnode:
+  fqdn: auth1.example.test
+  listen: 127.0.0.1:8443
+  tls:
+    cert: tls/auth1.pem
+    key: tls/auth1.key
+  application_url: https://app.example.test/sso/callback
+  kerberos:
+    keytab: http.keytab
+    krb5_conf: krb5.conf
+    realm: EXAMPLE.TEST
+    account: svc_http
+  ldap:
+    url: ldaps://127.0.0.1:636
+    ca_file: tls/ca.pem
+    bind_dn: CN=svc_ldap,CN=Users,DC=example,DC=test
+    bind_password_file: secrets/bind
+    base_dn: DC=example,DC=test
+  api:
+    clients:
+      - name: app
+        key_file: secrets/app-key
+`
+
+const appKey = "0123456789abcdef0123456789abcdef"
+
+// fixture writes every file that base and the cases refer to.
+func fixture(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	valid := time.Now().Add(365 * 24 * time.Hour)
+	configtest.WriteCert(t, dir, "tls/auth1.pem", "tls/auth1.key", "auth1.example.test", valid)
+	configtest.WriteCert(t, dir, "tls/other.pem", "tls/other.key", "other.example.test", valid)
+	configtest.WriteCert(t, dir, "tls/expired.pem", "tls/expired.key", "auth1.example.test", time.Now().Add(-24*time.Hour))
+	configtest.WriteCert(t, dir, "tls/ca.pem", "tls/ca.key", "ca.example.test", valid)
+	configtest.WriteKeytab(t, dir, "http.keytab", "EXAMPLE.TEST", "HTTP/auth1.example.test", "HTTP/auth2.example.test")
+	configtest.WriteKeytab(t, dir, "other.keytab", "EXAMPLE.TEST", "HTTP/other.example.test")
+	configtest.WriteFile(t, dir, "bad.keytab", []byte("not a keytab\n"))
+	configtest.WriteFile(t, dir, "krb5.conf", []byte(configtest.Krb5Conf))
+	configtest.WriteFile(t, dir, "bad-krb5.conf", []byte("[libdefaults]\n  default_realm\n"))
+	configtest.WriteFile(t, dir, "secrets/bind", []byte("SvcLdap-Passw0rd1\n"))
+	configtest.WriteFile(t, dir, "secrets/app-key", []byte(appKey+"\n"))
+	configtest.WriteFile(t, dir, "secrets/app2-key", []byte("fedcba9876543210fedcba9876543210"))
+	configtest.WriteFile(t, dir, "secrets/short-key", []byte("short\n"))
+	configtest.WriteFile(t, dir, "secrets/empty", []byte("\n"))
+	return dir
+}
+
+// edit replaces lines of base (1-based); extra is appended.
+func edit(lines map[int]string, extra string) string {
+	ls := strings.Split(base, "\n")
+	for n, s := range lines {
+		ls[n-1] = s
+	}
+	return strings.Join(ls, "\n") + extra
+}
+
+func writeConfig(t *testing.T, dir, text string) string {
+	t.Helper()
+	return configtest.WriteFile(t, dir, "iwalb.yaml", []byte(text))
+}
+
+func TestLoadValid(t *testing.T) {
+	dir := fixture(t)
+	t.Setenv("IWALB_TEST_APP2_KEY", "fedcba9876543210fedcba9876543210")
+	path := writeConfig(t, dir, edit(nil, `      - name: app2
+        key_env: IWALB_TEST_APP2_KEY
+  proxy_protocol:
+    enabled: true
+    trusted: [10.0.0.0/8, 192.0.2.7, "2001:db8::1", 10.1.2.3/16]
+`))
+	f, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	cfg, ok := f.AuthNode()
+	if !ok {
+		t.Fatal("AuthNode() = false for a file with an authnode section")
+	}
+	if got := f.MetricsListen(); got != "127.0.0.1:9101" {
+		t.Errorf("MetricsListen() = %q", got)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"FQDN", cfg.FQDN, "auth1.example.test"},
+		{"CertFile", cfg.CertFile, filepath.Join(dir, "tls/auth1.pem")},
+		{"KeyFile", cfg.KeyFile, filepath.Join(dir, "tls/auth1.key")},
+		{"Keytab", cfg.Keytab, filepath.Join(dir, "http.keytab")},
+		{"Krb5Conf", cfg.Krb5Conf, filepath.Join(dir, "krb5.conf")},
+		{"LDAP.CAFile", cfg.LDAP.CAFile, filepath.Join(dir, "tls/ca.pem")},
+		{"LDAP.BindPassword (one newline stripped)", cfg.LDAP.BindPassword, "SvcLdap-Passw0rd1"},
+		{"APIClients[0].Key (one newline stripped)", cfg.APIClients[0].Key, appKey},
+		{"APIClients[1].Key (from env)", cfg.APIClients[1].Key, "fedcba9876543210fedcba9876543210"},
+		{"ProxyProtocol", cfg.ProxyProtocol, true},
+		{"ProxyTrusted", cfg.ProxyTrusted, []netip.Prefix{
+			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
+			netip.MustParsePrefix("2001:db8::1/128"), netip.MustParsePrefix("10.1.0.0/16"),
+		}},
+		// Defaults, as documented on authnode.Config.
+		{"MaxHeaderBytes", cfg.MaxHeaderBytes, 128 << 10},
+		{"ReadHeaderTimeout", cfg.ReadHeaderTimeout, 10 * time.Second},
+		{"IdleTimeout", cfg.IdleTimeout, 120 * time.Second},
+		{"SSOPath", cfg.SSOPath, "/sso"},
+		{"TokenParam", cfg.TokenParam, "ssoToken"},
+		{"TokenTTL", cfg.TokenTTL, 60 * time.Second},
+		{"SessionTTL", cfg.SessionTTL, 8 * time.Hour},
+		{"CookieName", cfg.CookieName, "iwalb_session"},
+		{"SelfTestSPN", cfg.SelfTestSPN, "HTTP/auth1.example.test"},
+		{"SelfTestInterval", cfg.SelfTestInterval, 60 * time.Second},
+		{"MaxClockSkew", cfg.MaxClockSkew, 5 * time.Minute},
+		{"LDAP.Timeout", cfg.LDAP.Timeout, 5 * time.Second},
+		{"LDAP.PoolSize", cfg.LDAP.PoolSize, 4},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+
+	// The File is immutable: changing a returned Config changes nothing.
+	cfg.APIClients[0].Key = "changed"
+	cfg.ProxyTrusted[0] = netip.Prefix{}
+	again, _ := f.AuthNode()
+	if again.APIClients[0].Key != appKey || !again.ProxyTrusted[0].IsValid() {
+		t.Error("AuthNode() returned slices shared with the File")
+	}
+}
+
+func TestLoadProblems(t *testing.T) {
+	dir := fixture(t)
+	abs := func(p string) string { return filepath.Join(dir, p) }
+	tests := []struct {
+		name  string
+		lines map[int]string
+		extra string
+		env   map[string]string
+		want  []string // "LINE: reason" substrings, one per expected problem
+	}{
+		{
+			name:  "YAML syntax error has its line",
+			lines: map[int]string{8: "  listen: [127.0.0.1:8443"},
+			want:  []string{`8: YAML syntax: did not find expected ',' or ']'`},
+		},
+		{
+			name:  "YAML syntax error from the scanner has its line",
+			lines: map[int]string{12: "  application_url: https://app.example.test/: x"},
+			want:  []string{`12: YAML syntax: mapping values are not allowed in this context`},
+		},
+		{
+			name:  "unknown key, and the key it replaced is missing",
+			lines: map[int]string{10: "    cretificate: tls/auth1.pem"},
+			want: []string{
+				`10: unknown key "cretificate" in authnode.tls`,
+				`9: missing required key "cert" in authnode.tls`,
+			},
+		},
+		{
+			name:  "unknown section at the top level",
+			extra: "pools: {}\n",
+			want:  []string{`28: unknown key "pools" in the top level`},
+		},
+		{
+			name:  "unknown key in a list item",
+			extra: "        secret: x\n",
+			want:  []string{`28: unknown key "secret" in authnode.api.clients[0]`},
+		},
+		{
+			name:  "duplicate key",
+			lines: map[int]string{8: "  fqdn: auth2.example.test"},
+			want: []string{
+				`8: duplicate key "fqdn" in authnode (first at line 7)`,
+				`6: missing required key "listen" in authnode`,
+			},
+		},
+		{
+			name:  "missing required keys of authnode, at the section's line",
+			lines: map[int]string{7: "#", 8: "#", 12: "#"},
+			want: []string{
+				`6: missing required key "fqdn" in authnode`,
+				`6: missing required key "listen" in authnode`,
+				`6: missing required key "application_url" in authnode`,
+			},
+		},
+		{
+			name:  "empty required value, at the key's line",
+			lines: map[int]string{7: "  fqdn:"},
+			want:  []string{`7: authnode.fqdn is empty`},
+		},
+		{
+			name:  "missing tls section",
+			lines: map[int]string{9: "#", 10: "#", 11: "#"},
+			want:  []string{`6: missing required key "tls" in authnode`},
+		},
+		{
+			name:  "missing kerberos keys",
+			lines: map[int]string{14: "#", 15: "#", 16: "#", 17: "#"},
+			want: []string{
+				`13: missing required key "keytab" in authnode.kerberos`,
+				`13: missing required key "krb5_conf" in authnode.kerberos`,
+				`13: missing required key "realm" in authnode.kerberos`,
+				`13: missing required key "account" in authnode.kerberos`,
+			},
+		},
+		{
+			name:  "missing ldap keys",
+			lines: map[int]string{19: "#", 21: "#", 22: "#", 23: "#"},
+			want: []string{
+				`18: missing required key "url" in authnode.ldap`,
+				`18: missing required key "bind_dn" in authnode.ldap`,
+				`18: missing bind_password_file or bind_password_env in authnode.ldap`,
+				`18: missing required key "base_dn" in authnode.ldap`,
+			},
+		},
+		{
+			name:  "no api clients",
+			lines: map[int]string{25: "    clients: []", 26: "#", 27: "#"},
+			want:  []string{`24: authnode.api.clients: at least one API client is required`},
+		},
+		{
+			name:  "files that do not exist, named as written and as resolved",
+			lines: map[int]string{10: "    cert: tls/nope.pem", 15: "    krb5_conf: /nonexistent/krb5.conf", 22: "    bind_password_file: secrets/nope"},
+			want: []string{
+				fmt.Sprintf(`10: authnode.tls.cert: cannot read "tls/nope.pem" (%s): no such file or directory`, abs("tls/nope.pem")),
+				`15: authnode.kerberos.krb5_conf: cannot read "/nonexistent/krb5.conf": no such file or directory`,
+				fmt.Sprintf(`22: authnode.ldap.bind_password_file: cannot read "secrets/nope" (%s): no such file or directory`, abs("secrets/nope")),
+			},
+		},
+		{
+			name:  "a folder where a file should be",
+			lines: map[int]string{14: "    keytab: tls"},
+			want:  []string{fmt.Sprintf(`14: authnode.kerberos.keytab: cannot read "tls" (%s): is a directory`, abs("tls"))},
+		},
+		{
+			name:  "cert and key that are not a pair",
+			lines: map[int]string{11: "    key: tls/other.key"},
+			want:  []string{`10: authnode.tls: cert "tls/auth1.pem" (` + abs("tls/auth1.pem") + `) and key "tls/other.key" (` + abs("tls/other.key") + `) do not load as a pair: tls: private key does not match public key`},
+		},
+		{
+			name:  "certificate for another name",
+			lines: map[int]string{10: "    cert: tls/other.pem", 11: "    key: tls/other.key"},
+			want:  []string{`10: authnode.tls.cert: the certificate does not name the fqdn auth1.example.test, so browsers would refuse it: x509: certificate is valid for other.example.test, not auth1.example.test`},
+		},
+		{
+			name:  "expired certificate",
+			lines: map[int]string{10: "    cert: tls/expired.pem", 11: "    key: tls/expired.key"},
+			want:  []string{`10: authnode.tls.cert: the certificate expired on `},
+		},
+		{
+			name:  "client_ca and ca_file that hold no certificate",
+			lines: map[int]string{11: "    key: tls/auth1.key\n    client_ca: secrets/bind", 12: "#", 20: "    ca_file: http.keytab"},
+			extra: "  application_url: https://app.example.test/\n",
+			want: []string{
+				`12: authnode.tls.client_ca: "secrets/bind" (` + abs("secrets/bind") + `) holds no PEM certificate`,
+				`21: authnode.ldap.ca_file: "http.keytab" (` + abs("http.keytab") + `) holds no PEM certificate`,
+			},
+		},
+		{
+			name:  "keytab that does not parse",
+			lines: map[int]string{14: "    keytab: bad.keytab"},
+			want:  []string{`14: authnode.kerberos.keytab: "bad.keytab" (` + abs("bad.keytab") + `) is not a keytab: invalid keytab data. First byte does not equal 5`},
+		},
+		{
+			name:  "keytab without the node's SPN",
+			lines: map[int]string{14: "    keytab: other.keytab"},
+			want:  []string{`14: authnode.kerberos.keytab: "other.keytab" (` + abs("other.keytab") + `) has no key for HTTP/auth1.example.test@EXAMPLE.TEST, so this node could log no one in (it holds HTTP/other.example.test@EXAMPLE.TEST)`},
+		},
+		{
+			name:  "keytab for another realm",
+			lines: map[int]string{16: "    realm: OTHER.TEST"},
+			want:  []string{`14: authnode.kerberos.keytab: "http.keytab" (` + abs("http.keytab") + `) has no key for HTTP/auth1.example.test@OTHER.TEST, so this node could log no one in (it holds HTTP/auth1.example.test@EXAMPLE.TEST, HTTP/auth2.example.test@EXAMPLE.TEST)`},
+		},
+		{
+			name:  "krb5.conf that does not parse",
+			lines: map[int]string{15: "    krb5_conf: bad-krb5.conf"},
+			want:  []string{`15: authnode.kerberos.krb5_conf: "bad-krb5.conf" (` + abs("bad-krb5.conf") + `) does not parse: `},
+		},
+		{
+			name:  "addresses that are not host:port",
+			lines: map[int]string{5: "  listen: 9101", 8: "  listen: 127.0.0.1:99999"},
+			want: []string{
+				`5: metrics.listen: "9101" is not host:port (like 127.0.0.1:8443 or :8443)`,
+				`8: authnode.listen: port "99999" in "127.0.0.1:99999" is not a number from 1 to 65535`,
+			},
+		},
+		{
+			name:  "port 0 and service names are refused",
+			lines: map[int]string{5: "  listen: :0", 8: "  listen: :https"},
+			want: []string{
+				`5: metrics.listen: port "0" in ":0" is not a number from 1 to 65535`,
+				`8: authnode.listen: port "https" in ":https" is not a number from 1 to 65535`,
+			},
+		},
+		{
+			name:  "metrics section without listen",
+			lines: map[int]string{5: "#"},
+			want:  []string{`4: missing required key "listen" in metrics`},
+		},
+		{
+			name:  "bad CIDRs, each at its own line",
+			extra: "  proxy_protocol:\n    enabled: true\n    trusted:\n      - 10.0.0.0/33\n      - 10.0.0.1\n      - lb1.example.test\n",
+			want: []string{
+				`31: authnode.proxy_protocol.trusted: "10.0.0.0/33" is not an address or CIDR`,
+				`33: authnode.proxy_protocol.trusted: "lb1.example.test" is not an address or CIDR`,
+			},
+		},
+		{
+			name:  "proxy protocol with no trusted addresses",
+			extra: "  proxy_protocol:\n    enabled: true\n",
+			want:  []string{`29: authnode.proxy_protocol: enabled with no trusted addresses`},
+		},
+		{
+			name:  "a boolean that is not one",
+			extra: "  proxy_protocol:\n    enabled: maybe\n",
+			want:  []string{`29: authnode.proxy_protocol.enabled: want true or false, got "maybe"`},
+		},
+		{
+			name:  "ldap scheme",
+			lines: map[int]string{19: "    url: https://dc1.example.test"},
+			want:  []string{`19: authnode.ldap.url: scheme "https" is not ldap or ldaps`},
+		},
+		{
+			name:  "plain ldap",
+			lines: map[int]string{19: "    url: ldap://127.0.0.1:389"},
+			want:  []string{`19: authnode.ldap.url: plain LDAP would send the bind password in clear; use ldaps://, start_tls: true, or allow_plaintext: true`},
+		},
+		{
+			name:  "start_tls on ldaps",
+			lines: map[int]string{20: "    start_tls: true"},
+			want:  []string{`20: authnode.ldap.start_tls: ldaps:// is TLS already; start_tls applies to ldap:// only`},
+		},
+		{
+			name:  "bad distinguished names",
+			lines: map[int]string{23: "    base_dn: example.test"},
+			want:  []string{`23: authnode.ldap.base_dn: "example.test" is not a distinguished name`},
+		},
+		{
+			name:  "application_url not absolute http(s)",
+			lines: map[int]string{12: "  application_url: /sso/callback"},
+			want:  []string{`12: authnode.application_url: "/sso/callback" is not an absolute http:// or https:// URL`},
+		},
+		{
+			name:  "durations",
+			extra: "  token_ttl: 11m\n  session_ttl: 0s\n  read_header_timeout: 30x\n  idle_timeout: 60\n",
+			want: []string{
+				`28: authnode.token_ttl: 11m0s is too long; one-time tokens must be short-lived (at most 10m0s)`,
+				`29: authnode.session_ttl: must be more than zero, got 0s`,
+				`30: authnode.read_header_timeout: "30x" is not a duration; write it like 30s, 5m or 8h`,
+				`31: authnode.idle_timeout: "60" is not a duration`,
+			},
+		},
+		{
+			name:  "durations under kerberos and ldap",
+			lines: map[int]string{17: "    account: svc_http\n    max_clock_skew: -5m", 18: "#", 19: "#", 20: "#", 21: "#", 22: "#", 23: "#"},
+			extra: "  ldap:\n    url: ldaps://127.0.0.1:636\n    bind_dn: CN=x,DC=example,DC=test\n    bind_password_file: secrets/bind\n    base_dn: DC=example,DC=test\n    timeout: 0s\n",
+			want: []string{
+				`18: authnode.kerberos.max_clock_skew: must be more than zero, got -5m0s`,
+				`34: authnode.ldap.timeout: must be more than zero, got 0s`,
+			},
+		},
+		{
+			name:  "max_header_bytes",
+			extra: "  max_header_bytes: 8192\n",
+			want:  []string{`28: authnode.max_header_bytes: 8192 is too small; Kerberos tickets with large PACs need 64 KiB (65536)`},
+		},
+		{
+			name:  "a size that is not a number",
+			extra: "  max_header_bytes: 128KiB\n",
+			want:  []string{`28: authnode.max_header_bytes: want a whole number, got "128KiB"`},
+		},
+		{
+			name:  "sso_path",
+			extra: "  sso_path: sso\n",
+			want:  []string{`28: authnode.sso_path: "sso" must start with "/"`},
+		},
+		{
+			name:  "store redis",
+			extra: "  store:\n    type: redis\n",
+			want:  []string{`29: authnode.store.type: "redis" is not supported yet; use memory`},
+		},
+		{
+			name:  "store unknown",
+			extra: "  store: {type: etcd}\n",
+			want:  []string{`28: authnode.store.type: unknown store "etcd"; use memory`},
+		},
+		{
+			name:  "log level and format",
+			lines: map[int]string{2: "  level: verbose", 3: "  format: xml"},
+			want: []string{
+				`2: log.level: unknown level "verbose"; use debug, info, warn or error`,
+				`3: log.format: unknown format "xml"; use text or json`,
+			},
+		},
+		{
+			name:  "inline bind password",
+			lines: map[int]string{22: "    bind_password: hunter2"},
+			want: []string{
+				`22: authnode.ldap.bind_password: inline secrets are not allowed; use bind_password_file or bind_password_env`,
+				`18: missing bind_password_file or bind_password_env in authnode.ldap`,
+			},
+		},
+		{
+			name: "api clients: duplicate name, both, neither, short, inline, env unset and empty",
+			extra: `      - name: app
+        key_file: secrets/app2-key
+      - name: both
+        key_file: secrets/app2-key
+        key_env: IWALB_TEST_KEY
+      - name: neither
+      - name: short
+        key_file: secrets/short-key
+      - name: inline
+        key: 0123456789abcdef0123456789abcdef
+      - name: unset
+        key_env: IWALB_TEST_UNSET
+      - name: empty
+        key_env: IWALB_TEST_EMPTY
+      - name: emptyfile
+        key_file: secrets/empty
+      - name: samekey
+        key_file: secrets/app-key
+`,
+			env: map[string]string{"IWALB_TEST_KEY": appKey + "-env", "IWALB_TEST_EMPTY": ""},
+			want: []string{
+				`28: authnode.api.clients[1].name: duplicate client name "app" (first at line 26)`,
+				`32: authnode.api.clients[2]: give key_file or key_env, not both`,
+				`33: missing key_file or key_env in authnode.api.clients[3]`,
+				`35: authnode.api.clients[4]: the key is 5 bytes; use at least 16`,
+				`37: authnode.api.clients[5].key: inline secrets are not allowed; use key_file or key_env`,
+				`36: missing key_file or key_env in authnode.api.clients[5]`,
+				`39: authnode.api.clients[6].key_env: environment variable IWALB_TEST_UNSET is not set`,
+				`41: authnode.api.clients[7].key_env: environment variable IWALB_TEST_EMPTY is empty`,
+				`43: authnode.api.clients[8].key_file: "secrets/empty" (` + abs("secrets/empty") + `) is empty`,
+				`45: authnode.api.clients[9]: same key as client "app"`,
+			},
+		},
+		{
+			name:  "cert_name without client_ca",
+			extra: "        cert_name: app.example.test\n",
+			want:  []string{`28: authnode.api.clients[0].cert_name: needs authnode.tls.client_ca`},
+		},
+		{
+			name:  "a mapping where a value belongs, and a value where a mapping belongs",
+			lines: map[int]string{7: "  fqdn: {name: auth1.example.test}", 13: "  kerberos: yes", 14: "#", 15: "#", 16: "#", 17: "#"},
+			want: []string{
+				`7: authnode.fqdn: want a single value, got a mapping`,
+				`13: authnode.kerberos: want a mapping of keys to values, got a single value`,
+				`13: missing required key "keytab" in authnode.kerberos`,
+				`13: missing required key "krb5_conf" in authnode.kerberos`,
+				`13: missing required key "realm" in authnode.kerberos`,
+				`13: missing required key "account" in authnode.kerberos`,
+			},
+		},
+		{
+			name:  "a second document",
+			extra: "---\nlog: {level: debug}\n",
+			want:  []string{`28: a second YAML document (after ---) is not allowed`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			os.Unsetenv("IWALB_TEST_UNSET")
+			path := writeConfig(t, dir, edit(tt.lines, tt.extra))
+			_, err := Load(path)
+			assertProblems(t, path, err, tt.want)
+		})
+	}
+}
+
+// assertProblems checks that err is Problems holding exactly the wanted
+// problems ("LINE: reason" substrings), in any order.
+func assertProblems(t *testing.T, path string, err error, want []string) {
+	t.Helper()
+	ps, ok := err.(Problems)
+	if !ok {
+		t.Fatalf("Load error = %v (%T), want Problems", err, err)
+	}
+	lines := strings.Split(ps.Error(), "\n")
+	used := make([]bool, len(lines))
+	for _, w := range want {
+		w = path + ":" + w
+		found := false
+		for i, l := range lines {
+			if !used[i] && strings.Contains(l, w) {
+				used[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("missing problem %q", w)
+		}
+	}
+	for i, l := range lines {
+		if !used[i] {
+			t.Errorf("unexpected problem %q", l)
+		}
+	}
+}
+
+func TestLoadUnusableFiles(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, file, text string
+		want             string
+	}{
+		{"empty file", "empty.yaml", "", "empty.yaml: nothing to run: add an authnode section"},
+		{"only log", "log.yaml", "log: {level: debug}\n", "log.yaml: nothing to run: add an authnode section"},
+		{"not a mapping", "list.yaml", "- a\n- b\n", "list.yaml:1: the top level: want a mapping of keys to values, got a list"},
+		{"tabs", "tabs.yaml", "log:\n\tlevel: info\n", "tabs.yaml:2: YAML syntax: found character that cannot start any token"},
+		{"unreadable", "missing.yaml", "", "missing.yaml: cannot read: no such file or directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, tt.file)
+			if tt.file != "missing.yaml" {
+				configtest.WriteFile(t, dir, tt.file, []byte(tt.text))
+			}
+			_, err := Load(path)
+			if err == nil || !strings.HasSuffix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("Load error = %v, want one problem ending in %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestLogger checks that level and format reach the logger.
+func TestLogger(t *testing.T) {
+	dir := fixture(t)
+	path := writeConfig(t, dir, edit(map[int]string{2: "  level: warn", 3: "  format: json"}, ""))
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	log := f.Logger(&b)
+	log.Info("hidden")
+	log.Warn("shown", "k", "v")
+	if got := b.String(); strings.Contains(got, "hidden") || !strings.Contains(got, `"msg":"shown","k":"v"`) {
+		t.Errorf("log output = %q, want only the warning, as JSON", got)
+	}
+}
+
+// TestExamplesLoad keeps configs/*.yaml valid: each is copied into a temp
+// folder with the files it names generated at their relative paths.
+func TestExamplesLoad(t *testing.T) {
+	examples, err := filepath.Glob("../../../../configs/*.yaml")
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	for _, ex := range examples {
+		t.Run(filepath.Base(ex), func(t *testing.T) {
+			data, err := os.ReadFile(ex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			path := configtest.WriteFile(t, dir, filepath.Base(ex), data)
+			materialize(t, dir, data)
+			if _, err := Load(path); err != nil {
+				t.Fatalf("example does not load:\n%v", err)
+			}
+		})
+	}
+}
+
+// materialize creates every file and environment variable that the
+// example's authnode section refers to.
+func materialize(t *testing.T, dir string, data []byte) {
+	t.Helper()
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	c := &checker{file: "example", dir: dir}
+	var raw rawFile
+	c.decodeMapping(doc.Content[0], "", reflect.ValueOf(&raw).Elem())
+	if len(c.problems) > 0 {
+		t.Fatalf("example does not decode:\n%v", c.problems)
+	}
+	a := raw.AuthNode
+	if !a.At.Set {
+		return
+	}
+	valid := time.Now().Add(24 * time.Hour)
+	configtest.WriteCert(t, dir, a.TLS.Cert.V, a.TLS.Key.V, a.FQDN.V, valid)
+	for _, ca := range []str{a.TLS.ClientCA, a.LDAP.CAFile} {
+		if ca.Set {
+			configtest.WriteCert(t, dir, ca.V, ca.V+".key", "ca.example.test", valid)
+		}
+	}
+	configtest.WriteKeytab(t, dir, a.Kerberos.Keytab.V, a.Kerberos.Realm.V, "HTTP/"+a.FQDN.V)
+	if a.Kerberos.Krb5Conf.Set {
+		configtest.WriteFile(t, dir, a.Kerberos.Krb5Conf.V, []byte(configtest.Krb5Conf))
+	}
+	secret := func(file, env str) {
+		switch {
+		case file.Set:
+			configtest.WriteFile(t, dir, file.V, []byte(appKey+"\n"))
+		case env.Set:
+			t.Setenv(env.V, appKey)
+		}
+	}
+	secret(a.LDAP.BindPasswordFile, a.LDAP.BindPasswordEnv)
+	for _, cl := range a.API.Clients {
+		secret(cl.KeyFile, cl.KeyEnv)
+	}
+}

@@ -1,0 +1,156 @@
+// Command iwalb runs the roles of one iwalb appliance (today the auth node;
+// later the L4 balancer and the L7 redirector) from one YAML file.
+//
+//	iwalb check -config /etc/iwalb/iwalb.yaml   # FILE:LINE: reason per problem
+//	iwalb run   -config /etc/iwalb/iwalb.yaml   # until SIGINT or SIGTERM
+//	iwalb version
+//
+// It owns the process: flags, signals, logging, the metrics listener and
+// the lifetime of the roles. What each role does lives in its own package.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+const usage = `usage:
+  iwalb run -config FILE     start the roles configured in FILE; stop on SIGINT or SIGTERM
+  iwalb check -config FILE   print each problem in FILE as FILE:LINE: reason
+  iwalb version              print the version
+`
+
+// Exit codes.
+const (
+	exitOK = 0
+	// exitFailed: check found problems, or a role could not start or failed.
+	exitFailed = 1
+	// exitUsage: the command line is wrong.
+	exitUsage = 2
+	// exitInvalid: run refused the configuration file; nothing started.
+	exitInvalid = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole command, minus os.Exit, so that tests can call it.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "run":
+		path, code, ok := configFlag(cmd, args, stderr)
+		if !ok {
+			return code
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		// After the first signal, a second one kills the process at once,
+		// in case a graceful shutdown hangs.
+		context.AfterFunc(ctx, stop)
+		return serve(ctx, path, stderr)
+	case "check":
+		path, code, ok := configFlag(cmd, args, stderr)
+		if !ok {
+			return code
+		}
+		return check(path, stdout)
+	case "version":
+		if len(args) > 0 {
+			fmt.Fprintf(stderr, "iwalb version: unexpected argument %q\n\n%s", args[0], usage)
+			return exitUsage
+		}
+		printVersion(stdout)
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "iwalb: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+}
+
+// configFlag parses the flags of run and check; ok is false when the
+// command must stop with code.
+func configFlag(cmd string, args []string, stderr io.Writer) (path string, code int, ok bool) {
+	fs := flag.NewFlagSet("iwalb "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&path, "config", "", "the configuration `FILE` (YAML)")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", exitOK, false
+		}
+		return "", exitUsage, false
+	}
+	switch {
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "iwalb %s: unexpected argument %q\n\n%s", cmd, fs.Arg(0), usage)
+		return "", exitUsage, false
+	case path == "":
+		fmt.Fprintf(stderr, "iwalb %s: missing -config FILE\n\n%s", cmd, usage)
+		return "", exitUsage, false
+	}
+	return path, 0, true
+}
+
+// check loads the file and reports on stdout, as an editor or CI job
+// wants it.
+func check(path string, stdout io.Writer) int {
+	if _, err := config.Load(path); err != nil {
+		fmt.Fprintln(stdout, err)
+		return exitFailed
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return exitOK
+}
+
+// printVersion prints the version given at build time, what the Go
+// toolchain recorded about the module and its VCS revision, and the Go
+// version.
+func printVersion(w io.Writer) {
+	fmt.Fprintf(w, "iwalb %s\n", version)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Path != "" {
+			fmt.Fprintf(w, "module %s %s\n", bi.Main.Path, bi.Main.Version)
+		}
+		var rev, at, modified string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = " (modified)"
+				}
+			}
+		}
+		if rev != "" {
+			fmt.Fprintf(w, "revision %s %s%s\n", rev, at, modified)
+		}
+	}
+	fmt.Fprintf(w, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
