@@ -3,19 +3,12 @@ package authnode
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,63 +24,18 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	proxyproto "github.com/pires/go-proxyproto"
 
-	"github.com/iwalb/iwalb/authnode/internal/adtest"
+	"github.com/iwalb/iwalb/authnode/adtest"
 )
 
 // These tests run the auth node against the real Samba Active Directory
 // that scripts/ad-up starts, with real clients: MIT kinit and curl
 // --negotiate, and gokrb5 where a test needs the raw token.
 
-// testPKI is a throw-away CA and a server certificate for the node's names.
-type testPKI struct {
-	caFile, certFile, keyFile string
-	pool                      *x509.CertPool
-}
-
-func newTestPKI(t *testing.T, names ...string) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "iwalb test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	p := testPKI{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "node.pem"), keyFile: filepath.Join(dir, "node.key")}
-	write := func(path, typ string, b []byte) {
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(p.caFile, "CERTIFICATE", caDER)
-	write(p.certFile, "CERTIFICATE", der)
-	write(p.keyFile, "PRIVATE KEY", keyDER)
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(ca)
-	return p
-}
-
 // adNode is an auth node under test, listening on 127.0.0.1.
 type adNode struct {
 	node *Node
 	port int
-	pki  testPKI
+	pki  adtest.PKI
 	logs *syncBuffer
 }
 
@@ -95,10 +43,10 @@ type adNode struct {
 // configuration first.
 func startADNode(t *testing.T, env map[string]string, edit func(*Config)) *adNode {
 	t.Helper()
-	pki := newTestPKI(t, "auth1.example.test", "lb.example.test", "other.example.test")
+	pki := adtest.NewPKI(t, "auth1.example.test", "lb.example.test", "other.example.test")
 	cfg := Config{
 		FQDN: "auth1.example.test", Listen: "127.0.0.1:0",
-		CertFile: pki.certFile, KeyFile: pki.keyFile,
+		CertFile: pki.CertFile, KeyFile: pki.KeyFile,
 		ApplicationURL: "https://app.example.test/sso/callback",
 		Keytab:         env["AD_HTTP_KEYTAB"], Krb5Conf: env["KRB5_CONFIG"],
 		Realm: env["AD_REALM"], Account: env["AD_SVC_USER"],
@@ -150,7 +98,7 @@ func (a *adNode) client() *http.Client {
 	return &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: a.pki.pool},
+			TLSClientConfig: &tls.Config{RootCAs: a.pki.Pool},
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", a.port))
 			},
@@ -168,7 +116,7 @@ func (a *adNode) url(host, path string) string {
 func (a *adNode) curlNegotiate(t *testing.T, env map[string]string, ccache, host string) (int, string, string) {
 	t.Helper()
 	hdrs := filepath.Join(t.TempDir(), "headers")
-	cmd := exec.Command("curl", "-sS", "--negotiate", "-u", ":", "--cacert", a.pki.caFile,
+	cmd := exec.Command("curl", "-sS", "--negotiate", "-u", ":", "--cacert", a.pki.CAFile,
 		"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, a.port),
 		"-D", hdrs, "-o", "-", "-w", "\n%{http_code}", a.url(host, "/sso"))
 	cmd.Env = append(os.Environ(), "KRB5_CONFIG="+env["KRB5_CONFIG"], "KRB5CCNAME=FILE:"+ccache)
@@ -408,7 +356,7 @@ func TestADKerberosFailures(t *testing.T) {
 	})
 	t.Run("HTTP/1.1 only", func(t *testing.T) {
 		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", a.port), &tls.Config{
-			RootCAs: a.pki.pool, ServerName: "auth1.example.test", NextProtos: []string{"h2", "http/1.1"}})
+			RootCAs: a.pki.Pool, ServerName: "auth1.example.test", NextProtos: []string{"h2", "http/1.1"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -511,7 +459,7 @@ func TestADProxyProtocol(t *testing.T) {
 		}
 		cl := adtest.Login(t, env, "alice", env["AD_ALICE_PASSWORD"])
 		tr := &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: a.pki.pool},
+			TLSClientConfig: &tls.Config{RootCAs: a.pki.Pool},
 			DialContext:     func(context.Context, string, string) (net.Conn, error) { return conn, nil },
 		}
 		defer tr.CloseIdleConnections()

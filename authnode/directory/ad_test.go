@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iwalb/iwalb/authnode/internal/adtest"
+	"github.com/iwalb/iwalb/authnode/adtest"
 )
 
 // These tests run against the test domain started by scripts/ad-up; they skip

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iwalb/iwalb/authnode/internal/adtest"
+	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 )

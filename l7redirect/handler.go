@@ -1,0 +1,488 @@
+// Package l7redirect is iwalb's L7 front door: it terminates TLS for its own
+// names and answers every request with a single redirect to one healthy auth
+// node's own name, so that authentication then runs directly between the
+// browser and that node.
+//
+//	h, err := l7redirect.New(l7redirect.Config{
+//		Name:         "sso",
+//		Rules:        []l7redirect.Rule{{Host: "sso.example.test", Pool: authPool}},
+//		StickyCookie: "iwalb_node",
+//	}, l7redirect.Options{Logger: logger, Registerer: reg})
+//	var srv l7redirect.Server
+//	go srv.Serve(ctx, httpsLn, h, tlsConfig) // certificates chosen by SNI
+//	plain, err := l7redirect.NewHTTPSRedirect([]string{"sso.example.test"}, 443, logger)
+//	go srv.Serve(ctx, httpLn, plain, nil)
+//
+// The redirect target is always https://{node FQDN}[:port]{path}?{query}
+// with the node's name taken from the pool's configuration; nothing the
+// client sends (Host, path, query, cookie) can name another host.
+//
+// Package l7redirect never relays a request, never holds a connection to a
+// node and never sees a credential. It neither chooses nor checks nodes
+// itself (package lb does), and it is not a TCP balancer (package l4 is).
+package l7redirect
+
+import (
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iwalb/iwalb/lb"
+)
+
+// Config is the front door's routing and node-choice configuration. New and
+// Update validate it.
+type Config struct {
+	// Name labels the front door in logs and in the "frontdoor" label of its
+	// metrics, so several front doors can share one registry.
+	Name string
+	// Rules map a request's Host and path to a pool. Rules whose Host
+	// matches exactly are tried first, then wildcard hosts, then rules for
+	// any host; within the first of these groups that has a match, the
+	// longest PathPrefix wins.
+	Rules []Rule
+	// Default takes the requests that no rule matches; its Host is ignored
+	// and its PathPrefix only scopes its RewritePrefix. Without it those
+	// requests are answered 421 (the Host is none of the rules' hosts) or
+	// 404.
+	Default *Rule
+	// StickyCookie, when set, names a cookie that holds the chosen node's
+	// name, so a browser keeps its node while that node is healthy. Empty
+	// leaves the choice to the pool's policy alone (client_ip_hash keeps a
+	// client address on its node).
+	StickyCookie string
+	// CookieTTL is the sticky cookie's Max-Age; 0 means a session cookie.
+	CookieTTL time.Duration
+	// RetryAfter is sent with the 503 answered when no node is healthy; 0
+	// means 5s. It is rounded up to whole seconds.
+	RetryAfter time.Duration
+}
+
+// Rule sends the requests it matches to one of its pool's nodes.
+type Rule struct {
+	// Name labels the rule in logs and metrics; empty means Host+PathPrefix
+	// ("*" for any host), or "default" for Config.Default.
+	Name string
+	// Host is an exact name ("sso.example.test"), a wildcard
+	// ("*.example.test", exactly one extra leftmost label) or empty for any
+	// host. Matching ignores case and the port.
+	Host string
+	// PathPrefix matches whole path segments of the escaped request path:
+	// "/app" matches "/app" and "/app/x" but not "/apple"; a prefix ending in
+	// "/" matches everything under it. Empty or "/" matches every path.
+	PathPrefix string
+	// Pool holds the nodes; required. Every backend needs an FQDN, since
+	// the browser must reach the node under the name of its SPN.
+	Pool *lb.Pool
+	// RewritePrefix, when set, replaces the matched PathPrefix in the
+	// redirect target ("/app" → "/sso" turns "/app/x" into "/sso/x").
+	RewritePrefix string
+	// Port is the port of the redirect target. 0 means the port of each
+	// backend's Addr, which is the port the health checks prove open (and
+	// which tests with nodes on high ports need); 443 is left out of the URL.
+	Port int
+}
+
+// Options carries what a Handler gets from its host process rather than
+// from its configuration.
+type Options struct {
+	// Logger receives one access-log line per request; nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil means none are exported.
+	Registerer prometheus.Registerer
+}
+
+// Handler is the front door's http.Handler. It is safe for concurrent use;
+// Update swaps its configuration atomically.
+type Handler struct {
+	name  string
+	table atomic.Pointer[table]
+	log   *slog.Logger
+	m     *metrics
+}
+
+// New validates cfg and returns the front door's handler. All problems are
+// reported together.
+func New(cfg Config, opts Options) (*Handler, error) {
+	t, err := compile(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Name, opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("l7redirect %q: register metrics: %w", cfg.Name, err)
+	}
+	h := &Handler{name: cfg.Name, log: opts.Logger, m: m}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	h.log = h.log.With("frontdoor", cfg.Name)
+	h.table.Store(t)
+	return h, nil
+}
+
+// Update validates cfg and, if it is sound, makes it the configuration of
+// the requests that start from now on. cfg.Name is ignored: the front door
+// keeps the name it was created with.
+func (h *Handler) Update(cfg Config) error {
+	cfg.Name = h.name
+	t, err := compile(cfg)
+	if err != nil {
+		return err
+	}
+	h.table.Store(t)
+	return nil
+}
+
+// table is a compiled, immutable Config.
+type table struct {
+	exact, wildcard, anyHost []*rule // each sorted by descending prefix length
+	def                      *rule
+	cookie                   string
+	cookieMaxAge             int
+	retryAfter               string
+}
+
+// rule is a compiled Rule.
+type rule struct {
+	name, host, prefix, rewrite string
+	pool                        *lb.Pool
+	nodes                       map[*lb.Backend]node
+	others                      map[*lb.Backend][]*lb.Backend // every backend but the key
+}
+
+// node is where a backend's redirects go.
+type node struct {
+	host string
+	port int
+}
+
+func compile(cfg Config) (*table, error) {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("l7redirect %q: "+format, append([]any{cfg.Name}, args...)...))
+	}
+	if cfg.Name == "" {
+		errs = append(errs, errors.New("l7redirect: front door name is empty"))
+	}
+	if len(cfg.Rules) == 0 && cfg.Default == nil {
+		fail("no rules and no default rule")
+	}
+	if cfg.CookieTTL < 0 || cfg.RetryAfter < 0 {
+		fail("cookie TTL and retry-after must not be negative")
+	}
+	if cfg.StickyCookie != "" && !isToken(cfg.StickyCookie) {
+		fail("sticky cookie name %q is not a valid cookie name", cfg.StickyCookie)
+	}
+	t := &table{
+		cookie:       cfg.StickyCookie,
+		cookieMaxAge: int((cfg.CookieTTL + time.Second - 1) / time.Second),
+		retryAfter:   "5",
+	}
+	if cfg.RetryAfter > 0 {
+		t.retryAfter = strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second))
+	}
+	seen := map[string]bool{}
+	build := func(r Rule, label string) *rule {
+		host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
+		rl := &rule{name: r.Name, host: host, prefix: r.PathPrefix, rewrite: r.RewritePrefix, pool: r.Pool}
+		if rl.name == "" {
+			h := host
+			if h == "" {
+				h = "*"
+			}
+			rl.name = h + r.PathPrefix
+		}
+		bad := len(errs)
+		if !validHostPattern(host) {
+			fail("%s: host %q is not a DNS name or *.name", label, r.Host)
+		}
+		if r.PathPrefix != "" && !validPath(r.PathPrefix) {
+			fail("%s: path prefix %q must be an escaped absolute path without dot segments, query or leading //", label, r.PathPrefix)
+		}
+		if r.RewritePrefix != "" && !validPath(r.RewritePrefix) {
+			fail("%s: rewrite prefix %q must be an escaped absolute path without dot segments, query or leading //", label, r.RewritePrefix)
+		}
+		if r.Port < 0 || r.Port > 65535 {
+			fail("%s: port %d out of range", label, r.Port)
+		}
+		key := host + " " + strings.TrimSuffix(r.PathPrefix, "/")
+		if label != "default" && seen[key] {
+			fail("%s: another rule has the same host %q and path prefix %q", label, r.Host, r.PathPrefix)
+		}
+		seen[key] = true
+		if r.Pool == nil {
+			fail("%s: no pool", label)
+			return nil
+		}
+		rl.nodes = map[*lb.Backend]node{}
+		rl.others = map[*lb.Backend][]*lb.Backend{}
+		for _, b := range r.Pool.Backends() {
+			n := node{host: strings.ToLower(strings.TrimSuffix(b.FQDN, ".")), port: r.Port}
+			if !isDNSName(n.host) {
+				fail("%s: pool %q backend %q: fqdn %q is not a DNS name (a redirect needs the node's own name)", label, r.Pool.Name(), b.Name, b.FQDN)
+			}
+			if n.port == 0 {
+				_, p, err := net.SplitHostPort(b.Addr)
+				port, perr := strconv.Atoi(p)
+				if err != nil || perr != nil || port <= 0 || port > 65535 {
+					fail("%s: pool %q backend %q: no port in address %q", label, r.Pool.Name(), b.Name, b.Addr)
+				}
+				n.port = port
+			}
+			if t.cookie != "" && !isCookieValue(b.Name) {
+				fail("%s: pool %q backend %q: the name cannot be a cookie value", label, r.Pool.Name(), b.Name)
+			}
+			rl.nodes[b] = n
+			for _, o := range r.Pool.Backends() {
+				if o != b {
+					rl.others[b] = append(rl.others[b], o)
+				}
+			}
+		}
+		if len(errs) > bad {
+			return nil
+		}
+		return rl
+	}
+	for i, r := range cfg.Rules {
+		label := fmt.Sprintf("rule #%d", i+1)
+		if r.Name != "" {
+			label = fmt.Sprintf("rule %q", r.Name)
+		}
+		rl := build(r, label)
+		if rl == nil {
+			continue
+		}
+		switch {
+		case rl.host == "":
+			t.anyHost = append(t.anyHost, rl)
+		case strings.HasPrefix(rl.host, "*."):
+			t.wildcard = append(t.wildcard, rl)
+		default:
+			t.exact = append(t.exact, rl)
+		}
+	}
+	if cfg.Default != nil {
+		d := *cfg.Default
+		if d.Name == "" {
+			d.Name = "default"
+		}
+		t.def = build(d, "default")
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for _, rs := range [][]*rule{t.exact, t.wildcard, t.anyHost} {
+		slices.SortStableFunc(rs, func(a, b *rule) int { return len(b.prefix) - len(a.prefix) })
+	}
+	return t, nil
+}
+
+// validPath reports whether p is an escaped absolute path that cleanPath
+// leaves as it is and that carries no query or fragment.
+func validPath(p string) bool {
+	u, err := url.Parse(p)
+	return err == nil && u.Scheme == "" && u.Host == "" && u.User == nil && !u.ForceQuery &&
+		u.RawQuery == "" && u.Fragment == "" && u.EscapedPath() == p && cleanPath(p) == p
+}
+
+// isToken reports whether s is an RFC 7230 token, the syntax of a cookie name.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// isCookieValue reports whether s can be a cookie value unquoted (RFC 6265).
+func isCookieValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '"' || c == ',' || c == ';' || c == '\\' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// match returns the rule for host (already normalised, possibly "") and the
+// cleaned path, or nil.
+func (t *table) match(host, path string) *rule {
+	for _, rs := range [][]*rule{t.exact, t.wildcard, t.anyHost} {
+		for _, rl := range rs {
+			if (rl.host == "" || hostMatches(rl.host, host)) && prefixMatches(rl.prefix, path) {
+				return rl
+			}
+		}
+	}
+	return t.def
+}
+
+// knowsHost reports whether some rule is meant for host, which tells a path
+// no rule covers (404) from a host that is not this front door's (421).
+func (t *table) knowsHost(host string) bool {
+	if len(t.anyHost) > 0 {
+		return true
+	}
+	for _, rs := range [][]*rule{t.exact, t.wildcard} {
+		for _, rl := range rs {
+			if hostMatches(rl.host, host) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func prefixMatches(prefix, path string) bool {
+	if prefix == "" || prefix == "/" {
+		return true
+	}
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || strings.HasSuffix(prefix, "/") || path[len(prefix)] == '/'
+}
+
+// targetPath applies the rule's rewrite to the cleaned path.
+func (rl *rule) targetPath(path string) string {
+	if rl.rewrite == "" || rl.prefix == "" || !prefixMatches(rl.prefix, path) {
+		return path
+	}
+	rest := path[len(rl.prefix):]
+	if rest != "" && rest[0] != '/' {
+		// The prefix ended in "/": keep exactly one between the parts.
+		return cleanPath(strings.TrimSuffix(rl.rewrite, "/") + "/" + rest)
+	}
+	return cleanPath(strings.TrimSuffix(rl.rewrite, "/") + rest)
+}
+
+// pick chooses the node: the one the sticky cookie names if it is a usable
+// backend of the rule's pool, else whatever the pool's policy picks. The
+// cookie's value is only ever looked up among the pool's backends, never
+// used as a host.
+func (t *table) pick(rl *rule, r *http.Request, client netip.Addr) (*lb.Backend, error) {
+	if t.cookie != "" {
+		if c, err := r.Cookie(t.cookie); err == nil {
+			if want := rl.pool.Backend(c.Value); want != nil && rl.nodes[want].host != "" {
+				// Pick with every other backend skipped is "this backend if it
+				// is usable", with lb's own notion of usable (up, not drained,
+				// below MaxConns).
+				if b, release, err := rl.pool.Pick(client, rl.others[want]...); err == nil {
+					release()
+					return b, nil
+				}
+			}
+		}
+	}
+	b, release, err := rl.pool.Pick(client)
+	if err != nil {
+		return nil, err
+	}
+	// A redirect holds no connection to the node.
+	release()
+	return b, nil
+}
+
+// ServeHTTP answers the request with a redirect to a node, 503 when no node
+// is healthy, or 421/404 when no rule matches.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	t := h.table.Load()
+	path := cleanPath(r.URL.EscapedPath())
+	host := requestHost(r.Host)
+	client := clientAddr(r.RemoteAddr)
+
+	var status int
+	var ruleName, nodeName string
+	rl := t.match(host, path)
+	switch {
+	case rl == nil && !t.knowsHost(host):
+		status = http.StatusMisdirectedRequest
+		writePage(w, status, "Unknown host", "This front door does not serve this host name.")
+	case rl == nil:
+		status = http.StatusNotFound
+		writePage(w, status, "Not found", "No sign-in service is configured for this path.")
+	default:
+		ruleName = rl.name
+		b, err := t.pick(rl, r, client)
+		if err != nil {
+			status = http.StatusServiceUnavailable
+			h.m.noHealthy.WithLabelValues(rl.name).Inc()
+			h.log.Warn("no healthy node", "rule", rl.name, "pool", rl.pool.Name(), "err", err)
+			w.Header().Set("Retry-After", t.retryAfter)
+			writePage(w, status, "Sign-in temporarily unavailable",
+				"No sign-in server is available right now. Please try again in a few seconds.")
+			break
+		}
+		nodeName = b.Name
+		n := rl.nodes[b]
+		loc := targetURL(n.host, n.port, rl.targetPath(path), r.URL.RawQuery)
+		if t.cookie != "" {
+			http.SetCookie(w, &http.Cookie{
+				Name: t.cookie, Value: b.Name, Path: "/", MaxAge: t.cookieMaxAge,
+				Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+			})
+		}
+		status = http.StatusFound
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			// 307 keeps the method and body (a 302 turns POST into GET).
+			status = http.StatusTemporaryRedirect
+		}
+		w.Header().Set("Location", loc)
+		writePage(w, status, "Redirecting", `Continue to <a href="`+html.EscapeString(loc)+`">`+html.EscapeString(n.host)+`</a>.`)
+		h.m.redirects.WithLabelValues(rl.name, b.Name, strconv.Itoa(status)).Inc()
+	}
+	d := time.Since(start)
+	h.m.duration.WithLabelValues(strconv.Itoa(status)).Observe(d.Seconds())
+	// The query is never logged: it may carry tokens.
+	h.log.Info("request", "method", r.Method, "host", truncate(r.Host, 256), "path", truncate(r.URL.EscapedPath(), 512),
+		"status", status, "rule", ruleName, "node", nodeName, "client", client.String(), "duration", d)
+}
+
+// clientAddr is the client's IP from RemoteAddr (which a PROXY-protocol
+// listener has already replaced with the real client's); the zero Addr if
+// it does not parse.
+func clientAddr(remote string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(remote); err == nil {
+		return ap.Addr().Unmap()
+	}
+	a, _ := netip.ParseAddr(remote)
+	return a.Unmap()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// writePage writes a short HTML page that no cache may keep. The body is
+// dropped by net/http for HEAD.
+func writePage(w http.ResponseWriter, status int, title, body string) {
+	hd := w.Header()
+	hd.Set("Content-Type", "text/html; charset=utf-8")
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "<!doctype html>\n<html><head><title>%s</title></head><body><h1>%s</h1><p>%s</p></body></html>\n",
+		title, title, body)
+}

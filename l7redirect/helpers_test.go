@@ -1,0 +1,363 @@
+package l7redirect
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iwalb/iwalb/lb"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// testCA is a certificate authority made for one test.
+type testCA struct {
+	cert  *x509.Certificate
+	key   *ecdsa.PrivateKey
+	pool  *x509.CertPool
+	pemFn string // the CA certificate as a PEM file, for curl
+}
+
+func newCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "iwalb l7redirect test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool()}
+	ca.pool.AddCert(cert)
+	ca.pemFn = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca.pemFn, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// issue returns a server certificate for names, signed by the CA.
+func (ca *testCA) issue(t *testing.T, names ...string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// testNode is a real TCP listener standing in for an auth node: the pool's
+// TCP health checks see it up while it listens and down once it stops.
+type testNode struct {
+	name, fqdn, addr string
+
+	mu sync.Mutex
+	ln net.Listener
+}
+
+func startNode(t *testing.T, name string) *testNode {
+	t.Helper()
+	n := &testNode{name: name, fqdn: name + ".example.test", addr: "127.0.0.1:0"}
+	n.start(t)
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *testNode) start(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.mu.Lock()
+	n.ln, n.addr = ln, ln.Addr().String()
+	n.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
+func (n *testNode) stop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ln != nil {
+		n.ln.Close()
+		n.ln = nil
+	}
+}
+
+func (n *testNode) port() int {
+	_, p, _ := net.SplitHostPort(n.addr)
+	port, _ := strconv.Atoi(p)
+	return port
+}
+
+// hostPort is what a redirect to this node names.
+func (n *testNode) hostPort() string { return net.JoinHostPort(n.fqdn, strconv.Itoa(n.port())) }
+
+// newPool builds a pool over nodes with fast active health checks that run
+// until the test ends. weights, if given, are per node.
+func newPool(t *testing.T, name string, policy lb.PolicyName, nodes []*testNode, weights ...int) *lb.Pool {
+	t.Helper()
+	var bcs []lb.BackendConfig
+	for i, n := range nodes {
+		bc := lb.BackendConfig{Name: n.name, Addr: n.addr, FQDN: n.fqdn}
+		if i < len(weights) {
+			bc.Weight = weights[i]
+		}
+		bcs = append(bcs, bc)
+	}
+	p, err := lb.NewPool(lb.Config{
+		Name: name, Policy: policy, Backends: bcs,
+		Health: lb.HealthCheck{Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 1},
+	}, lb.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p
+}
+
+// waitState waits until the pool's backend called name is in state want.
+func waitState(t *testing.T, p *lb.Pool, name string, want lb.State) {
+	t.Helper()
+	b := p.Backend(name)
+	deadline := time.Now().Add(5 * time.Second)
+	for b.State() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("backend %s still %v after 5s, want %v", name, b.State(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// frontDoor is a Handler served over real TLS on 127.0.0.1.
+type frontDoor struct {
+	h    *Handler
+	addr string
+	ca   *testCA
+	reg  *prometheus.Registry
+}
+
+// frontDoorNames are the names the test front door has certificates for.
+var frontDoorNames = []string{"sso.example.test", "login.example.test"}
+
+func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
+	t.Helper()
+	if logger == nil {
+		logger = quietLogger()
+	}
+	reg := prometheus.NewRegistry()
+	h, err := New(cfg, Options{Logger: logger, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newCA(t)
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{
+		ca.issue(t, frontDoorNames[0]),
+		ca.issue(t, frontDoorNames[1]),
+	}}
+	fd := &frontDoor{h: h, ca: ca, reg: reg}
+	fd.addr = serve(t, h, tlsConfig)
+	return fd
+}
+
+// serve runs h on a new 127.0.0.1 listener until the test ends.
+func serve(t *testing.T, h http.Handler, tlsConfig *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	srv := &Server{Logger: quietLogger()}
+	go func() { errc <- srv.Serve(ctx, ln, h, tlsConfig) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// client returns an HTTPS client that trusts the test CA, reaches the front
+// door whatever the URL's host, and does not follow redirects.
+func (fd *frontDoor) client(jar http.CookieJar) *http.Client {
+	return &http.Client{
+		Jar:     jar,
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: fd.ca.pool},
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, fd.addr)
+			},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// get sends method to https://sso.example.test{target} with Host header host
+// (empty: the URL's) and returns the response with its body read.
+func (fd *frontDoor) do(t *testing.T, c *http.Client, method, host, target string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "https://sso.example.test"+target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// raw writes req (a whole HTTP/1.1 request) to the front door over TLS with
+// SNI sso.example.test and returns the response.
+func (fd *frontDoor) raw(t *testing.T, req string) *http.Response {
+	t.Helper()
+	conn, err := tls.Dial("tcp", fd.addr, &tls.Config{RootCAs: fd.ca.pool, ServerName: "sso.example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer to %q: %v", req, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// location parses the response's single Location header.
+func location(t *testing.T, resp *http.Response) *url.URL {
+	t.Helper()
+	locs := resp.Header.Values("Location")
+	if len(locs) != 1 {
+		t.Fatalf("got %d Location headers %q, want 1", len(locs), locs)
+	}
+	u, err := url.Parse(locs[0])
+	if err != nil {
+		t.Fatalf("Location %q does not parse: %v", locs[0], err)
+	}
+	return u
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger used by server goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// gatherValues returns every sample of the named metric family as
+// "label=value,..." → value, labels sorted by name.
+func gatherValues(t *testing.T, g prometheus.Gatherer, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			sort.Strings(ls)
+			var v float64
+			switch {
+			case m.Counter != nil:
+				v = m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				v = float64(m.GetHistogram().GetSampleCount())
+			}
+			out[strings.Join(ls, ",")] = v
+		}
+	}
+	return out
+}

@@ -1,0 +1,187 @@
+package l7redirect
+
+import (
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// cleanPath returns the escaped request path p with dot segments removed
+// (plain or percent-encoded, as browsers remove them) and exactly one
+// leading slash: leading empty segments and leading "\", "%2F" and "%5C"
+// are dropped, so the path can never read as "//host" or "/\host", whatever
+// a browser or a later relative resolution makes of it. Slashes inside the
+// path are kept as sent. It repeats until nothing changes, so "/%2F.."
+// cannot leave a dot segment behind; each round only shortens the path.
+func cleanPath(p string) string {
+	for {
+		q := cleanOnce(p)
+		if q == p {
+			return q
+		}
+		p = q
+	}
+}
+
+func cleanOnce(p string) string {
+	segs := strings.Split(p, "/")
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch {
+		case isDot(s):
+			if last {
+				out = append(out, "")
+			}
+		case isDotDot(s):
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	for len(out) > 0 {
+		s := trimSlashLike(out[0])
+		if s == "" && len(out) > 1 {
+			out = out[1:]
+			continue
+		}
+		out[0] = s
+		break
+	}
+	return "/" + strings.Join(out, "/")
+}
+
+func isDot(s string) bool { return s == "." || strings.EqualFold(s, "%2e") }
+
+func isDotDot(s string) bool {
+	switch strings.ToLower(s) {
+	case "..", ".%2e", "%2e.", "%2e%2e":
+		return true
+	}
+	return false
+}
+
+// trimSlashLike strips leading characters that some client would read as a
+// path separator.
+func trimSlashLike(s string) string {
+	for {
+		switch {
+		case strings.HasPrefix(s, `\`):
+			s = s[1:]
+		case len(s) >= 3 && (strings.EqualFold(s[:3], "%2f") || strings.EqualFold(s[:3], "%5c")):
+			s = s[3:]
+		default:
+			return s
+		}
+	}
+}
+
+// cleanQuery returns the raw query q with every byte that RFC 3986 does not
+// allow in a query percent-encoded (a lone "%" included), so the Location
+// header carries nothing but URI characters.
+func cleanQuery(q string) string {
+	var b strings.Builder
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c == '%' && i+2 < len(q) && isHex(q[i+1]) && isHex(q[i+2]):
+			b.WriteString(q[i : i+3])
+			i += 2
+		case queryChar(c):
+			b.WriteByte(c)
+		default:
+			const hexDigits = "0123456789ABCDEF"
+			b.WriteByte('%')
+			b.WriteByte(hexDigits[c>>4])
+			b.WriteByte(hexDigits[c&15])
+		}
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// queryChar reports whether c may appear unescaped in a URI query:
+// unreserved, sub-delims, ":", "@", "/" and "?".
+func queryChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0
+}
+
+// targetURL builds the redirect target on host (a configured node FQDN) and
+// port (0 or 443: omitted). escapedPath must already be cleaned.
+func targetURL(host string, port int, escapedPath, rawQuery string) string {
+	u := url.URL{Scheme: "https", Host: host, RawQuery: cleanQuery(rawQuery)}
+	if port != 0 && port != 443 {
+		u.Host = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	p, err := url.PathUnescape(escapedPath)
+	if err != nil {
+		// EscapedPath never yields a bad escape; refuse rather than guess.
+		escapedPath, p = "/", "/"
+	}
+	u.Path, u.RawPath = p, escapedPath
+	return u.String()
+}
+
+// isDNSName reports whether s is a syntactically valid host name: labels of
+// letters, digits and hyphens, 1–63 bytes each, 253 in all.
+func isDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// requestHost returns the host of a Host header without port, lower-cased
+// and without a trailing dot; "" if it is not a valid DNS name.
+func requestHost(hostport string) string {
+	h := hostport
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		h = host
+	}
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if !isDNSName(h) {
+		return ""
+	}
+	return h
+}
+
+// hostMatches reports whether host matches pattern: an exact name or
+// "*.suffix", which matches exactly one extra leftmost label, as
+// certificates do. Both are lower-case.
+func hostMatches(pattern, host string) bool {
+	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
+		label, rest, found := strings.Cut(host, ".")
+		return found && label != "" && rest == suffix
+	}
+	return pattern == host
+}
+
+// validHostPattern reports whether p is "", an exact DNS name or "*." and a
+// DNS name.
+func validHostPattern(p string) bool {
+	return p == "" || isDNSName(strings.TrimPrefix(p, "*."))
+}
