@@ -161,7 +161,6 @@ type rule struct {
 	name, host, prefix, rewrite string
 	pool                        *lb.Pool
 	nodes                       map[*lb.Backend]node
-	others                      map[*lb.Backend][]*lb.Backend // every backend but the key
 }
 
 // node is where a backend's redirects go.
@@ -229,7 +228,6 @@ func compile(cfg Config) (*table, error) {
 			return nil
 		}
 		rl.nodes = map[*lb.Backend]node{}
-		rl.others = map[*lb.Backend][]*lb.Backend{}
 		for _, b := range r.Pool.Backends() {
 			n := node{host: strings.ToLower(strings.TrimSuffix(b.FQDN, ".")), port: r.Port}
 			if !isDNSName(n.host) {
@@ -247,11 +245,6 @@ func compile(cfg Config) (*table, error) {
 				fail("%s: pool %q backend %q: the name cannot be a cookie value", label, r.Pool.Name(), b.Name)
 			}
 			rl.nodes[b] = n
-			for _, o := range r.Pool.Backends() {
-				if o != b {
-					rl.others[b] = append(rl.others[b], o)
-				}
-			}
 		}
 		if len(errs) > bad {
 			return nil
@@ -382,12 +375,9 @@ func (t *table) pick(rl *rule, r *http.Request, client netip.Addr) (*lb.Backend,
 	if t.cookie != "" {
 		if c, err := r.Cookie(t.cookie); err == nil {
 			if want := rl.pool.Backend(c.Value); want != nil && rl.nodes[want].host != "" {
-				// Pick with every other backend skipped is "this backend if it
-				// is usable", with lb's own notion of usable (up, not drained,
-				// below MaxConns).
-				if b, release, err := rl.pool.Pick(client, rl.others[want]...); err == nil {
+				if release, ok := rl.pool.PickBackend(want); ok {
 					release()
-					return b, nil
+					return want, nil
 				}
 			}
 		}

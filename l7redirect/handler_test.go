@@ -412,7 +412,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 	}
 	for _, want := range []string{
 		`host "evil.example/x"`, `path prefix "app"`, `path prefix "//x"`, `path prefix "/a/../b"`,
-		`rewrite prefix "/x?y"`, "rule #6: no pool", `backend "x": fqdn ""`, `backend "a;b": the name cannot be a cookie value`,
+		`rewrite prefix "/x?y"`, "rule #6: no pool", `backend "x": fqdn "127.0.0.1" is not a DNS name`, `backend "a;b": the name cannot be a cookie value`,
 		"port 70000", "same host", `sticky cookie name "bad cookie"`, "must not be negative",
 	} {
 		if !strings.Contains(err.Error(), want) {

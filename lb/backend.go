@@ -122,6 +122,18 @@ type BackendStatus struct {
 }
 
 // Status returns a snapshot of the backend.
+// picked counts a pick whose slot acquire already reserved and returns the
+// release func, which frees the slot once however often it is called.
+func (b *Backend) picked() func() {
+	b.picks.Add(1)
+	var done atomic.Bool
+	return func() {
+		if done.CompareAndSwap(false, true) {
+			b.active.Add(-1)
+		}
+	}
+}
+
 func (b *Backend) Status() BackendStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()

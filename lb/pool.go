@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -97,6 +98,11 @@ func NewPool(cfg Config, opts Options) (*Pool, error) {
 		if bc.Weight == 0 {
 			bc.Weight = 1
 		}
+		if bc.FQDN == "" {
+			if host, _, err := net.SplitHostPort(bc.Addr); err == nil {
+				bc.FQDN = host
+			}
+		}
 		b := &Backend{BackendConfig: bc, pool: p, since: start}
 		p.backends = append(p.backends, b)
 		p.byName[bc.Name] = b
@@ -148,17 +154,22 @@ func (p *Pool) Pick(clientAddr netip.Addr, skip ...*Backend) (b *Backend, releas
 			break
 		}
 		if b.acquire() {
-			b.picks.Add(1)
-			var done atomic.Bool
-			return b, func() {
-				if done.CompareAndSwap(false, true) {
-					b.active.Add(-1)
-				}
-			}, nil
+			return b, b.picked(), nil
 		}
 	}
 	p.noneLeft.Add(1)
 	return nil, func() {}, fmt.Errorf("pool %s: %w (%s)", p.name, ErrNoHealthyBackend, p.why(skip))
+}
+
+// PickBackend reserves a connection slot on b, as Pick would, if b is
+// usable now: up, not drained and below MaxConns. It is for stickiness,
+// where the client names the backend it had before; a false answer means
+// pick anew with Pick. It does not count as a failed pick.
+func (p *Pool) PickBackend(b *Backend) (release func(), ok bool) {
+	if b == nil || b.pool != p || b.drained.Load() || !p.isUp(b, p.now()) || !b.acquire() {
+		return func() {}, false
+	}
+	return b.picked(), true
 }
 
 // why summarises, for an operator, why no backend was usable.

@@ -470,3 +470,33 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+func TestPickBackendHonoursStateDrainAndMaxConns(t *testing.T) {
+	p := newTestPool(t, PolicyRoundRobin,
+		BackendConfig{Name: "a", Addr: "node-a.example.test:443", MaxConns: 1},
+		BackendConfig{Name: "b", Addr: "127.0.0.1:443", FQDN: "b.example.test"})
+	a, b := p.Backend("a"), p.Backend("b")
+	if a.FQDN != "node-a.example.test" || b.FQDN != "b.example.test" {
+		t.Fatalf("FQDNs %q, %q: want the Addr host when unset, else the configured name", a.FQDN, b.FQDN)
+	}
+	release, ok := p.PickBackend(a)
+	if !ok || a.Active() != 1 {
+		t.Fatalf("PickBackend(a) = %v with %d active; want a reserved slot", ok, a.Active())
+	}
+	if _, ok := p.PickBackend(a); ok {
+		t.Fatal("PickBackend(a) succeeded beyond MaxConns 1")
+	}
+	release()
+	release()
+	if a.Active() != 0 {
+		t.Fatalf("%d active after release; want 0", a.Active())
+	}
+	b.SetDrained(true)
+	if _, ok := p.PickBackend(b); ok {
+		t.Fatal("PickBackend picked a drained backend")
+	}
+	other := newTestPool(t, PolicyRoundRobin, backends("x")...)
+	if _, ok := p.PickBackend(other.Backend("x")); ok {
+		t.Fatal("PickBackend accepted another pool's backend")
+	}
+}
