@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iwalb/iwalb/authnode/adtest"
+)
+
+// End-to-end tests: the real iwalb binary and the demo application, started
+// as processes, driven by the real clients a user has (kinit, curl
+// --negotiate) against the test Active Directory of scripts/ad-up.
+
+// e2e is one test's set of processes and files.
+type e2e struct {
+	t   *testing.T
+	env map[string]string
+	dir string
+	pki adtest.PKI
+	bin string // folder with iwalb and iwalb-demoapp
+}
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	env := adtest.Env(t)
+	e := &e2e{t: t, env: env, dir: t.TempDir(),
+		pki: adtest.NewPKI(t, "auth1.example.test", "auth2.example.test", "lb.example.test", "sso.example.test", "app.example.test")}
+	e.bin = filepath.Join(e.dir, "bin")
+	for _, pkg := range []string{".", "../iwalb-demoapp"} {
+		out, err := exec.Command("go", "build", "-o", e.bin+"/", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+		}
+	}
+	e.write("secrets/bind", env["AD_BIND_PASSWORD"]+"\n")
+	e.write("secrets/app-key", "e2e-app-key-0123456789abcdef\n")
+	return e
+}
+
+func (e *e2e) write(name, content string) string {
+	e.t.Helper()
+	p := filepath.Join(e.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// port returns a loopback port that was free a moment ago.
+func port(t *testing.T) int {
+	_, p, _ := net.SplitHostPort(freePort(t))
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// authNodeConfig writes an iwalb configuration for one auth node and
+// returns its path. extra is appended to the authnode section.
+func (e *e2e) authNodeConfig(name, fqdn string, port, metricsPort int, appURL, extra string) string {
+	env := e.env
+	return e.write(name+".yaml", fmt.Sprintf(`log: {level: debug, format: json}
+metrics: {listen: 127.0.0.1:%d}
+authnode:
+  fqdn: %s
+  listen: 127.0.0.1:%d
+  tls: {cert: %s, key: %s}
+  application_url: %s
+  kerberos:
+    keytab: %s
+    krb5_conf: %s
+    realm: %s
+    account: %s
+  ldap:
+    url: %s
+    ca_file: %s
+    server_name: %s
+    bind_dn: %s
+    bind_password_file: secrets/bind
+    base_dn: %s
+    required_group: %s
+  api:
+    clients: [{name: demoapp, key_file: secrets/app-key}]
+%s`, metricsPort, fqdn, port, e.pki.CertFile, e.pki.KeyFile, appURL,
+		env["AD_HTTP_KEYTAB"], env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"],
+		env["AD_LDAPS_URL"], env["AD_LDAP_CA_FILE"], env["AD_LDAP_TLS_SERVER_NAME"],
+		env["AD_BIND_DN"], env["AD_BASE_DN"], env["AD_GROUP_DN"], extra))
+}
+
+// proc is a process under test; its output is kept for failure messages.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs a program; at cleanup it gets SIGTERM and must exit 0 within
+// 15 s, as an operator's stop would.
+func (e *e2e) start(name, program string, args ...string) *proc {
+	e.t.Helper()
+	p := &proc{name: name, cmd: exec.Command(filepath.Join(e.bin, program), args...), out: &lockedBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Dir = e.dir
+	if err := p.cmd.Start(); err != nil {
+		e.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	e.t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.done:
+			if err != nil {
+				e.t.Errorf("%s exited with %v after SIGTERM; output:\n%s", name, err, p.out)
+			}
+		case <-time.After(15 * time.Second):
+			_ = p.cmd.Process.Kill()
+			e.t.Errorf("%s did not stop within 15 s of SIGTERM", name)
+		}
+	})
+	return p
+}
+
+// client reaches every *.example.test name at 127.0.0.1 on the URL's port,
+// trusts the test CA and does not follow redirects.
+func (e *e2e) client() *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: e.pki.Pool},
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				_, port, _ := net.SplitHostPort(addr)
+				return d.DialContext(ctx, network, "127.0.0.1:"+port)
+			},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// waitReady polls url until it answers 200, or fails the test with p's
+// output.
+func (e *e2e) waitReady(p *proc, url string) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := e.client().Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case err := <-p.done:
+			e.t.Fatalf("%s exited (%v) before %s was ready:\n%s", p.name, err, url, p.out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s not ready at %s after 30 s (last: %v):\n%s", p.name, url, err, p.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// kinit gets a TGT for user into a fresh ticket cache and returns the
+// environment for Kerberos clients that use it.
+func (e *e2e) kinit(user, password string) []string {
+	e.t.Helper()
+	env := append(os.Environ(), "KRB5_CONFIG="+e.env["KRB5_CONFIG"], "KRB5CCNAME=FILE:"+filepath.Join(e.t.TempDir(), "cc"))
+	cmd := exec.Command("kinit", user)
+	cmd.Env = env
+	cmd.Stdin = strings.NewReader(password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		e.t.Fatalf("kinit %s: %v\n%s", user, err, out)
+	}
+	return env
+}
+
+// curl runs curl with the test CA and every name resolved to 127.0.0.1 on
+// the given ports, and returns its standard output.
+func (e *e2e) curl(env []string, ports []int, args ...string) string {
+	e.t.Helper()
+	all := []string{"-sS", "--cacert", e.pki.CAFile}
+	for _, p := range ports {
+		for _, h := range []string{"auth1", "auth2", "lb", "sso", "app"} {
+			all = append(all, "--resolve", fmt.Sprintf("%s.example.test:%d:127.0.0.1", h, p))
+		}
+	}
+	cmd := exec.Command("curl", append(all, args...)...)
+	cmd.Env = env
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		e.t.Fatalf("curl %v: %v %s", args, err, stderr)
+	}
+	return string(out)
+}
+
+// metric returns the value of one Prometheus series from a /metrics page,
+// or -1 when it is absent.
+func metric(page, series string) float64 {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`)
+	m := re.FindStringSubmatch(page)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+func TestE2EKerberosLoginThroughIwalbRun(t *testing.T) {
+	e := newE2E(t)
+	nodePort, metricsPort, appPort := port(t), port(t), port(t)
+	appURL := fmt.Sprintf("https://app.example.test:%d/sso/callback", appPort)
+	cfg := e.authNodeConfig("auth1", "auth1.example.test", nodePort, metricsPort, appURL, "")
+	if out, err := exec.Command(filepath.Join(e.bin, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
+		t.Fatalf("iwalb check: %v\n%s", err, out)
+	}
+	node := e.start("iwalb run", "iwalb", "run", "-config", cfg)
+	nodeURL := fmt.Sprintf("https://auth1.example.test:%d", nodePort)
+	e.waitReady(node, nodeURL+"/readyz")
+
+	krb := e.kinit("alice", e.env["AD_ALICE_PASSWORD"])
+	ports := []int{nodePort, appPort}
+
+	// The 302 carries a one-time token to the application.
+	loc := e.curl(krb, ports, "--negotiate", "-u", ":", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", nodeURL+"/sso")
+	code, target, _ := strings.Cut(loc, " ")
+	u, err := url.Parse(target)
+	if code != "302" || err != nil || u.Host != fmt.Sprintf("app.example.test:%d", appPort) || len(u.Query().Get("ssoToken")) < 43 {
+		t.Fatalf("curl --negotiate /sso: %q; want 302 to the application with a token\n%s", loc, node.out)
+	}
+	token := u.Query().Get("ssoToken")
+
+	// Redeeming gives alice's identity, once.
+	redeem := func() (string, map[string]any) {
+		body := e.curl(nil, ports, "-w", "\n%{http_code}", "-H", "Authorization: Bearer e2e-app-key-0123456789abcdef",
+			"-H", "Content-Type: application/json", "--data", `{"token":"`+token+`"}`, nodeURL+"/api/v1/tokens/redeem")
+		js, status, _ := strings.Cut(strings.TrimSpace(body), "\n")
+		status = strings.TrimSpace(status)
+		var m map[string]any
+		_ = json.Unmarshal([]byte(js), &m)
+		return status, m
+	}
+	status, id := redeem()
+	if status != "200" || id["sAMAccountName"] != "alice" || id["realm"] != "EXAMPLE.TEST" ||
+		!strings.EqualFold(fmt.Sprint(id["userPrincipalName"]), "alice@example.test") ||
+		!strings.Contains(fmt.Sprint(id["groups"]), "lb-users") {
+		t.Fatalf("redeem: %s %v", status, id)
+	}
+	if sess, _ := id["session"].(map[string]any); sess["id"] == nil || sess["expiresAt"] == nil {
+		t.Fatalf("redeem gave no session: %v", id)
+	}
+	if status, _ := redeem(); status != "404" {
+		t.Fatalf("second redeem of the same token: %s, want 404", status)
+	}
+
+	// The demo application completes the flow for a client that follows
+	// redirects, as a browser does.
+	app := e.start("iwalb-demoapp", "iwalb-demoapp", "-listen", fmt.Sprintf("127.0.0.1:%d", appPort),
+		"-cert", e.pki.CertFile, "-key", e.pki.KeyFile, "-ca", e.pki.CAFile,
+		"-node", nodeURL, "-node-addr", fmt.Sprintf("127.0.0.1:%d", nodePort),
+		"-api-key-file", filepath.Join(e.dir, "secrets/app-key"))
+	e.waitReady(app, fmt.Sprintf("https://app.example.test:%d/", appPort))
+	page := e.curl(krb, ports, "-L", "--negotiate", "-u", ":", nodeURL+"/sso")
+	if !strings.Contains(page, `<p id="who">Signed in as alice</p>`) || !strings.Contains(page, "<li>lb-users</li>") {
+		t.Fatalf("curl --negotiate -L ended on:\n%s\nnode:\n%s", page, node.out)
+	}
+
+	// A client without Kerberos gets the Negotiate challenge and the page.
+	if got := e.curl(nil, ports, "-o", "/dev/null", "-w", "%{http_code} %header{www-authenticate}", nodeURL+"/sso"); got != "401 Negotiate" {
+		t.Fatalf("/sso without credentials: %q, want 401 Negotiate", got)
+	}
+
+	// What a network team watches.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := string(b)
+	for series, want := range map[string]float64{
+		`iwalb_authnode_logins_total{outcome="success",reason="ok"}`:           2,
+		`iwalb_authnode_negotiate_tokens_total{kind="kerberos"}`:               2,
+		`iwalb_authnode_tokens_issued_total`:                                   2,
+		`iwalb_authnode_tokens_redeemed_total`:                                 2,
+		`iwalb_authnode_token_redeem_failures_total{reason="unknown"}`:         1,
+		`iwalb_authnode_ready{check="overall"}`:                                1,
+		`iwalb_authnode_ready{check="kdc_self_test"}`:                          1,
+		`iwalb_authnode_session_events_total{event="created"}`:                 2,
+		`iwalb_authnode_ldap_seconds_count{op="lookup",result="ok"}`:           2,
+		`iwalb_authnode_kerberos_validation_seconds_count`:                     2,
+		`iwalb_authnode_negotiate_header_bytes_count`:                          2,
+		`iwalb_authnode_logins_total{outcome="failure",reason="no_negotiate"}`: 1,
+	} {
+		if got := metric(m, series); got != want {
+			t.Errorf("%s = %v, want %v\n%s", series, got, want, grepLines(m, "iwalb_authnode_logins"))
+		}
+	}
+	if off := metric(m, "iwalb_authnode_dc_clock_offset_seconds"); off < -5 || off > 5 {
+		t.Errorf("clock offset to the DC %v s; want a few seconds at most on one machine", off)
+	}
+	if strings.Contains(node.out.String(), token) {
+		t.Errorf("the one-time token appears in iwalb's log")
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
