@@ -57,6 +57,9 @@ type Options struct {
 	// Tokens and Sessions are the stores; nil means an in-memory store
 	// private to this node.
 	Tokens, Sessions Store
+	// Now is the node's clock for Kerberos time checks and the clock offset
+	// to the DC; nil means time.Now. Tests set it to play a skewed host.
+	Now func() time.Time
 }
 
 // ticketValidator checks a Negotiate blob and names its client.
@@ -93,6 +96,7 @@ type Node struct {
 	tlsConfig  *tls.Config
 	ready      readiness
 	connSeq    atomic.Uint64
+	now        func() time.Time
 
 	// selfTest proves the keytab against the KDC; a field so tests can
 	// observe it without a KDC.
@@ -106,7 +110,10 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: opts.Logger, tokens: opts.Tokens, sessions: opts.Sessions}
+	n := &Node{cfg: cfg, log: opts.Logger, tokens: opts.Tokens, sessions: opts.Sessions, now: opts.Now}
+	if n.now == nil {
+		n.now = time.Now
+	}
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -124,7 +131,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.krb5, err = krbconfig.Load(cfg.Krb5Conf); err != nil {
 		return nil, fmt.Errorf("load krb5.conf %s: %w", cfg.Krb5Conf, err)
 	}
-	n.validator = negotiate.NewValidator(n.keytab, negotiate.Options{MaxClockSkew: cfg.MaxClockSkew})
+	n.validator = negotiate.NewValidator(n.keytab, negotiate.Options{MaxClockSkew: cfg.MaxClockSkew, Now: n.now})
 	n.selfTest = func(ctx context.Context) error {
 		return negotiate.SelfTest(ctx, n.krb5, n.keytab, cfg.Account, cfg.Realm, cfg.SelfTestSPN)
 	}

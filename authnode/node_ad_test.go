@@ -41,7 +41,7 @@ type adNode struct {
 
 // startADNode starts a node configured for the test domain; edit changes the
 // configuration first.
-func startADNode(t *testing.T, env map[string]string, edit func(*Config)) *adNode {
+func startADNode(t *testing.T, env map[string]string, edit func(*Config, *Options)) *adNode {
 	t.Helper()
 	pki := adtest.NewPKI(t, "auth1.example.test", "lb.example.test", "other.example.test")
 	cfg := Config{
@@ -58,11 +58,12 @@ func startADNode(t *testing.T, env map[string]string, edit func(*Config)) *adNod
 		},
 		APIClients: []APIClient{{Name: "app", Key: testAPIKey}},
 	}
-	if edit != nil {
-		edit(&cfg)
-	}
 	logs := &syncBuffer{}
-	n, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	opts := Options{Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	if edit != nil {
+		edit(&cfg, &opts)
+	}
+	n, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -415,7 +416,7 @@ func TestADKeytabMismatches(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			kt := keytabFile(t, env, tt.edit)
-			a := startADNode(t, env, func(c *Config) { c.Keytab = kt })
+			a := startADNode(t, env, func(c *Config, _ *Options) { c.Keytab = kt })
 			status, _, body := a.curlNegotiate(t, env, cc, "auth1.example.test")
 			if status != http.StatusInternalServerError || !strings.Contains(body, tt.reason) {
 				t.Fatalf("%d %s", status, body)
@@ -430,7 +431,7 @@ func TestADKeytabMismatches(t *testing.T) {
 func TestADLDAPUnreachable(t *testing.T) {
 	env := adtest.Env(t)
 	// Nothing listens on port 1: the directory is down.
-	a := startADNode(t, env, func(c *Config) { c.LDAP.URL = "ldaps://127.0.0.1:1" })
+	a := startADNode(t, env, func(c *Config, _ *Options) { c.LDAP.URL = "ldaps://127.0.0.1:1" })
 	resp, err := a.client().Get(a.url("auth1.example.test", "/readyz"))
 	if err != nil {
 		t.Fatal(err)
@@ -468,7 +469,7 @@ func TestADProxyProtocol(t *testing.T) {
 		return tr.RoundTrip(req)
 	}
 
-	trusted := startADNode(t, env, func(c *Config) {
+	trusted := startADNode(t, env, func(c *Config, _ *Options) {
 		c.ProxyProtocol = true
 		c.ProxyTrusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	})
@@ -488,12 +489,90 @@ func TestADProxyProtocol(t *testing.T) {
 		t.Fatalf("log does not show the real client address:\n%s", trusted.logs)
 	}
 
-	untrusted := startADNode(t, env, func(c *Config) {
+	untrusted := startADNode(t, env, func(c *Config, _ *Options) {
 		c.ProxyProtocol = true
 		c.ProxyTrusted = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	})
 	if resp, err := send(t, untrusted, "198.51.100.7:40000"); err == nil {
 		resp.Body.Close()
 		t.Fatalf("a PROXY header from an untrusted peer was accepted: %d", resp.StatusCode)
+	}
+}
+
+func TestADNodeClockOff(t *testing.T) {
+	env := adtest.Env(t)
+	cc := kinit(t, env, "alice", env["AD_ALICE_PASSWORD"])
+	for _, tt := range []struct {
+		name   string
+		offset time.Duration
+		reason string
+	}{
+		// The node's clock runs 10 minutes ahead of the domain's.
+		{"skewed", 10 * time.Minute, "clock_skew"},
+		// 11 hours ahead: alice's 10-hour ticket has expired by the node's clock.
+		{"ticket expired", 11 * time.Hour, "ticket_expired"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := startADNode(t, env, func(_ *Config, o *Options) {
+				o.Now = func() time.Time { return time.Now().Add(tt.offset) }
+			})
+			rep := a.node.ready.last.Load()
+			if rep.Ready || rep.Checks["clock"].OK || rep.ClockOffset > -tt.offset.Seconds()+5 {
+				t.Fatalf("readiness %+v; want the clock check to fail with an offset near %v", rep, -tt.offset)
+			}
+			status, _, body := a.curlNegotiate(t, env, cc, "auth1.example.test")
+			if status != http.StatusUnauthorized || !strings.Contains(body, tt.reason) {
+				t.Fatalf("%d %s", status, body)
+			}
+		})
+	}
+}
+
+func TestADRedeemWithClientCertificate(t *testing.T) {
+	env := adtest.Env(t)
+	appPKI := adtest.NewPKI(t, "demoapp.example.test")
+	a := startADNode(t, env, func(c *Config, _ *Options) {
+		c.ClientCAFile = appPKI.CAFile
+		c.APIClients = append(c.APIClients, APIClient{Name: "certapp", Key: "another-key-0123456789", CertName: "demoapp.example.test"})
+	})
+	cl := adtest.Login(t, env, "alice", env["AD_ALICE_PASSWORD"])
+	req, _ := http.NewRequest("GET", a.url("auth1.example.test", "/sso"), nil)
+	req.Header.Set("Authorization", "Negotiate "+base64.StdEncoding.EncodeToString(adtest.NegotiateBlob(t, cl, "HTTP/auth1.example.test")))
+	resp, err := a.client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	token := tokenOf(t, resp.Header.Get("Location"))
+
+	// redeemWith returns the status, or 0 when the handshake failed.
+	redeemWith := func(pki *adtest.PKI) int {
+		c := a.client()
+		if pki != nil {
+			cert, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{cert}
+		}
+		body := strings.NewReader(`{"token":"` + token + `"}`)
+		req, _ := http.NewRequest("POST", a.url("auth1.example.test", "/api/v1/tokens/redeem"), body)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := redeemWith(nil); code != http.StatusUnauthorized {
+		t.Fatalf("redeem without key or certificate: %d, want 401", code)
+	}
+	other := adtest.NewPKI(t, "demoapp.example.test")
+	if code := redeemWith(&other); code != 0 {
+		t.Fatalf("a client certificate from an untrusted CA: %d, want the handshake refused", code)
+	}
+	if code := redeemWith(&appPKI); code != http.StatusOK {
+		t.Fatalf("redeem with the application's client certificate: %d, want 200", code)
 	}
 }

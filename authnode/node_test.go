@@ -62,7 +62,7 @@ func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Write
 	n := &Node{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(logs, nil)), metrics: m, appURL: u,
 		validator: v, dir: d, tokens: store.NewMemory(nil), sessions: store.NewMemory(nil),
-		selfTest: func(context.Context) error { return nil },
+		selfTest: func(context.Context) error { return nil }, now: time.Now,
 	}
 	n.apiClients = []apiClient{{name: "app"}}
 	n.apiClients[0].keyHash = sha256Sum(testAPIKey)

@@ -74,12 +74,13 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 	set("ldap", err, "proxy bind works")
 	if err == nil {
 		start = time.Now()
+		before := n.now()
 		var dcTime time.Time
 		dcTime, err = n.dir.ServerTime(ldapCtx)
 		n.observeLDAP("time", start, err)
 		if err == nil {
 			// Take the midpoint of the request as our side of the clock.
-			ours := start.Add(time.Since(start) / 2)
+			ours := before.Add(time.Since(start) / 2)
 			off := dcTime.Sub(ours)
 			rep.ClockOffset = off.Seconds()
 			n.metrics.clockOffset.Set(off.Seconds())

@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// PKI is a throw-away CA and one server certificate, as PEM files.
+// PKI is a throw-away CA and one certificate (for servers and clients), as
+// PEM files.
 type PKI struct {
 	CAFile, CertFile, KeyFile string
 	// Pool holds the CA, for a Go client's RootCAs.
@@ -44,7 +45,7 @@ func NewPKI(t testing.TB, names ...string) PKI {
 	leaf := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
 	if err != nil {
