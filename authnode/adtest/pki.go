@@ -62,7 +62,17 @@ func NewPKI(t testing.TB, names ...string) PKI {
 		}
 	}
 	write(p.CAFile, "CERTIFICATE", caDER)
+	// The certificate file holds the chain, leaf then CA, as servers send
+	// it: some clients (Chromium's SPKI allowlist) need the CA in it.
 	write(p.CertFile, "CERTIFICATE", der)
+	f, err := os.OpenFile(p.CertFile, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := pem.Encode(f, &pem.Block{Type: "CERTIFICATE", Bytes: caDER}); err != nil {
+		t.Fatal(err)
+	}
 	write(p.KeyFile, "PRIVATE KEY", keyDER)
 	p.Pool = x509.NewCertPool()
 	p.Pool.AddCert(ca)
