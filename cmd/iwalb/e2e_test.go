@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
+	"github.com/iwalb/iwalb/cmd/iwalb/internal/browser"
 )
 
 // End-to-end tests: the real iwalb binary and the demo application, started
@@ -66,8 +67,8 @@ func (e *e2e) write(name, content string) string {
 	return p
 }
 
-// port returns a loopback port that was free a moment ago.
-func port(t *testing.T) int {
+// freePortNum returns a loopback port that was free a moment ago.
+func freePortNum(t *testing.T) int {
 	_, p, _ := net.SplitHostPort(freePort(t))
 	n, _ := strconv.Atoi(p)
 	return n
@@ -247,17 +248,39 @@ func metric(page, series string) float64 {
 	return v
 }
 
+// startAuthNode checks and starts `iwalb run` for one auth node that
+// sends browsers to the demo application on appPort, and waits until the
+// node is ready.
+func (e *e2e) startAuthNode(name string, appPort int, extra string) (n *proc, port, metricsPort int) {
+	e.t.Helper()
+	port, metricsPort = freePortNum(e.t), freePortNum(e.t)
+	appURL := fmt.Sprintf("https://app.example.test:%d/sso/callback", appPort)
+	cfg := e.authNodeConfig(name, name+".example.test", port, metricsPort, appURL, extra)
+	if out, err := exec.Command(filepath.Join(e.bin, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
+		e.t.Fatalf("iwalb check: %v\n%s", err, out)
+	}
+	n = e.start("iwalb run "+name, "iwalb", "run", "-config", cfg)
+	e.waitReady(n, fmt.Sprintf("https://%s.example.test:%d/readyz", name, port))
+	return n, port, metricsPort
+}
+
+// startDemoApp starts the demo application on appPort, redeeming at the
+// node on nodePort, and waits until it answers.
+func (e *e2e) startDemoApp(appPort, nodePort int) *proc {
+	e.t.Helper()
+	app := e.start("iwalb-demoapp", "iwalb-demoapp", "-listen", fmt.Sprintf("127.0.0.1:%d", appPort),
+		"-cert", e.pki.CertFile, "-key", e.pki.KeyFile, "-ca", e.pki.CAFile,
+		"-node", fmt.Sprintf("https://auth1.example.test:%d", nodePort), "-node-addr", fmt.Sprintf("127.0.0.1:%d", nodePort),
+		"-api-key-file", filepath.Join(e.dir, "secrets/app-key"))
+	e.waitReady(app, fmt.Sprintf("https://app.example.test:%d/", appPort))
+	return app
+}
+
 func TestE2EKerberosLoginThroughIwalbRun(t *testing.T) {
 	e := newE2E(t)
-	nodePort, metricsPort, appPort := port(t), port(t), port(t)
-	appURL := fmt.Sprintf("https://app.example.test:%d/sso/callback", appPort)
-	cfg := e.authNodeConfig("auth1", "auth1.example.test", nodePort, metricsPort, appURL, "")
-	if out, err := exec.Command(filepath.Join(e.bin, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
-		t.Fatalf("iwalb check: %v\n%s", err, out)
-	}
-	node := e.start("iwalb run", "iwalb", "run", "-config", cfg)
+	appPort := freePortNum(t)
+	node, nodePort, metricsPort := e.startAuthNode("auth1", appPort, "")
 	nodeURL := fmt.Sprintf("https://auth1.example.test:%d", nodePort)
-	e.waitReady(node, nodeURL+"/readyz")
 
 	krb := e.kinit("alice", e.env["AD_ALICE_PASSWORD"])
 	ports := []int{nodePort, appPort}
@@ -296,11 +319,7 @@ func TestE2EKerberosLoginThroughIwalbRun(t *testing.T) {
 
 	// The demo application completes the flow for a client that follows
 	// redirects, as a browser does.
-	app := e.start("iwalb-demoapp", "iwalb-demoapp", "-listen", fmt.Sprintf("127.0.0.1:%d", appPort),
-		"-cert", e.pki.CertFile, "-key", e.pki.KeyFile, "-ca", e.pki.CAFile,
-		"-node", nodeURL, "-node-addr", fmt.Sprintf("127.0.0.1:%d", nodePort),
-		"-api-key-file", filepath.Join(e.dir, "secrets/app-key"))
-	e.waitReady(app, fmt.Sprintf("https://app.example.test:%d/", appPort))
+	e.startDemoApp(appPort, nodePort)
 	page := e.curl(krb, ports, "-L", "--negotiate", "-u", ":", nodeURL+"/sso")
 	if !strings.Contains(page, `<p id="who">Signed in as alice</p>`) || !strings.Contains(page, "<li>lb-users</li>") {
 		t.Fatalf("curl --negotiate -L ended on:\n%s\nnode:\n%s", page, node.out)
@@ -353,4 +372,47 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// chromium starts headless Chromium as a domain user with the ticket cache
+// in krbEnv: the profile seed that lets it do Negotiate, the test domain in
+// its allowlist, every *.example.test name at 127.0.0.1, the test CA.
+func (e *e2e) chromium(krbEnv []string) *browser.Browser {
+	e.t.Helper()
+	seed, err := os.ReadFile(e.env["AD_CHROMIUM_LOCAL_STATE"])
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var krb []string
+	for _, kv := range krbEnv {
+		if strings.HasPrefix(kv, "KRB5") {
+			krb = append(krb, kv)
+		}
+	}
+	return browser.StartT(e.t, browser.Options{
+		LocalState:          seed,
+		AuthServerAllowlist: "*.example.test",
+		HostResolverRules:   "MAP *.example.test 127.0.0.1, MAP * ~NOTFOUND",
+		CACertFile:          e.pki.CAFile,
+		Env:                 krb,
+	})
+}
+
+func TestE2EChromiumLogsInAtTheAuthNode(t *testing.T) {
+	e := newE2E(t)
+	appPort := freePortNum(t)
+	_, nodePort, _ := e.startAuthNode("auth1", appPort, "")
+	e.startDemoApp(appPort, nodePort)
+	b := e.chromium(e.kinit("alice", e.env["AD_ALICE_PASSWORD"]))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	page, err := b.Navigate(ctx, fmt.Sprintf("https://auth1.example.test:%d/sso", nodePort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(page.URL)
+	if u.Host != fmt.Sprintf("app.example.test:%d", appPort) || u.Path != "/sso/callback" ||
+		!strings.Contains(page.Text, "Signed in as alice") || !strings.Contains(page.Text, "lb-users") {
+		t.Fatalf("Chromium ended on %s:\n%s", page.URL, page.Text)
+	}
 }
