@@ -1,22 +1,35 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/l4"
+	"github.com/iwalb/iwalb/lb"
 )
 
 // authNodeYAML is a valid authnode section; validConfig writes the files
@@ -280,4 +293,362 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// String returns what was written so far.
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprint(s.w)
+}
+
+// tlsBackend is an HTTPS server standing in for an auth node: it accepts a
+// PROXY header (as a node with proxy_protocol enabled does), answers
+// /readyz, and /whoami with its name and the client address it sees.
+type tlsBackend struct {
+	name string
+	addr string
+	cert []byte // DER, to recognise it on the client's side
+}
+
+func startTLSBackend(t *testing.T, dir, name string) tlsBackend {
+	t.Helper()
+	fqdn := name + ".example.test"
+	configtest.WriteCertNames(t, dir, name+".pem", name+".key", time.Now().Add(time.Hour), fqdn, "lb.example.test")
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", name, r.RemoteAddr)
+	})
+	srv := &http.Server{
+		Handler:   mux,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}},
+		ErrorLog:  log.New(io.Discard, "", 0),
+	}
+	// USE: a header is optional, as for the balancers an auth node trusts;
+	// health checks send none.
+	use := func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.USE, nil }
+	go srv.ServeTLS(&proxyproto.Listener{Listener: ln, ConnPolicy: use}, "", "")
+	t.Cleanup(func() { srv.Close() })
+	return tlsBackend{name: name, addr: ln.Addr().String(), cert: pair.Certificate[0]}
+}
+
+// metricsText returns the body of GET /metrics.
+func metricsText(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// iwalbSeries keeps iwalb's own series of a /metrics text, for messages.
+func iwalbSeries(text string) string {
+	var b strings.Builder
+	for l := range strings.Lines(text) {
+		if strings.HasPrefix(l, "iwalb_") {
+			b.WriteString(l)
+		}
+	}
+	return b.String()
+}
+
+// whoami asks the backend behind conn who it is, over HTTP/1.1 on the one
+// TLS connection.
+func whoami(t *testing.T, conn *tls.Conn, br *bufio.Reader) string {
+	t.Helper()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, "GET /whoami HTTP/1.1\r\nHost: lb.example.test\r\n\r\n"); err != nil {
+		t.Fatalf("write request: %v", err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// TestRunL4Passthrough runs `iwalb run` in-process with an L4 listener in
+// front of two real TLS backends: a client asking for lb.example.test gets
+// the backend's own certificate and the backend sees the client's address
+// (PROXY v2); /metrics shows the l4 and lb series; SIGINT stops accepting at
+// once, lets the open connection finish, and exits 0.
+func TestRunL4Passthrough(t *testing.T) {
+	dir := t.TempDir()
+	auth1, auth2 := startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
+	var ca []byte
+	for _, b := range []tlsBackend{auth1, auth2} {
+		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
+	}
+	configtest.WriteFile(t, dir, "tls/ca.pem", ca)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+
+	front, metrics := freePort(t), freePort(t)
+	path := configtest.WriteFile(t, dir, "l4.yaml", []byte(fmt.Sprintf(`log: {level: debug}
+metrics: {listen: "%s"}
+pools:
+  - name: authnodes
+    policy: client_ip_hash
+    backends:
+      - {name: auth1, addr: "%s", fqdn: auth1.example.test}
+      - {name: auth2, addr: "%s", fqdn: auth2.example.test}
+    health: {check: https, path: /readyz, ca_file: tls/ca.pem, interval: 100ms, timeout: 100ms, rise: 1, fall: 1}
+l4:
+  listeners:
+    - name: public
+      listen: "%s"
+      routes:
+        - server_names: [lb.example.test, "*.example.test"]
+          pool: authnodes
+          proxy_protocol: v2
+`, metrics, auth1.addr, auth2.addr, front)))
+
+	// While this test runs, SIGINT must never kill the test binary, even if
+	// run has already stopped listening for it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	var stderr strings.Builder
+	errw := &syncWriter{w: &stderr}
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"run", "-config", path}, io.Discard, errw) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			syscall.Kill(os.Getpid(), syscall.SIGINT)
+			<-done
+		}
+	}()
+
+	// Up when both backends have passed a health check.
+	var text string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case code := <-done:
+			stopped = true
+			t.Fatalf("iwalb run exited %d before serving\n%s", code, errw.String())
+		default:
+		}
+		if resp, err := http.Get("http://" + metrics + "/metrics"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			text = string(body)
+			if !strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth1",pool="authnodes",result="ok"} 0`) &&
+				!strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth2",pool="authnodes",result="ok"} 0`) &&
+				strings.Contains(text, `result="ok"`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backends never checked healthy\n%s\n%s", iwalbSeries(text), errw.String())
+		}
+	}
+
+	conn, err := tls.Dial("tcp", front, &tls.Config{ServerName: "lb.example.test", RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatalf("TLS through the balancer: %v\n%s", err, errw.String())
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	peer := conn.ConnectionState().PeerCertificates[0].Raw
+	var picked tlsBackend
+	switch {
+	case bytes.Equal(peer, auth1.cert):
+		picked = auth1
+	case bytes.Equal(peer, auth2.cert):
+		picked = auth2
+	default:
+		t.Fatal("the client saw a certificate that is neither backend's: TLS was not passed through")
+	}
+	// The backend that answers is the one whose certificate the client saw,
+	// and it sees the client's own address, not the balancer's.
+	if got, want := whoami(t, conn, br), picked.name+" "+conn.LocalAddr().String(); got != want {
+		t.Errorf("backend says %q, want %q", got, want)
+	}
+
+	text = metricsText(t, metrics)
+	for _, want := range []string{
+		`iwalb_l4_connections_accepted_total{listener="public"} 1`,
+		`iwalb_l4_connections_routed_total{listener="public",route="authnodes"} 1`,
+		`iwalb_l4_connections_active{listener="public",route="authnodes"} 1`,
+		`iwalb_l4_bytes_total{direction="client_to_backend",listener="public",route="authnodes"}`,
+		`iwalb_lb_backend_up{backend="auth1",pool="authnodes"} 1`,
+		`iwalb_lb_backend_up{backend="auth2",pool="authnodes"} 1`,
+		`iwalb_lb_backend_picks_total{backend="` + picked.name + `",pool="authnodes"} 1`,
+		`iwalb_lb_backend_active_connections{backend="` + picked.name + `",pool="authnodes"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s\n%s", want, iwalbSeries(text))
+		}
+	}
+
+	// SIGINT: the listener closes at once, the relayed connection goes on.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", front, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the L4 listener still accepts after SIGINT")
+		}
+	}
+	if got, want := whoami(t, conn, br), picked.name+" "+conn.LocalAddr().String(); got != want {
+		t.Errorf("during the drain, backend says %q, want %q", got, want)
+	}
+	select {
+	case code := <-done:
+		stopped = true
+		t.Fatalf("iwalb run exited %d while a connection was still relayed\n%s", code, errw.String())
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// The client leaves: run exits 0 without waiting out the drain bound.
+	start := time.Now()
+	conn.Close()
+	select {
+	case code := <-done:
+		stopped = true
+		if code != 0 {
+			t.Errorf("iwalb run exit code = %d, want 0\n%s", code, errw.String())
+		}
+		if took := time.Since(start); took > l4DrainTimeout/2 {
+			t.Errorf("run took %s to stop after the last connection closed", took)
+		}
+	case <-time.After(l4DrainTimeout + 5*time.Second):
+		t.Fatalf("iwalb run did not stop\n%s", errw.String())
+	}
+	if !strings.Contains(errw.String(), "msg=\"l4 drained\"") {
+		t.Errorf("log lacks the drain line:\n%s", errw.String())
+	}
+}
+
+// TestServeL4DrainBound shows that a connection still relayed when the
+// drain bound passes is closed, and not before.
+func TestServeL4DrainBound(t *testing.T) {
+	// A backend that holds every connection open and notes when it ends.
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bln.Close()
+	ended := make(chan time.Time, 1)
+	go func() {
+		c, err := bln.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(io.Discard, c)
+		ended <- time.Now()
+		c.Close()
+	}()
+	pool, err := lb.NewPool(lb.Config{Name: "p", Backends: []lb.BackendConfig{{Name: "b", Addr: bln.Addr().String()}}}, lb.Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := l4.NewRouter(nil, &l4.Route{Name: "p", Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := l4.New(l4.Config{Name: "test", Router: router}, l4.Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	const drain = 300 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- serveL4(ctx, srv, ln, drain, discardLogger()) }()
+
+	// A client whose ClientHello is relayed and then waits for an answer
+	// that never comes.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go tls.Client(c, &tls.Config{ServerName: "x.example.test"}).Handshake()
+	for deadline := time.Now().Add(5 * time.Second); pool.Backends()[0].Active() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never reached the backend")
+		}
+	}
+
+	cancelled := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serveL4 = %v, want nil", err)
+		}
+	case <-time.After(drain + 5*time.Second):
+		t.Fatal("serveL4 did not return after the drain bound")
+	}
+	select {
+	case at := <-ended:
+		if took := at.Sub(cancelled); took < drain {
+			t.Errorf("the relayed connection was closed %s after shutdown, before the drain bound %s", took, drain)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the backend's connection was never closed")
+	}
+}
+
+// TestRunBindErrorStartsNothing: when a listener's port is taken, run says
+// which, exits 1, and releases the ports it had already bound.
+func TestRunBindErrorStartsNothing(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	first, metrics := freePort(t), freePort(t)
+	dir := t.TempDir()
+	path := configtest.WriteFile(t, dir, "l4.yaml", []byte(fmt.Sprintf(`metrics: {listen: "%s"}
+pools:
+  - {name: p, backends: [{name: b, addr: "127.0.0.1:9"}]}
+l4:
+  listeners:
+    - {name: first, listen: "%s", default_pool: p}
+    - {name: second, listen: "%s", default_pool: p}
+`, metrics, first, busy.Addr())))
+	var stderr strings.Builder
+	code := run([]string{"run", "-config", path}, io.Discard, &stderr)
+	if code != exitFailed {
+		t.Errorf("exit code = %d, want %d", code, exitFailed)
+	}
+	want := fmt.Sprintf("l4 listener second: listen tcp %s: bind: address already in use", busy.Addr())
+	if !strings.Contains(stderr.String(), want) || strings.Contains(stderr.String(), "iwalb started") {
+		t.Errorf("stderr = %q, want %q and no start", stderr.String(), want)
+	}
+	for _, addr := range []string{first, metrics} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("%s is still bound after the failed start: %v", addr, err)
+			continue
+		}
+		ln.Close()
+	}
 }

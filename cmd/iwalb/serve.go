@@ -17,10 +17,17 @@ import (
 
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
+	"github.com/iwalb/iwalb/l4"
+	"github.com/iwalb/iwalb/lb"
 )
 
 // shutdownTimeout bounds a graceful shutdown of the metrics server.
 const shutdownTimeout = 5 * time.Second
+
+// l4DrainTimeout bounds how long an L4 listener that stopped accepting lets
+// the connections it relays run on. Browsers reconnect; a Negotiate
+// handshake in flight needs only a moment.
+const l4DrainTimeout = 10 * time.Second
 
 // role is one part of the appliance that runs until ctx is cancelled.
 // Adding a role means adding one block to buildRoles.
@@ -60,17 +67,77 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 
 // buildRoles makes every configured role ready to run. Anything that can
 // fail (a role's New, binding a port) happens here, so that a bad setup is
-// refused before any role starts.
-func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) ([]role, error) {
-	var roles []role
+// refused before any role starts; on failure the ports already bound are
+// released.
+func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (roles []role, err error) {
+	var bound []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range bound {
+				ln.Close()
+			}
+		}
+	}()
+	listen := func(addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		bound = append(bound, ln)
+		return ln, nil
+	}
+
 	if cfg, ok := f.AuthNode(); ok {
 		// authnode.New adds role=authnode to the logger itself.
 		node, err := authnode.New(cfg, authnode.Options{Logger: logger, Registerer: reg})
 		if err != nil {
 			return nil, fmt.Errorf("authnode: %w", err)
 		}
-		roles = append(roles, role{name: "authnode", run: node.Run})
+		ln, err := listen(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("authnode: %w", err)
+		}
+		roles = append(roles, role{name: "authnode", run: func(ctx context.Context) error {
+			return node.Serve(ctx, ln)
+		}})
 	}
+
+	// Pools run their health checks whether or not a front door of this
+	// process uses them: their state is on /metrics either way.
+	pools, err := f.Pools(lb.Options{Logger: logger.With("role", "pools"), Registerer: reg})
+	if err != nil {
+		return nil, fmt.Errorf("pools: %w", err)
+	}
+	if len(pools.Pools()) > 0 {
+		roles = append(roles, role{name: "pools", run: pools.Run})
+	}
+
+	listeners, err := f.L4(pools)
+	if err != nil {
+		return nil, fmt.Errorf("l4: %w", err)
+	}
+	if len(listeners) > 0 {
+		m, err := l4.NewMetrics(reg)
+		if err != nil {
+			return nil, fmt.Errorf("l4: metrics: %w", err)
+		}
+		log := logger.With("role", "l4")
+		for _, l := range listeners {
+			srv, err := l4.New(l.Config, l4.Options{Logger: log, Metrics: m})
+			if err != nil {
+				return nil, fmt.Errorf("l4: %w", err)
+			}
+			ln, err := listen(l.Listen)
+			if err != nil {
+				return nil, fmt.Errorf("l4 listener %s: %w", l.Config.Name, err)
+			}
+			llog := log.With("listener", l.Config.Name)
+			roles = append(roles, role{name: "l4 listener " + l.Config.Name, run: func(ctx context.Context) error {
+				return serveL4(ctx, srv, ln, l4DrainTimeout, llog)
+			}})
+		}
+	}
+
 	// The metrics listener comes last: nothing after it can fail and leave
 	// it bound.
 	if addr := f.MetricsListen(); addr != "" {
@@ -84,6 +151,46 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 		}})
 	}
 	return roles, nil
+}
+
+// serveL4 runs one L4 listener until ctx is cancelled, then stops accepting
+// and lets the relayed connections end by themselves for up to drain before
+// it closes them.
+func serveL4(ctx context.Context, srv *l4.Server, ln net.Listener, drain time.Duration, log *slog.Logger) error {
+	// l4.Server.Serve closes its connections when its context ends, so it
+	// gets one that outlives ctx by the drain.
+	connCtx, closeConns := context.WithCancel(context.WithoutCancel(ctx))
+	defer closeConns()
+	served := make(chan error, 1)
+	go serveL4Conns(connCtx, srv, ln, served)
+	log.Info("l4 listening", "addr", ln.Addr().String())
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve l4 on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	// Serve returns once the connections it has accepted have ended; the
+	// error it returns then only says that the listener was closed.
+	ln.Close()
+	start := time.Now()
+	log.Info("l4 stopped accepting; draining relayed connections", "addr", ln.Addr().String(), "timeout", drain)
+	t := time.NewTimer(drain)
+	defer t.Stop()
+	select {
+	case <-served:
+		log.Info("l4 drained", "took", time.Since(start).Round(time.Millisecond))
+	case <-t.C:
+		log.Warn("l4 drain timed out; closing relayed connections", "timeout", drain)
+		closeConns()
+		<-served
+	}
+	return nil
+}
+
+// serveL4Conns is srv.Serve as a named goroutine, so stack dumps read well.
+func serveL4Conns(ctx context.Context, srv *l4.Server, ln net.Listener, done chan<- error) {
+	done <- srv.Serve(ctx, ln)
 }
 
 // runRoles runs every role in its own goroutine until ctx is cancelled or

@@ -75,15 +75,23 @@ func (c *checker) readFile(s str, path string) (data []byte, abs string, ok bool
 
 // readCAs reads a PEM file that must hold at least one CA certificate.
 func (c *checker) readCAs(s str, path string) (abs string, ok bool) {
+	abs, _, ok = c.readCertPool(s, path)
+	return abs, ok
+}
+
+// readCertPool is readCAs for callers that verify with the certificates
+// themselves rather than hand the path on.
+func (c *checker) readCertPool(s str, path string) (abs string, pool *x509.CertPool, ok bool) {
 	data, abs, ok := c.readFile(s, path)
 	if !ok {
-		return abs, false
+		return abs, nil, false
 	}
-	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+	pool = x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
 		c.add(s.Line, "%s: %s holds no PEM certificate", path, showPath(s.V, abs))
-		return abs, false
+		return abs, nil, false
 	}
-	return abs, true
+	return abs, pool, true
 }
 
 // secret reads a secret from exactly one of a file (one trailing newline

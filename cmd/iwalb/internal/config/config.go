@@ -1,7 +1,7 @@
 // Package config loads iwalb's YAML configuration file: it parses the file,
 // reports every problem at once as "FILE:LINE: reason", and builds the
-// immutable runtime values that the roles (the auth node, later the
-// balancers) are started with.
+// immutable runtime values that the roles (the auth node, the pools and
+// the L4 balancer's listeners) are started with.
 //
 // Typical use:
 //
@@ -15,6 +15,8 @@
 //		node, err := authnode.New(cfg, authnode.Options{Logger: logger})
 //		...
 //	}
+//	pools, err := f.Pools(lb.Options{Logger: logger, Registerer: reg})
+//	listeners, err := f.L4(pools) // each with its Router built over pools
 //
 // Loading is provision → validate → build, as in Caddy: a file that would
 // fail at run time (a missing keytab, a certificate for the wrong name, an
@@ -45,6 +47,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/iwalb/iwalb/authnode"
+	"github.com/iwalb/iwalb/l4"
+	"github.com/iwalb/iwalb/lb"
 )
 
 // rawFile is the top level of the YAML file.
@@ -52,6 +56,8 @@ type rawFile struct {
 	Log      rawLog      `yaml:"log"`
 	Metrics  rawMetrics  `yaml:"metrics"`
 	AuthNode rawAuthNode `yaml:"authnode"`
+	Pools    []rawPool   `yaml:"pools"`
+	L4       rawL4       `yaml:"l4"`
 }
 
 type rawLog struct {
@@ -72,6 +78,8 @@ type File struct {
 	logJSON       bool
 	metricsListen string
 	authNode      *authnode.Config
+	pools         []poolConfig
+	l4            []l4Listener
 }
 
 // Load reads, validates and builds the configuration file at path. Relative
@@ -173,10 +181,41 @@ func (c *checker) build(raw *rawFile) *File {
 		cfg := c.authNode(raw.AuthNode)
 		f.authNode = &cfg
 	}
-	if !raw.AuthNode.At.Set && len(c.problems) == 0 {
-		c.add(0, "nothing to run: add an authnode section")
+	pools, poolLines := c.pools(raw.Pools)
+	if raw.L4.At.Set {
+		f.l4 = c.l4(raw.L4, poolLines)
 	}
+	if len(c.problems) > 0 {
+		return f
+	}
+	if !raw.AuthNode.At.Set && !raw.L4.At.Set {
+		c.add(0, "nothing to run: add an authnode or an l4 section")
+		return f
+	}
+	f.pools = pools
+	c.provision(f, raw)
 	return f
+}
+
+// provision builds the pools and listeners once, without metrics, so that
+// anything lb or l4 would refuse at run time is refused here, at the
+// section's line. The checks above should leave nothing for it to find.
+func (c *checker) provision(f *File, raw *rawFile) {
+	opts := lb.Options{Logger: slog.New(slog.DiscardHandler)}
+	for i, cfg := range f.PoolConfigs() {
+		if _, err := lb.NewPool(cfg, opts); err != nil {
+			c.add(raw.Pools[i].At.Line, "pools[%d]: %v", i, err)
+		}
+	}
+	set, err := f.Pools(opts)
+	if err != nil {
+		return // reported above
+	}
+	for i, l := range f.l4 {
+		if _, err := l.build(set, l4.Options{Logger: slog.New(slog.DiscardHandler)}); err != nil {
+			c.add(raw.L4.Listeners[i].At.Line, "l4.listeners[%d]: %v", i, err)
+		}
+	}
 }
 
 var logLevels = map[string]slog.Level{
@@ -223,6 +262,47 @@ func (f *File) AuthNode() (authnode.Config, bool) {
 	cfg.ProxyTrusted = slices.Clone(cfg.ProxyTrusted)
 	cfg.APIClients = slices.Clone(cfg.APIClients)
 	return cfg, true
+}
+
+// PoolConfigs returns the pools' configurations with defaults applied, in
+// file order; HealthCheck.Probe is built from the health section.
+func (f *File) PoolConfigs() []lb.Config {
+	out := make([]lb.Config, len(f.pools))
+	for i, p := range f.pools {
+		out[i] = p.Config
+		out[i].Backends = slices.Clone(p.Backends)
+	}
+	return out
+}
+
+// Pools builds the configured pools into a Set, registering each pool's
+// metrics with opts.Registerer. Without pools the Set is empty. Every call
+// builds new pools: call it once per process (or reload).
+func (f *File) Pools(opts lb.Options) (*lb.Set, error) {
+	pools := make([]*lb.Pool, 0, len(f.pools))
+	for _, cfg := range f.PoolConfigs() {
+		p, err := lb.NewPool(cfg, opts)
+		if err != nil {
+			return nil, err
+		}
+		pools = append(pools, p)
+	}
+	return lb.NewSet(pools...)
+}
+
+// L4 returns the L4 listeners in file order, each with a Router whose
+// routes lead to the pools of set (from Pools); nil when the file has no l4
+// section.
+func (f *File) L4(set *lb.Set) ([]L4Listener, error) {
+	var out []L4Listener
+	for _, l := range f.l4 {
+		cfg, err := l.config(set)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, L4Listener{Listen: l.listen, Config: cfg})
+	}
+	return out, nil
 }
 
 // MetricsListen returns the address of the Prometheus listener, or "" when

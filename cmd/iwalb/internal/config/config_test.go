@@ -182,8 +182,8 @@ func TestLoadProblems(t *testing.T) {
 		},
 		{
 			name:  "unknown section at the top level",
-			extra: "pools: {}\n",
-			want:  []string{`28: unknown key "pools" in the top level`},
+			extra: "cluster: {}\n",
+			want:  []string{`28: unknown key "cluster" in the top level; known keys: log, metrics, authnode, pools, l4`},
 		},
 		{
 			name:  "unknown key in a list item",
@@ -531,8 +531,8 @@ func TestLoadUnusableFiles(t *testing.T) {
 		name, file, text string
 		want             string
 	}{
-		{"empty file", "empty.yaml", "", "empty.yaml: nothing to run: add an authnode section"},
-		{"only log", "log.yaml", "log: {level: debug}\n", "log.yaml: nothing to run: add an authnode section"},
+		{"empty file", "empty.yaml", "", "empty.yaml: nothing to run: add an authnode or an l4 section"},
+		{"only log", "log.yaml", "log: {level: debug}\n", "log.yaml: nothing to run: add an authnode or an l4 section"},
 		{"not a mapping", "list.yaml", "- a\n- b\n", "list.yaml:1: the top level: want a mapping of keys to values, got a list"},
 		{"tabs", "tabs.yaml", "log:\n\tlevel: info\n", "tabs.yaml:2: YAML syntax: found character that cannot start any token"},
 		{"unreadable", "missing.yaml", "", "missing.yaml: cannot read: no such file or directory"},
@@ -592,7 +592,7 @@ func TestExamplesLoad(t *testing.T) {
 }
 
 // materialize creates every file and environment variable that the
-// example's authnode section refers to.
+// example refers to: its authnode section and its pools' CA files.
 func materialize(t *testing.T, dir string, data []byte) {
 	t.Helper()
 	var doc yaml.Node
@@ -605,11 +605,16 @@ func materialize(t *testing.T, dir string, data []byte) {
 	if len(c.problems) > 0 {
 		t.Fatalf("example does not decode:\n%v", c.problems)
 	}
+	valid := time.Now().Add(24 * time.Hour)
+	for _, p := range raw.Pools {
+		if ca := p.Health.CAFile; ca.Set {
+			configtest.WriteCert(t, dir, ca.V, ca.V+".key", "ca.example.test", valid)
+		}
+	}
 	a := raw.AuthNode
 	if !a.At.Set {
 		return
 	}
-	valid := time.Now().Add(24 * time.Hour)
 	configtest.WriteCert(t, dir, a.TLS.Cert.V, a.TLS.Key.V, a.FQDN.V, valid)
 	for _, ca := range []str{a.TLS.ClientCA, a.LDAP.CAFile} {
 		if ca.Set {

@@ -50,14 +50,21 @@ func WriteFile(t testing.TB, dir, name string, data []byte) string {
 // certName) and its key (at keyName).
 func WriteCert(t testing.TB, dir, certName, keyName, dnsName string, notAfter time.Time) {
 	t.Helper()
+	WriteCertNames(t, dir, certName, keyName, notAfter, dnsName)
+}
+
+// WriteCertNames is WriteCert for a certificate naming several hosts, as an
+// auth node's names both itself and the balancer; the first is its CN.
+func WriteCertNames(t testing.TB, dir, certName, keyName string, notAfter time.Time, dnsNames ...string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: dnsName},
-		DNSNames:              []string{dnsName},
+		Subject:               pkix.Name{CommonName: dnsNames[0]},
+		DNSNames:              dnsNames,
 		NotBefore:             notAfter.Add(-48 * time.Hour),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
