@@ -36,7 +36,11 @@ func main() {
 }
 
 type app struct {
-	node     string // base URL of the auth node API, e.g. https://auth1.example.test:8443
+	// nodes are the base URLs of the auth nodes' API, e.g.
+	// https://auth1.example.test:8443. With the in-memory store a token and
+	// its session live on the node that issued them, so the app asks each
+	// in turn; with a shared store any one answers.
+	nodes    []string
 	loginURL string // where "Sign in" sends the browser
 	apiKey   string
 	client   *http.Client
@@ -46,8 +50,20 @@ type app struct {
 func run(args []string) error {
 	fs := flag.NewFlagSet("iwalb-demoapp", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
-	node := fs.String("node", "", "auth node base URL for the API, e.g. https://auth1.example.test:8443")
-	nodeAddr := fs.String("node-addr", "", "dial this host:port for the auth node instead of resolving its name")
+	var nodes []string
+	fs.Func("node", "auth node base URL for the API, e.g. https://auth1.example.test:8443 (repeat for several nodes)", func(v string) error {
+		nodes = append(nodes, strings.TrimRight(v, "/"))
+		return nil
+	})
+	resolve := map[string]string{}
+	fs.Func("resolve", "HOST:PORT:ADDR: dial ADDR for HOST:PORT instead of resolving it, as curl --resolve (repeatable)", func(v string) error {
+		i := strings.LastIndex(v, ":")
+		if i <= 0 {
+			return fmt.Errorf("want HOST:PORT:ADDR, got %q", v)
+		}
+		resolve[v[:i]] = v[i+1:]
+		return nil
+	})
 	ca := fs.String("ca", "", "CA file that signed the auth node's certificate")
 	keyFile := fs.String("api-key-file", "", "file holding this application's API key")
 	loginURL := fs.String("login-url", "", "sign-in URL (the front door or the node's /sso)")
@@ -56,7 +72,7 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *node == "" || *keyFile == "" {
+	if len(nodes) == 0 || *keyFile == "" {
 		return errors.New("-node and -api-key-file are required")
 	}
 	k, err := os.ReadFile(*keyFile)
@@ -74,22 +90,23 @@ func run(args []string) error {
 			return fmt.Errorf("%s holds no certificate", *ca)
 		}
 	}
-	tr := &http.Transport{TLSClientConfig: tlsCfg}
-	if *nodeAddr != "" {
-		d := &net.Dialer{Timeout: 5 * time.Second}
-		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, network, *nodeAddr)
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	tr := &http.Transport{TLSClientConfig: tlsCfg, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if ip, ok := resolve[addr]; ok {
+			_, port, _ := net.SplitHostPort(addr)
+			addr = net.JoinHostPort(ip, port)
 		}
-	}
+		return d.DialContext(ctx, network, addr)
+	}}
 	a := &app{
-		node:     strings.TrimRight(*node, "/"),
+		nodes:    nodes,
 		loginURL: *loginURL,
 		apiKey:   strings.TrimSpace(string(k)),
 		client:   &http.Client{Transport: tr, Timeout: 10 * time.Second},
 		log:      slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
 	if a.loginURL == "" {
-		a.loginURL = a.node + "/sso"
+		a.loginURL = a.nodes[0] + "/sso"
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /sso/callback", a.callback)
@@ -105,7 +122,7 @@ func run(args []string) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	a.log.Info("demo app listening", "addr", *listen, "node", a.node)
+	a.log.Info("demo app listening", "addr", *listen, "nodes", a.nodes)
 	if *cert != "" {
 		err = srv.ListenAndServeTLS(*cert, *key)
 	} else {
@@ -130,10 +147,26 @@ type identity struct {
 	} `json:"session"`
 }
 
-// call posts one secret to the auth node's API and decodes the identity.
-func (a *app) call(ctx context.Context, path, field, secret string) (*identity, int, error) {
+// call posts one secret to the auth nodes' API in turn and decodes the
+// identity from the first that knows it.
+func (a *app) call(ctx context.Context, path, field, secret string) (*identity, error) {
+	var errs []error
+	for _, node := range a.nodes {
+		id, status, err := a.callNode(ctx, node, path, field, secret)
+		if err == nil {
+			return id, nil
+		}
+		errs = append(errs, err)
+		if status != http.StatusNotFound {
+			break // only "not here" is worth asking the next node about
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (a *app) callNode(ctx context.Context, node, path, field, secret string) (*identity, int, error) {
 	body, _ := json.Marshal(map[string]string{field: secret})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.node+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, node+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -146,17 +179,17 @@ func (a *app) call(ctx context.Context, path, field, secret string) (*identity, 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return nil, resp.StatusCode, fmt.Errorf("auth node %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
+		return nil, resp.StatusCode, fmt.Errorf("%s%s: %s: %s", node, path, resp.Status, strings.TrimSpace(string(b)))
 	}
 	var id identity
 	if err := json.Unmarshal(b, &id); err != nil {
-		return nil, resp.StatusCode, fmt.Errorf("auth node %s: %w", path, err)
+		return nil, resp.StatusCode, fmt.Errorf("%s%s: %w", node, path, err)
 	}
 	return &id, resp.StatusCode, nil
 }
 
 func (a *app) callback(w http.ResponseWriter, r *http.Request) {
-	id, _, err := a.call(r.Context(), "/api/v1/tokens/redeem", "token", r.URL.Query().Get("ssoToken"))
+	id, err := a.call(r.Context(), "/api/v1/tokens/redeem", "token", r.URL.Query().Get("ssoToken"))
 	if err != nil {
 		a.log.Warn("redeem failed", "err", err)
 		render(w, http.StatusForbidden, page{Title: "Sign-in failed", Error: err.Error(), LoginURL: a.loginURL})
@@ -174,7 +207,7 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 		render(w, http.StatusOK, page{Title: "Not signed in", LoginURL: a.loginURL})
 		return
 	}
-	id, _, err := a.call(r.Context(), "/api/v1/sessions/validate", "session", c.Value)
+	id, err := a.call(r.Context(), "/api/v1/sessions/validate", "session", c.Value)
 	if err != nil {
 		render(w, http.StatusOK, page{Title: "Not signed in", Error: err.Error(), LoginURL: a.loginURL})
 		return
@@ -184,12 +217,15 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie("demo_session"); err == nil {
-		body, _ := json.Marshal(map[string]string{"session": c.Value})
-		req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, a.node+"/logout", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+a.apiKey)
-		if resp, err := a.client.Do(req); err == nil {
-			resp.Body.Close()
+		// Ending an unknown session is no error, so tell every node.
+		for _, node := range a.nodes {
+			body, _ := json.Marshal(map[string]string{"session": c.Value})
+			req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, node+"/logout", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+a.apiKey)
+			if resp, err := a.client.Do(req); err == nil {
+				resp.Body.Close()
+			}
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: "demo_session", Path: "/", MaxAge: -1})

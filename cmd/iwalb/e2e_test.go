@@ -108,10 +108,17 @@ authnode:
 
 // proc is a process under test; its output is kept for failure messages.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan error
+	name   string
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	done   chan error
+	killed bool
+}
+
+// kill ends the process at once, as a crash or a pulled cable would.
+func (p *proc) kill() {
+	p.killed = true
+	_ = p.cmd.Process.Kill()
 }
 
 type lockedBuffer struct {
@@ -143,6 +150,10 @@ func (e *e2e) start(name, program string, args ...string) *proc {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	e.t.Cleanup(func() {
+		if p.killed {
+			<-p.done
+			return
+		}
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-p.done:
@@ -214,9 +225,19 @@ func (e *e2e) kinit(user, password string) []string {
 }
 
 // curl runs curl with the test CA and every name resolved to 127.0.0.1 on
-// the given ports, and returns its standard output.
+// the given ports, and returns its standard output; a failing curl fails
+// the test.
 func (e *e2e) curl(env []string, ports []int, args ...string) string {
 	e.t.Helper()
+	out, err := e.tryCurl(env, ports, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// tryCurl is curl for calls that may fail, such as to a node that is down.
+func (e *e2e) tryCurl(env []string, ports []int, args ...string) (string, error) {
 	all := []string{"-sS", "--cacert", e.pki.CAFile}
 	for _, p := range ports {
 		for _, h := range []string{"auth1", "auth2", "lb", "sso", "app"} {
@@ -231,9 +252,9 @@ func (e *e2e) curl(env []string, ports []int, args ...string) string {
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = string(ee.Stderr)
 		}
-		e.t.Fatalf("curl %v: %v %s", args, err, stderr)
+		return "", fmt.Errorf("curl %v: %v %s", args, err, stderr)
 	}
-	return string(out)
+	return string(out), nil
 }
 
 // metric returns the value of one Prometheus series from a /metrics page,
@@ -265,13 +286,17 @@ func (e *e2e) startAuthNode(name string, appPort int, extra string) (n *proc, po
 }
 
 // startDemoApp starts the demo application on appPort, redeeming at the
-// node on nodePort, and waits until it answers.
-func (e *e2e) startDemoApp(appPort, nodePort int) *proc {
+// nodes auth1, auth2, ... on nodePorts, and waits until it answers.
+func (e *e2e) startDemoApp(appPort int, nodePorts ...int) *proc {
 	e.t.Helper()
-	app := e.start("iwalb-demoapp", "iwalb-demoapp", "-listen", fmt.Sprintf("127.0.0.1:%d", appPort),
+	args := []string{"-listen", fmt.Sprintf("127.0.0.1:%d", appPort),
 		"-cert", e.pki.CertFile, "-key", e.pki.KeyFile, "-ca", e.pki.CAFile,
-		"-node", fmt.Sprintf("https://auth1.example.test:%d", nodePort), "-node-addr", fmt.Sprintf("127.0.0.1:%d", nodePort),
-		"-api-key-file", filepath.Join(e.dir, "secrets/app-key"))
+		"-api-key-file", filepath.Join(e.dir, "secrets/app-key")}
+	for i, p := range nodePorts {
+		host := fmt.Sprintf("auth%d.example.test:%d", i+1, p)
+		args = append(args, "-node", "https://"+host, "-resolve", host+":127.0.0.1")
+	}
+	app := e.start("iwalb-demoapp", "iwalb-demoapp", args...)
 	e.waitReady(app, fmt.Sprintf("https://app.example.test:%d/", appPort))
 	return app
 }
@@ -331,13 +356,7 @@ func TestE2EKerberosLoginThroughIwalbRun(t *testing.T) {
 	}
 
 	// What a network team watches.
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := string(b)
+	m := scrape(t, metricsPort)
 	for series, want := range map[string]float64{
 		`iwalb_authnode_logins_total{outcome="success",reason="ok"}`:           2,
 		`iwalb_authnode_negotiate_tokens_total{kind="kerberos"}`:               2,
@@ -415,4 +434,19 @@ func TestE2EChromiumLogsInAtTheAuthNode(t *testing.T) {
 		!strings.Contains(page.Text, "Signed in as alice") || !strings.Contains(page.Text, "lb-users") {
 		t.Fatalf("Chromium ended on %s:\n%s", page.URL, page.Text)
 	}
+}
+
+// scrape returns the /metrics page of the iwalb whose metrics listen on port.
+func scrape(t *testing.T, port int) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

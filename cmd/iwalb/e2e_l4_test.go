@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The L4 front door in front of two real auth nodes: TLS passes through
+// untouched, so the browser's ticket for HTTP/lb.example.test is checked by
+// whichever node the balancer picked, and the node sees the real client
+// address in the PROXY v2 header.
+
+// l4Config writes a configuration for an L4 listener on port that sends
+// lb.example.test to the auth nodes auth1, auth2, ... on nodePorts, with
+// HTTPS health checks on /readyz and PROXY v2.
+func (e *e2e) l4Config(port, metricsPort int, nodePorts ...int) string {
+	var backends strings.Builder
+	for i, p := range nodePorts {
+		fmt.Fprintf(&backends, "      - {name: auth%d, addr: 127.0.0.1:%d, fqdn: auth%d.example.test}\n", i+1, p, i+1)
+	}
+	return e.write("l4.yaml", fmt.Sprintf(`log: {level: debug, format: json}
+metrics: {listen: 127.0.0.1:%d}
+pools:
+  - name: authnodes
+    policy: round_robin
+    backends:
+%s    health: {check: https, path: /readyz, ca_file: %s, interval: 300ms, timeout: 300ms, rise: 1, fall: 2}
+l4:
+  listeners:
+    - name: public
+      listen: 127.0.0.1:%d
+      routes:
+        - {server_names: [lb.example.test], pool: authnodes, proxy_protocol: v2}
+`, metricsPort, backends.String(), e.pki.CAFile, port))
+}
+
+const behindL4 = "  proxy_protocol: {enabled: true, trusted: [127.0.0.1/32]}\n"
+
+func TestE2EKerberosThroughTheL4Balancer(t *testing.T) {
+	e := newE2E(t)
+	appPort, l4Port := freePortNum(t), freePortNum(t)
+	n1, port1, _ := e.startAuthNode("auth1", appPort, behindL4)
+	_, port2, _ := e.startAuthNode("auth2", appPort, behindL4)
+	lbMetrics := freePortNum(t)
+	lb := e.start("iwalb run (l4)", "iwalb", "run", "-config", e.l4Config(l4Port, lbMetrics, port1, port2))
+	lbURL := fmt.Sprintf("https://lb.example.test:%d", l4Port)
+	e.waitReady(lb, lbURL+"/readyz")
+
+	// The certificate the client sees is the node's: the balancer has none.
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", l4Port), &tls.Config{ServerName: "lb.example.test", RootCAs: e.pki.Pool})
+	if err != nil {
+		t.Fatalf("TLS through the balancer: %v", err)
+	}
+	nodeCert, err := tls.LoadX509KeyPair(e.pki.CertFile, e.pki.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(conn.ConnectionState().PeerCertificates[0].Raw, nodeCert.Certificate[0]) {
+		t.Fatal("the certificate seen through the balancer is not the node's")
+	}
+	conn.Close()
+
+	krb := e.kinit("alice", e.env["AD_ALICE_PASSWORD"])
+	ports := []int{l4Port, port1, port2, appPort}
+	// login runs curl --negotiate from 127.0.0.2 through the balancer and
+	// redeems the token at whichever node issued it; it returns the node
+	// and the identity.
+	login := func() (string, map[string]any) {
+		t.Helper()
+		out := e.curl(krb, ports, "--interface", "127.0.0.2", "--negotiate", "-u", ":", "-o", "/dev/null",
+			"-w", "%{http_code} %{redirect_url}", lbURL+"/sso")
+		code, target, _ := strings.Cut(out, " ")
+		u, err := url.Parse(target)
+		if code != "302" || err != nil || u.Query().Get("ssoToken") == "" {
+			t.Fatalf("curl --negotiate %s/sso: %q", lbURL, out)
+		}
+		token := u.Query().Get("ssoToken")
+		for i, p := range []int{port1, port2} {
+			body, err := e.tryCurl(nil, ports, "-w", "\n%{http_code}", "-H", "Authorization: Bearer e2e-app-key-0123456789abcdef",
+				"-H", "Content-Type: application/json", "--data", `{"token":"`+token+`"}`,
+				fmt.Sprintf("https://auth%d.example.test:%d/api/v1/tokens/redeem", i+1, p))
+			if err != nil {
+				continue // that node is down
+			}
+			js, status, _ := strings.Cut(strings.TrimSpace(body), "\n")
+			if strings.TrimSpace(status) == "200" {
+				var id map[string]any
+				_ = json.Unmarshal([]byte(js), &id)
+				return fmt.Sprintf("auth%d", i+1), id
+			}
+		}
+		t.Fatalf("no node redeemed the token issued through the balancer")
+		return "", nil
+	}
+
+	seen := map[string]int{}
+	for range 4 {
+		node, id := login()
+		seen[node]++
+		if id["sAMAccountName"] != "alice" {
+			t.Fatalf("identity through the balancer: %v", id)
+		}
+		// PROXY v2 carried the true client address (the balancer itself
+		// dials from 127.0.0.1).
+		if addr := fmt.Sprint(id["clientAddr"]); !strings.HasPrefix(addr, "127.0.0.2:") {
+			t.Fatalf("the node saw client %s; want 127.0.0.2 from the PROXY header", addr)
+		}
+	}
+	if seen["auth1"] == 0 || seen["auth2"] == 0 {
+		t.Fatalf("logins per node %v; round-robin should use both", seen)
+	}
+
+	// A node that dies is taken out; logins go on at the other one.
+	n1.kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		page := scrape(t, lbMetrics)
+		if metric(page, `iwalb_lb_backend_up{backend="auth1",pool="authnodes"}`) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("auth1 still counted up 10 s after it died:\n%s", grepLines(page, "iwalb_lb_backend_up"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for range 3 {
+		if node, _ := login(); node != "auth2" {
+			t.Fatalf("a login went to %s after auth1 died", node)
+		}
+	}
+}
+
+// TestE2EChromiumThroughTheL4Balancer is what users believe: a browser with
+// a domain ticket opens the balancer's name and ends up signed in.
+func TestE2EChromiumThroughTheL4Balancer(t *testing.T) {
+	e := newE2E(t)
+	appPort, l4Port := freePortNum(t), freePortNum(t)
+	_, port1, _ := e.startAuthNode("auth1", appPort, behindL4)
+	_, port2, _ := e.startAuthNode("auth2", appPort, behindL4)
+	e.startDemoApp(appPort, port1, port2)
+	lb := e.start("iwalb run (l4)", "iwalb", "run", "-config", e.l4Config(l4Port, freePortNum(t), port1, port2))
+	lbURL := fmt.Sprintf("https://lb.example.test:%d", l4Port)
+	e.waitReady(lb, lbURL+"/readyz")
+
+	b := e.chromium(e.kinit("alice", e.env["AD_ALICE_PASSWORD"]))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	page, err := b.Navigate(ctx, lbURL+"/sso")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(page.URL)
+	if u.Host != fmt.Sprintf("app.example.test:%d", appPort) || !strings.Contains(page.Text, "Signed in as alice") {
+		t.Fatalf("Chromium ended on %s:\n%s", page.URL, page.Text)
+	}
+}
