@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -650,5 +652,286 @@ l4:
 			continue
 		}
 		ln.Close()
+	}
+}
+
+// TestRunL7Redirect runs the front doors in-process over two real HTTPS
+// nodes with https health checks: the L7 front door answers GET with 302
+// and POST with 307 to a node's own name and port, path and query kept; its
+// plain-HTTP listener answers 301; one L4 port hands sso.example.test to the
+// front door (the client sees the front door's certificate and a redirect)
+// and passes lb.example.test through (the client sees a node's
+// certificate); /metrics shows the l7redirect series; shutdown exits 0 and
+// frees every port.
+func TestRunL7Redirect(t *testing.T) {
+	dir := t.TempDir()
+	auth1, auth2 := startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
+	var ca []byte
+	for _, b := range []tlsBackend{auth1, auth2} {
+		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
+	}
+	configtest.WriteFile(t, dir, "tls/ca.pem", ca)
+	configtest.WriteCert(t, dir, "tls/sso.pem", "tls/sso.key", "sso.example.test", time.Now().Add(time.Hour))
+	ssoPair, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls/sso.pem"), filepath.Join(dir, "tls/sso.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	roots.AddCert(ssoPair.Leaf)
+	nodeTarget := map[string]string{ // Location host:port → node
+		"auth1.example.test:" + port(t, auth1.addr): "auth1",
+		"auth2.example.test:" + port(t, auth2.addr): "auth2",
+	}
+
+	front7, plain, front4, metrics := freePort(t), freePort(t), freePort(t), freePort(t)
+	path := configtest.WriteFile(t, dir, "l7.yaml", []byte(fmt.Sprintf(`log: {level: debug}
+metrics: {listen: "%s"}
+pools:
+  - name: authnodes
+    policy: client_ip_hash
+    backends:
+      - {name: auth1, addr: "%s", fqdn: auth1.example.test}
+      - {name: auth2, addr: "%s", fqdn: auth2.example.test}
+    health: {check: https, path: /readyz, ca_file: tls/ca.pem, interval: 100ms, timeout: 100ms, rise: 1, fall: 1}
+l7redirect:
+  listeners:
+    - name: sso
+      listen: "%s"
+      http_redirect_listen: "%s"
+      certificates: [{cert: tls/sso.pem, key: tls/sso.key}]
+      names: [sso.example.test]
+      rules:
+        - {host: sso.example.test, path_prefix: /, pool: authnodes}
+l4:
+  listeners:
+    - name: public
+      listen: "%s"
+      routes:
+        - {server_names: [sso.example.test], l7redirect: sso}
+        - {server_names: [lb.example.test], pool: authnodes}
+`, metrics, auth1.addr, auth2.addr, front7, plain, front4)))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stderr strings.Builder
+	errw := &syncWriter{w: &stderr}
+	done := make(chan int, 1)
+	go func() { done <- serve(ctx, path, errw) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	}()
+	var text string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case code := <-done:
+			stopped = true
+			t.Fatalf("iwalb run exited %d before serving\n%s", code, errw.String())
+		default:
+		}
+		if resp, err := http.Get("http://" + metrics + "/metrics"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			text = string(body)
+			if strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth1",pool="authnodes",result="ok"}`) &&
+				strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth2",pool="authnodes",result="ok"}`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backends never checked healthy\n%s\n%s", iwalbSeries(text), errw.String())
+		}
+	}
+
+	// A browser-like client: every name resolves to the address given.
+	client := func(addr string) *http.Client {
+		return &http.Client{
+			Timeout: 5 * time.Second,
+			Transport: &http.Transport{
+				TLSClientConfig:   &tls.Config{RootCAs: roots},
+				DisableKeepAlives: true,
+				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, network, addr)
+				},
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	redirect := func(c *http.Client, method, url string) (int, string, *tls.ConnectionState) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader("a=1"))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", method, url, err, errw.String())
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Location"), resp.TLS
+	}
+	checkNode := func(what, loc string) {
+		t.Helper()
+		u, err := neturl.Parse(loc)
+		if err != nil || u.Scheme != "https" || nodeTarget[u.Host] == "" || u.RequestURI() != "/app?x=1" {
+			t.Errorf("%s: Location %q, want https://<node fqdn>:<node port>/app?x=1 (nodes: %v)", what, loc, nodeTarget)
+		}
+	}
+	ssoPort := port(t, front7)
+	direct := client(front7)
+	code, loc, st := redirect(direct, http.MethodGet, "https://sso.example.test:"+ssoPort+"/app?x=1")
+	if code != http.StatusFound {
+		t.Errorf("GET through the L7 listener = %d, want 302", code)
+	}
+	checkNode("GET", loc)
+	if st == nil || !bytes.Equal(st.PeerCertificates[0].Raw, ssoPair.Certificate[0]) {
+		t.Error("the L7 listener did not present the front door's certificate")
+	}
+	code, loc, _ = redirect(direct, http.MethodPost, "https://sso.example.test:"+ssoPort+"/app?x=1")
+	if code != http.StatusTemporaryRedirect {
+		t.Errorf("POST through the L7 listener = %d, want 307", code)
+	}
+	checkNode("POST", loc)
+
+	code, loc, _ = redirect(client(plain), http.MethodGet, "http://sso.example.test:"+port(t, plain)+"/app?x=1")
+	if want := "https://sso.example.test:" + ssoPort + "/app?x=1"; code != http.StatusMovedPermanently || loc != want {
+		t.Errorf("plain HTTP answer = %d %q, want 301 %q", code, loc, want)
+	}
+
+	// One L4 port, both patterns.
+	code, loc, st = redirect(client(front4), http.MethodGet, "https://sso.example.test/app?x=1")
+	if code != http.StatusFound {
+		t.Errorf("GET sso.example.test through the L4 port = %d, want 302", code)
+	}
+	checkNode("GET through L4", loc)
+	if st == nil || !bytes.Equal(st.PeerCertificates[0].Raw, ssoPair.Certificate[0]) {
+		t.Error("sso.example.test through the L4 port: not the front door's certificate")
+	}
+	conn, err := tls.Dial("tcp", front4, &tls.Config{ServerName: "lb.example.test", RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatalf("lb.example.test through the L4 port: %v\n%s", err, errw.String())
+	}
+	peer := conn.ConnectionState().PeerCertificates[0].Raw
+	if !bytes.Equal(peer, auth1.cert) && !bytes.Equal(peer, auth2.cert) {
+		t.Error("lb.example.test through the L4 port: not a node's certificate, so not passed through")
+	}
+	if got := whoami(t, conn, bufio.NewReader(conn)); !strings.HasPrefix(got, "auth") {
+		t.Errorf("passed-through backend says %q", got)
+	}
+	conn.Close()
+
+	text = metricsText(t, metrics)
+	for _, want := range []string{
+		`iwalb_l7redirect_redirects_total{frontdoor="sso",node="`,
+		`rule="sso.example.test/",status="302"}`,
+		`rule="sso.example.test/",status="307"} 1`,
+		`iwalb_l7redirect_request_duration_seconds_count{frontdoor="sso",status="302"} 2`,
+		`iwalb_l4_connections_routed_total{listener="public",route="l7redirect/sso"} 1`,
+		`iwalb_l4_connections_routed_total{listener="public",route="authnodes"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s\n%s", want, iwalbSeries(text))
+		}
+	}
+
+	cancel()
+	select {
+	case code := <-done:
+		stopped = true
+		if code != 0 {
+			t.Errorf("exit code = %d, want 0\n%s", code, errw.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("iwalb run did not stop\n%s", errw.String())
+	}
+	for _, addr := range []string{front7, plain, front4, metrics} {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("%s still bound after shutdown: %v", addr, err)
+			continue
+		}
+		ln.Close()
+	}
+}
+
+// port returns the port of a host:port.
+func port(t *testing.T, addr string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestProxyListener: a PROXY header from a trusted address replaces the
+// client address; from anyone else it closes the connection; without a
+// header the connection is served as it is.
+func TestProxyListener(t *testing.T) {
+	tests := []struct {
+		name      string
+		trusted   string
+		header    bool
+		wantAddr  string // "" when the connection must be refused
+		wantClose bool
+	}{
+		{"trusted with header", "127.0.0.1/32", true, "192.0.2.9:4242", false},
+		{"untrusted with header", "10.0.0.0/8", true, "", true},
+		{"trusted without header", "127.0.0.1/32", false, "127.0.0.1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := proxyListener(raw, []netip.Prefix{netip.MustParsePrefix(tt.trusted)})
+			defer ln.Close()
+			got := make(chan string, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- "accept: " + err.Error()
+					return
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				// The header is read on the first Read.
+				b := make([]byte, 5)
+				if _, err := io.ReadFull(c, b); err != nil {
+					got <- "closed"
+					return
+				}
+				got <- c.RemoteAddr().String()
+			}()
+			c, err := net.Dial("tcp", raw.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if tt.header {
+				src := net.TCPAddrFromAddrPort(netip.MustParseAddrPort("192.0.2.9:4242"))
+				h := proxyproto.HeaderProxyFromAddrs(2, src, c.RemoteAddr())
+				if _, err := h.WriteTo(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			io.WriteString(c, "hello")
+			var addr string
+			select {
+			case addr = <-got:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no connection")
+			}
+			switch {
+			case tt.wantClose && addr != "closed":
+				t.Errorf("connection from an untrusted address with a PROXY header served as %q, want closed", addr)
+			case !tt.wantClose && !strings.HasPrefix(addr, tt.wantAddr):
+				t.Errorf("client address = %q, want %s", addr, tt.wantAddr)
+			}
+		})
 	}
 }

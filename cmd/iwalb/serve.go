@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
+	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -18,6 +21,7 @@ import (
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
 	"github.com/iwalb/iwalb/l4"
+	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -112,7 +116,15 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 		roles = append(roles, role{name: "pools", run: pools.Run})
 	}
 
-	listeners, err := f.L4(pools)
+	// The L7 front doors come before the L4 listeners, whose routes may
+	// hand connections to them.
+	handed, l7roles, err := buildL7(f, pools, logger, reg, listen)
+	if err != nil {
+		return nil, err
+	}
+	roles = append(roles, l7roles...)
+
+	listeners, err := f.L4(pools, handed)
 	if err != nil {
 		return nil, fmt.Errorf("l4: %w", err)
 	}
@@ -151,6 +163,122 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 		}})
 	}
 	return roles, nil
+}
+
+// buildL7 makes the L7 front doors ready: their handlers (metrics on reg),
+// their HTTPS and plain-HTTP listeners bound with listen, and, for each, a
+// ConnListener that L4 routes hand connections to (handed, by front door
+// name). A front door without its own listen address is reached only that
+// way.
+func buildL7(f *config.File, pools *lb.Set, logger *slog.Logger, reg prometheus.Registerer,
+	listen func(string) (net.Listener, error)) (handed map[string]l4.ConnHandler, roles []role, err error) {
+	doors, err := f.L7Redirect(pools)
+	if err != nil {
+		return nil, nil, fmt.Errorf("l7redirect: %w", err)
+	}
+	handed = map[string]l4.ConnHandler{}
+	log := logger.With("role", "l7redirect")
+	for _, d := range doors {
+		h, err := l7redirect.New(d.Config, l7redirect.Options{Logger: log, Registerer: reg})
+		if err != nil {
+			return nil, nil, fmt.Errorf("l7redirect: %w", err)
+		}
+		fd := &frontDoor{name: d.Name, handler: h, tls: d.TLS, handed: l7redirect.NewConnListener(nil),
+			log: log.With("frontdoor", d.Name)}
+		fd.server = &l7redirect.Server{Logger: fd.log}
+		handed[d.Name] = fd.handed
+		if d.HTTPRedirectListen != "" {
+			if fd.redirect, err = l7redirect.NewHTTPSRedirect(d.Names, d.HTTPSPort, fd.log); err != nil {
+				return nil, nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
+			}
+		}
+		for _, l := range []struct {
+			addr string
+			ln   *net.Listener
+		}{{d.Listen, &fd.https}, {d.HTTPRedirectListen, &fd.plain}} {
+			if l.addr == "" {
+				continue
+			}
+			ln, err := listen(l.addr)
+			if err != nil {
+				return nil, nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
+			}
+			if d.ProxyProtocol {
+				ln = proxyListener(ln, d.ProxyTrusted)
+			}
+			*l.ln = ln
+		}
+		roles = append(roles, role{name: "l7redirect listener " + d.Name, run: fd.serve})
+	}
+	return handed, roles, nil
+}
+
+// frontDoor is one L7 front door's role: its HTTPS listener (if it has
+// one), the connections L4 routes hand it, and its plain-HTTP listener (if
+// any), all served until the context ends.
+type frontDoor struct {
+	name     string
+	server   *l7redirect.Server
+	handler  http.Handler
+	redirect http.Handler
+	tls      *tls.Config
+	https    net.Listener
+	plain    net.Listener
+	handed   *l7redirect.ConnListener
+	log      *slog.Logger
+}
+
+// serve runs the front door's servers until ctx is cancelled, then shuts
+// them down gracefully; if one fails, it stops the others and returns its
+// error.
+func (fd *frontDoor) serve(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 3)
+	n := 0
+	start := func(ln net.Listener, h http.Handler, tlsConfig *tls.Config, what string) {
+		n++
+		go serveFrontDoor(ctx, fd.server, ln, h, tlsConfig, done)
+		fd.log.Info("l7redirect listening", "addr", ln.Addr().String(), "serves", what)
+	}
+	if fd.https != nil {
+		start(fd.https, fd.handler, fd.tls, "https")
+	}
+	start(fd.handed, fd.handler, fd.tls, "https from l4 routes")
+	if fd.plain != nil {
+		start(fd.plain, fd.redirect, nil, "http redirect to https")
+	}
+	var first error
+	for range n {
+		if err := <-done; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// serveFrontDoor is Server.Serve as a named goroutine, so stack dumps read
+// well.
+func serveFrontDoor(ctx context.Context, srv *l7redirect.Server, ln net.Listener, h http.Handler, tlsConfig *tls.Config, done chan<- error) {
+	done <- srv.Serve(ctx, ln, h, tlsConfig)
+}
+
+// proxyListener accepts a PROXY header only from trusted addresses, whose
+// header's client address then replaces theirs; from anyone else a header
+// is refused, since it would let a client forge its address.
+func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
+	policy := func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
+			for _, p := range trusted {
+				if p.Contains(ap.Addr().Unmap()) {
+					return proxyproto.USE, nil
+				}
+			}
+		}
+		return proxyproto.REJECT, nil
+	}
+	return &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: 10 * time.Second}
 }
 
 // serveL4 runs one L4 listener until ctx is cancelled, then stops accepting

@@ -1,7 +1,7 @@
 // Package config loads iwalb's YAML configuration file: it parses the file,
 // reports every problem at once as "FILE:LINE: reason", and builds the
-// immutable runtime values that the roles (the auth node, the pools and
-// the L4 balancer's listeners) are started with.
+// immutable runtime values that the roles (the auth node, the pools, the
+// L4 balancer's listeners and the L7 front doors) are started with.
 //
 // Typical use:
 //
@@ -16,7 +16,8 @@
 //		...
 //	}
 //	pools, err := f.Pools(lb.Options{Logger: logger, Registerer: reg})
-//	listeners, err := f.L4(pools) // each with its Router built over pools
+//	doors, err := f.L7Redirect(pools) // each with rules over pools
+//	listeners, err := f.L4(pools, handlers) // handlers: front door name → l7redirect.ConnListener
 //
 // Loading is provision → validate → build, as in Caddy: a file that would
 // fail at run time (a missing keytab, a certificate for the wrong name, an
@@ -35,6 +36,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -48,6 +50,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/l4"
+	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -58,6 +61,7 @@ type rawFile struct {
 	AuthNode rawAuthNode `yaml:"authnode"`
 	Pools    []rawPool   `yaml:"pools"`
 	L4       rawL4       `yaml:"l4"`
+	L7       rawL7       `yaml:"l7redirect"`
 }
 
 type rawLog struct {
@@ -80,6 +84,7 @@ type File struct {
 	authNode      *authnode.Config
 	pools         []poolConfig
 	l4            []l4Listener
+	l7            []l7Listener
 }
 
 // Load reads, validates and builds the configuration file at path. Relative
@@ -182,14 +187,40 @@ func (c *checker) build(raw *rawFile) *File {
 		f.authNode = &cfg
 	}
 	pools, poolLines := c.pools(raw.Pools)
+	// The front doors come first: l4 routes may lead to them.
+	doors := map[string]*l7Listener{}
+	if raw.L7.At.Set {
+		l4Addrs := map[string]int{}
+		for _, l := range raw.L4.Listeners {
+			if l.Listen.V != "" {
+				l4Addrs[l.Listen.V] = l.Listen.Line
+			}
+		}
+		f.l7 = c.l7(raw.L7, pools, poolLines, l4Addrs)
+		for i := range f.l7 {
+			if n := f.l7[i].Name; n != "" && doors[n] == nil {
+				doors[n] = &f.l7[i]
+			}
+		}
+	}
 	if raw.L4.At.Set {
-		f.l4 = c.l4(raw.L4, poolLines)
+		f.l4 = c.l4(raw.L4, poolLines, doors)
+	}
+	for i, l := range f.l7 {
+		if l.Listen == "" && !l.routed {
+			rl := raw.L7.Listeners[i]
+			line := rl.Listen.Line
+			if line == 0 {
+				line = rl.At.Line
+			}
+			c.add(line, "l7redirect.listeners[%d]: no listen address and no l4 route with l7redirect: %s, so nothing reaches it", i, l.Name)
+		}
 	}
 	if len(c.problems) > 0 {
 		return f
 	}
-	if !raw.AuthNode.At.Set && !raw.L4.At.Set {
-		c.add(0, "nothing to run: add an authnode or an l4 section")
+	if !raw.AuthNode.At.Set && !raw.L4.At.Set && !raw.L7.At.Set {
+		c.add(0, "nothing to run: add an authnode, l4 or l7redirect section")
 		return f
 	}
 	f.pools = pools
@@ -211,9 +242,46 @@ func (c *checker) provision(f *File, raw *rawFile) {
 	if err != nil {
 		return // reported above
 	}
+	doors := map[string]l4.ConnHandler{}
+	for i, l := range f.l7 {
+		doors[l.Name] = l7redirect.NewConnListener(nil)
+		c.provisionL7(l, set, raw.L7.Listeners[i], fmt.Sprintf("l7redirect.listeners[%d]", i))
+	}
 	for i, l := range f.l4 {
-		if _, err := l.build(set, l4.Options{Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		if _, err := l.build(set, doors, l4.Options{Logger: slog.New(slog.DiscardHandler)}); err != nil {
 			c.add(raw.L4.Listeners[i].At.Line, "l4.listeners[%d]: %v", i, err)
+		}
+	}
+}
+
+// provisionL7 builds a front door's handlers as the command will, rule by
+// rule first so that anything l7redirect refuses is reported at the rule's
+// line.
+func (c *checker) provisionL7(l l7Listener, set *lb.Set, raw rawL7Listener, p string) {
+	cfg, err := l.config(set)
+	if err != nil {
+		c.add(raw.At.Line, "%s: %v", p, err)
+		return
+	}
+	opts := l7redirect.Options{Logger: slog.New(slog.DiscardHandler)}
+	bad := false
+	for j, r := range cfg.Config.Rules {
+		one := cfg.Config
+		one.Rules, one.Default = []l7redirect.Rule{r}, nil
+		if _, err := l7redirect.New(one, opts); err != nil {
+			c.add(l.rules[j].line, "%s.rules: %v", p, err)
+			bad = true
+		}
+	}
+	if bad {
+		return
+	}
+	if _, err := l7redirect.New(cfg.Config, opts); err != nil {
+		c.add(raw.At.Line, "%s: %v", p, err)
+	}
+	if l.HTTPRedirectListen != "" {
+		if _, err := l7redirect.NewHTTPSRedirect(l.Names, l.HTTPSPort, nil); err != nil {
+			c.add(raw.HTTPRedirectListen.Line, "%s.http_redirect_listen: %v", p, err)
 		}
 	}
 }
@@ -291,16 +359,32 @@ func (f *File) Pools(opts lb.Options) (*lb.Set, error) {
 }
 
 // L4 returns the L4 listeners in file order, each with a Router whose
-// routes lead to the pools of set (from Pools); nil when the file has no l4
-// section.
-func (f *File) L4(set *lb.Set) ([]L4Listener, error) {
+// routes lead to the pools of set (from Pools) and to the L7 front doors of
+// doors, by name (l7redirect.ConnListener serves them); nil when the file
+// has no l4 section.
+func (f *File) L4(set *lb.Set, doors map[string]l4.ConnHandler) ([]L4Listener, error) {
 	var out []L4Listener
 	for _, l := range f.l4 {
-		cfg, err := l.config(set)
+		cfg, err := l.config(set, doors)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, L4Listener{Listen: l.listen, Config: cfg})
+	}
+	return out, nil
+}
+
+// L7Redirect returns the L7 front doors in file order, each with rules
+// leading to the pools of set (from Pools); nil when the file has no
+// l7redirect section.
+func (f *File) L7Redirect(set *lb.Set) ([]L7Listener, error) {
+	var out []L7Listener
+	for _, l := range f.l7 {
+		cfg, err := l.config(set)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cfg)
 	}
 	return out, nil
 }

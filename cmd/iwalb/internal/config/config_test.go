@@ -531,8 +531,8 @@ func TestLoadUnusableFiles(t *testing.T) {
 		name, file, text string
 		want             string
 	}{
-		{"empty file", "empty.yaml", "", "empty.yaml: nothing to run: add an authnode or an l4 section"},
-		{"only log", "log.yaml", "log: {level: debug}\n", "log.yaml: nothing to run: add an authnode or an l4 section"},
+		{"empty file", "empty.yaml", "", "empty.yaml: nothing to run: add an authnode, l4 or l7redirect section"},
+		{"only log", "log.yaml", "log: {level: debug}\n", "log.yaml: nothing to run: add an authnode, l4 or l7redirect section"},
 		{"not a mapping", "list.yaml", "- a\n- b\n", "list.yaml:1: the top level: want a mapping of keys to values, got a list"},
 		{"tabs", "tabs.yaml", "log:\n\tlevel: info\n", "tabs.yaml:2: YAML syntax: found character that cannot start any token"},
 		{"unreadable", "missing.yaml", "", "missing.yaml: cannot read: no such file or directory"},
@@ -592,7 +592,8 @@ func TestExamplesLoad(t *testing.T) {
 }
 
 // materialize creates every file and environment variable that the
-// example refers to: its authnode section and its pools' CA files.
+// example refers to: its authnode section, its pools' CA files and its
+// front doors' certificates.
 func materialize(t *testing.T, dir string, data []byte) {
 	t.Helper()
 	var doc yaml.Node
@@ -609,6 +610,15 @@ func materialize(t *testing.T, dir string, data []byte) {
 	for _, p := range raw.Pools {
 		if ca := p.Health.CAFile; ca.Set {
 			configtest.WriteCert(t, dir, ca.V, ca.V+".key", "ca.example.test", valid)
+		}
+	}
+	for _, l := range raw.L7.Listeners {
+		var names []string
+		for _, n := range l.Names.V {
+			names = append(names, n.V)
+		}
+		for _, ck := range l.Certificates {
+			configtest.WriteCertNames(t, dir, ck.Cert.V, ck.Key.V, valid, names...)
 		}
 	}
 	a := raw.AuthNode

@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +38,7 @@ type rawRoute struct {
 	ServerNames   strList `yaml:"server_names"`
 	Pool          str     `yaml:"pool"`
 	ProxyProtocol str     `yaml:"proxy_protocol"`
+	L7Redirect    str     `yaml:"l7redirect"`
 }
 
 // Limits on an l4 listener's ClientHello buffer: below minHelloBytes real
@@ -65,20 +68,34 @@ type l4Listener struct {
 	def    *l4Route
 }
 
-// l4Route is a route before its pool is looked up.
+// l4Route is a route before its pool or L7 front door is looked up.
 type l4Route struct {
 	serverNames   []string // lower-case
 	pool          string
 	proxyProtocol int
+	l7            string // the L7 front door's name, instead of pool
 }
 
 // name labels the route in l4's logs and metrics: the pool's name, which
-// is what an operator looks for.
-func (r l4Route) name() string { return r.pool }
+// is what an operator looks for, or l7redirect/<front door>.
+func (r l4Route) name() string {
+	if r.l7 != "" {
+		return "l7redirect/" + r.l7
+	}
+	return r.pool
+}
 
-// config builds the listener's l4.Config with its Router over set.
-func (l l4Listener) config(set *lb.Set) (l4.Config, error) {
+// config builds the listener's l4.Config with its Router over set, and
+// the routes to L7 front doors over doors (by front door name).
+func (l l4Listener) config(set *lb.Set, doors map[string]l4.ConnHandler) (l4.Config, error) {
 	route := func(r l4Route) (l4.Route, error) {
+		if r.l7 != "" {
+			h := doors[r.l7]
+			if h == nil {
+				return l4.Route{}, fmt.Errorf("l4 listener %s: no L7 front door %q", l.cfg.Name, r.l7)
+			}
+			return l4.Route{Name: r.name(), ServerNames: slices.Clone(r.serverNames), Handler: h}, nil
+		}
 		pool := set.Pool(r.pool)
 		if pool == nil {
 			return l4.Route{}, fmt.Errorf("l4 listener %s: no pool %q", l.cfg.Name, r.pool)
@@ -112,8 +129,8 @@ func (l l4Listener) config(set *lb.Set) (l4.Config, error) {
 }
 
 // build is config and l4.New, as the command will run them.
-func (l l4Listener) build(set *lb.Set, opts l4.Options) (*l4.Server, error) {
-	cfg, err := l.config(set)
+func (l l4Listener) build(set *lb.Set, doors map[string]l4.ConnHandler, opts l4.Options) (*l4.Server, error) {
+	cfg, err := l.config(set, doors)
 	if err != nil {
 		return nil, err
 	}
@@ -132,8 +149,9 @@ type proxyUse struct {
 }
 
 // l4 validates the l4 section against the pools (by name and the line of
-// their definition) and returns its listeners.
-func (c *checker) l4(r rawL4, pools map[string]int) []l4Listener {
+// their definition) and the L7 front doors (by name), and returns its
+// listeners. It marks the front doors that a route leads to.
+func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener) []l4Listener {
 	if len(r.Listeners) == 0 {
 		c.add(r.At.Line, "l4.listeners: at least one listener is required")
 		return nil
@@ -198,7 +216,9 @@ func (c *checker) l4(r rawL4, pools map[string]int) []l4Listener {
 				seen[n] = sn.Line
 				rt.serverNames = append(rt.serverNames, n)
 			}
-			if c.routePool(rr.Pool, rr.At, rp, "pool", pools) {
+			if rr.L7Redirect.Set {
+				c.l4RouteToL7(rr, rp, &rt, doors, rl.Listen.V)
+			} else if c.routePool(rr.Pool, rr.At, rp, "pool", pools) {
 				c.sameProxy(proxyByPool, rr.Pool, rt.proxyProtocol, rr.ProxyProtocol, rp)
 			}
 			l.routes = append(l.routes, rt)
@@ -218,6 +238,49 @@ func (c *checker) l4(r rawL4, pools map[string]int) []l4Listener {
 		out = append(out, l)
 	}
 	return out
+}
+
+// l4RouteToL7 checks a route to an L7 front door: that door exists, the
+// route names no pool and sends no PROXY header (the front door gets the
+// connection itself), and each server name is one of the door's names, so
+// its certificate covers it.
+func (c *checker) l4RouteToL7(rr rawRoute, rp string, rt *l4Route, doors map[string]*l7Listener, listen string) {
+	if rr.Pool.Set {
+		c.add(rr.Pool.Line, "%s: give pool or l7redirect, not both", rp)
+	}
+	if rr.ProxyProtocol.Set {
+		c.add(rr.ProxyProtocol.Line, "%s.proxy_protocol: applies to routes to a pool only; the L7 front door takes the connection itself", rp)
+	}
+	if !c.needStr(rr.L7Redirect, rr.At, rp, "l7redirect") {
+		return
+	}
+	rt.pool, rt.l7 = "", rr.L7Redirect.V
+	door := doors[rr.L7Redirect.V]
+	if door == nil {
+		known := make([]string, 0, len(doors))
+		for n := range doors {
+			known = append(known, n)
+		}
+		c.add(rr.L7Redirect.Line, "%s.l7redirect: no listener named %q under l7redirect.listeners%s", rp, rr.L7Redirect.V, listNames(known))
+		return
+	}
+	if !door.routed && door.Listen == "" && door.HTTPSPort == 0 {
+		// Browsers reach the door on this listener's port: the 301 of its
+		// plain-HTTP listener sends them there.
+		_, port, _ := net.SplitHostPort(listen)
+		door.HTTPSPort, _ = strconv.Atoi(port)
+	}
+	door.routed = true
+	for _, s := range rr.ServerNames.V {
+		n := strings.ToLower(s.V)
+		if !slices.Contains(rt.serverNames, n) || len(door.Names) == 0 {
+			continue // refused above, or nothing to compare with
+		}
+		if !slices.ContainsFunc(door.Names, func(d string) bool { return d == n || hostMatches(d, n) }) {
+			c.add(s.Line, "%s.server_names: %q is none of the names of l7redirect listener %q (%s), so its certificates do not cover it",
+				rp, s.V, door.Name, strings.Join(door.Names, ", "))
+		}
+	}
 }
 
 // proxyVersion parses none, v1 or v2; unset is none.

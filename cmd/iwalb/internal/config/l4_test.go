@@ -123,7 +123,7 @@ func TestLoadPoolsAndL4(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Pools: %v", err)
 	}
-	ls, err := f.L4(set)
+	ls, err := f.L4(set, nil)
 	if err != nil {
 		t.Fatalf("L4: %v", err)
 	}
@@ -184,7 +184,7 @@ func TestLoadPoolsAndL4(t *testing.T) {
 	// The File is immutable.
 	pools[0].Backends[0].Addr = "changed"
 	pub.Config.TrustedProxies[0] = netip.Prefix{}
-	again, _ := f.L4(set)
+	again, _ := f.L4(set, nil)
 	if f.PoolConfigs()[0].Backends[0].Addr != "127.0.0.1:8443" || !again[0].Config.TrustedProxies[0].IsValid() {
 		t.Error("PoolConfigs() or L4() returned slices shared with the File")
 	}
@@ -206,7 +206,7 @@ func TestLoadAuthNodeAndL4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ls, err := f.L4(set); err != nil || len(ls) != 1 {
+	if ls, err := f.L4(set, nil); err != nil || len(ls) != 1 {
 		t.Errorf("L4() = %d listeners, %v; want 1", len(ls), err)
 	}
 }
@@ -536,7 +536,7 @@ func TestLoadOnlyPoolsIsNothingToRun(t *testing.T) {
 	dir := fixture(t)
 	path := writeConfig(t, dir, l4Base[:strings.Index(l4Base, "l4:\n")])
 	_, err := Load(path)
-	if err == nil || !strings.HasSuffix(err.Error(), "iwalb.yaml: nothing to run: add an authnode or an l4 section") {
+	if err == nil || !strings.HasSuffix(err.Error(), "iwalb.yaml: nothing to run: add an authnode, l4 or l7redirect section") {
 		t.Errorf("Load error = %v, want nothing to run", err)
 	}
 }
