@@ -208,7 +208,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer active.Dec()
 
 	if route.Handler != nil {
-		route.Handler.ServeConn(ctx, &replayConn{Conn: c, r: br})
+		route.Handler.ServeConn(ctx, &replayConn{Conn: c, r: br, remote: src, local: dst})
 		return
 	}
 
@@ -344,10 +344,19 @@ func addrIP(a net.Addr) netip.Addr {
 }
 
 // replayConn reads the bytes already buffered by the peek before reading
-// the connection itself.
+// the connection itself. Its addresses are the client's as the listener
+// learned them, from an upstream PROXY header where one was trusted, so a
+// handler behind L4 sees the same client the relay would have reported.
 type replayConn struct {
 	net.Conn
-	r *bufio.Reader
+	r             *bufio.Reader
+	remote, local net.Addr
 }
 
 func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// RemoteAddr returns the client's address.
+func (c *replayConn) RemoteAddr() net.Addr { return c.remote }
+
+// LocalAddr returns the address the client connected to.
+func (c *replayConn) LocalAddr() net.Addr { return c.local }

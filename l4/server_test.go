@@ -548,7 +548,7 @@ func (h *l7Stub) ServeConn(_ context.Context, c net.Conn) {
 	if err != nil {
 		return
 	}
-	fmt.Fprintf(c, "l7 got %s\n", hello.ServerName)
+	fmt.Fprintf(c, "l7 got %s from %s\n", hello.ServerName, c.RemoteAddr())
 }
 
 func TestHandlerRouteGetsReplayedHello(t *testing.T) {
@@ -568,7 +568,36 @@ func TestHandlerRouteGetsReplayedHello(t *testing.T) {
 	c.Write(captureHello(t, &tls.Config{ServerName: "app.example.test"}))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || line != "l7 got app.example.test\n" {
+	if want := "l7 got app.example.test from " + c.LocalAddr().String() + "\n"; err != nil || line != want {
+		t.Fatalf("handler answered %q, %v; want %q", line, err, want)
+	}
+}
+
+// TestHandlerRouteSeesTheUpstreamClient: behind a trusted balancer that
+// sends PROXY headers, the handler must see the client the header names,
+// not the balancer.
+func TestHandlerRouteSeesTheUpstreamClient(t *testing.T) {
+	be := startTLSBackend(t, "node-a", false)
+	router, err := NewRouter([]Route{
+		{Name: "l7", ServerNames: []string{"app.example.test"}, Handler: &l7Stub{}},
+	}, &Route{Name: "default", Pool: newPool(t, "p", "", lb.HealthCheck{}, be.addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := startServer(t, Config{Router: router, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := net.TCPAddrFromAddrPort(netip.MustParseAddrPort("198.51.100.9:5555"))
+	if _, err := proxyproto.HeaderProxyFromAddrs(2, client, c.RemoteAddr()).WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	c.Write(captureHello(t, &tls.Config{ServerName: "app.example.test"}))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "l7 got app.example.test from 198.51.100.9:5555\n" {
 		t.Fatalf("handler answered %q, %v", line, err)
 	}
 }
