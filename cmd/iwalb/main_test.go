@@ -408,7 +408,7 @@ pools:
     backends:
       - {name: auth1, addr: "%s", fqdn: auth1.example.test}
       - {name: auth2, addr: "%s", fqdn: auth2.example.test}
-    health: {check: https, path: /readyz, ca_file: tls/ca.pem, interval: 100ms, timeout: 100ms, rise: 1, fall: 1}
+    health: {check: https, path: /readyz, ca_file: tls/ca.pem, interval: 500ms, timeout: 500ms, rise: 1, fall: 3}
 l4:
   listeners:
     - name: public
@@ -693,7 +693,7 @@ pools:
     backends:
       - {name: auth1, addr: "%s", fqdn: auth1.example.test}
       - {name: auth2, addr: "%s", fqdn: auth2.example.test}
-    health: {check: https, path: /readyz, ca_file: tls/ca.pem, interval: 100ms, timeout: 100ms, rise: 1, fall: 1}
+    health: {check: https, path: /readyz, ca_file: tls/ca.pem, interval: 500ms, timeout: 500ms, rise: 1, fall: 3}
 l7redirect:
   listeners:
     - name: sso
