@@ -275,14 +275,21 @@ func metric(page, series string) float64 {
 func (e *e2e) startAuthNode(name string, appPort int, extra string) (n *proc, port, metricsPort int) {
 	e.t.Helper()
 	port, metricsPort = freePortNum(e.t), freePortNum(e.t)
+	return e.startAuthNodeOn(name, port, metricsPort, appPort, extra), port, metricsPort
+}
+
+// startAuthNodeOn is startAuthNode on given ports, to bring a node back
+// where it was.
+func (e *e2e) startAuthNodeOn(name string, port, metricsPort, appPort int, extra string) *proc {
+	e.t.Helper()
 	appURL := fmt.Sprintf("https://app.example.test:%d/sso/callback", appPort)
 	cfg := e.authNodeConfig(name, name+".example.test", port, metricsPort, appURL, extra)
 	if out, err := exec.Command(filepath.Join(e.bin, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
 		e.t.Fatalf("iwalb check: %v\n%s", err, out)
 	}
-	n = e.start("iwalb run "+name, "iwalb", "run", "-config", cfg)
+	n := e.start("iwalb run "+name, "iwalb", "run", "-config", cfg)
 	e.waitReady(n, fmt.Sprintf("https://%s.example.test:%d/readyz", name, port))
-	return n, port, metricsPort
+	return n
 }
 
 // startDemoApp starts the demo application on appPort, redeeming at the
