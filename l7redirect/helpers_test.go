@@ -163,7 +163,9 @@ func newPool(t *testing.T, name string, policy lb.PolicyName, nodes []*testNode,
 	}
 	p, err := lb.NewPool(lb.Config{
 		Name: name, Policy: policy, Backends: bcs,
-		Health: lb.HealthCheck{Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 1},
+		// Three misses in a row take a node out: one slow check on a loaded
+		// machine must not.
+		Health: lb.HealthCheck{Interval: 50 * time.Millisecond, Rise: 1, Fall: 3},
 	}, lb.Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
