@@ -241,7 +241,7 @@ func TestKilledBackendEjectedAndRestored(t *testing.T) {
 	n1 := startTLSBackend(t, "node-1", false)
 	n2 := startTLSBackend(t, "node-2", false)
 	pool := newPool(t, "auth", lb.PolicyRoundRobin,
-		lb.HealthCheck{Interval: 30 * time.Millisecond, Timeout: 500 * time.Millisecond, Rise: 2, Fall: 2, PassiveFall: -1},
+		lb.HealthCheck{Interval: 60 * time.Millisecond, Rise: 2, Fall: 2, PassiveFall: -1},
 		n1.addr, n2.addr)
 	ctx := t.Context()
 	go pool.Run(ctx)

@@ -373,7 +373,7 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 	p, err := NewPool(Config{
 		Name:     "auth",
 		Backends: []BackendConfig{{Name: "n1", Addr: srv.addr}},
-		Health:   HealthCheck{Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2},
+		Health:   HealthCheck{Interval: 50 * time.Millisecond, Rise: 2, Fall: 2},
 	}, Options{Logger: quietLogger(), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)

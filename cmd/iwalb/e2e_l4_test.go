@@ -31,7 +31,7 @@ pools:
   - name: authnodes
     policy: round_robin
     backends:
-%s    health: {check: https, path: /readyz, ca_file: %s, interval: 300ms, timeout: 300ms, rise: 1, fall: 2}
+%s    health: {check: https, path: /readyz, ca_file: %s, interval: 300ms, timeout: 300ms, rise: 1, fall: 3}
 l4:
   listeners:
     - name: public

@@ -30,7 +30,7 @@ pools:
   - name: authnodes
     policy: client_ip_hash
     backends:
-%s    health: {check: https, path: /readyz, ca_file: %s, interval: 300ms, timeout: 300ms, rise: 1, fall: 2}
+%s    health: {check: https, path: /readyz, ca_file: %s, interval: 300ms, timeout: 300ms, rise: 1, fall: 3}
 l7redirect:
   listeners:
     - name: sso
