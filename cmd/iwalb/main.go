@@ -1,5 +1,5 @@
-// Command iwalb runs the roles of one iwalb appliance (the auth node, the
-// pools and the L4 balancer; later the L7 redirector) from one YAML file.
+// Command iwalb runs the roles of one iwalb appliance (auth node, pools,
+// L4 balancer, L7 front door) from one YAML file.
 //
 //	iwalb check -config /etc/iwalb/iwalb.yaml   # FILE:LINE: reason per problem
 //	iwalb run   -config /etc/iwalb/iwalb.yaml   # until SIGINT or SIGTERM
