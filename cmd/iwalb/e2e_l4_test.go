@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -20,13 +21,14 @@ import (
 // l4Config writes a configuration for an L4 listener on port that sends
 // lb.example.test to the auth nodes auth1, auth2, ... on nodePorts, with
 // HTTPS health checks on /readyz and PROXY v2.
-func (e *e2e) l4Config(port, metricsPort int, nodePorts ...int) string {
+func (e *e2e) l4Config(port, metricsPort, adminPort int, nodePorts ...int) string {
 	var backends strings.Builder
 	for i, p := range nodePorts {
 		fmt.Fprintf(&backends, "      - {name: auth%d, addr: 127.0.0.1:%d, fqdn: auth%d.example.test}\n", i+1, p, i+1)
 	}
 	return e.write("l4.yaml", fmt.Sprintf(`log: {level: debug, format: json}
 metrics: {listen: 127.0.0.1:%d}
+admin: {listen: 127.0.0.1:%d}
 pools:
   - name: authnodes
     policy: round_robin
@@ -38,7 +40,7 @@ l4:
       listen: 127.0.0.1:%d
       routes:
         - {server_names: [lb.example.test], pool: authnodes, proxy_protocol: v2}
-`, metricsPort, backends.String(), e.pki.CAFile, port))
+`, metricsPort, adminPort, backends.String(), e.pki.CAFile, port))
 }
 
 const behindL4 = "  proxy_protocol: {enabled: true, trusted: [127.0.0.1/32]}\n"
@@ -48,8 +50,8 @@ func TestE2EKerberosThroughTheL4Balancer(t *testing.T) {
 	appPort, l4Port := freePortNum(t), freePortNum(t)
 	n1, port1, _ := e.startAuthNode("auth1", appPort, behindL4)
 	_, port2, _ := e.startAuthNode("auth2", appPort, behindL4)
-	lbMetrics := freePortNum(t)
-	lb := e.start("iwalb run (l4)", "iwalb", "run", "-config", e.l4Config(l4Port, lbMetrics, port1, port2))
+	lbMetrics, lbAdmin := freePortNum(t), freePortNum(t)
+	lb := e.start("iwalb run (l4)", "iwalb", "run", "-config", e.l4Config(l4Port, lbMetrics, lbAdmin, port1, port2))
 	lbURL := fmt.Sprintf("https://lb.example.test:%d", l4Port)
 	e.waitReady(lb, lbURL+"/readyz")
 
@@ -117,6 +119,23 @@ func TestE2EKerberosThroughTheL4Balancer(t *testing.T) {
 		t.Fatalf("logins per node %v; round-robin should use both", seen)
 	}
 
+	// An operator drains auth2 for maintenance: new logins go to auth1.
+	admin := func(action string) {
+		t.Helper()
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/pools/authnodes/backends/auth2/%s", lbAdmin, action), "", nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("admin %s auth2: %v %v", action, resp, err)
+		}
+		resp.Body.Close()
+	}
+	admin("drain")
+	for range 3 {
+		if node, _ := login(); node != "auth1" {
+			t.Fatalf("a login went to %s while auth2 was drained", node)
+		}
+	}
+	admin("undrain")
+
 	// A node that dies is taken out; logins go on at the other one.
 	n1.kill()
 	deadline := time.Now().Add(10 * time.Second)
@@ -145,7 +164,7 @@ func TestE2EChromiumThroughTheL4Balancer(t *testing.T) {
 	_, port1, _ := e.startAuthNode("auth1", appPort, behindL4)
 	_, port2, _ := e.startAuthNode("auth2", appPort, behindL4)
 	e.startDemoApp(appPort, port1, port2)
-	lb := e.start("iwalb run (l4)", "iwalb", "run", "-config", e.l4Config(l4Port, freePortNum(t), port1, port2))
+	lb := e.start("iwalb run (l4)", "iwalb", "run", "-config", e.l4Config(l4Port, freePortNum(t), freePortNum(t), port1, port2))
 	lbURL := fmt.Sprintf("https://lb.example.test:%d", l4Port)
 	e.waitReady(lb, lbURL+"/readyz")
 

@@ -150,6 +150,18 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 		}
 	}
 
+	if addr := f.AdminListen(); addr != "" {
+		ln, err := listen(addr)
+		if err != nil {
+			return nil, fmt.Errorf("admin: %w", err)
+		}
+		log := logger.With("role", "admin")
+		h := adminHandler(pools, log)
+		roles = append(roles, role{name: "admin", run: func(ctx context.Context) error {
+			return servePrivateHTTP(ctx, ln, h, "admin", log)
+		}})
+	}
+
 	// The metrics listener comes last: nothing after it can fail and leave
 	// it bound.
 	if addr := f.MetricsListen(); addr != "" {
@@ -364,26 +376,32 @@ func runRole(ctx context.Context, r role) error {
 func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return servePrivateHTTP(ctx, ln, mux, "metrics", log)
+}
+
+// servePrivateHTTP serves one of the process's own HTTP endpoints (metrics,
+// admin) on ln until ctx is cancelled, then shuts it down gracefully.
+func servePrivateHTTP(ctx context.Context, ln net.Listener, h http.Handler, what string, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
 	go serveHTTP(srv, ln, served)
-	log.Info("serving metrics", "addr", ln.Addr().String())
+	log.Info("serving "+what, "addr", ln.Addr().String())
 	select {
 	case err := <-served:
-		return fmt.Errorf("serve metrics on %s: %w", ln.Addr(), err)
+		return fmt.Errorf("serve %s on %s: %w", what, ln.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down metrics on %s: %w", ln.Addr(), err)
+		return fmt.Errorf("shut down %s on %s: %w", what, ln.Addr(), err)
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve metrics on %s: %w", ln.Addr(), err)
+		return fmt.Errorf("serve %s on %s: %w", what, ln.Addr(), err)
 	}
 	return nil
 }

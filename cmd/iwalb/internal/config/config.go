@@ -39,6 +39,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -62,6 +64,7 @@ type rawFile struct {
 	Pools    []rawPool   `yaml:"pools"`
 	L4       rawL4       `yaml:"l4"`
 	L7       rawL7       `yaml:"l7redirect"`
+	Admin    rawAdmin    `yaml:"admin"`
 }
 
 type rawLog struct {
@@ -75,12 +78,18 @@ type rawMetrics struct {
 	Listen str `yaml:"listen"`
 }
 
+type rawAdmin struct {
+	At     pos `yaml:"-"`
+	Listen str `yaml:"listen"`
+}
+
 // File is a loaded, valid configuration. It is immutable: accessors return
 // copies.
 type File struct {
 	logLevel      slog.Level
 	logJSON       bool
 	metricsListen string
+	adminListen   string
 	authNode      *authnode.Config
 	pools         []poolConfig
 	l4            []l4Listener
@@ -182,6 +191,7 @@ func (c *checker) build(raw *rawFile) *File {
 	f := &File{}
 	f.logLevel, f.logJSON = c.log(raw.Log)
 	f.metricsListen = c.metrics(raw.Metrics)
+	f.adminListen = c.admin(raw.Admin)
 	if raw.AuthNode.At.Set {
 		cfg := c.authNode(raw.AuthNode)
 		f.authNode = &cfg
@@ -319,6 +329,20 @@ func (c *checker) metrics(r rawMetrics) string {
 	return r.Listen.V
 }
 
+// admin checks the admin listener: its API drains backends and has no
+// authentication of its own, so it may listen on loopback only.
+func (c *checker) admin(r rawAdmin) string {
+	if !r.At.Set || !c.needStr(r.Listen, r.At, "admin", "listen") || !c.hostPort(r.Listen, "admin.listen") {
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(r.Listen.V)
+	if ip, err := netip.ParseAddr(host); (err != nil || !ip.IsLoopback()) && host != "localhost" {
+		c.add(r.Listen.Line, "admin.listen: %q is not a loopback address; the admin API has no authentication, so it listens on loopback only", r.Listen.V)
+		return ""
+	}
+	return r.Listen.V
+}
+
 // AuthNode returns the auth node's configuration, with defaults applied,
 // paths absolute and secrets read; false when the file has no authnode
 // section.
@@ -392,6 +416,10 @@ func (f *File) L7Redirect(set *lb.Set) ([]L7Listener, error) {
 // MetricsListen returns the address of the Prometheus listener, or "" when
 // metrics are not served.
 func (f *File) MetricsListen() string { return f.metricsListen }
+
+// AdminListen returns the admin API's listen address, or "" when the admin
+// API is not served.
+func (f *File) AdminListen() string { return f.adminListen }
 
 // Logger returns a logger writing to w at the configured level and format.
 func (f *File) Logger(w io.Writer) *slog.Logger {

@@ -317,6 +317,11 @@ func TestLoadProblems(t *testing.T) {
 			},
 		},
 		{
+			name:  "admin API off loopback",
+			extra: "admin: {listen: 0.0.0.0:9110}\n",
+			want:  []string{`28: admin.listen: "0.0.0.0:9110" is not a loopback address; the admin API has no authentication, so it listens on loopback only`},
+		},
+		{
 			name:  "metrics section without listen",
 			lines: map[int]string{5: "#"},
 			want:  []string{`4: missing required key "listen" in metrics`},
