@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -574,5 +575,100 @@ func TestADRedeemWithClientCertificate(t *testing.T) {
 	}
 	if code := redeemWith(&appPKI); code != http.StatusOK {
 		t.Fatalf("redeem with the application's client certificate: %d, want 200", code)
+	}
+}
+
+// tcpForwarder relays a loopback port to another address, and can be
+// stopped (listener and every relayed connection closed) and started again
+// on the same port: a directory server going down and coming back.
+type tcpForwarder struct {
+	t      *testing.T
+	target string
+	addr   string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newTCPForwarder(t *testing.T, target string) *tcpForwarder {
+	f := &tcpForwarder{t: t, target: target, addr: "127.0.0.1:0"}
+	f.start()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *tcpForwarder) start() {
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.ln, f.addr = ln, ln.Addr().String()
+	f.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", f.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			f.mu.Lock()
+			f.conns = append(f.conns, c, up)
+			f.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+func (f *tcpForwarder) stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ln != nil {
+		f.ln.Close()
+		f.ln = nil
+	}
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.conns = nil
+}
+
+func TestADLDAPStopsAndComesBack(t *testing.T) {
+	env := adtest.Env(t)
+	u, err := url.Parse(env["AD_LDAPS_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ldapFwd := newTCPForwarder(t, u.Host)
+	a := startADNode(t, env, func(c *Config, _ *Options) { c.LDAP.URL = "ldaps://" + ldapFwd.addr })
+	cc := kinit(t, env, "alice", env["AD_ALICE_PASSWORD"])
+	login := func() (int, string) {
+		status, _, body := a.curlNegotiate(t, env, cc, "auth1.example.test")
+		return status, body
+	}
+	if status, body := login(); status != http.StatusFound {
+		t.Fatalf("login with the directory up: %d %s", status, body)
+	}
+
+	// The directory goes away while the node holds pooled connections to it.
+	ldapFwd.stop()
+	if status, body := login(); status != http.StatusServiceUnavailable || !strings.Contains(body, "ldap_unavailable") {
+		t.Fatalf("login with the directory down: %d %s", status, body)
+	}
+	if rep := a.node.runChecks(context.Background()); rep.Ready || rep.Checks["ldap"].OK {
+		t.Fatalf("readiness with the directory down: %+v", rep)
+	}
+
+	ldapFwd.start()
+	if status, body := login(); status != http.StatusFound {
+		t.Fatalf("login after the directory came back: %d %s", status, body)
+	}
+	if rep := a.node.runChecks(context.Background()); !rep.Ready {
+		t.Fatalf("readiness after the directory came back: %+v", rep)
 	}
 }

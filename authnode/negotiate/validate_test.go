@@ -37,6 +37,25 @@ func TestValidateOffline(t *testing.T) {
 	if err := otherSPN.AddEntry("HTTP/elsewhere.test.local", testRealm, testPass, t0, 3, 18); err != nil {
 		t.Fatal(err)
 	}
+	// A keytab as it looks after a password change: the old key (kvno 2,
+	// another password), the current one (kvno 3) in two enctypes, and
+	// another SPN of the same account.
+	rotated := keytab.New()
+	for _, e := range []struct {
+		spn, pass string
+		kvno      uint8
+		etype     int32
+	}{
+		{testSPN, "the-old-password", 2, 18},
+		{testSPN, testPass, 3, 23},
+		{"HTTP/lb.test.local", testPass, 3, 18},
+		{testSPN, testPass, 3, 17},
+		{testSPN, testPass, 3, 18},
+	} {
+		if err := rotated.AddEntry(e.spn, testRealm, e.pass, t0, e.kvno, e.etype); err != nil {
+			t.Fatal(err)
+		}
+	}
 	otherRealm := keytab.New()
 	if err := otherRealm.AddEntry(testSPN, "OTHER.LOCAL", testPass, t0, 3, 18); err != nil {
 		t.Fatal(err)
@@ -50,6 +69,7 @@ func TestValidateOffline(t *testing.T) {
 		contains []string
 	}{
 		{name: "ok", spec: ticketSpec{now: t0}, kt: good, now: t0},
+		{name: "ok among several SPNs, enctypes and KVNOs", spec: ticketSpec{now: t0}, kt: rotated, now: t0},
 		{name: "ok raw krb5", spec: ticketSpec{now: t0, rawKRB5: true}, kt: good, now: t0},
 		{name: "ok 4m skew", spec: ticketSpec{now: t0}, kt: good, now: t0.Add(4 * time.Minute)},
 		{name: "wrong spn", spec: ticketSpec{now: t0, kt: otherSPN, sname: "HTTP/elsewhere.test.local"}, kt: good, now: t0,
