@@ -2,20 +2,22 @@ package negotiate
 
 import (
 	"container/heap"
+	"crypto/sha256"
 	"sync"
 	"time"
 )
 
-// replayKey identifies one authenticator. The service principal is the one
-// whose key decrypted the ticket (not the ticket's unencrypted sname, which
-// an attacker can edit without breaking anything), so a blob cannot be
-// replayed by relabelling it.
+// replayKey identifies one authenticator. The service is named by the key
+// that decrypted the ticket, not by the ticket's unencrypted sname nor by
+// the keytab entry's name: every SPN of an AD account shares the account's
+// key, so relabelling a captured ticket from HTTP/auth1 to HTTP/lb still
+// decrypts, and must still count as the same authenticator.
 type replayKey struct {
-	client  string // client principal name
-	realm   string // client realm
-	ctime   int64  // authenticator ctime, Unix seconds
-	cusec   int
-	service string // principal@REALM of the keytab entry used
+	client string // client principal name
+	realm  string // client realm
+	ctime  int64  // authenticator ctime, Unix seconds
+	cusec  int
+	key    [sha256.Size]byte // SHA-256 of the decrypting key's type and bytes
 }
 
 type replayEntry struct {

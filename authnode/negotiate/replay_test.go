@@ -8,16 +8,16 @@ import (
 func TestReplayCacheExpiry(t *testing.T) {
 	c := newReplayCache(10)
 	t0 := time.Unix(1700000000, 0)
-	k := replayKey{client: "alice", realm: "R", ctime: 1, service: "HTTP/x@R"}
+	k := replayKey{client: "alice", realm: "R", ctime: 1, key: [32]byte{1}}
 	if seen, full := c.insert(k, t0, t0.Add(5*time.Minute)); seen || full {
 		t.Fatalf("first insert: seen=%v full=%v", seen, full)
 	}
 	if seen, _ := c.insert(k, t0.Add(4*time.Minute), t0.Add(9*time.Minute)); !seen {
 		t.Fatal("second insert within the window was not seen as a replay")
 	}
-	// Other service principal: not the same authenticator use.
+	// Another service's key: not the same authenticator use.
 	k2 := k
-	k2.service = "HTTP/y@R"
+	k2.key = [32]byte{2}
 	if seen, _ := c.insert(k2, t0, t0.Add(5*time.Minute)); seen {
 		t.Fatal("same authenticator for another service counted as a replay")
 	}

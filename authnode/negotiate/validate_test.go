@@ -11,9 +11,11 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/spnego"
+	"github.com/jcmturner/gokrb5/v8/types"
 )
 
 func fixedClock(t time.Time) func() time.Time { return func() time.Time { return t } }
@@ -261,5 +263,40 @@ func TestSummarizeAndLoadKeytab(t *testing.T) {
 	writeFile(t, full, b)
 	if got, err := LoadKeytab(full); err != nil || len(got.Entries) != 1 {
 		t.Fatalf("LoadKeytab: %v", err)
+	}
+}
+
+// TestReplayByRelabellingTheSPN: every SPN of an AD account shares its key,
+// so a captured ticket whose unencrypted sname is rewritten to another SPN
+// of the keytab still decrypts. It is still the same authenticator.
+func TestReplayByRelabellingTheSPN(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	kt := testKeytab(t)
+	lb := kt.Entries[0]
+	lb.Principal.Components = []string{"HTTP", "lb.test.local"}
+	kt.Entries = append(kt.Entries, lb)
+
+	blob := makeBlob(t, ticketSpec{now: t0, kt: kt})
+	tok := parse(blob)
+	var ap messages.APReq
+	if err := ap.Unmarshal(tok.apReq); err != nil {
+		t.Fatal(err)
+	}
+	ap.Ticket.SName = types.NewPrincipalName(nametype.KRB_NT_SRV_INST, "HTTP/lb.test.local")
+	ab, err := ap.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	relabelled, err := wrapGSS(oidKRB5, tokIDAPReq, ab)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	v := NewValidator(kt, Options{Now: fixedClock(t0)})
+	if _, err := v.Validate(blob); err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	if id, err := v.Validate(relabelled); !errors.Is(err, ErrReplay) {
+		t.Fatalf("the same authenticator relabelled to HTTP/lb: %+v, %v; want ErrReplay", id, err)
 	}
 }

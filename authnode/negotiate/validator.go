@@ -2,6 +2,7 @@ package negotiate
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -270,6 +271,19 @@ func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error
 		ErrDecrypt, want, etypeLabel(etype), kvno, lastErr)
 }
 
+// keyFingerprint names a key without holding it: the replay cache keys on
+// it, so it must not keep key material itself.
+func keyFingerprint(k types.EncryptionKey) [sha256.Size]byte {
+	h := sha256.New()
+	var t [4]byte
+	binary.BigEndian.PutUint32(t[:], uint32(k.KeyType))
+	h.Write(t[:])
+	h.Write(k.KeyValue)
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
 // principalMatches compares case-insensitively: Active Directory treats
 // SPNs and realms so, and encrypts with the same account key whatever case
 // the client used.
@@ -357,11 +371,11 @@ func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Ident
 		expires = ctime
 	}
 	key := replayKey{
-		client:  ep.CName.PrincipalNameString(),
-		realm:   ep.CRealm,
-		ctime:   auth.CTime.Unix(),
-		cusec:   auth.Cusec,
-		service: tk.principal,
+		client: ep.CName.PrincipalNameString(),
+		realm:  ep.CRealm,
+		ctime:  auth.CTime.Unix(),
+		cusec:  auth.Cusec,
+		key:    keyFingerprint(tk.key),
 	}
 	seen, full := v.replay.insert(key, now, expires.Add(v.skew))
 	if seen {
