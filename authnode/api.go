@@ -124,7 +124,8 @@ func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
 // handleSessionValidate tells an application whether a session is live and
 // whose it is.
 func (n *Node) handleSessionValidate(w http.ResponseWriter, r *http.Request) {
-	if _, ok := n.authenticateAPI(w, r); !ok {
+	client, ok := n.authenticateAPI(w, r)
+	if !ok {
 		return
 	}
 	sid, err := readSecretField(w, r, "session")
@@ -147,13 +148,21 @@ func (n *Node) handleSessionValidate(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "store", "the session store is unavailable")
 		return
 	}
+	// A session belongs to the application that redeemed its token; to any
+	// other it does not exist.
+	if rec.Client != client {
+		n.metrics.sessions.WithLabelValues("rejected").Inc()
+		writeJSONError(w, http.StatusNotFound, "unknown", "the session is unknown, ended or expired")
+		return
+	}
 	n.metrics.sessions.WithLabelValues("validated").Inc()
 	writeJSON(w, http.StatusOK, redeemResponse{Identity: rec.Identity, Session: sessionInfo{ID: sid, ExpiresAt: rec.ExpiresAt}})
 }
 
-// handleLogout ends a session. An application calls it with its API
-// credentials and the session id; a browser may post a form with the
-// session id. Either way the node's own cookie is cleared.
+// handleLogout ends a session: an application posts the session id (JSON),
+// or a browser posts a form the application rendered. Knowing the id is
+// owning the session, so no API credentials are needed to end it. The
+// node's own cookie is cleared either way.
 func (n *Node) handleLogout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
 		Name: n.cfg.CookieName, Value: "", Path: "/", MaxAge: -1,
@@ -161,11 +170,6 @@ func (n *Node) handleLogout(w http.ResponseWriter, r *http.Request) {
 	})
 	noStore(w)
 	sid, err := readSecretField(w, r, "session")
-	if err != nil {
-		if c, cerr := r.Cookie(n.cfg.CookieName); cerr == nil && wellFormedSecret(c.Value) {
-			sid, err = c.Value, nil
-		}
-	}
 	if err == nil {
 		if derr := n.sessions.Delete(r.Context(), storeKey(sid)); derr != nil {
 			n.log.Error("logout", "err", derr.Error())
@@ -183,7 +187,7 @@ func (n *Node) handleLogout(w http.ResponseWriter, r *http.Request) {
 // authenticateAPI identifies the calling application by its API key
 // (Authorization: Bearer) or its verified client certificate, or answers 401.
 func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, bool) {
-	if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+	if scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		given := sha256.Sum256([]byte(strings.TrimSpace(key)))
 		match := ""
 		// Compare against every client so timing does not tell which

@@ -24,6 +24,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -154,7 +156,8 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("LDAP: %w", err)
 	}
 	for _, c := range cfg.APIClients {
-		n.apiClients = append(n.apiClients, apiClient{name: c.Name, keyHash: sha256Sum(c.Key), certName: c.CertName})
+		// Presented keys are trimmed (see authenticateAPI); so are these.
+		n.apiClients = append(n.apiClients, apiClient{name: c.Name, keyHash: sha256Sum(strings.TrimSpace(c.Key)), certName: c.CertName})
 	}
 	if n.tokens == nil {
 		n.tokens = store.NewMemory(nil)
@@ -340,6 +343,9 @@ func (c *Config) validate() error {
 	need(c.Krb5Conf, "Krb5Conf")
 	need(c.Realm, "Realm")
 	need(c.Account, "Account")
+	if err := CheckSSOPath(c.SSOPath); err != nil {
+		errs = append(errs, fmt.Errorf("SSOPath %w", err))
+	}
 	if c.MaxHeaderBytes < 64<<10 {
 		errs = append(errs, fmt.Errorf("MaxHeaderBytes %d is below 64 KiB; Kerberos tickets with large PACs would be refused", c.MaxHeaderBytes))
 	}
@@ -356,6 +362,28 @@ func (c *Config) validate() error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("auth node config: %w", err)
+	}
+	return nil
+}
+
+// reservedPaths are the node's own endpoints; the SSO path may be none of
+// them, nor under /api/.
+var reservedPaths = []string{"/healthz", "/readyz", "/logout"}
+
+// CheckSSOPath says whether p can be the login endpoint's path: absolute,
+// plain characters only (it becomes a route pattern), and not one of the
+// node's own endpoints.
+func CheckSSOPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("%q must start with \"/\"", p)
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/-._~", r)) {
+			return fmt.Errorf("%q may hold only letters, digits and / - . _ ~", p)
+		}
+	}
+	if slices.Contains(reservedPaths, p) || p == "/api" || strings.HasPrefix(p, "/api/") {
+		return fmt.Errorf("%q is taken by the node's own endpoints (%s, /api/)", p, strings.Join(reservedPaths, ", "))
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ const testAPIKey = "test-api-key-0123456789abcdef"
 
 func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Writer) *Node {
 	t.Helper()
-	cfg := Config{FQDN: "auth1.example.test", ApplicationURL: "https://app.example.test/cb?x=1"}
+	cfg := Config{FQDN: "auth1.example.test", Realm: "EXAMPLE.TEST", ApplicationURL: "https://app.example.test/cb?x=1"}
 	cfg.setDefaults()
 	m, err := newMetrics(nil)
 	if err != nil {
@@ -308,7 +308,8 @@ func TestExpiredTokenIsGone(t *testing.T) {
 }
 
 func TestReadyzReflectsChecks(t *testing.T) {
-	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	var logs syncBuffer
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, &logs)
 	get := func() (int, string) {
 		w := httptest.NewRecorder()
 		n.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
@@ -318,18 +319,25 @@ func TestReadyzReflectsChecks(t *testing.T) {
 		t.Fatalf("readyz before the first check: %d, want 503", c)
 	}
 	n.runChecks(context.Background())
-	if c, body := get(); c != http.StatusOK || !strings.Contains(body, `"kdc_self_test":{"ok":true`) {
+	if c, body := get(); c != http.StatusOK || !strings.Contains(body, `"kdc_self_test":true`) {
 		t.Fatalf("readyz after passing checks: %d %s", c, body)
 	}
-	n.selfTest = func(context.Context) error { return errors.New("KDC unreachable") }
+	n.selfTest = func(context.Context) error {
+		return errors.New("KDC 127.0.0.1:88 unreachable for svc_http@EXAMPLE.TEST")
+	}
 	n.runChecks(context.Background())
-	if c, body := get(); c != http.StatusServiceUnavailable || !strings.Contains(body, "KDC unreachable") {
+	c, body := get()
+	if c != http.StatusServiceUnavailable || !strings.Contains(body, `"kdc_self_test":false`) {
 		t.Fatalf("readyz with a failing self-test: %d %s", c, body)
+	}
+	// Why is for the operator's log, not for anyone who can reach /readyz.
+	if strings.Contains(body, "svc_http") || !strings.Contains(logs.String(), "svc_http@EXAMPLE.TEST") {
+		t.Fatalf("the failure's detail belongs in the log only; body %s\nlog:\n%s", body, logs.String())
 	}
 	n.selfTest = func(context.Context) error { return nil }
 	n.dir = fakeDirectory{err: directory.ErrUnavailable}
 	n.runChecks(context.Background())
-	if c, body := get(); c != http.StatusServiceUnavailable || !strings.Contains(body, `"ldap":{"ok":false`) {
+	if c, body := get(); c != http.StatusServiceUnavailable || !strings.Contains(body, `"ldap":false`) {
 		t.Fatalf("readyz with LDAP down: %d %s", c, body)
 	}
 }
@@ -346,3 +354,49 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func TestSSORefusesOtherRealms(t *testing.T) {
+	evil := *alice
+	evil.Realm = "EVIL.TEST"
+	n := newTestNode(t, fakeValidator{id: &evil}, fakeDirectory{user: aliceUser}, nil)
+	w := ssoRequest(n, "Negotiate YQ==")
+	if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "foreign_realm") {
+		t.Fatalf("alice@EVIL.TEST: %d %s; want 403 foreign_realm, not this domain's alice", w.Code, w.Body)
+	}
+}
+
+func TestCheckSSOPath(t *testing.T) {
+	for p, ok := range map[string]bool{
+		"/sso": true, "/auth/windows-sso": true, "/": true,
+		"sso": false, "/readyz": false, "/healthz": false, "/logout": false, "/api": false, "/api/v1/x": false,
+		"/sso/{x}": false, "/s so": false, "/sso?x": false,
+	} {
+		if err := CheckSSOPath(p); (err == nil) != ok {
+			t.Errorf("CheckSSOPath(%q) = %v, want ok=%v", p, err, ok)
+		}
+	}
+}
+
+func TestSessionsBelongToTheirApplication(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	n.apiClients = append(n.apiClients, apiClient{name: "other", keyHash: sha256Sum("other-app-key-0123456789")})
+	w := redeem(n, testAPIKey, tokenFrom(t, ssoRequest(n, "Negotiate YQ==")))
+	var got redeemResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	validate := func(authz string) int {
+		r := httptest.NewRequest("POST", "/api/v1/sessions/validate", strings.NewReader(`{"session":"`+got.Session.ID+`"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Authorization", authz)
+		w := httptest.NewRecorder()
+		n.Handler().ServeHTTP(w, r)
+		return w.Code
+	}
+	if c := validate("bearer " + testAPIKey); c != http.StatusOK {
+		t.Fatalf("the owning application (scheme in lower case): %d, want 200", c)
+	}
+	if c := validate("Bearer other-app-key-0123456789"); c != http.StatusNotFound {
+		t.Fatalf("another application: %d, want 404", c)
+	}
+}

@@ -2,7 +2,6 @@ package authnode
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,18 +18,29 @@ type readiness struct {
 	draining atomic.Bool
 }
 
-// readyReport is the body of /readyz.
+// readyReport is the result of one round of readiness checks. Its details
+// name servers, accounts and keytab entries, so they go to the log; /readyz
+// shows only which checks pass.
 type readyReport struct {
-	Ready     bool                   `json:"ready"`
-	CheckedAt time.Time              `json:"checkedAt"`
-	Checks    map[string]checkResult `json:"checks"`
-	// ClockOffset is the domain controller's clock minus ours, in seconds.
-	ClockOffset float64 `json:"clockOffsetSeconds"`
+	Ready     bool
+	CheckedAt time.Time
+	Checks    map[string]checkResult
+	// ClockOffset is the domain controller's clock minus ours.
+	ClockOffset time.Duration
 }
 
 type checkResult struct {
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail,omitempty"`
+	OK     bool
+	Detail string
+}
+
+// readyView is the body of /readyz.
+type readyView struct {
+	Ready       bool            `json:"ready"`
+	CheckedAt   time.Time       `json:"checkedAt"`
+	Checks      map[string]bool `json:"checks"`
+	ClockOffset float64         `json:"clockOffsetSeconds"`
+	Detail      string          `json:"detail,omitempty"`
 }
 
 // checkLoop runs the readiness checks at once and then every
@@ -82,7 +92,7 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 			// Take the midpoint of the request as our side of the clock.
 			ours := before.Add(time.Since(start) / 2)
 			off := dcTime.Sub(ours)
-			rep.ClockOffset = off.Seconds()
+			rep.ClockOffset = off
 			n.metrics.clockOffset.Set(off.Seconds())
 			if off.Abs() > n.cfg.MaxClockSkew {
 				err = fmt.Errorf("clock differs from the domain controller's by %s (allowed %s)", off.Round(time.Second), n.cfg.MaxClockSkew)
@@ -110,16 +120,29 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 		v = 1
 	}
 	n.metrics.ready.WithLabelValues("overall").Set(v)
-	if prev == nil || prev.Ready != rep.Ready {
-		attrs := []any{"ready", rep.Ready}
-		for name, c := range rep.Checks {
-			if !c.OK {
-				attrs = append(attrs, name, c.Detail)
-			}
-		}
-		n.log.Info("readiness changed", attrs...)
-	}
+	n.logReadiness(prev, rep)
 	return rep
+}
+
+// logReadiness logs what changed since the previous round: readiness
+// itself once per change, and each check that starts failing (with why),
+// fails differently, or recovers.
+func (n *Node) logReadiness(prev, rep *readyReport) {
+	if prev == nil || prev.Ready != rep.Ready {
+		n.log.Info("readiness changed", "ready", rep.Ready)
+	}
+	for name, c := range rep.Checks {
+		var was checkResult
+		if prev != nil {
+			was = prev.Checks[name]
+		}
+		switch {
+		case !c.OK && (prev == nil || was.OK || was.Detail != c.Detail):
+			n.log.Warn("readiness check failing", "check", name, "err", c.Detail)
+		case c.OK && prev != nil && !was.OK:
+			n.log.Info("readiness check passing", "check", name)
+		}
+	}
 }
 
 func (n *Node) handleHealthz(w http.ResponseWriter, _ *http.Request) {
@@ -129,25 +152,29 @@ func (n *Node) handleHealthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // handleReadyz answers 200 when the node can log users in, 503 otherwise
-// (also while it shuts down, so balancers stop sending new clients).
+// (also once it is shutting down, so balancers stop sending new clients).
 func (n *Node) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	rep := n.ready.last.Load()
-	if rep == nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "detail": "first checks still running"})
-		return
+	view := readyView{}
+	switch {
+	case rep == nil:
+		view.Detail = "first checks still running"
+	case n.ready.draining.Load():
+		view.Detail = "shutting down"
+	default:
+		view = readyView{Ready: rep.Ready, CheckedAt: rep.CheckedAt, Checks: map[string]bool{}, ClockOffset: rep.ClockOffset.Seconds()}
+		for name, c := range rep.Checks {
+			view.Checks[name] = c.OK
+		}
+		if !rep.Ready {
+			view.Detail = "see the node's log for why"
+		}
 	}
 	status := http.StatusOK
-	if !rep.Ready || n.ready.draining.Load() {
+	if !view.Ready {
 		status = http.StatusServiceUnavailable
 	}
-	body, _ := json.Marshal(rep)
-	if n.ready.draining.Load() {
-		body, _ = json.Marshal(map[string]any{"ready": false, "detail": "shutting down"})
-	}
-	w.Header().Set("Content-Type", "application/json")
-	noStore(w)
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	writeJSON(w, status, view)
 }
 
 func netipAddrPort(a net.Addr) (netip.AddrPort, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -81,6 +82,8 @@ var (
 	failLDAPDown = failure{"ldap_unavailable", http.StatusServiceUnavailable, false,
 		"The directory cannot be reached",
 		"Your ticket is valid, but Active Directory could not be asked about your account. Try again shortly."}
+	failForeignRealm = failure{"foreign_realm", http.StatusForbidden, false,
+		"Your account is from another domain", "This service accepts accounts of its own domain only."}
 	failUserNotFound = failure{"user_not_found", http.StatusForbidden, false,
 		"Your account was not found", "The directory has no enabled user for this ticket's name."}
 	failUserDisabled = failure{"user_disabled", http.StatusForbidden, false,
@@ -152,6 +155,12 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.With("user", id.User, "realm", id.Realm, "spn", id.SPN)
+	// A trusted realm's "alice" is not this domain's alice: the directory
+	// is searched by account name, so other realms stop here.
+	if !strings.EqualFold(id.Realm, n.cfg.Realm) {
+		n.fail(w, r, log, failForeignRealm, fmt.Errorf("client realm %s is not %s", id.Realm, n.cfg.Realm), start)
+		return
+	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.LDAP.Timeout)
 	defer cancel()

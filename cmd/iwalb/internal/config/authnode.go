@@ -163,8 +163,8 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 
 	if r.SSOPath.Set {
 		cfg.SSOPath = r.SSOPath.V
-		if !strings.HasPrefix(r.SSOPath.V, "/") {
-			c.add(r.SSOPath.Line, "%s.sso_path: %q must start with \"/\"", p, r.SSOPath.V)
+		if err := authnode.CheckSSOPath(r.SSOPath.V); err != nil {
+			c.add(r.SSOPath.Line, "%s.sso_path: %v", p, err)
 		}
 	}
 	if c.needStr(r.ApplicationURL, r.At, p, "application_url") {

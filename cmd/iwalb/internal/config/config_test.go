@@ -404,6 +404,11 @@ func TestLoadProblems(t *testing.T) {
 			want:  []string{`28: authnode.sso_path: "sso" must start with "/"`},
 		},
 		{
+			name:  "sso_path on one of the node's own endpoints",
+			extra: "  sso_path: /readyz\n",
+			want:  []string{`28: authnode.sso_path: "/readyz" is taken by the node's own endpoints (/healthz, /readyz, /logout, /api/)`},
+		},
+		{
 			name:  "store redis",
 			extra: "  store:\n    type: redis\n",
 			want:  []string{`29: authnode.store.type: "redis" is not supported yet; use memory`},
