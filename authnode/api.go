@@ -79,7 +79,6 @@ func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, store.ErrExpired):
 		n.metrics.redeemFailures.WithLabelValues("expired").Inc()
-		n.metrics.tokensExpired.Inc()
 		log.Info("redeem", "outcome", "failure", "reason", "expired")
 		writeJSONError(w, http.StatusGone, "expired", "the token has expired; send the user through sign-in again")
 		return

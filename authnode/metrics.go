@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		tokensExpired: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "tokens_expired_total",
-			Help: "One-time SSO tokens that expired unredeemed.",
+			Help: "One-time SSO tokens that expired unredeemed (counted by the in-memory store's sweep).",
 		}),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "session_events_total",

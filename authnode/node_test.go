@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/negotiate"
 	"github.com/iwalb/iwalb/authnode/store"
@@ -302,8 +304,15 @@ func TestExpiredTokenIsGone(t *testing.T) {
 	mu.Lock()
 	now = now.Add(n.cfg.TokenTTL)
 	mu.Unlock()
+	// Another login meanwhile (its Put may sweep) does not turn "expired"
+	// into "unknown".
+	_ = tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
 	if w := redeem(n, testAPIKey, token); w.Code != http.StatusGone {
 		t.Fatalf("redeem after the TTL: %d, want 410", w.Code)
+	}
+	n.sweepStores()
+	if got := testutil.ToFloat64(n.metrics.tokensExpired); got != 1 {
+		t.Fatalf("tokens_expired_total = %v, want 1", got)
 	}
 }
 

@@ -44,12 +44,13 @@ type readyView struct {
 }
 
 // checkLoop runs the readiness checks at once and then every
-// SelfTestInterval until ctx ends. It also sweeps expired tokens.
+// SelfTestInterval until ctx ends. It also sweeps the stores.
 func (n *Node) checkLoop(ctx context.Context) {
 	t := time.NewTicker(n.cfg.SelfTestInterval)
 	defer t.Stop()
 	for {
 		n.runChecks(ctx)
+		n.sweepStores()
 		select {
 		case <-ctx.Done():
 			return
@@ -142,6 +143,21 @@ func (n *Node) logReadiness(prev, rep *readyReport) {
 		case c.OK && prev != nil && !was.OK:
 			n.log.Info("readiness check passing", "check", name)
 		}
+	}
+}
+
+// sweeper is a store that expires entries itself (the in-memory one); a
+// shared store expires them on its own.
+type sweeper interface{ Sweep() uint64 }
+
+// sweepStores drops lapsed entries and counts the tokens that expired
+// unredeemed.
+func (n *Node) sweepStores() {
+	if s, ok := n.tokens.(sweeper); ok {
+		n.metrics.tokensExpired.Add(float64(s.Sweep()))
+	}
+	if s, ok := n.sessions.(sweeper); ok {
+		s.Sweep()
 	}
 }
 

@@ -33,11 +33,17 @@ type Memory struct {
 type entry struct {
 	value   []byte
 	expires time.Time
+	counted bool // its expiry has been counted
 }
 
 // sweepEvery bounds how often Put scans for expired entries, so the map
 // cannot grow without bound between explicit Sweep calls.
 const sweepEvery = 10 * time.Second
+
+// ExpiredGrace is how long an expired entry is kept (without its value) so
+// that Get and Take can still answer ErrExpired rather than ErrNotFound: an
+// application is told its token came too late, not that it never existed.
+const ExpiredGrace = 10 * time.Minute
 
 // NewMemory returns an empty store. now may be nil (time.Now).
 func NewMemory(now func() time.Time) *Memory {
@@ -63,6 +69,14 @@ func (m *Memory) Put(_ context.Context, key string, value []byte, ttl time.Durat
 	return nil
 }
 
+// expire marks e, expired, as counted and drops its value.
+func (m *Memory) expire(key string, e entry) {
+	if !e.counted {
+		m.expired++
+		m.entries[key] = entry{expires: e.expires, counted: true}
+	}
+}
+
 // Get returns the value under key without removing it.
 func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 	now := m.now()
@@ -73,6 +87,7 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 		return nil, ErrNotFound
 	}
 	if !now.Before(e.expires) {
+		m.expire(key, e)
 		return nil, ErrExpired
 	}
 	return append([]byte(nil), e.value...), nil
@@ -88,11 +103,11 @@ func (m *Memory) Take(_ context.Context, key string) ([]byte, error) {
 	if !ok {
 		return nil, ErrNotFound
 	}
-	delete(m.entries, key)
 	if !now.Before(e.expires) {
-		m.expired++
+		m.expire(key, e)
 		return nil, ErrExpired
 	}
+	delete(m.entries, key)
 	return e.value, nil
 }
 
@@ -104,8 +119,9 @@ func (m *Memory) Delete(_ context.Context, key string) error {
 	return nil
 }
 
-// Sweep drops expired entries and returns how many entries have expired
-// unused since the previous call to Sweep.
+// Sweep counts newly expired entries, drops those expired more than
+// ExpiredGrace ago, and returns how many entries expired unused (never
+// taken or deleted in time) since the previous call to Sweep.
 func (m *Memory) Sweep() uint64 {
 	now := m.now()
 	m.mu.Lock()
@@ -116,7 +132,8 @@ func (m *Memory) Sweep() uint64 {
 	return n
 }
 
-// Len returns the number of entries held, expired or not.
+// Len returns the number of entries held, expired ones within their grace
+// included.
 func (m *Memory) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -125,9 +142,14 @@ func (m *Memory) Len() int {
 
 func (m *Memory) sweepLocked(now time.Time) {
 	for k, e := range m.entries {
-		if !now.Before(e.expires) {
+		switch {
+		case !now.Before(e.expires.Add(ExpiredGrace)):
+			if !e.counted {
+				m.expired++
+			}
 			delete(m.entries, k)
-			m.expired++
+		case !now.Before(e.expires):
+			m.expire(k, e)
 		}
 	}
 	m.lastSweep = now

@@ -64,7 +64,7 @@ func TestMemoryExpiry(t *testing.T) {
 	ctx := context.Background()
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	m := NewMemory(c.now)
-	for _, k := range []string{"a", "b", "c"} {
+	for _, k := range []string{"a", "b", "c", "d"} {
 		if err := m.Put(ctx, k, []byte(k), time.Minute); err != nil {
 			t.Fatal(err)
 		}
@@ -75,6 +75,9 @@ func TestMemoryExpiry(t *testing.T) {
 	if err := m.Delete(ctx, "c"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := m.Take(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
 	c.add(time.Minute)
 	if _, err := m.Get(ctx, "a"); !errors.Is(err, ErrExpired) {
 		t.Fatalf("Get after ttl err = %v; want ErrExpired", err)
@@ -82,15 +85,27 @@ func TestMemoryExpiry(t *testing.T) {
 	if _, err := m.Take(ctx, "a"); !errors.Is(err, ErrExpired) {
 		t.Fatalf("Take after ttl err = %v; want ErrExpired", err)
 	}
-	// "a" expired on Take, "b" expires in the sweep; "c" was deleted.
+	// "a" and "b" expired unused; "c" was deleted and "d" taken in time.
 	if n := m.Sweep(); n != 2 {
 		t.Fatalf("Sweep counted %d expired; want 2", n)
 	}
-	if n := m.Len(); n != 0 {
-		t.Fatalf("Len after sweep = %d; want 0", n)
+	// Within the grace an expired key still says so, even after a sweep
+	// and whatever else happens meanwhile.
+	c.add(ExpiredGrace - time.Second)
+	_ = m.Put(ctx, "e", nil, time.Hour)
+	if _, err := m.Take(ctx, "b"); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Take of an expired key after a sweep: %v; want ErrExpired", err)
 	}
 	if n := m.Sweep(); n != 0 {
-		t.Fatalf("second Sweep counted %d; want 0", n)
+		t.Fatalf("second Sweep counted %d; want 0 (each expiry counts once)", n)
+	}
+	c.add(time.Second)
+	m.Sweep()
+	if _, err := m.Take(ctx, "b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Take after the grace: %v; want ErrNotFound", err)
+	}
+	if n := m.Len(); n != 1 {
+		t.Fatalf("Len after the grace = %d; want 1 (the live entry)", n)
 	}
 }
 
@@ -99,12 +114,15 @@ func TestMemoryPutSweepsOldEntries(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	m := NewMemory(c.now)
 	for i := range 1000 {
-		_ = m.Put(ctx, string(rune('a'+i%26))+time.Duration(i).String(), nil, time.Second)
+		_ = m.Put(ctx, string(rune('a'+i%26))+time.Duration(i).String(), []byte("value"), time.Second)
 	}
-	c.add(sweepEvery)
+	c.add(ExpiredGrace + sweepEvery)
 	_ = m.Put(ctx, "fresh", nil, time.Minute)
 	if n := m.Len(); n != 1 {
 		t.Fatalf("Len = %d after the periodic sweep; want only the fresh entry", n)
+	}
+	if n := m.Sweep(); n != 1000 {
+		t.Fatalf("Sweep counted %d expired; want 1000", n)
 	}
 }
 

@@ -3,7 +3,10 @@ package main
 import (
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/iwalb/iwalb/lb"
@@ -16,6 +19,10 @@ import (
 //	POST /pools/{pool}/backends/{backend}/undrain     take new connections again
 //
 // Draining is how a node leaves for maintenance without cutting anyone off.
+//
+// The API has no authentication; it listens on loopback only, and refuses
+// what a web page in a browser on the same host could send it: requests for
+// another Host (DNS rebinding) and cross-origin POSTs (CSRF).
 func adminHandler(set *lb.Set, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /pools", func(w http.ResponseWriter, _ *http.Request) {
@@ -43,7 +50,24 @@ func adminHandler(set *lb.Set, log *slog.Logger) http.Handler {
 	}
 	mux.HandleFunc("POST /pools/{pool}/backends/{backend}/drain", drain(true))
 	mux.HandleFunc("POST /pools/{pool}/backends/{backend}/undrain", drain(false))
-	return mux
+	return loopbackHostOnly(http.NewCrossOriginProtection().Handler(mux))
+}
+
+// loopbackHostOnly refuses requests whose Host is not a loopback name: a
+// page that rebinds its own DNS name to 127.0.0.1 still sends that name.
+func loopbackHostOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+		if host != "localhost" && (err != nil || !ip.IsLoopback()) {
+			writeAdminJSON(w, http.StatusMisdirectedRequest, map[string]string{"error": "the admin API answers only to a loopback host name"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // The admin API's JSON: lb's status with stable, snake_case names.

@@ -24,8 +24,10 @@ func TestAdminDrainsAndShowsPools(t *testing.T) {
 	}
 	h := adminHandler(set, discardLogger())
 	do := func(method, path string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, path, nil)
+		r.Host = "127.0.0.1:9110"
 		w := httptest.NewRecorder()
-		h.ServeHTTP(w, httptest.NewRequest(method, path, nil))
+		h.ServeHTTP(w, r)
 		return w
 	}
 	healthy := func() int {
@@ -70,5 +72,22 @@ func TestAdminDrainsAndShowsPools(t *testing.T) {
 	}
 	if w := do("GET", "/pools/authnodes/backends/auth1/drain"); w.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET on drain: %d, want 405", w.Code)
+	}
+
+	// What a web page in a browser on the same host could send.
+	rebound := httptest.NewRequest("GET", "/pools", nil)
+	rebound.Host = "attacker.example:9110"
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, rebound)
+	if w.Code != http.StatusMisdirectedRequest {
+		t.Errorf("GET /pools for a rebound host name: %d, want 421", w.Code)
+	}
+	csrf := httptest.NewRequest("POST", "/pools/authnodes/backends/auth1/drain", nil)
+	csrf.Host = "127.0.0.1:9110"
+	csrf.Header.Set("Sec-Fetch-Site", "cross-site")
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, csrf)
+	if w.Code != http.StatusForbidden || pool.Backend("auth1").Drained() {
+		t.Errorf("cross-site POST: %d, drained %v; want 403 and no change", w.Code, pool.Backend("auth1").Drained())
 	}
 }
