@@ -29,6 +29,7 @@ const (
 	RejectProxyHeader = "bad_proxy_header"
 	RejectNoRoute     = "no_route"
 	RejectNoBackend   = "no_backend"
+	RejectShutdown    = "shutdown" // the listener stopped while dialing a backend
 )
 
 // NewMetrics creates the metrics and registers them with reg; a nil reg

@@ -53,7 +53,9 @@ type Config struct {
 	// connection; 0 means 3 (never more than the pool has).
 	DialAttempts int
 	// IdleTimeout closes a relayed connection after no byte moved either way
-	// for this long; 0 means 10 minutes, negative disables it.
+	// for this long, or once one side has taken more than twice this long to
+	// accept a 256 KiB chunk (it has stopped reading); 0 means 10 minutes,
+	// negative disables it.
 	IdleTimeout time.Duration
 	// TrustedProxies are the upstream balancers allowed to send a PROXY
 	// protocol header; their header's source address replaces theirs. From
@@ -185,6 +187,10 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			if hdr.Command.IsProxy() {
 				src, dst = hdr.SourceAddr, hdr.DestinationAddr
 			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A slow or silent upstream, not a bad header.
+			s.reject(RejectPeekTimeout, src, err)
+			return
 		case !errors.Is(err, proxyproto.ErrNoProxyProtocol):
 			s.reject(RejectProxyHeader, src, err)
 			return
@@ -213,8 +219,13 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	}
 
 	start := time.Now()
-	backend, b, release, err := s.dialBackend(ctx, route, src, dst, br)
+	backend, b, release, sent, err := s.dialBackend(ctx, route, src, dst, br)
 	if err != nil {
+		if ctx.Err() != nil {
+			// Shutting down: no backend's fault, and no operator's concern.
+			s.reject(RejectShutdown, src, err)
+			return
+		}
 		s.m.rejected.WithLabelValues(listener, RejectNoBackend).Inc()
 		s.log.Warn("no backend for connection", "client", src, "route", route.Name, "err", err)
 		return
@@ -232,6 +243,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		up:      s.m.bytes.WithLabelValues(listener, route.Name, "client_to_backend"),
 		down:    s.m.bytes.WithLabelValues(listener, route.Name, "backend_to_client"),
 	}
+	t.up.Add(float64(sent)) // the PROXY header and the peeked bytes went in the dial's first write
 	t.run()
 	s.m.duration.WithLabelValues(listener, route.Name).Observe(time.Since(start).Seconds())
 }
@@ -239,8 +251,8 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 // dialBackend picks and dials backends of route's pool until one accepts the
 // PROXY header (if configured) and the client's buffered bytes, trying up to
 // DialAttempts backends. Nothing has been sent to the client yet, so a retry
-// is invisible to it.
-func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Addr, br *bufio.Reader) (net.Conn, *lb.Backend, func(), error) {
+// is invisible to it. sent is how many bytes the first write carried.
+func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Addr, br *bufio.Reader) (net.Conn, *lb.Backend, func(), int, error) {
 	pool := route.Pool
 	clientIP := addrIP(src)
 	var first []byte
@@ -248,7 +260,7 @@ func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Add
 		h := proxyproto.HeaderProxyFromAddrs(byte(route.ProxyProtocol), src, dst)
 		var err error
 		if first, err = h.Format(); err != nil {
-			return nil, nil, nil, fmt.Errorf("format PROXY header for %v: %w", src, err)
+			return nil, nil, nil, 0, fmt.Errorf("format PROXY header for %v: %w", src, err)
 		}
 	}
 	// Everything buffered so far, the ClientHello and anything after it,
@@ -270,18 +282,18 @@ func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Add
 		conn, err := s.dialOne(ctx, b, first)
 		if err == nil {
 			pool.ReportDialSuccess(b)
-			return conn, b, release, nil
+			return conn, b, release, len(first), nil
 		}
 		release()
 		if ctx.Err() != nil {
-			return nil, nil, nil, ctx.Err()
+			return nil, nil, nil, 0, ctx.Err()
 		}
 		pool.ReportDialFailure(b, err)
 		s.m.dialErrs.WithLabelValues(s.cfg.Name, pool.Name(), b.Name).Inc()
 		s.log.Warn("backend dial failed", "pool", pool.Name(), "backend", b.Name, "err", err)
 		errs = append(errs, err)
 	}
-	return nil, nil, nil, fmt.Errorf("route %s: %w", route.Name, errors.Join(errs...))
+	return nil, nil, nil, 0, fmt.Errorf("route %s: %w", route.Name, errors.Join(errs...))
 }
 
 func (s *Server) dialOne(ctx context.Context, b *lb.Backend, first []byte) (net.Conn, error) {

@@ -449,12 +449,11 @@ func TestThousandConnectionsNoLeak(t *testing.T) {
 	if got := metricValue(t, reg, "iwalb_l4_connections_routed_total"); got != n {
 		t.Fatalf("routed %v connections, want %d", got, n)
 	}
-	waitFor(t, "goroutines back to baseline", 10*time.Second, func() bool {
-		return runtime.NumGoroutine() <= base
+	// The last handlers may still be returning when the clients are done:
+	// wait, bounded, for the gauge and the goroutines to settle together.
+	waitFor(t, "active gauge at 0 and goroutines back to baseline", 10*time.Second, func() bool {
+		return metricValue(t, reg, "iwalb_l4_connections_active") == 0 && runtime.NumGoroutine() <= base
 	})
-	if a := metricValue(t, reg, "iwalb_l4_connections_active"); a != 0 {
-		t.Errorf("active gauge = %v after all closed", a)
-	}
 }
 
 func TestIdleTimeout(t *testing.T) {
@@ -617,5 +616,144 @@ func TestNewRouterReportsAllProblems(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
 		}
+	}
+}
+
+// TestHalfClosedClientThatStopsReading: a client that sends its hello,
+// half-closes and then never reads again must not pin the relay (two fds,
+// two goroutines and a max_conns slot) while the backend keeps sending: the
+// idle timeout also bounds a write that makes no progress.
+func TestHalfClosedClientThatStopsReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	backendDone := make(chan struct{})
+	go func() {
+		defer close(backendDone)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		go io.Copy(io.Discard, c)
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		buf := make([]byte, 1<<20)
+		for { // far more than the socket buffers hold
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	pool := newPool(t, "p", "", lb.HealthCheck{}, ln.Addr().String())
+	router, _ := NewRouter(nil, &Route{Name: "all", Pool: pool})
+	addr, reg := startServer(t, Config{Router: router, IdleTimeout: 200 * time.Millisecond})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close() // only at the end: the client stays open and silent
+	if _, err := c.Write(captureHello(t, &tls.Config{ServerName: "a.example.test"})); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+
+	b := pool.Backend("p-1")
+	waitFor(t, "the relay to start", 5*time.Second, func() bool { return b.Active() == 1 })
+	waitFor(t, "the stalled relay to end", 5*time.Second, func() bool {
+		return b.Active() == 0 && metricValue(t, reg, "iwalb_l4_connections_active") == 0
+	})
+	select {
+	case <-backendDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend connection was not closed")
+	}
+}
+
+// TestBytesCountedIncludeFirstWrite: client_to_backend counts every byte
+// the backend received, including the PROXY header and the peeked hello
+// that went out in the dial's first write.
+func TestBytesCountedIncludeFirstWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		got <- len(b)
+	}()
+	router, _ := NewRouter(nil, &Route{Name: "all", ProxyProtocol: 1, Pool: newPool(t, "p", "", lb.HealthCheck{}, ln.Addr().String())})
+	addr, reg := startServer(t, Config{Router: router})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hello := captureHello(t, &tls.Config{ServerName: "a.example.test"})
+	c.Write(append(clone(hello), "application bytes"...))
+	time.Sleep(50 * time.Millisecond)
+	c.Write([]byte("more application bytes")) // most likely read by the relay itself
+	c.(*net.TCPConn).CloseWrite()
+	var received int
+	select {
+	case received = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("backend got no EOF")
+	}
+	if received <= len(hello)+len("application bytesmore application bytes") {
+		t.Fatalf("backend received %d bytes: no PROXY header?", received)
+	}
+	waitFor(t, "the relay to end", 5*time.Second, func() bool { return metricValue(t, reg, "iwalb_l4_connections_active") == 0 })
+	if n := metricValue(t, reg, "iwalb_l4_bytes_total", "direction=client_to_backend"); n != float64(received) {
+		t.Errorf("client_to_backend bytes = %v, the backend received %d", n, received)
+	}
+}
+
+// TestPeekTimeoutBehindTrustedUpstream: a trusted upstream that stalls
+// before or inside its PROXY header is a peek timeout, not a bad header.
+func TestPeekTimeoutBehindTrustedUpstream(t *testing.T) {
+	be := startTLSBackend(t, "node-a", false)
+	router, _ := NewRouter(nil, &Route{Name: "all", Pool: newPool(t, "p", "", lb.HealthCheck{}, be.addr)})
+	addr, reg := startServer(t, Config{Router: router, PeekTimeout: 200 * time.Millisecond,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	tests := []struct {
+		name string
+		send []byte
+	}{
+		{"silent", nil},
+		{"partial PROXY v2 signature", []byte("\r\n\r\n\x00")},
+		{"PROXY v2 header cut short", []byte("\r\n\r\n\x00\r\nQUIT\n\x21")}, // signature, version and command
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.Write(tt.send)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := c.Read(make([]byte, 1)); n != 0 || isTimeout(err) {
+				t.Fatalf("stalled connection not closed: %d, %v", n, err)
+			}
+			waitFor(t, "the reject to be counted", 2*time.Second, func() bool {
+				return metricValue(t, reg, "iwalb_l4_rejected_total") == float64(i+1)
+			})
+			if got := metricValue(t, reg, "iwalb_l4_rejected_total", "reason=peek_timeout"); got != float64(i+1) {
+				t.Errorf("peek_timeout rejects = %v, want %d (bad_proxy_header: %v)", got, i+1,
+					metricValue(t, reg, "iwalb_l4_rejected_total", "reason=bad_proxy_header"))
+			}
+		})
 	}
 }

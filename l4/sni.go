@@ -187,19 +187,20 @@ func parseHelloMessage(msg []byte) (*ClientHello, error) {
 	if !ok || len(s) != 0 {
 		return bad("extensions length")
 	}
-	var seen []uint16
+	// One bit per extension type: a hello of thousands of empty extensions
+	// costs linear time, not quadratic.
+	var seen [1 << 16 / 64]uint64
 	for len(exts) > 0 {
 		typ, ok1 := exts.u16()
 		data, ok2 := exts.vec16()
 		if !ok1 || !ok2 {
 			return bad("extension")
 		}
-		for _, t := range seen {
-			if t == typ {
-				return bad(fmt.Sprintf("duplicate extension %d", typ))
-			}
+		word, bit := typ/64, uint64(1)<<(typ%64)
+		if seen[word]&bit != 0 {
+			return bad(fmt.Sprintf("duplicate extension %d", typ))
 		}
-		seen = append(seen, typ)
+		seen[word] |= bit
 		var err error
 		switch typ {
 		case extServerName:

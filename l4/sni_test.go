@@ -204,3 +204,85 @@ func (c *scriptedConn) RemoteAddr() net.Addr             { return &net.TCPAddr{}
 func (c *scriptedConn) SetDeadline(time.Time) error      { return nil }
 func (c *scriptedConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *scriptedConn) SetWriteDeadline(time.Time) error { return nil }
+
+// helloWithExtensions builds a ClientHello carrying exts, each a type
+// followed by its data, fragmented into records of at most 16 KiB.
+func helloWithExtensions(exts ...[]byte) []byte {
+	var ext []byte
+	for _, e := range exts {
+		ext = append(ext, e[0], e[1], byte((len(e)-2)>>8), byte(len(e)-2))
+		ext = append(ext, e[2:]...)
+	}
+	body := []byte{3, 3}
+	body = append(body, make([]byte, 32)...)               // random
+	body = append(body, 0)                                 // session id
+	body = append(body, 0, 2, 0x13, 0x01)                  // cipher suites
+	body = append(body, 1, 0)                              // compression methods
+	body = append(body, byte(len(ext)>>8), byte(len(ext))) // extensions
+	body = append(body, ext...)
+	msg := append([]byte{handshakeClientHello, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	return refragment(append([]byte{recordTypeHandshake, 3, 1, 0, 0}, msg...), 16<<10)
+}
+
+// emptyExtensions returns n empty extensions of distinct types, skipping
+// the ones whose empty form is malformed (server_name, ALPN).
+func emptyExtensions(n int) [][]byte {
+	var out [][]byte
+	for typ := 1; len(out) < n; typ++ {
+		if typ == extALPN {
+			continue
+		}
+		out = append(out, []byte{byte(typ >> 8), byte(typ)})
+	}
+	return out
+}
+
+func TestDuplicateExtensions(t *testing.T) {
+	sni := append([]byte{0, 0, 0, 17, sniHostName, 0, 14}, "a.example.test"...) // type, list, entry
+	many := emptyExtensions(3000)
+	tests := []struct {
+		name string
+		exts [][]byte
+		ok   bool
+	}{
+		{"distinct", append([][]byte{sni}, many...), true},
+		{"duplicate server_name", [][]byte{sni, {0, 5}, sni}, false},
+		{"duplicate at the end of many", append(append([][]byte{sni}, many...), many[2999]), false},
+		{"duplicate highest type", [][]byte{{0xff, 0xff}, sni, {0xff, 0xff}}, false},
+		{"highest and lowest types", [][]byte{{0xff, 0xff}, sni, {0xff, 0xfe}, {0, 1}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := ParseClientHello(helloWithExtensions(tt.exts...))
+			if tt.ok {
+				if err != nil || h.ServerName != "a.example.test" {
+					t.Fatalf("got %+v, %v; want a.example.test", h, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMalformedHello) || !strings.Contains(err.Error(), "duplicate extension") {
+				t.Fatalf("err = %v, want a duplicate extension", err)
+			}
+		})
+	}
+}
+
+// BenchmarkParseManyExtensions is the worst case for duplicate detection:
+// a hello as large as allowed, made of empty extensions of distinct types.
+func BenchmarkParseManyExtensions(b *testing.B) {
+	for _, size := range []int{16 << 10, 64 << 10} {
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			hello := helloWithExtensions(emptyExtensions((size - 200) / 4)...)
+			if len(hello) > size {
+				b.Fatalf("hello is %d bytes, want at most %d", len(hello), size)
+			}
+			b.SetBytes(int64(len(hello)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseClientHello(hello); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -25,7 +25,8 @@ const copyChunk = 256 << 10
 // deadlines: a direction whose deadline passes without progress "suspects"
 // the connection and pokes the other direction (sets its read deadline to
 // now) so that it reports whatever it moved; only if that direction has also
-// moved nothing is the connection closed.
+// moved nothing is the connection closed. A write deadline of twice the idle
+// timeout per chunk ends the tunnel when a destination stops taking bytes.
 type tunnel struct {
 	idle            time.Duration // <= 0: no idle timeout
 	client, backend net.Conn
@@ -59,8 +60,16 @@ func (t *tunnel) run() {
 // named function so that goroutine dumps of a busy balancer read well.
 func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) {
 	for {
+		var writeBy time.Time
 		if t.idle > 0 {
-			src.SetReadDeadline(time.Now().Add(t.idle))
+			now := time.Now()
+			src.SetReadDeadline(now.Add(t.idle))
+			// A destination that takes nothing for long is gone: a client
+			// that half-closed and stopped reading would otherwise pin this
+			// copy in its write forever. The write deadline is later than
+			// the read one so that an expiry can be told apart below.
+			writeBy = now.Add(2 * t.idle)
+			dst.SetWriteDeadline(writeBy)
 		}
 		lr := &io.LimitedReader{R: src, N: copyChunk}
 		n, err := io.Copy(dst, lr)
@@ -80,7 +89,11 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 			t.closeBoth()
 			return
 		case t.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded):
-			if n > 0 || !t.idleNow(dir) {
+			// A read deadline stops splice with its pipe empty, so the copy
+			// may go on. A write deadline may strand bytes already taken
+			// from src in the pipe, and splice drops them: the stream is
+			// broken, so the tunnel ends.
+			if time.Now().Before(writeBy) && (n > 0 || !t.idleNow(dir)) {
 				continue
 			}
 		}

@@ -60,13 +60,14 @@ type Backend struct {
 	wentUp       atomic.Uint64
 	wentDown     atomic.Uint64
 
-	mu         sync.Mutex // guards the fields below
-	okStreak   int
-	failStreak int
-	lastErr    string
-	lastCheck  time.Time
-	since      time.Time
-	retryAt    time.Time // passive ejection without active checks ends here
+	mu            sync.Mutex // guards the fields below
+	okStreak      int        // consecutive successful active checks
+	failStreak    int        // consecutive failed active checks
+	passiveStreak int        // consecutive dial failures; dial successes reset only this
+	lastErr       string
+	lastCheck     time.Time
+	since         time.Time
+	retryAt       time.Time // passive ejection without active checks ends here
 }
 
 // Active returns the number of connections currently picked and not yet
@@ -121,7 +122,6 @@ type BackendStatus struct {
 	Since     time.Time // when State last changed (or the pool was built)
 }
 
-// Status returns a snapshot of the backend.
 // picked counts a pick whose slot acquire already reserved and returns the
 // release func, which frees the slot once however often it is called.
 func (b *Backend) picked() func() {
@@ -134,6 +134,7 @@ func (b *Backend) picked() func() {
 	}
 }
 
+// Status returns a snapshot of the backend.
 func (b *Backend) Status() BackendStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()

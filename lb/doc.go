@@ -16,7 +16,7 @@
 //	if err != nil { ... } // errors.Is(err, lb.ErrNoHealthyBackend)
 //	defer release()
 //	conn, err := dial(b.Addr)
-//	if err != nil { pool.ReportDialFailure(b) }
+//	if err != nil { pool.ReportDialFailure(b, err) } else { pool.ReportDialSuccess(b) }
 //
 // Package lb is not a proxy: it never dials for traffic, and it knows nothing
 // of TLS, HTTP or Kerberos. Probes that speak those protocols are injected as

@@ -26,7 +26,8 @@ type HealthCheck struct {
 	Fall int
 	// PassiveFall is how many consecutive dial failures reported with
 	// ReportDialFailure take a backend down; 0 means Fall, negative disables
-	// passive marking.
+	// passive marking. Dial failures and failed active checks are counted
+	// separately.
 	PassiveFall int
 	// PassiveCooldown is how long a passively ejected backend stays down when
 	// the pool has no active checks (nothing else would bring it back);
@@ -141,10 +142,10 @@ func (p *Pool) CheckNow(ctx context.Context, b *Backend) error {
 	if err != nil {
 		b.checksFailed.Add(1)
 		err = fmt.Errorf("health check %s %s: %w", b.Name, b.Addr, err)
-		p.record(b, false, err.Error(), p.health.Fall)
+		p.record(b, false, false, err.Error())
 		return err
 	}
 	b.checksOK.Add(1)
-	p.record(b, true, "", p.health.Fall)
+	p.record(b, true, false, "")
 	return nil
 }

@@ -191,7 +191,10 @@ func (p *Pool) why(skip []*Backend) string {
 
 // isUp reports whether b may take traffic. A backend ejected passively in a
 // pool without active checks comes back on its own after the cooldown, since
-// nothing else would ever bring it back.
+// nothing else would ever bring it back. It comes back on probation: one
+// more dial failure ejects it again, so a black-holed node costs one dial
+// timeout per cooldown rather than PassiveFall of them; its first successful
+// dial ends the probation.
 func (p *Pool) isUp(b *Backend, now time.Time) bool {
 	if b.State() == StateUp {
 		return true
@@ -202,14 +205,15 @@ func (p *Pool) isUp(b *Backend, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.State() == StateDown && !now.Before(b.retryAt) {
-		b.failStreak = 0
+		b.passiveStreak = max(p.health.PassiveFall-1, 0)
 		p.setState(b, StateUp, "passive cooldown over", now)
 	}
 	return b.State() == StateUp
 }
 
-// ReportDialFailure records that dialing b failed. After the pool's fall
-// count of consecutive failures (active or passive) b is marked down.
+// ReportDialFailure records that dialing b failed. After the pool's
+// PassiveFall consecutive dial failures b is marked down. Dial failures are
+// counted apart from failed active checks (see ReportDialSuccess).
 func (p *Pool) ReportDialFailure(b *Backend, err error) {
 	b.dialFailures.Add(1)
 	if p.health.PassiveFall < 0 {
@@ -219,39 +223,49 @@ func (p *Pool) ReportDialFailure(b *Backend, err error) {
 	if err != nil {
 		msg = err.Error()
 	}
-	p.record(b, false, msg, p.health.PassiveFall)
+	p.record(b, false, true, msg)
 }
 
 // ReportDialSuccess records that dialing b succeeded, which resets its run
-// of failures. It never brings a down backend up: only active checks (or the
-// passive cooldown) do that.
+// of dial failures. It does not reset a run of failed active checks: a node
+// whose readiness check fails usually still accepts TCP, and its traffic
+// must not keep it in the pool. It never brings a down backend up: only
+// active checks (or the passive cooldown) do that.
 func (p *Pool) ReportDialSuccess(b *Backend) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.State() == StateUp {
-		b.failStreak = 0
+		b.passiveStreak = 0
 	}
 }
 
-// record applies one check or dial result to b and changes its state once a
-// run of results reaches the rise or fall count.
-func (p *Pool) record(b *Backend, ok bool, errMsg string, fall int) {
+// record applies one active check result (passive false) or one dial
+// failure (passive true) to b and changes its state once a run of results
+// reaches the rise or fall count. Active and passive failures run
+// separately, each against its own fall count; a successful active check
+// ends both runs.
+func (p *Pool) record(b *Backend, ok, passive bool, errMsg string) {
 	now := p.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if ok {
 		b.okStreak++
 		b.failStreak = 0
+		b.passiveStreak = 0
 		b.lastErr = ""
 		if b.State() == StateDown && b.okStreak >= p.health.Rise {
 			p.setState(b, StateUp, "", now)
 		}
 		return
 	}
-	b.failStreak++
+	streak, fall := &b.failStreak, p.health.Fall
+	if passive {
+		streak, fall = &b.passiveStreak, p.health.PassiveFall
+	}
+	*streak++
 	b.okStreak = 0
 	b.lastErr = errMsg
-	if b.State() == StateUp && b.failStreak >= fall {
+	if b.State() == StateUp && *streak >= fall {
 		b.retryAt = now.Add(p.health.PassiveCooldown)
 		p.setState(b, StateDown, errMsg, now)
 	}

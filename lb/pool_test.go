@@ -500,3 +500,92 @@ func TestPickBackendHonoursStateDrainAndMaxConns(t *testing.T) {
 		t.Fatal("PickBackend accepted another pool's backend")
 	}
 }
+
+// TestDialSuccessesDoNotCancelFailingChecks: a node whose readiness check
+// fails but which still accepts TCP must leave the pool after Fall checks,
+// however much traffic reports successful dials in between.
+func TestDialSuccessesDoNotCancelFailingChecks(t *testing.T) {
+	p, err := NewPool(Config{
+		Name:     "auth",
+		Backends: backends("a", "b"),
+		Health: HealthCheck{
+			Interval: time.Hour, // checks are driven by hand below
+			Fall:     3,
+			Rise:     2,
+			Probe: ProberFunc(func(context.Context, *Backend) error {
+				return errors.New("GET /readyz: status 503")
+			}),
+		},
+	}, Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := p.Backend("a")
+	for i := 1; i <= 3; i++ {
+		if a.State() != StateUp {
+			t.Fatalf("down after %d failed checks, want fall=3", i-1)
+		}
+		if err := p.CheckNow(context.Background(), a); err == nil {
+			t.Fatal("failing probe reported success")
+		}
+		for range 10 {
+			p.ReportDialSuccess(a) // traffic keeps flowing between checks
+		}
+	}
+	if a.State() != StateDown {
+		t.Fatal("3 failed readiness checks did not eject a backend that still accepts TCP")
+	}
+	if st := a.Status(); !strings.Contains(st.LastError, "503") {
+		t.Errorf("status LastError = %q, want the check's error", st.LastError)
+	}
+}
+
+// TestPassiveCooldownReturnsOnProbation: a node back from a passive
+// cooldown is ejected again by its first dial failure, and only a successful
+// dial restores the full PassiveFall allowance.
+func TestPassiveCooldownReturnsOnProbation(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	p, err := NewPool(Config{Name: "p", Backends: backends("a"), Health: HealthCheck{PassiveFall: 3, PassiveCooldown: time.Minute}},
+		Options{Logger: quietLogger(), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := p.Backend("a")
+	fail := func(n int) {
+		for range n {
+			p.ReportDialFailure(a, errors.New("i/o timeout"))
+		}
+	}
+	comeBack := func() {
+		t.Helper()
+		advance(time.Minute)
+		if n := pickName(t, p, clientIP(1)); n != "a" || a.State() != StateUp {
+			t.Fatalf("backend not back after the cooldown: picked %s, state %v", n, a.State())
+		}
+	}
+	fail(3)
+	if a.State() != StateDown {
+		t.Fatal("3 dial failures did not eject the backend")
+	}
+	comeBack()
+	fail(1)
+	if a.State() != StateDown {
+		t.Fatal("a black-holed backend back from its cooldown took more than one failed dial to eject again")
+	}
+	if _, _, err := p.Pick(clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
+		t.Fatalf("pick during the second cooldown: %v", err)
+	}
+	comeBack()
+	p.ReportDialSuccess(a) // the node really is back
+	fail(2)
+	if a.State() != StateUp {
+		t.Fatal("after a successful dial, 2 failures ejected the backend; want PassiveFall=3")
+	}
+	fail(1)
+	if a.State() != StateDown {
+		t.Fatal("3 dial failures after probation did not eject the backend")
+	}
+}

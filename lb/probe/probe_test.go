@@ -38,8 +38,6 @@ func TestProbes(t *testing.T) {
 	roots.AddCert(srv.Certificate()) // httptest's certificate is valid for example.com
 	conf := &tls.Config{RootCAs: roots}
 	b := testBackend(t, srv.Listener.Addr().String())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 
 	tests := []struct {
 		name    string
@@ -58,6 +56,10 @@ func TestProbes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ready.Store(tt.ready)
+			// Each probe gets its own generous deadline: one shared
+			// deadline ran out for the last cases under parallel -race load.
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
 			err := tt.probe.Probe(ctx, b)
 			switch {
 			case tt.wantErr == "" && err != nil:
