@@ -538,8 +538,8 @@ func BenchmarkRelayThroughput(b *testing.B) {
 }
 
 // l7Stub stands in for the L7 front door: it reads the replayed
-// ClientHello and answers with its length.
-type l7Stub struct{ helloLen int }
+// ClientHello and answers with its server name and the client's address.
+type l7Stub struct{}
 
 func (h *l7Stub) ServeConn(_ context.Context, c net.Conn) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
