@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -855,6 +856,35 @@ l4:
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %s\n%s", want, iwalbSeries(text))
 		}
+	}
+
+	// A connection still in its ClientHello peek when shutdown begins is
+	// answered all the same by the front door its name routes to.
+	accepted := func() string {
+		m := regexp.MustCompile(`(?m)^iwalb_l4_connections_accepted_total\{listener="public"\} (\d+)$`).FindStringSubmatch(metricsText(t, metrics))
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	before := accepted()
+	pending, err := net.Dial("tcp", front4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pending.Close()
+	for deadline := time.Now().Add(5 * time.Second); accepted() == before; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the L4 listener did not accept the pending connection")
+		}
+	}
+	cancel()
+	time.Sleep(100 * time.Millisecond) // shutdown under way
+	tc := tls.Client(pending, &tls.Config{ServerName: "sso.example.test", RootCAs: roots, NextProtos: []string{"http/1.1"}})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(tc, "GET /app?x=1 HTTP/1.1\r\nHost: sso.example.test\r\nConnection: close\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(tc), nil); err != nil || resp.StatusCode != http.StatusFound {
+		t.Errorf("a connection in its peek at shutdown: %v, %v; want a 302 from the front door", resp, err)
 	}
 
 	cancel()

@@ -118,7 +118,8 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 
 	// The L7 front doors come before the L4 listeners, whose routes may
 	// hand connections to them.
-	handed, l7roles, err := buildL7(f, pools, logger, reg, listen)
+	l4Stopped := newStopSignal()
+	handed, l7roles, err := buildL7(f, pools, logger, reg, listen, l4Stopped.done)
 	if err != nil {
 		return nil, err
 	}
@@ -144,11 +145,15 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 				return nil, fmt.Errorf("l4 listener %s: %w", l.Config.Name, err)
 			}
 			llog := log.With("listener", l.Config.Name)
+			l4Stopped.add()
 			roles = append(roles, role{name: "l4 listener " + l.Config.Name, run: func(ctx context.Context) error {
+				defer l4Stopped.finish()
 				return serveL4(ctx, srv, ln, l4DrainTimeout, llog)
 			}})
 		}
 	}
+
+	l4Stopped.seal()
 
 	if addr := f.AdminListen(); addr != "" {
 		ln, err := listen(addr)
@@ -183,7 +188,7 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 // name). A front door without its own listen address is reached only that
 // way.
 func buildL7(f *config.File, pools *lb.Set, logger *slog.Logger, reg prometheus.Registerer,
-	listen func(string) (net.Listener, error)) (handed map[string]l4.ConnHandler, roles []role, err error) {
+	listen func(string) (net.Listener, error), l4Stopped <-chan struct{}) (handed map[string]l4.ConnHandler, roles []role, err error) {
 	doors, err := f.L7Redirect(pools)
 	if err != nil {
 		return nil, nil, fmt.Errorf("l7redirect: %w", err)
@@ -196,7 +201,7 @@ func buildL7(f *config.File, pools *lb.Set, logger *slog.Logger, reg prometheus.
 			return nil, nil, fmt.Errorf("l7redirect: %w", err)
 		}
 		fd := &frontDoor{name: d.Name, handler: h, tls: d.TLS, handed: l7redirect.NewConnListener(nil),
-			log: log.With("frontdoor", d.Name)}
+			l4Stopped: l4Stopped, log: log.With("frontdoor", d.Name)}
 		fd.server = &l7redirect.Server{Logger: fd.log}
 		handed[d.Name] = fd.handed
 		if d.HTTPRedirectListen != "" {
@@ -237,7 +242,11 @@ type frontDoor struct {
 	https    net.Listener
 	plain    net.Listener
 	handed   *l7redirect.ConnListener
-	log      *slog.Logger
+	// l4Stopped is closed when every L4 listener has drained: until then
+	// they may still hand over a connection that was in its ClientHello
+	// peek when shutdown began, so the handed-over server outlives ctx.
+	l4Stopped <-chan struct{}
+	log       *slog.Logger
 }
 
 // serve runs the front door's servers until ctx is cancelled, then shuts
@@ -256,7 +265,12 @@ func (fd *frontDoor) serve(ctx context.Context) error {
 	if fd.https != nil {
 		start(fd.https, fd.handler, fd.tls, "https")
 	}
-	start(fd.handed, fd.handler, fd.tls, "https from l4 routes")
+	handedCtx, stopHanded := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHanded()
+	go stopAfterL4(ctx, fd.l4Stopped, stopHanded)
+	n++
+	go serveFrontDoor(handedCtx, fd.server, fd.handed, fd.handler, fd.tls, done)
+	fd.log.Info("l7redirect listening", "addr", fd.handed.Addr().String(), "serves", "https from l4 routes")
 	if fd.plain != nil {
 		start(fd.plain, fd.redirect, nil, "http redirect to https")
 	}
@@ -268,6 +282,55 @@ func (fd *frontDoor) serve(ctx context.Context) error {
 		}
 	}
 	return first
+}
+
+// stopAfterL4 calls stop once ctx has ended and the L4 listeners have
+// drained (or, should they hang, after their drain bound and a margin).
+func stopAfterL4(ctx context.Context, l4Stopped <-chan struct{}, stop func()) {
+	<-ctx.Done()
+	select {
+	case <-l4Stopped:
+	case <-time.After(l4DrainTimeout + shutdownTimeout):
+	}
+	stop()
+}
+
+// stopSignal is closed when the last of the roles counted with add has
+// finished; sealed with none, it is closed at once.
+type stopSignal struct {
+	mu      sync.Mutex
+	pending int
+	sealed  bool
+	done    chan struct{}
+}
+
+func newStopSignal() *stopSignal { return &stopSignal{done: make(chan struct{})} }
+
+func (s *stopSignal) add() { s.mu.Lock(); s.pending++; s.mu.Unlock() }
+
+func (s *stopSignal) finish() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending--
+	s.closeIfDone()
+}
+
+// seal says no more roles will be added.
+func (s *stopSignal) seal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sealed = true
+	s.closeIfDone()
+}
+
+func (s *stopSignal) closeIfDone() {
+	if s.sealed && s.pending == 0 {
+		select {
+		case <-s.done:
+		default:
+			close(s.done)
+		}
+	}
 }
 
 // serveFrontDoor is Server.Serve as a named goroutine, so stack dumps read
