@@ -2,6 +2,7 @@ package l4
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"math/big"
@@ -210,6 +212,14 @@ func newPool(t testing.TB, name string, policy lb.PolicyName, health lb.HealthCh
 // startServer runs an l4 server on 127.0.0.1 until the test ends.
 func startServer(t testing.TB, cfg Config) (addr string, reg *prometheus.Registry) {
 	t.Helper()
+	addr, reg, _ = runServer(t, cfg, quietLogger())
+	return addr, reg
+}
+
+// runServer runs an l4 server on 127.0.0.1 logging to logger. stop cancels
+// its context and waits for Serve to return; the test's end calls it too.
+func runServer(t testing.TB, cfg Config, logger *slog.Logger) (addr string, reg *prometheus.Registry, stop func()) {
+	t.Helper()
 	reg = prometheus.NewPedanticRegistry()
 	m, err := NewMetrics(reg)
 	if err != nil {
@@ -218,7 +228,7 @@ func startServer(t testing.TB, cfg Config) (addr string, reg *prometheus.Registr
 	if cfg.Name == "" {
 		cfg.Name = "test"
 	}
-	srv, err := New(cfg, Options{Logger: quietLogger(), Metrics: m})
+	srv, err := New(cfg, Options{Logger: logger, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,15 +242,58 @@ func startServer(t testing.TB, cfg Config) (addr string, reg *prometheus.Registr
 		srv.Serve(ctx, ln)
 		close(done)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Error("Serve did not return after cancel")
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				t.Error("Serve did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), reg, stop
+}
+
+// logSink collects a JSON slog handler's output.
+type logSink struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// logger logs everything, debug included, to s as JSON lines.
+func (s *logSink) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(s, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// records returns the lines whose msg is msg, decoded.
+func (s *logSink) records(t testing.TB, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for line := range strings.Lines(s.String()) {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line is not JSON: %v: %q", err, line)
 		}
-	})
-	return ln.Addr().String(), reg
+		if r["msg"] == msg {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // metricValue sums the samples of a counter or gauge family whose labels

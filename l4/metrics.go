@@ -13,6 +13,7 @@ type Metrics struct {
 	accepted *prometheus.CounterVec
 	routed   *prometheus.CounterVec
 	active   *prometheus.GaugeVec
+	open     *prometheus.GaugeVec
 	bytes    *prometheus.CounterVec
 	dialErrs *prometheus.CounterVec
 	rejected *prometheus.CounterVec
@@ -29,7 +30,8 @@ const (
 	RejectProxyHeader = "bad_proxy_header"
 	RejectNoRoute     = "no_route"
 	RejectNoBackend   = "no_backend"
-	RejectShutdown    = "shutdown" // the listener stopped while dialing a backend
+	RejectShutdown    = "shutdown"   // the listener stopped while dialing a backend
+	RejectOverLimit   = "over_limit" // the listener already had MaxConns connections open
 )
 
 // NewMetrics creates the metrics and registers them with reg; a nil reg
@@ -45,6 +47,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "iwalb_l4_connections_active", Help: "Connections being relayed or handled, by listener and route.",
 		}, []string{"listener", "route"}),
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "iwalb_l4_connections_open",
+			Help: "Connections accepted and not yet closed, whether still sending their ClientHello or relayed, by listener; max_conns bounds it.",
+		}, []string{"listener"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "iwalb_l4_bytes_total", Help: "Bytes relayed, by direction (client_to_backend, backend_to_client).",
 		}, []string{"listener", "route", "direction"}),
@@ -62,7 +68,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	if reg != nil {
 		var errs []error
-		for _, c := range []prometheus.Collector{m.accepted, m.routed, m.active, m.bytes, m.dialErrs, m.rejected, m.duration} {
+		for _, c := range []prometheus.Collector{m.accepted, m.routed, m.active, m.open, m.bytes, m.dialErrs, m.rejected, m.duration} {
 			errs = append(errs, reg.Register(c))
 		}
 		if err := errors.Join(errs...); err != nil {

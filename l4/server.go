@@ -11,6 +11,11 @@
 //	srv, err := l4.New(l4.Config{Name: "https", Router: router}, l4.Options{Logger: logger, Metrics: m})
 //	err = srv.Serve(ctx, ln) // until ctx is cancelled
 //
+// Each listener holds at most Config.MaxConns connections open, counted from
+// accept to close, and logs one line at info level per relayed connection
+// when it ends (client, server name, route, backend, bytes each way,
+// duration, and how it ended).
+//
 // Package l4 never terminates TLS and never looks past the ClientHello. It
 // does not know how backends are chosen or checked (package lb does), nor
 // how configuration is read.
@@ -30,6 +35,7 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iwalb/iwalb/lb"
 )
@@ -61,7 +67,27 @@ type Config struct {
 	// protocol header; their header's source address replaces theirs. From
 	// anyone else a PROXY header is just non-TLS bytes.
 	TrustedProxies []netip.Prefix
+	// MaxConns bounds the connections Serve holds open at once, each
+	// counted from accept until it is closed, including those still
+	// sending their ClientHello, so a flood of slow or silent clients
+	// cannot use up the process's file descriptors. A connection over the
+	// limit is reset at once and counted (RejectOverLimit), with a warning
+	// at most every 10s that says how many were refused since the last
+	// one. 0 means DefaultMaxConns.
+	MaxConns int
 }
+
+// DefaultMaxConns is Config.MaxConns when it is not set. A relayed
+// connection holds two sockets and, while a splice waits for bytes, two
+// pipes: about six file descriptors, so 10,000 connections fit well within
+// the open-file limit that Go raises a Linux process to (the hard limit,
+// 524,288 under systemd), and their buffers within a small machine's
+// memory.
+const DefaultMaxConns = 10000
+
+// overLimitLogEvery spaces the warnings about refused connections: a
+// flood is counted in iwalb_l4_rejected_total, not logged line by line.
+const overLimitLogEvery = 10 * time.Second
 
 // Options carries what a Server gets from its host process rather than from
 // its configuration.
@@ -80,6 +106,19 @@ type Server struct {
 	log    *slog.Logger
 	m      *Metrics
 	wg     sync.WaitGroup
+
+	// Connections open (MaxConns), and the listener's series that every
+	// accept touches.
+	open      atomic.Int64
+	openGauge prometheus.Gauge
+	accepted  prometheus.Counter
+	overLimit prometheus.Counter
+
+	// The over-limit warning: refused since the last one, and when the next
+	// may be logged (since born, on the monotonic clock).
+	born            time.Time
+	refusedSinceLog atomic.Int64
+	nextLimitLog    atomic.Int64
 }
 
 // New validates cfg and returns a Server ready to Serve.
@@ -91,8 +130,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if cfg.Router == nil {
 		errs = append(errs, fmt.Errorf("l4 listener %q: no router", cfg.Name))
 	}
-	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.DialAttempts < 0 {
-		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes and attempts must not be negative", cfg.Name))
+	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.DialAttempts < 0 || cfg.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes, attempts and max conns must not be negative", cfg.Name))
 	}
 	if cfg.MaxHelloSize > 64<<10 {
 		errs = append(errs, fmt.Errorf("l4 listener %q: max hello size %d exceeds 64 KiB", cfg.Name, cfg.MaxHelloSize))
@@ -115,7 +154,10 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
-	s := &Server{cfg: cfg, log: opts.Logger, m: opts.Metrics}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	s := &Server{cfg: cfg, log: opts.Logger, m: opts.Metrics, born: time.Now()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -123,6 +165,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.m == nil {
 		s.m, _ = NewMetrics(nil)
 	}
+	s.openGauge = s.m.open.WithLabelValues(cfg.Name)
+	s.accepted = s.m.accepted.WithLabelValues(cfg.Name)
+	s.overLimit = s.m.rejected.WithLabelValues(cfg.Name, RejectOverLimit)
 	s.router.Store(cfg.Router)
 	return s, nil
 }
@@ -133,6 +178,8 @@ func (s *Server) SetRouter(r *Router) { s.router.Store(r) }
 
 // Serve accepts connections on ln until ctx is cancelled, then closes ln,
 // closes the connections it is relaying and returns once they have ended.
+// It holds at most Config.MaxConns connections open, and resets the ones
+// over that at once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -157,25 +204,56 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
+		if s.open.Add(1) > int64(s.cfg.MaxConns) {
+			s.open.Add(-1)
+			s.refuse(c)
+			continue
+		}
+		s.openGauge.Inc()
 		s.wg.Add(1)
 		go s.serveConn(ctx, c)
 	}
 }
 
 // serveConn is the life of one client connection: peek, route, dial, relay.
+// Its MaxConns slot is freed once ServeConn has closed both sockets.
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer s.wg.Done()
+	defer s.open.Add(-1)
+	defer s.openGauge.Dec()
 	s.ServeConn(ctx, c)
 }
 
+// refuse closes a connection over MaxConns in the accept loop, without
+// reading from it: a reset (linger 0), so that a flood leaves no TIME_WAIT
+// behind either.
+func (s *Server) refuse(c net.Conn) {
+	s.accepted.Inc()
+	s.overLimit.Inc() // before the close, which the client may see at once
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+	s.refusedSinceLog.Add(1)
+	now := int64(time.Since(s.born))
+	next := s.nextLimitLog.Load()
+	if now < next || !s.nextLimitLog.CompareAndSwap(next, now+int64(overLimitLogEvery)) {
+		return
+	}
+	s.log.Warn("max_conns reached: refusing new connections",
+		"max_conns", s.cfg.MaxConns, "refused", s.refusedSinceLog.Swap(0))
+}
+
 // ServeConn handles one accepted connection and closes it. It returns when
-// the connection has ended or ctx is cancelled.
+// the connection has ended or ctx is cancelled. Connections given to it
+// directly do not count against MaxConns; those Serve accepts do.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	accepted := time.Now()
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	listener := s.cfg.Name
-	s.m.accepted.WithLabelValues(listener).Inc()
+	s.accepted.Inc()
 
 	src, dst := c.RemoteAddr(), c.LocalAddr()
 	c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
@@ -227,25 +305,44 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		s.m.rejected.WithLabelValues(listener, RejectNoBackend).Inc()
-		s.log.Warn("no backend for connection", "client", src, "route", route.Name, "err", err)
+		s.log.Warn("no backend for connection", "client", addrString(src), "route", route.Name, "err", err)
 		return
 	}
 	defer release()
 	defer backend.Close()
 	stopB := context.AfterFunc(ctx, func() { backend.Close() })
 	defer stopB()
-	s.log.Debug("relaying", "client", src, "sni", hello.ServerName, "route", route.Name, "backend", b.Name)
+	s.log.Debug("relaying", "client", addrString(src), "sni", hello.ServerName, "route", route.Name, "backend", b.Name)
 
 	t := &tunnel{
 		idle:    s.cfg.IdleTimeout,
 		client:  c,
 		backend: backend,
-		up:      s.m.bytes.WithLabelValues(listener, route.Name, "client_to_backend"),
-		down:    s.m.bytes.WithLabelValues(listener, route.Name, "backend_to_client"),
+		up:      s.m.bytes.WithLabelValues(listener, route.Name, dirName(dirUp)),
+		down:    s.m.bytes.WithLabelValues(listener, route.Name, dirName(dirDown)),
 	}
 	t.up.Add(float64(sent)) // the PROXY header and the peeked bytes went in the dial's first write
-	t.run()
+	end, endErr := t.run()
 	s.m.duration.WithLabelValues(listener, route.Name).Observe(time.Since(start).Seconds())
+
+	// The access log line, as HAProxy's tcplog gives it: who, where, how
+	// much, how long, how it ended. Nothing the client sent but its
+	// ClientHello's server name.
+	attrs := []slog.Attr{
+		slog.String("client", addrString(src)),
+		slog.String("sni", hello.ServerName),
+		slog.String("route", route.Name),
+		slog.String("backend", b.Name),
+		slog.Group("bytes",
+			slog.Int64(dirName(dirUp), int64(sent)+t.moved[dirUp]),
+			slog.Int64(dirName(dirDown), t.moved[dirDown])),
+		slog.Duration("duration", time.Since(accepted).Round(time.Microsecond)),
+		slog.String("end", end),
+	}
+	if endErr != nil {
+		attrs = append(attrs, slog.String("err", endErr.Error()))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "connection relayed", attrs...)
 }
 
 // dialBackend picks and dials backends of route's pool until one accepts the
@@ -327,7 +424,7 @@ func (s *Server) trusted(a net.Addr) bool {
 func (s *Server) reject(reason string, client net.Addr, err error) {
 	s.m.rejected.WithLabelValues(s.cfg.Name, reason).Inc()
 	// Debug: rejects are counted, and scanners would flood the log.
-	s.log.Debug("connection rejected", "client", client, "reason", reason, "err", err)
+	s.log.Debug("connection rejected", "client", addrString(client), "reason", reason, "err", err)
 }
 
 func peekReason(err error) string {
@@ -342,6 +439,15 @@ func peekReason(err error) string {
 		return RejectMalformed
 	}
 	return RejectClientGone
+}
+
+// addrString is a's address for a log line (a net.Addr itself would be
+// logged as a JSON object by a JSON handler).
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 // addrIP returns the IP of a TCP address, unmapped, or the zero Addr.

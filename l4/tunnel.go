@@ -2,6 +2,7 @@ package l4
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -16,6 +17,24 @@ import (
 // loop reports progress (byte counters, idle clock).
 const copyChunk = 256 << 10
 
+// How a relayed connection ended, as its log line's "end" says.
+const (
+	// EndClientClosed: the client closed (or half-closed) its side first
+	// and the relay then finished.
+	EndClientClosed = "client_closed"
+	// EndBackendClosed: the backend closed (or half-closed) its side first.
+	EndBackendClosed = "backend_closed"
+	// EndIdleTimeout: nothing moved either way for the idle timeout, or one
+	// side stopped taking bytes; the balancer closed both.
+	EndIdleTimeout = "idle_timeout"
+	// EndShutdown: the listener was shutting down and closed the
+	// connection.
+	EndShutdown = "shutdown"
+	// EndError: a read or write failed (a reset, say); the log line's err
+	// says which.
+	EndError = "error"
+)
+
 // tunnel relays bytes both ways between a client and a backend, with
 // half-close and an idle timeout.
 //
@@ -24,18 +43,33 @@ const copyChunk = 256 << 10
 // splice is invisible until it returns, idleness is decided with read
 // deadlines: a direction whose deadline passes without progress "suspects"
 // the connection and pokes the other direction (sets its read deadline to
-// now) so that it reports whatever it moved; only if that direction has also
-// moved nothing is the connection closed. A write deadline of twice the idle
-// timeout per chunk ends the tunnel when a destination stops taking bytes.
+// now) so that it reports whatever it moved; only if that direction, asked
+// after it armed its read, has also moved nothing is the connection closed.
+// A write deadline of twice the idle timeout per chunk ends the tunnel when
+// a destination stops taking bytes.
+//
+// The owner closes client or backend from outside only to shut down; the
+// tunnel reports such an end as EndShutdown.
 type tunnel struct {
 	idle            time.Duration // <= 0: no idle timeout
 	client, backend net.Conn
 	up, down        prometheus.Counter
 
-	last      atomic.Int64 // unix nanos of the last progress either way
-	suspect   atomic.Bool
+	start time.Time // the monotonic base of last, armed and suspect
+	// moved counts the bytes each direction relayed. Each is written only
+	// by its own copy, a chunk at a time, and read once run has returned.
+	moved   [2]int64
+	last    atomic.Int64    // since start: the last progress either way
+	armed   [2]atomic.Int64 // since start: when each direction last armed its read deadline
+	suspect atomic.Int64    // since start: when a direction last asked the other to report; -1: never
+
 	finished  [2]atomic.Bool
+	closing   atomic.Bool // the tunnel itself is closing both sides
 	closeOnce sync.Once
+
+	mu     sync.Mutex
+	end    string // one of the End* constants; "" while relaying
+	endErr error  // with EndError
 }
 
 const (
@@ -43,9 +77,19 @@ const (
 	dirDown = 1 // backend to client
 )
 
-// run relays until both directions have ended.
-func (t *tunnel) run() {
-	t.last.Store(time.Now().UnixNano())
+// dirName names a direction as the bytes metric and the log line do.
+func dirName(dir int) string {
+	if dir == dirUp {
+		return "client_to_backend"
+	}
+	return "backend_to_client"
+}
+
+// run relays until both directions have ended. It returns how the
+// connection ended, with the error for EndError.
+func (t *tunnel) run() (end string, err error) {
+	t.start = time.Now()
+	t.suspect.Store(-1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -54,11 +98,21 @@ func (t *tunnel) run() {
 	t.copyHalf(dirDown, t.client, t.backend, t.down)
 	<-done
 	t.closeBoth()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.end == "" {
+		return EndError, errors.New("relay ended for no recorded reason")
+	}
+	return t.end, t.endErr
 }
+
+// now is the time since the tunnel started, on the monotonic clock.
+func (t *tunnel) now() int64 { return int64(time.Since(t.start)) }
 
 // copyHalf copies src to dst until src ends, then half-closes dst. It is a
 // named function so that goroutine dumps of a busy balancer read well.
 func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) {
+	lr := &io.LimitedReader{R: src} // one per direction, not per chunk
 	for {
 		var writeBy time.Time
 		if t.idle > 0 {
@@ -70,19 +124,23 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 			// the read one so that an expiry can be told apart below.
 			writeBy = now.Add(2 * t.idle)
 			dst.SetWriteDeadline(writeBy)
+			// After arming: a question asked later than this is sure to
+			// interrupt this read (see idleNow).
+			t.armed[dir].Store(t.now())
 		}
-		lr := &io.LimitedReader{R: src, N: copyChunk}
+		lr.N = copyChunk
 		n, err := io.Copy(dst, lr)
 		if n > 0 {
+			t.moved[dir] += n
 			bytes.Add(float64(n))
-			t.last.Store(time.Now().UnixNano())
-			t.suspect.Store(false)
+			t.last.Store(t.now())
 		}
 		switch {
 		case err == nil && lr.N == 0:
 			continue // chunk done, more to come
 		case err == nil: // EOF: pass the half-close on
 			t.finished[dir].Store(true)
+			t.setEnd(closedBy(dir), nil)
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 				return
 			}
@@ -96,6 +154,17 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 			if time.Now().Before(writeBy) && (n > 0 || !t.idleNow(dir)) {
 				continue
 			}
+			t.setEnd(EndIdleTimeout, nil)
+		case errors.Is(err, net.ErrClosed):
+			if !t.closing.Load() {
+				// Not the other direction's doing: the owner closed a side
+				// to shut down.
+				t.setEnd(EndShutdown, nil)
+			}
+		default:
+			// Splice cannot say which side failed, and the error names the
+			// destination's addresses: say which copy it was.
+			t.setEnd(EndError, fmt.Errorf("%s: %w", dirName(dir), err))
 		}
 		// Idle, reset, or closed under us: end both directions.
 		t.finished[dir].Store(true)
@@ -104,24 +173,50 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 	}
 }
 
-// idleNow decides, after dir's read deadline passed with no progress,
-// whether the whole tunnel is idle.
+// closedBy is the end of a tunnel whose dir reached EOF first.
+func closedBy(dir int) string {
+	if dir == dirUp {
+		return EndClientClosed
+	}
+	return EndBackendClosed
+}
+
+// setEnd records how the tunnel ended. The first reason stands, except
+// that the balancer closing a half-closed tunnel (idle, shutdown) is the
+// better answer than the half-close that came before it.
+func (t *tunnel) setEnd(end string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	forced := end == EndIdleTimeout || end == EndShutdown
+	if t.end == "" || forced && (t.end == EndClientClosed || t.end == EndBackendClosed) {
+		t.end, t.endErr = end, err
+	}
+}
+
+// idleNow decides, after dir's read deadline passed with nothing moved,
+// whether the whole tunnel is idle. A copy inside splice reports what it
+// moved only when it returns, so dir asks the other direction (sets its
+// read deadline to now) and that direction's next return answers: if the
+// question came after it armed its read and it has moved nothing either,
+// both sides have been quiet for the idle timeout. A question that came
+// before the other direction re-armed (and so did not interrupt it) is
+// ignored, and asked again at the next expiry.
 func (t *tunnel) idleNow(dir int) bool {
-	if time.Since(time.Unix(0, t.last.Load())) < t.idle {
-		// The other direction moved data recently. Clear any suspicion too:
-		// a stale one would let the next quiet period close a live tunnel.
-		t.suspect.Store(false)
-		return false
+	now := t.now()
+	if now-t.last.Load() < int64(t.idle) {
+		return false // something moved recently
 	}
 	if t.finished[1-dir].Load() {
 		return true // nobody else will ever report progress
 	}
-	if t.suspect.CompareAndSwap(false, true) {
-		// Ask the other direction to report what it moved; it decides.
-		t.src(1 - dir).SetReadDeadline(time.Now())
-		return false
+	if t.suspect.Load() > t.armed[dir].Load() {
+		// The other direction had been quiet for the idle timeout when it
+		// asked, after this read was armed; this one has moved nothing since.
+		return true
 	}
-	return true // the other direction was asked and has moved nothing either
+	t.suspect.Store(now)
+	t.src(1 - dir).SetReadDeadline(time.Now())
+	return false
 }
 
 func (t *tunnel) src(dir int) net.Conn {
@@ -133,6 +228,7 @@ func (t *tunnel) src(dir int) net.Conn {
 
 func (t *tunnel) closeBoth() {
 	t.closeOnce.Do(func() {
+		t.closing.Store(true)
 		t.client.Close()
 		t.backend.Close()
 	})

@@ -27,6 +27,7 @@ type rawL4Listener struct {
 	DialTimeout          duration   `yaml:"dial_timeout"`
 	DialAttempts         integer    `yaml:"dial_attempts"`
 	IdleTimeout          duration   `yaml:"idle_timeout"`
+	MaxConns             integer    `yaml:"max_conns"`
 	TrustedProxies       strList    `yaml:"trusted_proxies"`
 	Routes               []rawRoute `yaml:"routes"`
 	DefaultPool          str        `yaml:"default_pool"`
@@ -49,6 +50,10 @@ const (
 	maxHelloBytes     = 64 << 10
 	defaultHelloBytes = 16 << 10
 )
+
+// defaultMaxConns is an l4 listener's max_conns when the file sets none;
+// l4.DefaultMaxConns says why it is 10,000.
+const defaultMaxConns = l4.DefaultMaxConns
 
 // L4Listener is one configured TLS-passthrough listener: the address to
 // bind and the l4 configuration, whose Router is built over the pools given
@@ -187,7 +192,16 @@ func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener
 				DialAttempts:   c.atLeastOne(rl.DialAttempts, p+".dial_attempts", 3),
 				IdleTimeout:    c.positive(rl.IdleTimeout, p+".idle_timeout", 10*time.Minute),
 				TrustedProxies: c.prefixes(rl.TrustedProxies, p+".trusted_proxies"),
+				MaxConns:       defaultMaxConns,
 			},
+		}
+		if m := rl.MaxConns; m.Set {
+			// 0 is refused rather than read as "no limit": an unbounded
+			// listener is what the setting exists to prevent.
+			l.cfg.MaxConns = m.V
+			if m.V < 1 {
+				c.add(m.Line, "%s.max_conns: must be a positive number, got %d", p, m.V)
+			}
 		}
 		if h := rl.MaxHelloBytes; h.Set {
 			l.cfg.MaxHelloSize = h.V

@@ -73,6 +73,7 @@ func TestLoadPoolsAndL4(t *testing.T) {
       dial_timeout: 1s
       dial_attempts: 1
       idle_timeout: 1h
+      max_conns: 500
       default_pool: spare
 `))
 	f, err := Load(path)
@@ -144,12 +145,14 @@ func TestLoadPoolsAndL4(t *testing.T) {
 		{"dial_timeout default", pub.Config.DialTimeout, 5 * time.Second},
 		{"dial_attempts default", pub.Config.DialAttempts, 3},
 		{"idle_timeout default", pub.Config.IdleTimeout, 10 * time.Minute},
+		{"max_conns default", pub.Config.MaxConns, 10000},
 		{"listen (all addresses)", internal.Listen, ":8443"},
 		{"peek_timeout", internal.Config.PeekTimeout, 2 * time.Second},
 		{"max_hello_bytes", internal.Config.MaxHelloSize, 32768},
 		{"dial_timeout", internal.Config.DialTimeout, time.Second},
 		{"dial_attempts", internal.Config.DialAttempts, 1},
 		{"idle_timeout", internal.Config.IdleTimeout, time.Hour},
+		{"max_conns", internal.Config.MaxConns, 500},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -288,7 +291,7 @@ func TestLoadPoolsAndL4Problems(t *testing.T) {
 			want: []string{
 				`7: unknown key "fqnd" in pools[0].backends[0]; known keys: name, addr, fqdn, weight, max_conns`,
 				`18: unknown key "timeuot" in pools[0].health; known keys: check, path, expect_status, ca_file, interval, timeout, rise, fall`,
-				`28: unknown key "trusted" in l4.listeners[0]; known keys: name, listen, peek_timeout, max_hello_bytes, dial_timeout, dial_attempts, idle_timeout, trusted_proxies, routes, default_pool, default_proxy_protocol`,
+				`28: unknown key "trusted" in l4.listeners[0]; known keys: name, listen, peek_timeout, max_hello_bytes, dial_timeout, dial_attempts, idle_timeout, max_conns, trusted_proxies, routes, default_pool, default_proxy_protocol`,
 			},
 		},
 		{
@@ -501,6 +504,18 @@ func TestLoadPoolsAndL4Problems(t *testing.T) {
 			name:  "max_hello_bytes out of range",
 			lines: map[int]string{28: "      max_hello_bytes: 1024"},
 			want:  []string{`28: l4.listeners[0].max_hello_bytes: 1024 is out of range; use 4096 to 65536`},
+		},
+		{
+			name:  "max_conns that is not a positive number",
+			lines: map[int]string{28: "      max_conns: 0"},
+			extra: "    - {name: second, listen: 127.0.0.1:8444, default_pool: spare, max_conns: -5}\n" +
+				"    - {name: third, listen: 127.0.0.1:8445, default_pool: spare, max_conns: 1e4}\n" +
+				"    - {name: fourth, listen: 127.0.0.1:8446, default_pool: spare, max_conns: 1}\n",
+			want: []string{
+				`28: l4.listeners[0].max_conns: must be a positive number, got 0`,
+				`35: l4.listeners[1].max_conns: must be a positive number, got -5`,
+				`36: l4.listeners[2].max_conns: want a whole number, got`,
+			},
 		},
 		{
 			name:  "l4 without listeners",
