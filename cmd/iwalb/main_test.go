@@ -376,6 +376,34 @@ func metricsText(t *testing.T, addr string) string {
 	return string(body)
 }
 
+// waitChecked waits until the pool's backends auth1 and auth2 have each
+// passed a health check, as /metrics on metrics tells; it fails the test if
+// iwalb (whose exit code arrives on done) exits first.
+func waitChecked(t *testing.T, metrics string, done <-chan int, stopped *bool, errw *syncWriter) {
+	t.Helper()
+	passed := regexp.MustCompile(`(?m)^iwalb_lb_backend_health_checks_total\{backend="(auth[12])",pool="authnodes",result="ok"\} [1-9]`)
+	var text string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case code := <-done:
+			*stopped = true
+			t.Fatalf("iwalb run exited %d before serving\n%s", code, errw.String())
+		default:
+		}
+		if resp, err := http.Get("http://" + metrics + "/metrics"); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			text = string(body)
+			if len(passed.FindAllString(text, -1)) == 2 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backends never checked healthy\n%s\n%s", iwalbSeries(text), errw.String())
+		}
+	}
+}
+
 // iwalbSeries keeps iwalb's own series of a /metrics text, for messages.
 func iwalbSeries(text string) string {
 	var b strings.Builder
@@ -459,28 +487,7 @@ l4:
 	}()
 
 	// Up when both backends have passed a health check.
-	var text string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		select {
-		case code := <-done:
-			stopped = true
-			t.Fatalf("iwalb run exited %d before serving\n%s", code, errw.String())
-		default:
-		}
-		if resp, err := http.Get("http://" + metrics + "/metrics"); err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			text = string(body)
-			if !strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth1",pool="authnodes",result="ok"} 0`) &&
-				!strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth2",pool="authnodes",result="ok"} 0`) &&
-				strings.Contains(text, `result="ok"`) {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backends never checked healthy\n%s\n%s", iwalbSeries(text), errw.String())
-		}
-	}
+	waitChecked(t, metrics, done, &stopped, errw)
 
 	conn, err := tls.Dial("tcp", front, &tls.Config{ServerName: "lb.example.test", RootCAs: roots, NextProtos: []string{"http/1.1"}})
 	if err != nil {
@@ -504,7 +511,7 @@ l4:
 		t.Errorf("backend says %q, want %q", got, want)
 	}
 
-	text = metricsText(t, metrics)
+	text := metricsText(t, metrics)
 	for _, want := range []string{
 		`iwalb_l4_connections_accepted_total{listener="public"} 1`,
 		`iwalb_l4_connections_routed_total{listener="public",route="authnodes"} 1`,
@@ -746,27 +753,8 @@ l4:
 			<-done
 		}
 	}()
+	waitChecked(t, metrics, done, &stopped, errw)
 	var text string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		select {
-		case code := <-done:
-			stopped = true
-			t.Fatalf("iwalb run exited %d before serving\n%s", code, errw.String())
-		default:
-		}
-		if resp, err := http.Get("http://" + metrics + "/metrics"); err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			text = string(body)
-			if strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth1",pool="authnodes",result="ok"}`) &&
-				strings.Contains(text, `iwalb_lb_backend_health_checks_total{backend="auth2",pool="authnodes",result="ok"}`) {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backends never checked healthy\n%s\n%s", iwalbSeries(text), errw.String())
-		}
-	}
 
 	// A browser-like client: every name resolves to the address given.
 	client := func(addr string) *http.Client {
