@@ -177,3 +177,26 @@ func reason(err error) string {
 	}
 	return err.Error()
 }
+
+// plainLabel checks that a name, which becomes a metric label, is plain.
+func (c *checker) plainLabel(s str, path string) bool {
+	if plainName.MatchString(s.V) {
+		return true
+	}
+	c.add(s.Line, "%s.name: %q is not a plain name (letters, digits, '.', '_' and '-'); it becomes a metric label", path, s.V)
+	return false
+}
+
+// labelName checks the required name of a pool, backend or listener: plain
+// (it becomes a metric label) and unique among seen (name → line), which it
+// records. what ("pool name") and where (" in the pool") word the duplicate.
+func (c *checker) labelName(s str, sec pos, path, what, where string, seen map[string]int) {
+	if !c.needStr(s, sec, path, "name") || !c.plainLabel(s, path) {
+		return
+	}
+	if first, dup := seen[s.V]; dup {
+		c.add(s.Line, "%s.name: duplicate %s %q%s (first at line %d)", path, what, s.V, where, first)
+		return
+	}
+	seen[s.V] = s.Line
+}

@@ -166,16 +166,7 @@ func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener
 	proxyByPool := map[string]proxyUse{}
 	for i, rl := range r.Listeners {
 		p := fmt.Sprintf("l4.listeners[%d]", i)
-		if c.needStr(rl.Name, rl.At, p, "name") {
-			switch first, dup := names[rl.Name.V]; {
-			case !plainName.MatchString(rl.Name.V):
-				c.add(rl.Name.Line, "%s.name: %q is not a plain name (letters, digits, '.', '_' and '-'); it becomes a metric label", p, rl.Name.V)
-			case dup:
-				c.add(rl.Name.Line, "%s.name: duplicate listener name %q (first at line %d)", p, rl.Name.V, first)
-			default:
-				names[rl.Name.V] = rl.Name.Line
-			}
-		}
+		c.labelName(rl.Name, rl.At, p, "listener name", "", names)
 		if c.needStr(rl.Listen, rl.At, p, "listen") && c.hostPort(rl.Listen, p+".listen") {
 			if first, dup := addrs[rl.Listen.V]; dup {
 				c.add(rl.Listen.Line, "%s.listen: %s is already the address of the listener at line %d", p, rl.Listen.V, first)

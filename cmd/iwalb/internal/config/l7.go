@@ -157,16 +157,7 @@ func (c *checker) l7(r rawL7, pools []poolConfig, poolLines map[string]int, l4Ad
 	}
 	for i, rl := range r.Listeners {
 		p := fmt.Sprintf("l7redirect.listeners[%d]", i)
-		if c.needStr(rl.Name, rl.At, p, "name") {
-			switch first, dup := names[rl.Name.V]; {
-			case !plainName.MatchString(rl.Name.V):
-				c.add(rl.Name.Line, "%s.name: %q is not a plain name (letters, digits, '.', '_' and '-'); it becomes a metric label", p, rl.Name.V)
-			case dup:
-				c.add(rl.Name.Line, "%s.name: duplicate listener name %q (first at line %d)", p, rl.Name.V, first)
-			default:
-				names[rl.Name.V] = rl.Name.Line
-			}
-		}
+		c.labelName(rl.Name, rl.At, p, "listener name", "", names)
 		l := l7Listener{line: rl.At.Line}
 		l.Name = rl.Name.V
 		l.Listen = listen(rl.Listen, p+".listen")
@@ -345,8 +336,7 @@ func (c *checker) l7Rule(rr rawL7Rule, rp string, names []string, pools []poolCo
 	rule := l7Rule{line: rr.At.Line, pool: rr.Pool.V, rule: l7redirect.Rule{
 		Name: rr.Name.V, PathPrefix: rr.PathPrefix.V, RewritePrefix: rr.RewritePrefix.V, Port: rr.Port.V,
 	}}
-	if rr.Name.Set && !plainName.MatchString(rr.Name.V) {
-		c.add(rr.Name.Line, "%s.name: %q is not a plain name (letters, digits, '.', '_' and '-'); it becomes a metric label", rp, rr.Name.V)
+	if rr.Name.Set && !c.plainLabel(rr.Name, rp) {
 		ok = false
 	}
 	if rr.Host.Set && rr.Host.V != "" {

@@ -82,16 +82,7 @@ func (c *checker) pools(raw []rawPool) (out []poolConfig, lines map[string]int) 
 	for i, rp := range raw {
 		p := fmt.Sprintf("pools[%d]", i)
 		pc := poolConfig{Config: lb.Config{Name: rp.Name.V, Policy: lb.PolicyName(rp.Policy.V)}}
-		if c.needStr(rp.Name, rp.At, p, "name") {
-			switch first, dup := lines[rp.Name.V]; {
-			case !plainName.MatchString(rp.Name.V):
-				c.add(rp.Name.Line, "%s.name: %q is not a plain name (letters, digits, '.', '_' and '-'); it becomes a metric label", p, rp.Name.V)
-			case dup:
-				c.add(rp.Name.Line, "%s.name: duplicate pool name %q (first at line %d)", p, rp.Name.V, first)
-			default:
-				lines[rp.Name.V] = rp.Name.Line
-			}
-		}
+		c.labelName(rp.Name, rp.At, p, "pool name", "", lines)
 		switch lb.PolicyName(rp.Policy.V) {
 		case "":
 			pc.Policy = lb.PolicyRoundRobin
@@ -119,16 +110,7 @@ func (c *checker) backends(rp rawPool, p string) []lb.BackendConfig {
 	for i, rb := range rp.Backends {
 		bp := fmt.Sprintf("%s.backends[%d]", p, i)
 		b := lb.BackendConfig{Name: rb.Name.V, Addr: rb.Addr.V, FQDN: rb.FQDN.V, Weight: 1, MaxConns: rb.MaxConns.V}
-		if c.needStr(rb.Name, rb.At, bp, "name") {
-			switch first, dup := names[rb.Name.V]; {
-			case !plainName.MatchString(rb.Name.V):
-				c.add(rb.Name.Line, "%s.name: %q is not a plain name (letters, digits, '.', '_' and '-'); it becomes a metric label", bp, rb.Name.V)
-			case dup:
-				c.add(rb.Name.Line, "%s.name: duplicate backend name %q in the pool (first at line %d)", bp, rb.Name.V, first)
-			default:
-				names[rb.Name.V] = rb.Name.Line
-			}
-		}
+		c.labelName(rb.Name, rb.At, bp, "backend name", " in the pool", names)
 		if c.needStr(rb.Addr, rb.At, bp, "addr") && c.hostPort(rb.Addr, bp+".addr") {
 			if host, _, _ := net.SplitHostPort(rb.Addr.V); host == "" {
 				c.add(rb.Addr.Line, "%s.addr: %q has no host; name the backend (like 10.0.0.11:8443)", bp, rb.Addr.V)
