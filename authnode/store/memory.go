@@ -69,6 +69,20 @@ func (m *Memory) Put(_ context.Context, key string, value []byte, ttl time.Durat
 	return nil
 }
 
+// liveLocked returns the entry under key if it has not expired; an expired
+// one is counted and answers ErrExpired.
+func (m *Memory) liveLocked(key string) (entry, error) {
+	e, ok := m.entries[key]
+	if !ok {
+		return entry{}, ErrNotFound
+	}
+	if !m.now().Before(e.expires) {
+		m.expire(key, e)
+		return entry{}, ErrExpired
+	}
+	return e, nil
+}
+
 // expire marks e, expired, as counted and drops its value.
 func (m *Memory) expire(key string, e entry) {
 	if !e.counted {
@@ -79,16 +93,11 @@ func (m *Memory) expire(key string, e entry) {
 
 // Get returns the value under key without removing it.
 func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
-	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.entries[key]
-	if !ok {
-		return nil, ErrNotFound
-	}
-	if !now.Before(e.expires) {
-		m.expire(key, e)
-		return nil, ErrExpired
+	e, err := m.liveLocked(key)
+	if err != nil {
+		return nil, err
 	}
 	return append([]byte(nil), e.value...), nil
 }
@@ -96,16 +105,11 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, error) {
 // Take removes the value under key and returns it. Of any number of
 // concurrent Takes of one key, exactly one gets the value.
 func (m *Memory) Take(_ context.Context, key string) ([]byte, error) {
-	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.entries[key]
-	if !ok {
-		return nil, ErrNotFound
-	}
-	if !now.Before(e.expires) {
-		m.expire(key, e)
-		return nil, ErrExpired
+	e, err := m.liveLocked(key)
+	if err != nil {
+		return nil, err
 	}
 	delete(m.entries, key)
 	return e.value, nil
