@@ -206,9 +206,11 @@ func TestServeMetrics(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
+	srv := privateServer{what: "metrics", handler: metricsHandler(reg), maxConns: 4,
+		metrics: newPrivateMetrics(reg), log: discardLogger()}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- serveMetrics(ctx, ln, reg, discardLogger()) }()
+	go func() { done <- srv.serve(ctx, ln) }()
 
 	url := "http://" + ln.Addr().String() + "/metrics"
 	resp, err := http.Get(url)
@@ -232,6 +234,88 @@ func TestServeMetrics(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Error("metrics listener still accepts connections after shutdown")
+	}
+}
+
+// TestPrivateListenerLimits floods the metrics listener: connections over
+// max_conns are reset and counted, the ones held open do not stay forever
+// (a keep-alive connection idle past the idle timeout is closed), and
+// once they are gone a scrape works again.
+func TestPrivateListenerLimits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	const maxConns = 8
+	const idle = 300 * time.Millisecond
+	srv := privateServer{what: "metrics", handler: metricsHandler(reg), maxConns: maxConns, idleTimeout: idle,
+		metrics: newPrivateMetrics(reg), log: discardLogger()}
+	go srv.serve(t.Context(), ln)
+	addr := ln.Addr().String()
+
+	// Each held connection has sent one request and read its answer: an
+	// idle keep-alive connection, as a client that stopped scraping leaves.
+	held := make([]net.Conn, maxConns)
+	for i := range held {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		held[i] = c
+	}
+	// The flood: every connection over the cap is reset without an answer.
+	for i := range 20 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			continue // a reset can already show at connect
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+			t.Fatalf("flood connection %d was served with %d connections open, max_conns %d", i, maxConns, maxConns)
+		}
+		c.Close()
+	}
+	if got := counterValue(t, reg, "iwalb_private_connections_refused_total", map[string]string{"listener": "metrics", "reason": "over_limit"}); got != 20 {
+		t.Errorf("refused connections counted: %v, want 20", got)
+	}
+
+	// The idle connections are closed by the server after the idle timeout.
+	for i, c := range held {
+		c.SetReadDeadline(time.Now().Add(idle + 10*time.Second))
+		start := time.Now()
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("idle connection %d: read = %v, want EOF (closed by the server)", i, err)
+		}
+		if waited := time.Since(start); waited > idle+5*time.Second {
+			t.Fatalf("idle connection %d closed after %v, idle timeout %v", i, waited, idle)
+		}
+	}
+	// With their slots free, a scrape works again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no scrape after the idle connections were closed: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -972,4 +1056,36 @@ func TestProxyListener(t *testing.T) {
 			}
 		})
 	}
+}
+
+// counterValue returns the value of the counter or gauge series of name
+// with exactly labels in reg, failing the test when there is none.
+func counterValue(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no series %s%v", name, labels)
+	return 0
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
+	"github.com/iwalb/iwalb/internal/connlimit"
 	"github.com/iwalb/iwalb/l4"
 	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
@@ -155,28 +157,30 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 
 	l4Stopped.seal()
 
-	if addr := f.AdminListen(); addr != "" {
-		ln, err := listen(addr)
+	private := newPrivateMetrics(reg)
+	if a := f.Admin(); a.Listen != "" {
+		ln, err := listen(a.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("admin: %w", err)
 		}
 		log := logger.With("role", "admin")
-		h := adminHandler(pools, log)
+		srv := privateServer{what: "admin", handler: adminHandler(pools, log), maxConns: a.MaxConns, metrics: private, log: log}
 		roles = append(roles, role{name: "admin", run: func(ctx context.Context) error {
-			return servePrivateHTTP(ctx, ln, h, "admin", log)
+			return srv.serve(ctx, ln)
 		}})
 	}
 
 	// The metrics listener comes last: nothing after it can fail and leave
 	// it bound.
-	if addr := f.MetricsListen(); addr != "" {
-		ln, err := net.Listen("tcp", addr)
+	if m := f.Metrics(); m.Listen != "" {
+		ln, err := net.Listen("tcp", m.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 		log := logger.With("role", "metrics")
+		srv := privateServer{what: "metrics", handler: metricsHandler(reg), maxConns: m.MaxConns, metrics: private, log: log}
 		roles = append(roles, role{name: "metrics", run: func(ctx context.Context) error {
-			return serveMetrics(ctx, ln, reg, log)
+			return srv.serve(ctx, ln)
 		}})
 	}
 	return roles, nil
@@ -434,37 +438,97 @@ func runRole(ctx context.Context, r role) error {
 	return nil
 }
 
-// serveMetrics serves the Prometheus registry on ln at /metrics until ctx
-// is cancelled, then shuts down gracefully.
-func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, log *slog.Logger) error {
+// metricsHandler serves the Prometheus registry at /metrics.
+func metricsHandler(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	return servePrivateHTTP(ctx, ln, mux, "metrics", log)
+	return mux
 }
 
-// servePrivateHTTP serves one of the process's own HTTP endpoints (metrics,
-// admin) on ln until ctx is cancelled, then shuts it down gracefully.
-func servePrivateHTTP(ctx context.Context, ln net.Listener, h http.Handler, what string, log *slog.Logger) error {
+// Timeouts of the private listeners: a scrape or an admin call is one
+// short request, so a connection that sends nothing for privateIdleTimeout
+// is closed, however it got there.
+const (
+	privateReadHeaderTimeout = 10 * time.Second
+	privateReadTimeout       = 30 * time.Second
+	privateWriteTimeout      = 30 * time.Second
+	privateIdleTimeout       = 60 * time.Second
+)
+
+// privateMetrics counts what the limits of the private listeners do.
+type privateMetrics struct {
+	refused *prometheus.CounterVec
+	open    *prometheus.GaugeVec
+}
+
+func newPrivateMetrics(reg prometheus.Registerer) *privateMetrics {
+	m := &privateMetrics{
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "iwalb_private_connections_refused_total",
+			Help: "Connections to the metrics or admin listener reset at accept because max_conns were open, by listener and reason.",
+		}, []string{"listener", "reason"}),
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "iwalb_private_connections_open",
+			Help: "Connections open on the metrics or admin listener, by listener.",
+		}, []string{"listener"}),
+	}
+	reg.MustRegister(m.refused, m.open)
+	return m
+}
+
+// privateServer is one of the process's own HTTP endpoints (metrics,
+// admin).
+type privateServer struct {
+	what     string // "metrics" or "admin": the role and the metrics' label
+	handler  http.Handler
+	maxConns int
+	// idleTimeout overrides privateIdleTimeout when set (tests).
+	idleTimeout time.Duration
+	metrics     *privateMetrics
+	log         *slog.Logger
+}
+
+// serve serves the endpoint on ln, at most maxConns connections at once,
+// until ctx is cancelled, then shuts it down gracefully.
+func (p privateServer) serve(ctx context.Context, ln net.Listener) error {
+	refused := p.metrics.refused.MustCurryWith(prometheus.Labels{"listener": p.what})
+	open := p.metrics.open.WithLabelValues(p.what)
+	lim := connlimit.New(connlimit.Limits{MaxConns: p.maxConns})
+	limited := connlimit.NewListener(ln, lim, func(r connlimit.Reason, from net.Addr) {
+		refused.WithLabelValues(string(r)).Inc()
+		p.log.Debug("connection refused", "reason", r, "client", from.String(), "max_conns", p.maxConns)
+	})
 	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Handler:           p.handler,
+		ReadHeaderTimeout: privateReadHeaderTimeout,
+		ReadTimeout:       privateReadTimeout,
+		WriteTimeout:      privateWriteTimeout,
+		IdleTimeout:       cmp.Or(p.idleTimeout, privateIdleTimeout),
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				open.Inc()
+			case http.StateClosed, http.StateHijacked:
+				open.Dec()
+			}
+		},
 	}
 	served := make(chan error, 1)
-	go serveHTTP(srv, ln, served)
-	log.Info("serving "+what, "addr", ln.Addr().String())
+	go serveHTTP(srv, limited, served)
+	p.log.Info("serving "+p.what, "addr", ln.Addr().String(), "max_conns", p.maxConns)
 	select {
 	case err := <-served:
-		return fmt.Errorf("serve %s on %s: %w", what, ln.Addr(), err)
+		return fmt.Errorf("serve %s on %s: %w", p.what, ln.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down %s on %s: %w", what, ln.Addr(), err)
+		return fmt.Errorf("shut down %s on %s: %w", p.what, ln.Addr(), err)
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s on %s: %w", what, ln.Addr(), err)
+		return fmt.Errorf("serve %s on %s: %w", p.what, ln.Addr(), err)
 	}
 	return nil
 }

@@ -74,22 +74,39 @@ type rawLog struct {
 }
 
 type rawMetrics struct {
-	At     pos `yaml:"-"`
-	Listen str `yaml:"listen"`
+	At       pos     `yaml:"-"`
+	Listen   str     `yaml:"listen"`
+	MaxConns integer `yaml:"max_conns"`
 }
 
 type rawAdmin struct {
-	At     pos `yaml:"-"`
-	Listen str `yaml:"listen"`
+	At       pos     `yaml:"-"`
+	Listen   str     `yaml:"listen"`
+	MaxConns integer `yaml:"max_conns"`
 }
+
+// PrivateListener is one of the process's own HTTP listeners (metrics,
+// admin): where it listens and how many connections it holds open at once.
+type PrivateListener struct {
+	// Listen is host:port; "" means the listener is not configured.
+	Listen string
+	// MaxConns bounds the connections open at once, counted from accept.
+	MaxConns int
+}
+
+// DefaultPrivateMaxConns is max_conns of the metrics and admin listeners
+// when the file sets none: a Prometheus server or two and an operator need
+// a handful; the bound keeps a flood on them from taking the file
+// descriptors that the front doors need.
+const DefaultPrivateMaxConns = 64
 
 // File is a loaded, valid configuration. It is immutable: accessors return
 // copies.
 type File struct {
 	logLevel      slog.Level
 	logJSON       bool
-	metricsListen string
-	adminListen   string
+	metrics       PrivateListener
+	admin         PrivateListener
 	authNode      *authnode.Config
 	pools         []poolConfig
 	l4            []l4Listener
@@ -190,8 +207,8 @@ func (c *checker) addYAMLError(err error) {
 func (c *checker) build(raw *rawFile) *File {
 	f := &File{}
 	f.logLevel, f.logJSON = c.log(raw.Log)
-	f.metricsListen = c.metrics(raw.Metrics)
-	f.adminListen = c.admin(raw.Admin)
+	f.metrics = c.metrics(raw.Metrics)
+	f.admin = c.admin(raw.Admin)
 	if raw.AuthNode.At.Set {
 		cfg := c.authNode(raw.AuthNode)
 		f.authNode = &cfg
@@ -319,28 +336,45 @@ func (c *checker) log(r rawLog) (level slog.Level, json bool) {
 	return level, json
 }
 
-func (c *checker) metrics(r rawMetrics) string {
+func (c *checker) metrics(r rawMetrics) PrivateListener {
 	if !r.At.Set || !c.needStr(r.Listen, r.At, "metrics", "listen") {
-		return ""
+		return PrivateListener{}
 	}
+	maxConns := c.privateMaxConns(r.MaxConns, "metrics")
 	if !c.hostPort(r.Listen, "metrics.listen") {
-		return ""
+		return PrivateListener{}
 	}
-	return r.Listen.V
+	return PrivateListener{Listen: r.Listen.V, MaxConns: maxConns}
 }
 
 // admin checks the admin listener: its API drains backends and has no
 // authentication of its own, so it may listen on loopback only.
-func (c *checker) admin(r rawAdmin) string {
-	if !r.At.Set || !c.needStr(r.Listen, r.At, "admin", "listen") || !c.hostPort(r.Listen, "admin.listen") {
-		return ""
+func (c *checker) admin(r rawAdmin) PrivateListener {
+	if !r.At.Set || !c.needStr(r.Listen, r.At, "admin", "listen") {
+		return PrivateListener{}
+	}
+	maxConns := c.privateMaxConns(r.MaxConns, "admin")
+	if !c.hostPort(r.Listen, "admin.listen") {
+		return PrivateListener{}
 	}
 	host, _, _ := net.SplitHostPort(r.Listen.V)
 	if ip, err := netip.ParseAddr(host); (err != nil || !ip.IsLoopback()) && host != "localhost" {
 		c.add(r.Listen.Line, "admin.listen: %q is not a loopback address; the admin API has no authentication, so it listens on loopback only", r.Listen.V)
-		return ""
+		return PrivateListener{}
 	}
-	return r.Listen.V
+	return PrivateListener{Listen: r.Listen.V, MaxConns: maxConns}
+}
+
+// privateMaxConns checks max_conns of the metrics or admin listener.
+func (c *checker) privateMaxConns(n integer, path string) int {
+	if !n.Set {
+		return DefaultPrivateMaxConns
+	}
+	if n.V <= 0 {
+		c.add(n.Line, "%s.max_conns: must be a positive number, got %d", path, n.V)
+		return DefaultPrivateMaxConns
+	}
+	return n.V
 }
 
 // AuthNode returns the auth node's configuration, with defaults applied,
@@ -413,13 +447,13 @@ func (f *File) L7Redirect(set *lb.Set) ([]L7Listener, error) {
 	return out, nil
 }
 
-// MetricsListen returns the address of the Prometheus listener, or "" when
-// metrics are not served.
-func (f *File) MetricsListen() string { return f.metricsListen }
+// Metrics returns the Prometheus listener; its Listen is "" when metrics
+// are not served.
+func (f *File) Metrics() PrivateListener { return f.metrics }
 
-// AdminListen returns the admin API's listen address, or "" when the admin
+// Admin returns the admin API's listener; its Listen is "" when the admin
 // API is not served.
-func (f *File) AdminListen() string { return f.adminListen }
+func (f *File) Admin() PrivateListener { return f.admin }
 
 // Logger returns a logger writing to w at the configured level and format.
 func (f *File) Logger(w io.Writer) *slog.Logger {

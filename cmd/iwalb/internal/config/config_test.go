@@ -101,8 +101,8 @@ func TestLoadValid(t *testing.T) {
 	if !ok {
 		t.Fatal("AuthNode() = false for a file with an authnode section")
 	}
-	if got := f.MetricsListen(); got != "127.0.0.1:9101" {
-		t.Errorf("MetricsListen() = %q", got)
+	if got := f.Metrics(); got != (PrivateListener{Listen: "127.0.0.1:9101", MaxConns: DefaultPrivateMaxConns}) {
+		t.Errorf("Metrics() = %+v", got)
 	}
 	checks := []struct {
 		name      string
@@ -320,6 +320,15 @@ func TestLoadProblems(t *testing.T) {
 			name:  "admin API off loopback",
 			extra: "admin: {listen: 0.0.0.0:9110}\n",
 			want:  []string{`28: admin.listen: "0.0.0.0:9110" is not a loopback address; the admin API has no authentication, so it listens on loopback only`},
+		},
+		{
+			name:  "max_conns of the private listeners must be positive",
+			lines: map[int]string{5: "  listen: 127.0.0.1:9101\n  max_conns: 0"},
+			extra: "admin: {listen: 127.0.0.1:9110, max_conns: -3}\n",
+			want: []string{
+				`6: metrics.max_conns: must be a positive number, got 0`,
+				`29: admin.max_conns: must be a positive number, got -3`,
+			},
 		},
 		{
 			name:  "metrics section without listen",
