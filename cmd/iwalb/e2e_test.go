@@ -50,6 +50,13 @@ func newE2E(t *testing.T) *e2e {
 			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 		}
 	}
+	// The test domain's keytab is readable by all, so that tests need not
+	// run as root; iwalb run refuses that, so the nodes get a private copy.
+	kt, err := os.ReadFile(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write("secrets/http.keytab", string(kt))
 	e.write("secrets/bind", env["AD_BIND_PASSWORD"]+"\n")
 	e.write("secrets/app-key", "e2e-app-key-0123456789abcdef\n")
 	return e
@@ -101,7 +108,7 @@ authnode:
   api:
     clients: [{name: demoapp, key_file: secrets/app-key}]
 %s`, metricsPort, fqdn, port, e.pki.CertFile, e.pki.KeyFile, appURL,
-		env["AD_HTTP_KEYTAB"], env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"],
+		filepath.Join(e.dir, "secrets/http.keytab"), env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"],
 		env["AD_LDAPS_URL"], env["AD_LDAP_CA_FILE"], env["AD_LDAP_TLS_SERVER_NAME"],
 		env["AD_BIND_DN"], env["AD_BASE_DN"], env["AD_GROUP_DN"], extra))
 }

@@ -117,10 +117,17 @@ func configFlag(cmd string, args []string, stderr io.Writer) (path string, code 
 
 // check loads the file and reports on stdout, as an editor or CI job
 // wants it.
+// Warnings (a key file open to others) are printed but do not fail the
+// check, since the file may be checked on another machine than the one
+// that runs it; run refuses them.
 func check(path string, stdout io.Writer) int {
-	if _, err := config.Load(path); err != nil {
+	f, err := config.Load(path)
+	if err != nil {
 		fmt.Fprintln(stdout, err)
 		return exitFailed
+	}
+	if w := f.Warnings(); len(w) > 0 {
+		fmt.Fprintln(stdout, w)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return exitOK

@@ -70,6 +70,12 @@ func validConfig(t *testing.T) (valid, invalid string) {
 
 func TestRun(t *testing.T) {
 	valid, invalid := validConfig(t)
+	dir := filepath.Dir(valid)
+	configtest.WriteKeytab(t, dir, "open.keytab", "EXAMPLE.TEST", "HTTP/auth1.example.test")
+	if err := os.Chmod(filepath.Join(dir, "open.keytab"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	openKeytab := configtest.WriteFile(t, dir, "open.yaml", []byte(strings.Replace(authNodeYAML, "keytab: http.keytab", "keytab: open.keytab", 1)))
 	tests := []struct {
 		name       string
 		args       []string
@@ -102,6 +108,14 @@ func TestRun(t *testing.T) {
 			stderr: []string{invalid + `:2: log.level: unknown level "loud"`, invalid + `:4: metrics.listen: "localhost" is not host:port`},
 		},
 		{name: "version", args: []string{"version"}, code: 0, stdout: []string{"iwalb dev\n", "go go1."}, wantQuiet: true},
+		{
+			name: "check warns of a keytab open to others", args: []string{"check", "-config", openKeytab}, code: 0, wantQuiet: true,
+			stdout: []string{openKeytab + `:`, `: warning: authnode.kerberos.keytab: "open.keytab"`, "(mode 0644)", openKeytab + ": ok\n"},
+		},
+		{
+			name: "run refuses a keytab open to others", args: []string{"run", "-config", openKeytab}, code: 2,
+			stderr: []string{`: warning: authnode.kerberos.keytab: "open.keytab"`, openKeytab + ": refused: files that hold secrets must not be open to group or others"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -50,6 +50,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitInvalid
 	}
+	if w := f.Warnings(); len(w) > 0 {
+		fmt.Fprintln(stderr, w)
+		fmt.Fprintf(stderr, "%s: refused: files that hold secrets must not be open to group or others\n", path)
+		return exitInvalid
+	}
 	logger := f.Logger(stderr)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(

@@ -226,7 +226,7 @@ func (c *checker) authNodeTLS(r rawAuthNode, fqdnOK bool) (cert, key, clientCA s
 		certPEM, cert, certOK = c.readFile(t.Cert, p+".cert")
 	}
 	if c.needStr(t.Key, t.At, p, "key") {
-		keyPEM, key, keyOK = c.readFile(t.Key, p+".key")
+		keyPEM, key, keyOK = c.readPrivateFile(t.Key, p+".key")
 	}
 	if certOK && keyOK {
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -301,7 +301,7 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 	}
 
 	if c.needStr(k.Keytab, k.At, p, "keytab") {
-		data, abs, ok := c.readFile(k.Keytab, p+".keytab")
+		data, abs, ok := c.readPrivateFile(k.Keytab, p+".keytab")
 		cfg.Keytab = abs
 		if ok {
 			kt, err := parseKeytab(data)

@@ -20,6 +20,7 @@ type checker struct {
 	file     string // as given to Load, for Problem.File
 	dir      string // absolute folder of the file; relative paths resolve here
 	problems Problems
+	warnings Problems
 	// badValue holds the lines of values the decoder already refused, so
 	// that validation does not report them a second time as empty.
 	badValue map[int]bool
@@ -27,6 +28,11 @@ type checker struct {
 
 func (c *checker) add(line int, format string, args ...any) {
 	c.problems = append(c.problems, Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warn records a Warning.
+func (c *checker) warn(line int, format string, args ...any) {
+	c.warnings = append(c.warnings, Problem{File: c.file, Line: line, Msg: fmt.Sprintf(format, args...), Warning: true})
 }
 
 // need reports a required value that is missing (at the section's line) or
@@ -73,6 +79,22 @@ func (c *checker) readFile(s str, path string) (data []byte, abs string, ok bool
 	return data, abs, true
 }
 
+// readPrivateFile is readFile for a file that holds a secret (a private
+// key, a keytab, a password): like ssh with its keys, it warns when the
+// file is open to the group or others, since anyone who can read it can be
+// the service.
+func (c *checker) readPrivateFile(s str, path string) (data []byte, abs string, ok bool) {
+	data, abs, ok = c.readFile(s, path)
+	if !ok {
+		return data, abs, ok
+	}
+	if fi, err := os.Stat(abs); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		c.warn(s.Line, "%s: %s is open to group or others (mode %04o); it holds a secret: chmod 600 %s (iwalb run refuses it)",
+			path, showPath(s.V, abs), fi.Mode().Perm(), abs)
+	}
+	return data, abs, true
+}
+
 // readCAs reads a PEM file that must hold at least one CA certificate.
 func (c *checker) readCAs(s str, path string) (abs string, ok bool) {
 	abs, _, ok = c.readCertPool(s, path)
@@ -106,7 +128,7 @@ func (c *checker) secret(file, env str, sec pos, path, fileKey, envKey string) (
 		c.add(env.Line, "%s: give %s or %s, not both", path, fileKey, envKey)
 		return "", false
 	case file.Set:
-		data, abs, ok := c.readFile(file, path+"."+fileKey)
+		data, abs, ok := c.readPrivateFile(file, path+"."+fileKey)
 		if !ok {
 			return "", false
 		}

@@ -103,20 +103,22 @@ const DefaultPrivateMaxConns = 64
 // File is a loaded, valid configuration. It is immutable: accessors return
 // copies.
 type File struct {
-	logLevel      slog.Level
-	logJSON       bool
-	metrics       PrivateListener
-	admin         PrivateListener
-	authNode      *authnode.Config
-	pools         []poolConfig
-	l4            []l4Listener
-	l7            []l7Listener
+	logLevel slog.Level
+	logJSON  bool
+	metrics  PrivateListener
+	admin    PrivateListener
+	authNode *authnode.Config
+	pools    []poolConfig
+	l4       []l4Listener
+	l7       []l7Listener
+	warnings Problems
 }
 
 // Load reads, validates and builds the configuration file at path. Relative
 // paths in the file are resolved against the file's folder. For a file it
 // refuses (including one it cannot read or parse), the error is Problems,
-// naming the file as path was given.
+// naming the file as path was given, warnings included; a file it loads
+// may still have Warnings.
 func Load(path string) (*File, error) {
 	c := &checker{file: path}
 	abs, err := filepath.Abs(path)
@@ -138,10 +140,15 @@ func Load(path string) (*File, error) {
 	c.decodeMapping(root, "", reflect.ValueOf(&raw).Elem())
 	f := c.build(&raw)
 	if len(c.problems) > 0 {
-		return nil, c.problems.sorted()
+		return nil, append(c.problems, c.warnings...).sorted()
 	}
+	f.warnings = c.warnings.sorted()
 	return f, nil
 }
+
+// Warnings returns the problems of a loaded file that `iwalb check` only
+// reports and `iwalb run` refuses (see Problem.Warning).
+func (f *File) Warnings() Problems { return f.warnings }
 
 // yamlErrLine matches yaml.v3's syntax errors, "yaml: line 7: reason".
 var yamlErrLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)

@@ -84,6 +84,61 @@ func writeConfig(t *testing.T, dir, text string) string {
 	return configtest.WriteFile(t, dir, "iwalb.yaml", []byte(text))
 }
 
+// TestSecretFilePermissions: a keytab, private key or secret file open to
+// group or others is a warning that Load reports with the file, and that
+// rides along with real problems when the file is refused.
+func TestSecretFilePermissions(t *testing.T) {
+	dir := fixture(t)
+	path := writeConfig(t, dir, base)
+	for name, mode := range map[string]os.FileMode{"http.keytab": 0o644, "tls/auth1.key": 0o640, "secrets/bind": 0o604, "secrets/app-key": 0o660} {
+		if err := os.Chmod(filepath.Join(dir, name), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	var got []string
+	for _, w := range f.Warnings() {
+		if !w.Warning {
+			t.Errorf("%v is not marked a warning", w)
+		}
+		got = append(got, w.String())
+	}
+	want := []string{
+		path + `:11: warning: authnode.tls.key: "tls/auth1.key" (` + filepath.Join(dir, "tls/auth1.key") + `) is open to group or others (mode 0640); it holds a secret: chmod 600 ` + filepath.Join(dir, "tls/auth1.key") + ` (iwalb run refuses it)`,
+		path + `:14: warning: authnode.kerberos.keytab: "http.keytab" (` + filepath.Join(dir, "http.keytab") + `) is open to group or others (mode 0644)`,
+		path + `:22: warning: authnode.ldap.bind_password_file: "secrets/bind" (` + filepath.Join(dir, "secrets/bind") + `) is open to group or others (mode 0604)`,
+		path + `:27: warning: authnode.api.clients[0].key_file: "secrets/app-key" (` + filepath.Join(dir, "secrets/app-key") + `) is open to group or others (mode 0660)`,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("warnings:\n%s\nwant %d", strings.Join(got, "\n"), len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("warning %d = %q\nwant prefix %q", i, got[i], want[i])
+		}
+	}
+
+	// Owner-only files give no warning.
+	for _, name := range []string{"http.keytab", "tls/auth1.key", "secrets/bind", "secrets/app-key"} {
+		os.Chmod(filepath.Join(dir, name), 0o400)
+	}
+	if f, err := Load(path); err != nil || len(f.Warnings()) != 0 {
+		t.Fatalf("owner-only files: err=%v warnings=%v", err, f.Warnings())
+	}
+
+	// With a real problem the file is refused, and the warning is listed
+	// with it.
+	os.Chmod(filepath.Join(dir, "http.keytab"), 0o644)
+	_, err = Load(writeConfig(t, dir, edit(map[int]string{2: "  level: loud"}, "")))
+	if err == nil || !strings.Contains(err.Error(), `:2: log.level: unknown level "loud"`) ||
+		!strings.Contains(err.Error(), ":14: warning: authnode.kerberos.keytab:") {
+		t.Fatalf("refused file's error = %v, want the problem and the warning", err)
+	}
+}
+
 func TestLoadValid(t *testing.T) {
 	dir := fixture(t)
 	t.Setenv("IWALB_TEST_APP2_KEY", "fedcba9876543210fedcba9876543210")

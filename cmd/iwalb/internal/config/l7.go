@@ -279,7 +279,7 @@ func (c *checker) l7Certificates(rl rawL7Listener, p string, names []string) []t
 			certPEM, certAbs, certOK = c.readFile(ck.Cert, cp+".cert")
 		}
 		if c.needStr(ck.Key, ck.At, cp, "key") {
-			keyPEM, keyAbs, keyOK = c.readFile(ck.Key, cp+".key")
+			keyPEM, keyAbs, keyOK = c.readPrivateFile(ck.Key, cp+".key")
 		}
 		if !certOK || !keyOK {
 			continue

@@ -17,14 +17,23 @@ type Problem struct {
 	Line int
 	// Msg says what is wrong and, where it helps, how to fix it.
 	Msg string
+	// Warning marks a problem that `iwalb check` reports without failing
+	// and `iwalb run` refuses: it depends on the machine the file is
+	// installed on (a key file's permissions), not on the file's text.
+	Warning bool
 }
 
 // String formats p as "FILE:LINE: reason", the form editors and grep jump to.
+// A warning's reason starts with "warning: ".
 func (p Problem) String() string {
-	if p.Line <= 0 {
-		return fmt.Sprintf("%s: %s", p.File, p.Msg)
+	msg := p.Msg
+	if p.Warning {
+		msg = "warning: " + msg
 	}
-	return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Msg)
+	if p.Line <= 0 {
+		return fmt.Sprintf("%s: %s", p.File, msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", p.File, p.Line, msg)
 }
 
 // Problems is the error Load returns for a file it refuses: every problem
