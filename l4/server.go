@@ -53,6 +53,10 @@ type Config struct {
 	// MaxHelloSize bounds the bytes of records carrying the ClientHello;
 	// 0 means 16 KiB, the most is 64 KiB.
 	MaxHelloSize int
+	// MaxHelloRecords bounds the TLS records the ClientHello may be split
+	// into; a client that needs more is closed and counted
+	// (RejectTooManyRecords). 0 means DefaultMaxHelloRecords.
+	MaxHelloRecords int
 	// DialTimeout bounds connecting to one backend; 0 means 5s.
 	DialTimeout time.Duration
 	// DialAttempts is how many backends to try before giving up on a
@@ -130,7 +134,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if cfg.Router == nil {
 		errs = append(errs, fmt.Errorf("l4 listener %q: no router", cfg.Name))
 	}
-	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.DialAttempts < 0 || cfg.MaxConns < 0 {
+	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.MaxHelloRecords < 0 ||
+		cfg.DialAttempts < 0 || cfg.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes, attempts and max conns must not be negative", cfg.Name))
 	}
 	if cfg.MaxHelloSize > 64<<10 {
@@ -144,6 +149,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	if cfg.MaxHelloSize == 0 {
 		cfg.MaxHelloSize = defaultMaxHelloWireLen
+	}
+	if cfg.MaxHelloRecords == 0 {
+		cfg.MaxHelloRecords = DefaultMaxHelloRecords
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
@@ -274,7 +282,8 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
-	hello, err := PeekClientHello(br, s.cfg.MaxHelloSize)
+	hr := helloReader{maxWire: s.cfg.MaxHelloSize, maxRecords: s.cfg.MaxHelloRecords}
+	hello, err := hr.peek(br)
 	if err != nil {
 		s.reject(peekReason(err), src, err)
 		return
@@ -437,6 +446,8 @@ func peekReason(err error) string {
 		return RejectTooLarge
 	case errors.Is(err, ErrMalformedHello):
 		return RejectMalformed
+	case errors.Is(err, ErrTooManyRecords):
+		return RejectTooManyRecords
 	}
 	return RejectClientGone
 }
