@@ -165,6 +165,12 @@ func rootsOf(bs ...*tlsBackend) *x509.CertPool {
 // handshake and a round trip, and returns the CommonName of the certificate
 // the client saw and the backend's greeting.
 func tlsThrough(addr, sni string, roots *x509.CertPool) (cn, greeting string, err error) {
+	return tlsThroughFrom(&net.Dialer{Timeout: 5 * time.Second}, addr, sni, roots)
+}
+
+// tlsThroughFrom is tlsThrough with the client's dialer d, which may set
+// the client's address.
+func tlsThroughFrom(d *net.Dialer, addr, sni string, roots *x509.CertPool) (cn, greeting string, err error) {
 	conf := &tls.Config{RootCAs: roots, ServerName: sni}
 	if sni == "" {
 		// Without SNI Go cannot check names; check the chain by hand.
@@ -174,7 +180,6 @@ func tlsThrough(addr, sni string, roots *x509.CertPool) (cn, greeting string, er
 			return err
 		}
 	}
-	d := &net.Dialer{Timeout: 5 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", addr, conf)
 	if err != nil {
 		return "", "", err

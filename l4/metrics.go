@@ -32,6 +32,12 @@ const (
 	RejectNoBackend   = "no_backend"
 	RejectShutdown    = "shutdown"   // the listener stopped while dialing a backend
 	RejectOverLimit   = "over_limit" // the listener already had MaxConns connections open
+	// RejectOverSourceLimit: the client's address already had
+	// MaxConnsPerSource connections open.
+	RejectOverSourceLimit = "over_source_limit"
+	// RejectTooManyRecords: the ClientHello was split into more than
+	// MaxHelloRecords TLS records.
+	RejectTooManyRecords = "too_many_records"
 )
 
 // NewMetrics creates the metrics and registers them with reg; a nil reg

@@ -12,7 +12,8 @@
 //	err = srv.Serve(ctx, ln) // until ctx is cancelled
 //
 // Each listener holds at most Config.MaxConns connections open, counted from
-// accept to close, and logs one line at info level per relayed connection
+// accept to close, optionally at most Config.MaxConnsPerSource from one
+// client address, and logs one line at info level per relayed connection
 // when it ends (client, server name, route, backend, bytes each way,
 // duration, and how it ended).
 //
@@ -37,6 +38,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iwalb/iwalb/internal/connlimit"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -53,6 +55,10 @@ type Config struct {
 	// MaxHelloSize bounds the bytes of records carrying the ClientHello;
 	// 0 means 16 KiB, the most is 64 KiB.
 	MaxHelloSize int
+	// MaxHelloRecords bounds the TLS records the ClientHello may be split
+	// into; a client that needs more is closed and counted
+	// (RejectTooManyRecords). 0 means DefaultMaxHelloRecords.
+	MaxHelloRecords int
 	// DialTimeout bounds connecting to one backend; 0 means 5s.
 	DialTimeout time.Duration
 	// DialAttempts is how many backends to try before giving up on a
@@ -65,7 +71,8 @@ type Config struct {
 	IdleTimeout time.Duration
 	// TrustedProxies are the upstream balancers allowed to send a PROXY
 	// protocol header; their header's source address replaces theirs. From
-	// anyone else a PROXY header is just non-TLS bytes.
+	// anyone else a PROXY header is just non-TLS bytes. They are exempt
+	// from MaxConnsPerSource, since they carry many clients' connections.
 	TrustedProxies []netip.Prefix
 	// MaxConns bounds the connections Serve holds open at once, each
 	// counted from accept until it is closed, including those still
@@ -75,6 +82,13 @@ type Config struct {
 	// at most every 10s that says how many were refused since the last
 	// one. 0 means DefaultMaxConns.
 	MaxConns int
+	// MaxConnsPerSource bounds the connections Serve holds open at once
+	// from one TCP peer address (IPv6: one /64), counted like MaxConns, so
+	// that one client cannot take every slot of MaxConns. TrustedProxies
+	// are exempt. A connection over it is reset at once and counted
+	// (RejectOverSourceLimit), with a warning at most every 10s. 0 means no
+	// per-source limit.
+	MaxConnsPerSource int
 }
 
 // DefaultMaxConns is Config.MaxConns when it is not set. A relayed
@@ -85,8 +99,9 @@ type Config struct {
 // memory.
 const DefaultMaxConns = 10000
 
-// overLimitLogEvery spaces the warnings about refused connections: a
-// flood is counted in iwalb_l4_rejected_total, not logged line by line.
+// overLimitLogEvery spaces the warnings about refused connections, for
+// each limit: a flood is counted in iwalb_l4_rejected_total, not logged
+// line by line.
 const overLimitLogEvery = 10 * time.Second
 
 // Options carries what a Server gets from its host process rather than from
@@ -107,18 +122,38 @@ type Server struct {
 	m      *Metrics
 	wg     sync.WaitGroup
 
-	// Connections open (MaxConns), and the listener's series that every
-	// accept touches.
-	open      atomic.Int64
+	// Connections open (MaxConns, MaxConnsPerSource), and the listener's
+	// series that every accept touches.
+	limit     *connlimit.Limiter
 	openGauge prometheus.Gauge
 	accepted  prometheus.Counter
-	overLimit prometheus.Counter
 
-	// The over-limit warning: refused since the last one, and when the next
-	// may be logged (since born, on the monotonic clock).
+	// One rate-limited warning per limit (since born, on the monotonic
+	// clock).
 	born            time.Time
-	refusedSinceLog atomic.Int64
-	nextLimitLog    atomic.Int64
+	overLimit       refusals
+	overSourceLimit refusals
+}
+
+// refusals counts the connections one limit refused, and spaces the
+// warnings about them.
+type refusals struct {
+	counter prometheus.Counter
+	// refused since the last warning, and when the next may be logged (in
+	// nanoseconds since Server.born).
+	sinceLog atomic.Int64
+	nextLog  atomic.Int64
+}
+
+// note counts one refusal and reports whether a warning is due, with the
+// number of refusals it covers.
+func (r *refusals) note(now time.Duration) (int64, bool) {
+	r.sinceLog.Add(1)
+	next := r.nextLog.Load()
+	if int64(now) < next || !r.nextLog.CompareAndSwap(next, int64(now+overLimitLogEvery)) {
+		return 0, false
+	}
+	return r.sinceLog.Swap(0), true
 }
 
 // New validates cfg and returns a Server ready to Serve.
@@ -130,7 +165,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if cfg.Router == nil {
 		errs = append(errs, fmt.Errorf("l4 listener %q: no router", cfg.Name))
 	}
-	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.DialAttempts < 0 || cfg.MaxConns < 0 {
+	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.MaxHelloRecords < 0 ||
+		cfg.DialAttempts < 0 || cfg.MaxConns < 0 || cfg.MaxConnsPerSource < 0 {
 		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes, attempts and max conns must not be negative", cfg.Name))
 	}
 	if cfg.MaxHelloSize > 64<<10 {
@@ -144,6 +180,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	if cfg.MaxHelloSize == 0 {
 		cfg.MaxHelloSize = defaultMaxHelloWireLen
+	}
+	if cfg.MaxHelloRecords == 0 {
+		cfg.MaxHelloRecords = DefaultMaxHelloRecords
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
@@ -165,9 +204,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.m == nil {
 		s.m, _ = NewMetrics(nil)
 	}
+	s.limit = connlimit.New(connlimit.Limits{
+		MaxConns:     cfg.MaxConns,
+		MaxPerSource: cfg.MaxConnsPerSource,
+		Exempt:       cfg.TrustedProxies,
+	})
 	s.openGauge = s.m.open.WithLabelValues(cfg.Name)
 	s.accepted = s.m.accepted.WithLabelValues(cfg.Name)
-	s.overLimit = s.m.rejected.WithLabelValues(cfg.Name, RejectOverLimit)
+	s.overLimit.counter = s.m.rejected.WithLabelValues(cfg.Name, RejectOverLimit)
+	s.overSourceLimit.counter = s.m.rejected.WithLabelValues(cfg.Name, RejectOverSourceLimit)
 	s.router.Store(cfg.Router)
 	return s, nil
 }
@@ -178,8 +223,9 @@ func (s *Server) SetRouter(r *Router) { s.router.Store(r) }
 
 // Serve accepts connections on ln until ctx is cancelled, then closes ln,
 // closes the connections it is relaying and returns once they have ended.
-// It holds at most Config.MaxConns connections open, and resets the ones
-// over that at once.
+// It holds at most Config.MaxConns connections open (and
+// Config.MaxConnsPerSource from one client), and resets the ones over
+// that at once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -204,44 +250,50 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.open.Add(1) > int64(s.cfg.MaxConns) {
-			s.open.Add(-1)
-			s.refuse(c)
+		release, reason, ok := s.limit.Acquire(connlimit.AddrOf(c.RemoteAddr()))
+		if !ok {
+			s.refuse(c, reason)
 			continue
 		}
 		s.openGauge.Inc()
 		s.wg.Add(1)
-		go s.serveConn(ctx, c)
+		go s.serveConn(ctx, c, release)
 	}
 }
 
 // serveConn is the life of one client connection: peek, route, dial, relay.
-// Its MaxConns slot is freed once ServeConn has closed both sockets.
-func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+// Its slot is freed (release) once ServeConn has closed both sockets.
+func (s *Server) serveConn(ctx context.Context, c net.Conn, release func()) {
 	defer s.wg.Done()
-	defer s.open.Add(-1)
+	defer release()
 	defer s.openGauge.Dec()
 	s.ServeConn(ctx, c)
 }
 
-// refuse closes a connection over MaxConns in the accept loop, without
+// refuse closes a connection over a limit in the accept loop, without
 // reading from it: a reset (linger 0), so that a flood leaves no TIME_WAIT
 // behind either.
-func (s *Server) refuse(c net.Conn) {
+func (s *Server) refuse(c net.Conn, reason connlimit.Reason) {
+	r := &s.overLimit
+	if reason == connlimit.OverSourceLimit {
+		r = &s.overSourceLimit
+	}
 	s.accepted.Inc()
-	s.overLimit.Inc() // before the close, which the client may see at once
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
+	r.counter.Inc() // before the close, which the client may see at once
+	client := c.RemoteAddr()
+	connlimit.Reset(c)
+	refused, warn := r.note(time.Since(s.born))
+	switch {
+	case !warn:
+	case reason == connlimit.OverSourceLimit:
+		// The client named is the one refused last; the metric counts them
+		// all.
+		s.log.Warn("max_conns_per_source reached: refusing a client's new connections",
+			"max_conns_per_source", s.cfg.MaxConnsPerSource, "client", addrString(client), "refused", refused)
+	default:
+		s.log.Warn("max_conns reached: refusing new connections",
+			"max_conns", s.cfg.MaxConns, "refused", refused)
 	}
-	c.Close()
-	s.refusedSinceLog.Add(1)
-	now := int64(time.Since(s.born))
-	next := s.nextLimitLog.Load()
-	if now < next || !s.nextLimitLog.CompareAndSwap(next, now+int64(overLimitLogEvery)) {
-		return
-	}
-	s.log.Warn("max_conns reached: refusing new connections",
-		"max_conns", s.cfg.MaxConns, "refused", s.refusedSinceLog.Swap(0))
 }
 
 // ServeConn handles one accepted connection and closes it. It returns when
@@ -274,7 +326,8 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
-	hello, err := PeekClientHello(br, s.cfg.MaxHelloSize)
+	hr := helloReader{maxWire: s.cfg.MaxHelloSize, maxRecords: s.cfg.MaxHelloRecords}
+	hello, err := hr.peek(br)
 	if err != nil {
 		s.reject(peekReason(err), src, err)
 		return
@@ -437,6 +490,8 @@ func peekReason(err error) string {
 		return RejectTooLarge
 	case errors.Is(err, ErrMalformedHello):
 		return RejectMalformed
+	case errors.Is(err, ErrTooManyRecords):
+		return RejectTooManyRecords
 	}
 	return RejectClientGone
 }

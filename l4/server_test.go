@@ -339,6 +339,8 @@ func TestRejectsNonTLSAndOversizedHello(t *testing.T) {
 	}{
 		{"http", RejectNotTLS, []byte("GET / HTTP/1.1\r\n\r\n")},
 		{"too large", RejectTooLarge, big},
+		// A 45-byte hello in 12 records, refused at the 8th.
+		{"too many records", RejectTooManyRecords, refragment(helloWithExtensions(), 4)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

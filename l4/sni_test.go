@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -128,10 +129,94 @@ func readSeed(t *testing.T, path string) []byte {
 	return []byte(s)
 }
 
+// TestPeekRecordLimit: PeekClientHello takes a hello in up to
+// DefaultMaxHelloRecords records, however its bytes arrive, and refuses one
+// that needs more as soon as that is certain; ParseClientHello has no such
+// limit.
+func TestPeekRecordLimit(t *testing.T) {
+	hello := captureHello(t, &tls.Config{ServerName: "auth.example.test"})
+	msgLen := len(hello) - recordHeaderLen
+	inRecords := func(n int) []byte {
+		wire := refragment(hello, (msgLen+n-1)/n)
+		if got := countRecords(wire); got != n {
+			t.Fatalf("made %d records, want %d", got, n)
+		}
+		return wire
+	}
+	tests := []struct {
+		name  string
+		wire  []byte
+		chunk int // bytes per read
+		want  error
+	}{
+		{"one record", hello, len(hello), nil},
+		{"two records, a byte at a time", inRecords(2), 1, nil},
+		{"the most records allowed", inRecords(DefaultMaxHelloRecords), 3, nil},
+		{"one record more", inRecords(DefaultMaxHelloRecords + 1), len(hello), ErrTooManyRecords},
+		{"one record more, a byte at a time", inRecords(DefaultMaxHelloRecords + 1), 1, ErrTooManyRecords},
+		{"a byte per record", refragment(hello, 1), 1 << 20, ErrTooManyRecords},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The limit is known after the last record allowed: a client
+			// that sent just that much and waits is refused, not waited for.
+			wire := tt.wire
+			if tt.want != nil {
+				wire = wire[:recordEnd(wire, DefaultMaxHelloRecords)]
+			}
+			cr := &chunkReader{b: wire, chunk: tt.chunk}
+			br := bufio.NewReaderSize(cr, 16<<10)
+			h, err := PeekClientHello(br, 16<<10)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+			if cr.pastEnd > 0 {
+				t.Error("the peek waited for bytes after the ones it needed")
+			}
+			if err == nil && h.ServerName != "auth.example.test" {
+				t.Errorf("server name %q", h.ServerName)
+			}
+			if all, _ := io.ReadAll(br); !bytes.Equal(all, wire) {
+				t.Error("peek consumed bytes")
+			}
+			if h, err := ParseClientHello(tt.wire); err != nil || h.ServerName != "auth.example.test" {
+				t.Errorf("ParseClientHello: %+v, %v; want no record limit", h, err)
+			}
+		})
+	}
+}
+
+// countRecords counts the records of well-formed wire.
+func countRecords(wire []byte) int {
+	n := 0
+	for off := 0; off < len(wire); off = recordEnd(wire[off:], 1) + off {
+		n++
+	}
+	return n
+}
+
+// recordEnd returns where the first n records of well-formed wire end.
+func recordEnd(wire []byte, n int) int {
+	off := 0
+	for range n {
+		off += recordHeaderLen + (int(wire[off+3])<<8 | int(wire[off+4]))
+	}
+	return off
+}
+
+// FuzzParseClientHello checks ParseClientHello and PeekClientHello on any
+// bytes: no panic, the same verdict both ways, nothing consumed by the
+// peek, and work (steps, allocations) within a budget linear in the input,
+// so that a quadratic assembly or parse fails here rather than in
+// production.
 func FuzzParseClientHello(f *testing.F) {
-	f.Add(captureHello(f, &tls.Config{ServerName: "auth.example.test", NextProtos: []string{"h2"}}))
+	hello := captureHello(f, &tls.Config{ServerName: "auth.example.test", NextProtos: []string{"h2"}})
+	f.Add(hello)
+	f.Add(refragment(hello, 1)) // the most records
 	f.Fuzz(func(t *testing.T, wire []byte) {
-		h, err := ParseClientHello(wire)
+		r := helloReader{maxWire: 1 << 24} // as ParseClientHello
+		h, err := r.parseWire(wire)
+		checkSteps(t, "parse", r.steps, len(wire))
 		if err == nil {
 			if h.WireLen > len(wire) || h.WireLen < 5 {
 				t.Fatalf("WireLen %d of %d bytes", h.WireLen, len(wire))
@@ -142,12 +227,24 @@ func FuzzParseClientHello(f *testing.F) {
 		} else if !errors.Is(err, ErrNotTLS) && !errors.Is(err, ErrMalformedHello) && !errors.Is(err, ErrIncompleteHello) && !errors.Is(err, ErrHelloTooLarge) {
 			t.Fatalf("unclassified error %v", err)
 		}
-		// Peeking through a reader must reach the same verdict and consume
-		// nothing. The peek's size limit is smaller, and an incomplete hello
-		// shows up as the reader's EOF.
+		// Assembling allocates the message buffer as it grows by doubling,
+		// and an error: not once per record.
+		allocs := testing.AllocsPerRun(1, func() {
+			r := helloReader{maxWire: 1 << 24}
+			r.assemble(wire)
+		})
+		if limit := 2*bits.Len(uint(len(wire))) + 4; allocs > float64(limit) {
+			t.Fatalf("assembling %d bytes (%d records) took %v allocations, budget %d", len(wire), r.records, allocs, limit)
+		}
+
+		// Peeking through a reader, without a record limit, must reach the
+		// same verdict and consume nothing. The peek's size limit is
+		// smaller, and an incomplete hello shows up as the reader's EOF.
 		const max = 16 << 10
+		pr := helloReader{maxWire: max}
 		br := bufio.NewReaderSize(bytes.NewReader(wire), max)
-		ph, perr := PeekClientHello(br, max)
+		ph, perr := pr.peek(br)
+		checkSteps(t, "peek", pr.steps, len(wire))
 		pc, kc := errClass(err), errClass(perr)
 		if pc != kc && kc != "too_large" && (pc != "incomplete" || kc != "eof") {
 			t.Fatalf("parse: %v; peek: %v", err, perr)
@@ -159,7 +256,93 @@ func FuzzParseClientHello(f *testing.F) {
 		if !bytes.Equal(all, wire) {
 			t.Fatal("peek consumed bytes")
 		}
+
+		// PeekClientHello's record limit changes only the verdict on
+		// hellos that need more records than it allows.
+		lh, lerr := PeekClientHello(bufio.NewReaderSize(bytes.NewReader(wire), max), max)
+		if errors.Is(lerr, ErrTooManyRecords) {
+			if pr.records < DefaultMaxHelloRecords || (perr == nil && pr.records == DefaultMaxHelloRecords) {
+				t.Fatalf("refused as too many records; without a limit: %d records, %v", pr.records, perr)
+			}
+		} else if errClass(lerr) != kc || (lerr == nil && (lh.ServerName != ph.ServerName || lh.WireLen != ph.WireLen)) {
+			t.Fatalf("with the record limit: %v; without: %v", lerr, perr)
+		}
 	})
+}
+
+// FuzzPeekClientHello feeds PeekClientHello's reader the client's bytes in
+// chunks of any size, after bytes already consumed from its buffer (as a
+// PROXY header is), so that the assembly resumes across many peeks over a
+// buffer that moves. It must agree with ParseClientHello, consume nothing,
+// respect the record limit, and work within a linear budget.
+func FuzzPeekClientHello(f *testing.F) {
+	hello := captureHello(f, &tls.Config{ServerName: "auth.example.test", NextProtos: []string{"h2"}})
+	f.Add(hello, uint8(0), uint8(0), uint8(0))
+	f.Add(refragment(hello, 200), uint8(7), uint8(16), uint8(8))
+	f.Add(refragment(hello, 1), uint8(1), uint8(3), uint8(0))
+	f.Add(refragment(hello, 1), uint8(63), uint8(0), uint8(8))
+	f.Fuzz(func(t *testing.T, wire []byte, chunk, skip, maxRecords uint8) {
+		const max = 16 << 10
+		in := append(bytes.Repeat([]byte{'P'}, int(skip)), wire...)
+		br := bufio.NewReaderSize(&chunkReader{b: in, chunk: int(chunk%64) + 1}, max)
+		if _, err := br.Discard(int(skip)); err != nil {
+			t.Fatal(err)
+		}
+		r := helloReader{maxWire: max, maxRecords: int(maxRecords)}
+		h, err := r.peek(br)
+		checkSteps(t, "peek", r.steps, len(wire))
+		all, _ := io.ReadAll(br)
+		if !bytes.Equal(all, wire) {
+			t.Fatal("peek consumed bytes")
+		}
+		if errors.Is(err, ErrTooManyRecords) {
+			if maxRecords == 0 || r.records != int(maxRecords) {
+				t.Fatalf("%v after %d records with a limit of %d", err, r.records, maxRecords)
+			}
+			return
+		}
+		if maxRecords != 0 && r.records > int(maxRecords) {
+			t.Fatalf("took %d records, limit %d", r.records, maxRecords)
+		}
+		ph, perr := ParseClientHello(wire)
+		pc, kc := errClass(perr), errClass(err)
+		if pc != kc && kc != "too_large" && (pc != "incomplete" || kc != "eof") {
+			t.Fatalf("parse: %v; peek: %v", perr, err)
+		}
+		if err == nil && perr == nil && (h.ServerName != ph.ServerName || !slices.Equal(h.ALPN, ph.ALPN) || h.WireLen != ph.WireLen) {
+			t.Fatalf("peek %+v, parse %+v", h, ph)
+		}
+	})
+}
+
+// checkSteps fails when reading n bytes took more than a linear budget of
+// steps. Each byte is copied once at most, each record header and each
+// extension looked at once, and each peek resumes where the last one
+// stopped: about 1.5 steps a byte.
+func checkSteps(t *testing.T, what string, steps, n int) {
+	t.Helper()
+	if limit := 2*n + 8; steps > limit {
+		t.Fatalf("%s of %d bytes took %d steps, budget %d", what, n, steps, limit)
+	}
+}
+
+// chunkReader returns at most chunk bytes per Read, as a client's bytes
+// arrive in TCP segments. It counts the reads past the end: a client would
+// have kept the reader waiting there.
+type chunkReader struct {
+	b       []byte
+	chunk   int
+	pastEnd int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		c.pastEnd++
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.chunk)], c.b)
+	c.b = c.b[n:]
+	return n, nil
 }
 
 func errClass(err error) string {
@@ -174,6 +357,8 @@ func errClass(err error) string {
 		return "incomplete"
 	case errors.Is(err, ErrHelloTooLarge):
 		return "too_large"
+	case errors.Is(err, ErrTooManyRecords):
+		return "too_many_records"
 	case errors.Is(err, io.EOF):
 		return "eof"
 	}
@@ -276,6 +461,24 @@ func BenchmarkParseManyExtensions(b *testing.B) {
 			if len(hello) > size {
 				b.Fatalf("hello is %d bytes, want at most %d", len(hello), size)
 			}
+			b.SetBytes(int64(len(hello)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ParseClientHello(hello); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkParseOneByteRecords is the worst case for assembly: the largest
+// hellos a 16 KiB and a 64 KiB limit allow, one byte per record.
+func BenchmarkParseOneByteRecords(b *testing.B) {
+	sni := append([]byte{0, 0, 0, 17, sniHostName, 0, 14}, "a.example.test"...)
+	for _, size := range []int{16 << 10, 64 << 10} {
+		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
+			hello := refragment(helloOfLen(b, sni, size/6), 1)
 			b.SetBytes(int64(len(hello)))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -24,10 +24,12 @@ type rawL4Listener struct {
 	Listen               str        `yaml:"listen"`
 	PeekTimeout          duration   `yaml:"peek_timeout"`
 	MaxHelloBytes        integer    `yaml:"max_hello_bytes"`
+	MaxHelloRecords      integer    `yaml:"max_hello_records"`
 	DialTimeout          duration   `yaml:"dial_timeout"`
 	DialAttempts         integer    `yaml:"dial_attempts"`
 	IdleTimeout          duration   `yaml:"idle_timeout"`
 	MaxConns             integer    `yaml:"max_conns"`
+	MaxConnsPerSource    integer    `yaml:"max_conns_per_source"`
 	TrustedProxies       strList    `yaml:"trusted_proxies"`
 	Routes               []rawRoute `yaml:"routes"`
 	DefaultPool          str        `yaml:"default_pool"`
@@ -176,14 +178,15 @@ func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener
 		l := l4Listener{
 			listen: rl.Listen.V,
 			cfg: l4.Config{
-				Name:           rl.Name.V,
-				PeekTimeout:    c.positive(rl.PeekTimeout, p+".peek_timeout", 5*time.Second),
-				MaxHelloSize:   defaultHelloBytes,
-				DialTimeout:    c.positive(rl.DialTimeout, p+".dial_timeout", 5*time.Second),
-				DialAttempts:   c.atLeastOne(rl.DialAttempts, p+".dial_attempts", 3),
-				IdleTimeout:    c.positive(rl.IdleTimeout, p+".idle_timeout", 10*time.Minute),
-				TrustedProxies: c.prefixes(rl.TrustedProxies, p+".trusted_proxies"),
-				MaxConns:       defaultMaxConns,
+				Name:            rl.Name.V,
+				PeekTimeout:     c.positive(rl.PeekTimeout, p+".peek_timeout", 5*time.Second),
+				MaxHelloSize:    defaultHelloBytes,
+				MaxHelloRecords: l4.DefaultMaxHelloRecords,
+				DialTimeout:     c.positive(rl.DialTimeout, p+".dial_timeout", 5*time.Second),
+				DialAttempts:    c.atLeastOne(rl.DialAttempts, p+".dial_attempts", 3),
+				IdleTimeout:     c.positive(rl.IdleTimeout, p+".idle_timeout", 10*time.Minute),
+				TrustedProxies:  c.prefixes(rl.TrustedProxies, p+".trusted_proxies"),
+				MaxConns:        defaultMaxConns,
 			},
 		}
 		if m := rl.MaxConns; m.Set {
@@ -192,6 +195,20 @@ func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener
 			l.cfg.MaxConns = m.V
 			if m.V < 1 {
 				c.add(m.Line, "%s.max_conns: must be a positive number, got %d", p, m.V)
+			}
+		}
+		if m := rl.MaxConnsPerSource; m.Set {
+			l.cfg.MaxConnsPerSource = m.V
+			if m.V < 0 {
+				c.add(m.Line, "%s.max_conns_per_source: must be 0 (no limit) or more, got %d", p, m.V)
+			}
+		}
+		if r := rl.MaxHelloRecords; r.Set {
+			// 0 is refused, not read as the default: it would look like
+			// "no limit", which the setting exists to prevent.
+			l.cfg.MaxHelloRecords = r.V
+			if r.V < 1 {
+				c.add(r.Line, "%s.max_hello_records: must be a positive number, got %d", p, r.V)
 			}
 		}
 		if h := rl.MaxHelloBytes; h.Set {

@@ -70,10 +70,12 @@ func TestLoadPoolsAndL4(t *testing.T) {
       listen: :8443
       peek_timeout: 2s
       max_hello_bytes: 32768
+      max_hello_records: 2
       dial_timeout: 1s
       dial_attempts: 1
       idle_timeout: 1h
       max_conns: 500
+      max_conns_per_source: 64
       default_pool: spare
 `))
 	f, err := Load(path)
@@ -146,6 +148,8 @@ func TestLoadPoolsAndL4(t *testing.T) {
 		{"dial_attempts default", pub.Config.DialAttempts, 3},
 		{"idle_timeout default", pub.Config.IdleTimeout, 10 * time.Minute},
 		{"max_conns default", pub.Config.MaxConns, 10000},
+		{"max_conns_per_source default (no limit)", pub.Config.MaxConnsPerSource, 0},
+		{"max_hello_records default", pub.Config.MaxHelloRecords, 8},
 		{"listen (all addresses)", internal.Listen, ":8443"},
 		{"peek_timeout", internal.Config.PeekTimeout, 2 * time.Second},
 		{"max_hello_bytes", internal.Config.MaxHelloSize, 32768},
@@ -153,6 +157,8 @@ func TestLoadPoolsAndL4(t *testing.T) {
 		{"dial_attempts", internal.Config.DialAttempts, 1},
 		{"idle_timeout", internal.Config.IdleTimeout, time.Hour},
 		{"max_conns", internal.Config.MaxConns, 500},
+		{"max_conns_per_source", internal.Config.MaxConnsPerSource, 64},
+		{"max_hello_records", internal.Config.MaxHelloRecords, 2},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -291,7 +297,7 @@ func TestLoadPoolsAndL4Problems(t *testing.T) {
 			want: []string{
 				`7: unknown key "fqnd" in pools[0].backends[0]; known keys: name, addr, fqdn, weight, max_conns`,
 				`18: unknown key "timeuot" in pools[0].health; known keys: check, path, expect_status, ca_file, interval, timeout, rise, fall`,
-				`28: unknown key "trusted" in l4.listeners[0]; known keys: name, listen, peek_timeout, max_hello_bytes, dial_timeout, dial_attempts, idle_timeout, max_conns, trusted_proxies, routes, default_pool, default_proxy_protocol`,
+				`28: unknown key "trusted" in l4.listeners[0]; known keys: name, listen, peek_timeout, max_hello_bytes, max_hello_records, dial_timeout, dial_attempts, idle_timeout, max_conns, max_conns_per_source, trusted_proxies, routes, default_pool, default_proxy_protocol`,
 			},
 		},
 		{
@@ -515,6 +521,26 @@ func TestLoadPoolsAndL4Problems(t *testing.T) {
 				`28: l4.listeners[0].max_conns: must be a positive number, got 0`,
 				`35: l4.listeners[1].max_conns: must be a positive number, got -5`,
 				`36: l4.listeners[2].max_conns: want a whole number, got`,
+			},
+		},
+		{
+			name:  "max_conns_per_source below 0",
+			lines: map[int]string{28: "      max_conns_per_source: -1"},
+			extra: "    - {name: second, listen: 127.0.0.1:8444, default_pool: spare, max_conns_per_source: 0}\n" +
+				"    - {name: third, listen: 127.0.0.1:8445, default_pool: spare, max_conns_per_source: many}\n",
+			want: []string{
+				`28: l4.listeners[0].max_conns_per_source: must be 0 (no limit) or more, got -1`,
+				`36: l4.listeners[2].max_conns_per_source: want a whole number, got`,
+			},
+		},
+		{
+			name:  "max_hello_records that is not a positive number",
+			lines: map[int]string{28: "      max_hello_records: 0"},
+			extra: "    - {name: second, listen: 127.0.0.1:8444, default_pool: spare, max_hello_records: -3}\n" +
+				"    - {name: third, listen: 127.0.0.1:8445, default_pool: spare, max_hello_records: 1}\n",
+			want: []string{
+				`28: l4.listeners[0].max_hello_records: must be a positive number, got 0`,
+				`35: l4.listeners[1].max_hello_records: must be a positive number, got -3`,
 			},
 		},
 		{
