@@ -43,6 +43,13 @@ type Config struct {
 	SessionTTL time.Duration
 	// CookieName names the node's session cookie (default "iwalb_session").
 	CookieName string
+	// StoreMaxEntries and StoreMaxBytes bound the in-memory store, tokens
+	// and sessions together (defaults store.DefaultMaxEntries, a million,
+	// and store.DefaultMaxBytes, 256 MiB); beyond them logins and redeems
+	// are refused with 503 store_full. Unused with Options.Tokens and
+	// Options.Sessions.
+	StoreMaxEntries int
+	StoreMaxBytes   int64
 
 	// Keytab is the path of the keytab holding the node's SPNs.
 	Keytab string

@@ -159,11 +159,13 @@ func New(cfg Config, opts Options) (*Node, error) {
 		// Presented keys are trimmed (see authenticateAPI); so are these.
 		n.apiClients = append(n.apiClients, apiClient{name: c.Name, keyHash: sha256Sum(strings.TrimSpace(c.Key)), certName: c.CertName})
 	}
+	// Tokens and sessions draw on one budget: the bound is the node's.
+	budget := store.NewBudget(store.Limits{MaxEntries: cfg.StoreMaxEntries, MaxBytes: cfg.StoreMaxBytes})
 	if n.tokens == nil {
-		n.tokens = store.NewMemory(nil)
+		n.tokens = store.NewMemory(store.Options{Budget: budget})
 	}
 	if n.sessions == nil {
-		n.sessions = store.NewMemory(nil)
+		n.sessions = store.NewMemory(store.Options{Budget: budget})
 	}
 	for _, k := range negotiate.Summarize(n.keytab) {
 		n.log.Info("keytab entry", "principal", k.Principal+"@"+k.Realm, "kvno", k.KVNO, "enctype", k.EtypeName)
@@ -322,6 +324,12 @@ func (c *Config) setDefaults() {
 	if c.LDAP.PoolSize == 0 {
 		c.LDAP.PoolSize = 4
 	}
+	if c.StoreMaxEntries == 0 {
+		c.StoreMaxEntries = store.DefaultMaxEntries
+	}
+	if c.StoreMaxBytes == 0 {
+		c.StoreMaxBytes = store.DefaultMaxBytes
+	}
 }
 
 // validate repeats the checks that matter for safety even when cmd/iwalb
@@ -356,6 +364,9 @@ func (c *Config) validate() error {
 		if len(a.Key) < 16 {
 			errs = append(errs, fmt.Errorf("API client %q: key shorter than 16 bytes", a.Name))
 		}
+	}
+	if c.StoreMaxEntries < 1 || c.StoreMaxBytes < 1 {
+		errs = append(errs, fmt.Errorf("StoreMaxEntries %d and StoreMaxBytes %d must be positive", c.StoreMaxEntries, c.StoreMaxBytes))
 	}
 	if c.ProxyProtocol && len(c.ProxyTrusted) == 0 {
 		errs = append(errs, errors.New("PROXY protocol enabled with no trusted addresses"))
