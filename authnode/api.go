@@ -42,6 +42,9 @@ func (n *Node) issueToken(ctx context.Context, ident Identity) (string, error) {
 		return "", fmt.Errorf("encode token record: %w", err)
 	}
 	if err := n.tokens.Put(ctx, storeKey(token), rec, n.cfg.TokenTTL); err != nil {
+		if errors.Is(err, store.ErrFull) {
+			n.metrics.storeFull.WithLabelValues("tokens").Inc()
+		}
 		return "", fmt.Errorf("store token: %w", err)
 	}
 	n.metrics.tokensIssued.Inc()
@@ -114,6 +117,14 @@ func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, redeemResponse{Identity: rec.Identity, Session: sessionInfo{ID: sid, ExpiresAt: sess.ExpiresAt}})
 			return
 		}
+	}
+	if errors.Is(err, store.ErrFull) {
+		// The token is spent: the user signs in again once there is room.
+		n.metrics.storeFull.WithLabelValues("sessions").Inc()
+		n.metrics.redeemFailures.WithLabelValues("store_full").Inc()
+		log.Warn("redeem", "outcome", "failure", "reason", "store_full", "err", err.Error())
+		writeJSONError(w, http.StatusServiceUnavailable, "store_full", "the node holds as many sessions as it may; try again later")
+		return
 	}
 	n.metrics.redeemFailures.WithLabelValues("store").Inc()
 	log.Error("redeem", "outcome", "failure", "reason", "store", "err", err.Error())

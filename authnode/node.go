@@ -37,6 +37,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/negotiate"
 	"github.com/iwalb/iwalb/authnode/store"
+	"github.com/iwalb/iwalb/internal/connlimit"
 )
 
 // Store keeps values that expire. The node uses one for one-time tokens and
@@ -97,6 +98,7 @@ type Node struct {
 	apiClients []apiClient
 	tlsConfig  *tls.Config
 	ready      readiness
+	conns      *connlimit.Limiter
 	connSeq    atomic.Uint64
 	now        func() time.Time
 
@@ -124,6 +126,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("register auth node metrics: %w", err)
 	}
+	n.conns = newConnLimiter(cfg)
 	if n.appURL, err = parseAppURL(cfg.ApplicationURL); err != nil {
 		return nil, fmt.Errorf("application URL %q: %w", cfg.ApplicationURL, err)
 	}
@@ -167,6 +170,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.sessions == nil {
 		n.sessions = store.NewMemory(store.Options{Budget: budget})
 	}
+	if err := n.registerGauges(opts.Registerer); err != nil {
+		return nil, fmt.Errorf("register auth node metrics: %w", err)
+	}
 	for _, k := range negotiate.Summarize(n.keytab) {
 		n.log.Info("keytab entry", "principal", k.Principal+"@"+k.Realm, "kvno", k.KVNO, "enctype", k.EtypeName)
 	}
@@ -195,8 +201,38 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.Serve(ctx, ln)
 }
 
+// newConnLimiter returns the listener's caps. The trusted balancers carry
+// many clients' connections from one address, so the per-source cap does
+// not apply to them.
+func newConnLimiter(cfg Config) *connlimit.Limiter {
+	return connlimit.New(connlimit.Limits{
+		MaxConns: cfg.MaxConns, MaxPerSource: max(cfg.MaxConnsPerSource, 0), Exempt: cfg.ProxyTrusted,
+	})
+}
+
+// refusedLogEvery spaces the warnings about refused connections, so that a
+// flood costs a counter increment per connection and not a log line.
+const refusedLogEvery = 10 * time.Second
+
 // Serve is Run on a listener the caller opened.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	// Counted from accept, before the PROXY header and the TLS handshake:
+	// a client that sends nothing holds a slot until read_header_timeout.
+	var lastWarn time.Time
+	refusedSince := map[connlimit.Reason]int{}
+	ln = connlimit.NewListener(ln, n.conns, func(r connlimit.Reason, addr net.Addr) {
+		// Called in the accept loop only: no locking needed.
+		n.metrics.connsRefused.WithLabelValues(string(r)).Inc()
+		refusedSince[r]++
+		if now := time.Now(); now.Sub(lastWarn) >= refusedLogEvery {
+			lastWarn = now
+			n.log.Warn("connection limit reached: refusing new connections",
+				"max_conns", n.cfg.MaxConns, "max_conns_per_source", max(n.cfg.MaxConnsPerSource, 0),
+				"over_limit", refusedSince[connlimit.OverLimit], "over_source_limit", refusedSince[connlimit.OverSourceLimit],
+				"source", addr.String())
+			clear(refusedSince)
+		}
+	})
 	if n.cfg.ProxyProtocol {
 		ln = &proxyproto.Listener{
 			Listener:          ln,
@@ -302,6 +338,12 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 128 << 10
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 120*time.Second)
 	def(&c.TokenTTL, 60*time.Second)
@@ -364,6 +406,9 @@ func (c *Config) validate() error {
 		if len(a.Key) < 16 {
 			errs = append(errs, fmt.Errorf("API client %q: key shorter than 16 bytes", a.Name))
 		}
+	}
+	if c.MaxConns < 1 {
+		errs = append(errs, fmt.Errorf("MaxConns %d must be positive", c.MaxConns))
 	}
 	if c.StoreMaxEntries < 1 || c.StoreMaxBytes < 1 {
 		errs = append(errs, fmt.Errorf("StoreMaxEntries %d and StoreMaxBytes %d must be positive", c.StoreMaxEntries, c.StoreMaxBytes))
