@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -213,10 +214,7 @@ func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, 
 	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		leaf := r.TLS.VerifiedChains[0][0]
 		for _, c := range n.apiClients {
-			if c.certName == "" {
-				continue
-			}
-			if leaf.Subject.CommonName == c.certName || leaf.VerifyHostname(c.certName) == nil {
+			if c.certName != "" && certNames(leaf, c.certName) {
 				return c.name, true
 			}
 		}
@@ -225,6 +223,43 @@ func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, 
 	w.Header().Set("WWW-Authenticate", `Bearer realm="iwalb"`)
 	writeJSONError(w, http.StatusUnauthorized, "unauthorized", "an API key (Authorization: Bearer) or a client certificate of a configured application is required")
 	return "", false
+}
+
+// certNames reports whether cert names exactly name: its subject CN, or one
+// of its DNS names compared without regard to ASCII case. Wildcards are not
+// expanded (as VerifyHostname would): a certificate for *.example.test is
+// not one for each application of the domain.
+func certNames(cert *x509.Certificate, name string) bool {
+	if cert.Subject.CommonName == name {
+		return true
+	}
+	for _, dns := range cert.DNSNames {
+		if asciiEqualFold(dns, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII only, so that no Unicode
+// folding (the Kelvin sign is a "k" to EqualFold) widens a DNS name match.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // readSecretField reads one secret from a JSON object or a form body.

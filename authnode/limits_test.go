@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -331,4 +332,73 @@ func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
 		t.Fatalf("closed after %v, before idle_timeout", idle)
 	}
 	eventually(t, "the idle connection's slot released", func() bool { return s.conns.Open() == 0 })
+}
+
+// TestClientCertificateNamesMatchExactly: cert_name must be the
+// certificate's CN or one of its DNS names; a wildcard name in the
+// certificate covers nothing.
+func TestClientCertificateNamesMatchExactly(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	n.apiClients = append(n.apiClients, apiClient{name: "certapp", keyHash: sha256Sum("certapp-key-0123456789"), certName: "app.example.test"})
+	for _, tc := range []struct {
+		names []string // CN first, all of them DNS names
+		want  int
+	}{
+		{[]string{"app.example.test"}, http.StatusNotFound},
+		{[]string{"other.example.test", "APP.Example.Test"}, http.StatusNotFound},
+		{[]string{"*.example.test"}, http.StatusUnauthorized},
+		{[]string{"other.example.test", "*.example.test"}, http.StatusUnauthorized},
+		{[]string{"app.example.test.evil.test"}, http.StatusUnauthorized},
+		{[]string{"other.example.test"}, http.StatusUnauthorized},
+	} {
+		pki := adtest.NewPKI(t, tc.names...)
+		pair, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest("POST", "/api/v1/tokens/redeem", strings.NewReader(`{"token":"`+strings.Repeat("A", secretLen)+`"}`))
+		r.Header.Set("Content-Type", "application/json")
+		r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{pair.Leaf}}}
+		w := httptest.NewRecorder()
+		n.Handler().ServeHTTP(w, r)
+		// 404: authenticated, and the (made-up) token is unknown.
+		if w.Code != tc.want {
+			t.Errorf("certificate for %q, cert_name app.example.test: %d, want %d", tc.names, w.Code, tc.want)
+		}
+	}
+}
+
+// TestConfigRefusesUnsafeSettings: settings that look safe and are not.
+func TestConfigRefusesUnsafeSettings(t *testing.T) {
+	base := func() Config {
+		return Config{
+			FQDN: "auth1.example.test", Listen: "127.0.0.1:8443", CertFile: "c", KeyFile: "k",
+			ApplicationURL: "https://app.example.test/cb", Keytab: "kt", Krb5Conf: "krb5.conf",
+			Realm: "EXAMPLE.TEST", Account: "svc_http",
+			APIClients: []APIClient{{Name: "app", Key: "0123456789abcdef\n", CertName: "app.example.test"}},
+		}
+	}
+	c := base()
+	c.setDefaults()
+	if err := c.validate(); err != nil {
+		t.Fatalf("the base configuration: %v", err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		edit       func(*Config)
+	}{
+		{"http application URL", "not an absolute https:// URL", func(c *Config) { c.ApplicationURL = "http://app.example.test/cb" }},
+		{"relative application URL", "not an absolute https:// URL", func(c *Config) { c.ApplicationURL = "/cb" }},
+		{"key padded to 16 bytes", "key shorter than 16 bytes", func(c *Config) { c.APIClients[0].Key = "   0123456789ab\t  \n" }},
+		{"wildcard cert name", "wildcards are not allowed", func(c *Config) { c.APIClients[0].CertName = "*.example.test" }},
+		{"negative max conns", "MaxConns -1", func(c *Config) { c.MaxConns = -1 }},
+		{"negative store bound", "StoreMaxBytes -1", func(c *Config) { c.StoreMaxBytes = -1 }},
+	} {
+		c := base()
+		tc.edit(&c)
+		c.setDefaults()
+		if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an error saying %q", tc.name, err, tc.want)
+		}
+	}
 }

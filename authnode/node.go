@@ -402,9 +402,17 @@ func (c *Config) validate() error {
 	if len(c.APIClients) == 0 {
 		errs = append(errs, errors.New("at least one API client is required"))
 	}
+	if u, err := url.Parse(c.ApplicationURL); c.ApplicationURL != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
+		errs = append(errs, fmt.Errorf("ApplicationURL %q is not an absolute https:// URL; the one-time token travels in it", c.ApplicationURL))
+	}
 	for _, a := range c.APIClients {
-		if len(a.Key) < 16 {
+		// Keys are compared trimmed (see authenticateAPI), so padding
+		// must not make a short key look long enough.
+		if len(strings.TrimSpace(a.Key)) < 16 {
 			errs = append(errs, fmt.Errorf("API client %q: key shorter than 16 bytes", a.Name))
+		}
+		if strings.Contains(a.CertName, "*") {
+			errs = append(errs, fmt.Errorf("API client %q: CertName %q: names are matched exactly; wildcards are not allowed", a.Name, a.CertName))
 		}
 	}
 	if c.MaxConns < 1 {
