@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
@@ -400,5 +401,34 @@ func TestConfigRefusesUnsafeSettings(t *testing.T) {
 		if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v; want an error saying %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestLimitGaugesExported: the store's fill and the open connections are
+// served as the README lists them.
+func TestLimitGaugesExported(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	n.conns = newConnLimiter(n.cfg)
+	reg := prometheus.NewRegistry()
+	var err error
+	if n.metrics, err = newMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.registerGauges(reg); err != nil {
+		t.Fatal(err)
+	}
+	tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
+	got, err := testutil.GatherAndCount(reg, "iwalb_authnode_store_entries", "iwalb_authnode_store_bytes", "iwalb_authnode_connections_open")
+	if err != nil || got != 5 {
+		t.Fatalf("%d series (%v); want store_entries and store_bytes for tokens and sessions, and connections_open", got, err)
+	}
+	want := `
+# HELP iwalb_authnode_store_entries Entries in the in-memory store, expired ones kept for their grace included; store.max_entries bounds tokens and sessions together.
+# TYPE iwalb_authnode_store_entries gauge
+iwalb_authnode_store_entries{store="sessions"} 0
+iwalb_authnode_store_entries{store="tokens"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "iwalb_authnode_store_entries"); err != nil {
+		t.Fatal(err)
 	}
 }
