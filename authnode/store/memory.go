@@ -63,6 +63,9 @@ const (
 	sweepBatch = 1024
 )
 
+// maxTTL is the longest ttl kept; a longer one is cut to it.
+const maxTTL = 100 * 365 * 24 * time.Hour
+
 // Limits bound a Budget. Zero fields take the defaults.
 type Limits struct {
 	// MaxEntries bounds the entries held, expired ones in their grace
@@ -216,6 +219,8 @@ func (m *Memory) Put(_ context.Context, key string, value []byte, ttl time.Durat
 	if ttl <= 0 {
 		return errors.New("store put: ttl must be positive")
 	}
+	// Forever, without overflowing the expiry time.
+	ttl = min(ttl, maxTTL)
 	cost := EntryOverhead + int64(len(key)+len(value))
 	if lim := m.budget.Limits(); cost > lim.MaxBytes {
 		return fmt.Errorf("store put: an entry of %d bytes exceeds the store's %d: %w", cost, lim.MaxBytes, ErrFull)

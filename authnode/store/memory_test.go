@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -439,9 +440,17 @@ func TestMemoryConcurrentUseKeepsItsAccounts(t *testing.T) {
 	}
 }
 
-func TestMemoryRejectsNonPositiveTTL(t *testing.T) {
-	if err := NewMemory(Options{}).Put(context.Background(), "k", nil, 0); err == nil {
+func TestMemoryTTLs(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(Options{})
+	if err := m.Put(ctx, "k", nil, 0); err == nil {
 		t.Fatal("Put with ttl 0 succeeded; want an error")
+	}
+	if err := m.Put(ctx, "forever", []byte("v"), math.MaxInt64); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get(ctx, "forever"); err != nil {
+		t.Fatalf("Get of an entry with the longest ttl: %v", err)
 	}
 }
 
