@@ -45,7 +45,10 @@ const (
 // entry record and its map slot (measured at about 110 to 145 bytes on
 // amd64 with room for map growth). It is charged against Limits.MaxBytes,
 // so that the bound is on memory rather than on payload, and an expired
-// entry kept for its grace period (key, no value) still counts.
+// entry kept for its grace period (key, no value) still counts. Not
+// charged: a Go map keeps the slots of its largest size (some 40 bytes per
+// entry at the peak) when entries leave, and the buckets (at most
+// maxBuckets per distinct ttl).
 const EntryOverhead = 192
 
 // ExpiredGrace is how long an expired entry is kept (without its value) so
@@ -240,8 +243,10 @@ func (m *Memory) Put(_ context.Context, key string, value []byte, ttl time.Durat
 	if old != nil {
 		entries, bytes = 0, cost-old.cost()
 	}
-	// Each grace entry dropped gives back at least EntryOverhead bytes, so
-	// this runs at most len(value)/EntryOverhead+1 times.
+	// Each grace entry dropped gives back an entry and at least
+	// EntryOverhead bytes, so this runs at most len(value)/EntryOverhead+2
+	// times (unless a store sharing the budget fills it meanwhile), and
+	// never more than the grace list is long.
 	for !m.budget.charge(entries, bytes) {
 		if m.grace.head == nil {
 			lim := m.budget.Limits()
