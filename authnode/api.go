@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,9 @@ func (n *Node) issueToken(ctx context.Context, ident Identity) (string, error) {
 		return "", fmt.Errorf("encode token record: %w", err)
 	}
 	if err := n.tokens.Put(ctx, storeKey(token), rec, n.cfg.TokenTTL); err != nil {
+		if errors.Is(err, store.ErrFull) {
+			n.metrics.storeFull.WithLabelValues("tokens").Inc()
+		}
 		return "", fmt.Errorf("store token: %w", err)
 	}
 	n.metrics.tokensIssued.Inc()
@@ -114,6 +118,14 @@ func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, redeemResponse{Identity: rec.Identity, Session: sessionInfo{ID: sid, ExpiresAt: sess.ExpiresAt}})
 			return
 		}
+	}
+	if errors.Is(err, store.ErrFull) {
+		// The token is spent: the user signs in again once there is room.
+		n.metrics.storeFull.WithLabelValues("sessions").Inc()
+		n.metrics.redeemFailures.WithLabelValues("store_full").Inc()
+		log.Warn("redeem", "outcome", "failure", "reason", "store_full", "err", err.Error())
+		writeJSONError(w, http.StatusServiceUnavailable, "store_full", "the node holds as many sessions as it may; try again later")
+		return
 	}
 	n.metrics.redeemFailures.WithLabelValues("store").Inc()
 	log.Error("redeem", "outcome", "failure", "reason", "store", "err", err.Error())
@@ -202,10 +214,7 @@ func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, 
 	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		leaf := r.TLS.VerifiedChains[0][0]
 		for _, c := range n.apiClients {
-			if c.certName == "" {
-				continue
-			}
-			if leaf.Subject.CommonName == c.certName || leaf.VerifyHostname(c.certName) == nil {
+			if c.certName != "" && certNames(leaf, c.certName) {
 				return c.name, true
 			}
 		}
@@ -214,6 +223,43 @@ func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, 
 	w.Header().Set("WWW-Authenticate", `Bearer realm="iwalb"`)
 	writeJSONError(w, http.StatusUnauthorized, "unauthorized", "an API key (Authorization: Bearer) or a client certificate of a configured application is required")
 	return "", false
+}
+
+// certNames reports whether cert names exactly name: its subject CN, or one
+// of its DNS names compared without regard to ASCII case. Wildcards are not
+// expanded (as VerifyHostname would): a certificate for *.example.test is
+// not one for each application of the domain.
+func certNames(cert *x509.Certificate, name string) bool {
+	if cert.Subject.CommonName == name {
+		return true
+	}
+	for _, dns := range cert.DNSNames {
+		if asciiEqualFold(dns, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII only, so that no Unicode
+// folding (the Kelvin sign is a "k" to EqualFold) widens a DNS name match.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // readSecretField reads one secret from a JSON object or a form body.

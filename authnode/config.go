@@ -5,6 +5,15 @@ import (
 	"time"
 )
 
+// Listener defaults. A browser opens six connections per host and the
+// balancers are exempt, so 256 from one address is a flood, not a user;
+// 10,000 open connections stay well inside a raised file-descriptor limit
+// that the process's other roles share.
+const (
+	DefaultMaxConns          = 10000
+	DefaultMaxConnsPerSource = 256
+)
+
 // Config is everything an auth node needs, already validated and with
 // secrets resolved. cmd/iwalb builds it from the YAML file; tests build it
 // directly. Zero durations and sizes take the defaults named on each field.
@@ -25,6 +34,14 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections (default 120s).
 	IdleTimeout time.Duration
+	// MaxConns bounds the connections open at once, counted from accept
+	// (PROXY headers and TLS handshakes in progress included); more are
+	// reset at once (default DefaultMaxConns).
+	MaxConns int
+	// MaxConnsPerSource bounds those from one client address, an IPv6 /64
+	// counting as one; ProxyTrusted peers are exempt (default
+	// DefaultMaxConnsPerSource; negative means no bound).
+	MaxConnsPerSource int
 
 	// ProxyProtocol accepts a PROXY v1/v2 header, only from ProxyTrusted.
 	ProxyProtocol bool
@@ -43,6 +60,13 @@ type Config struct {
 	SessionTTL time.Duration
 	// CookieName names the node's session cookie (default "iwalb_session").
 	CookieName string
+	// StoreMaxEntries and StoreMaxBytes bound the in-memory store, tokens
+	// and sessions together (defaults store.DefaultMaxEntries, a million,
+	// and store.DefaultMaxBytes, 256 MiB); beyond them logins and redeems
+	// are refused with 503 store_full. Unused with Options.Tokens and
+	// Options.Sessions.
+	StoreMaxEntries int
+	StoreMaxBytes   int64
 
 	// Keytab is the path of the keytab holding the node's SPNs.
 	Keytab string

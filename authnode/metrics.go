@@ -19,10 +19,13 @@ type metrics struct {
 	sessions        *prometheus.CounterVec
 	clockOffset     prometheus.Gauge
 	ready           *prometheus.GaugeVec
+	storeFull       *prometheus.CounterVec
+	connsRefused    *prometheus.CounterVec
 }
 
+const ns, sub = "iwalb", "authnode"
+
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	const ns, sub = "iwalb", "authnode"
 	m := &metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "logins_total",
@@ -75,6 +78,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "ready",
 			Help: "1 when the readiness check passes, per check (keytab, ldap, clock, kdc_self_test) and overall.",
 		}, []string{"check"}),
+		storeFull: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "store_full_total",
+			Help: "Tokens (at login) and sessions (at redeem) refused because the store was at store.max_entries or store.max_bytes, by store.",
+		}, []string{"store"}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "connections_refused_total",
+			Help: "Connections reset at accept, by reason: over_limit (max_conns open), over_source_limit (max_conns_per_source from one address).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -82,11 +93,56 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.logins, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
-		m.clockOffset, m.ready,
+		m.clockOffset, m.ready, m.storeFull, m.connsRefused,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// storeStats is what the in-memory store tells of its fill.
+type storeStats interface {
+	Len() int
+	Bytes() int64
+}
+
+// registerGauges exports the series read when scraped: the listener's open
+// connections and the in-memory stores' fill.
+func (n *Node) registerGauges(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "connections_open",
+			Help: "Connections accepted and not yet closed; max_conns bounds it.",
+		}, func() float64 { return float64(n.conns.Open()) }),
+	}
+	for _, s := range []struct {
+		name  string
+		store Store
+	}{{"tokens", n.tokens}, {"sessions", n.sessions}} {
+		st, ok := s.store.(storeStats)
+		if !ok {
+			continue
+		}
+		labels := prometheus.Labels{"store": s.name}
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: ns, Subsystem: sub, Name: "store_entries", ConstLabels: labels,
+				Help: "Entries in the in-memory store, expired ones kept for their grace included; store.max_entries bounds tokens and sessions together.",
+			}, func() float64 { return float64(st.Len()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: ns, Subsystem: sub, Name: "store_bytes", ConstLabels: labels,
+				Help: "Bytes charged by the in-memory store (keys, values and a per-entry overhead); store.max_bytes bounds tokens and sessions together.",
+			}, func() float64 { return float64(st.Bytes()) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }

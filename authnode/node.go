@@ -37,6 +37,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/negotiate"
 	"github.com/iwalb/iwalb/authnode/store"
+	"github.com/iwalb/iwalb/internal/connlimit"
 )
 
 // Store keeps values that expire. The node uses one for one-time tokens and
@@ -97,6 +98,7 @@ type Node struct {
 	apiClients []apiClient
 	tlsConfig  *tls.Config
 	ready      readiness
+	conns      *connlimit.Limiter
 	connSeq    atomic.Uint64
 	now        func() time.Time
 
@@ -124,6 +126,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("register auth node metrics: %w", err)
 	}
+	n.conns = newConnLimiter(cfg)
 	if n.appURL, err = parseAppURL(cfg.ApplicationURL); err != nil {
 		return nil, fmt.Errorf("application URL %q: %w", cfg.ApplicationURL, err)
 	}
@@ -159,11 +162,16 @@ func New(cfg Config, opts Options) (*Node, error) {
 		// Presented keys are trimmed (see authenticateAPI); so are these.
 		n.apiClients = append(n.apiClients, apiClient{name: c.Name, keyHash: sha256Sum(strings.TrimSpace(c.Key)), certName: c.CertName})
 	}
+	// Tokens and sessions draw on one budget: the bound is the node's.
+	budget := store.NewBudget(store.Limits{MaxEntries: cfg.StoreMaxEntries, MaxBytes: cfg.StoreMaxBytes})
 	if n.tokens == nil {
-		n.tokens = store.NewMemory(nil)
+		n.tokens = store.NewMemory(store.Options{Budget: budget})
 	}
 	if n.sessions == nil {
-		n.sessions = store.NewMemory(nil)
+		n.sessions = store.NewMemory(store.Options{Budget: budget})
+	}
+	if err := n.registerGauges(opts.Registerer); err != nil {
+		return nil, fmt.Errorf("register auth node metrics: %w", err)
 	}
 	for _, k := range negotiate.Summarize(n.keytab) {
 		n.log.Info("keytab entry", "principal", k.Principal+"@"+k.Realm, "kvno", k.KVNO, "enctype", k.EtypeName)
@@ -193,8 +201,38 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.Serve(ctx, ln)
 }
 
+// newConnLimiter returns the listener's caps. The trusted balancers carry
+// many clients' connections from one address, so the per-source cap does
+// not apply to them.
+func newConnLimiter(cfg Config) *connlimit.Limiter {
+	return connlimit.New(connlimit.Limits{
+		MaxConns: cfg.MaxConns, MaxPerSource: max(cfg.MaxConnsPerSource, 0), Exempt: cfg.ProxyTrusted,
+	})
+}
+
+// refusedLogEvery spaces the warnings about refused connections, so that a
+// flood costs a counter increment per connection and not a log line.
+const refusedLogEvery = 10 * time.Second
+
 // Serve is Run on a listener the caller opened.
 func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
+	// Counted from accept, before the PROXY header and the TLS handshake:
+	// a client that sends nothing holds a slot until read_header_timeout.
+	var lastWarn time.Time
+	refusedSince := map[connlimit.Reason]int{}
+	ln = connlimit.NewListener(ln, n.conns, func(r connlimit.Reason, addr net.Addr) {
+		// Called in the accept loop only: no locking needed.
+		n.metrics.connsRefused.WithLabelValues(string(r)).Inc()
+		refusedSince[r]++
+		if now := time.Now(); now.Sub(lastWarn) >= refusedLogEvery {
+			lastWarn = now
+			n.log.Warn("connection limit reached: refusing new connections",
+				"max_conns", n.cfg.MaxConns, "max_conns_per_source", max(n.cfg.MaxConnsPerSource, 0),
+				"over_limit", refusedSince[connlimit.OverLimit], "over_source_limit", refusedSince[connlimit.OverSourceLimit],
+				"source", addr.String())
+			clear(refusedSince)
+		}
+	})
 	if n.cfg.ProxyProtocol {
 		ln = &proxyproto.Listener{
 			Listener:          ln,
@@ -300,6 +338,12 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 128 << 10
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 120*time.Second)
 	def(&c.TokenTTL, 60*time.Second)
@@ -321,6 +365,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.LDAP.PoolSize == 0 {
 		c.LDAP.PoolSize = 4
+	}
+	if c.StoreMaxEntries == 0 {
+		c.StoreMaxEntries = store.DefaultMaxEntries
+	}
+	if c.StoreMaxBytes == 0 {
+		c.StoreMaxBytes = store.DefaultMaxBytes
 	}
 }
 
@@ -352,10 +402,24 @@ func (c *Config) validate() error {
 	if len(c.APIClients) == 0 {
 		errs = append(errs, errors.New("at least one API client is required"))
 	}
+	if u, err := url.Parse(c.ApplicationURL); c.ApplicationURL != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
+		errs = append(errs, fmt.Errorf("ApplicationURL %q is not an absolute https:// URL; the one-time token travels in it", c.ApplicationURL))
+	}
 	for _, a := range c.APIClients {
-		if len(a.Key) < 16 {
+		// Keys are compared trimmed (see authenticateAPI), so padding
+		// must not make a short key look long enough.
+		if len(strings.TrimSpace(a.Key)) < 16 {
 			errs = append(errs, fmt.Errorf("API client %q: key shorter than 16 bytes", a.Name))
 		}
+		if strings.Contains(a.CertName, "*") {
+			errs = append(errs, fmt.Errorf("API client %q: CertName %q: names are matched exactly; wildcards are not allowed", a.Name, a.CertName))
+		}
+	}
+	if c.MaxConns < 1 {
+		errs = append(errs, fmt.Errorf("MaxConns %d must be positive", c.MaxConns))
+	}
+	if c.StoreMaxEntries < 1 || c.StoreMaxBytes < 1 {
+		errs = append(errs, fmt.Errorf("StoreMaxEntries %d and StoreMaxBytes %d must be positive", c.StoreMaxEntries, c.StoreMaxBytes))
 	}
 	if c.ProxyProtocol && len(c.ProxyTrusted) == 0 {
 		errs = append(errs, errors.New("PROXY protocol enabled with no trusted addresses"))

@@ -63,7 +63,7 @@ func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Write
 	}
 	n := &Node{
 		cfg: cfg, log: slog.New(slog.NewTextHandler(logs, nil)), metrics: m, appURL: u,
-		validator: v, dir: d, tokens: store.NewMemory(nil), sessions: store.NewMemory(nil),
+		validator: v, dir: d, tokens: store.NewMemory(store.Options{}), sessions: store.NewMemory(store.Options{}),
 		selfTest: func(context.Context) error { return nil }, now: time.Now,
 	}
 	n.apiClients = []apiClient{{name: "app"}}
@@ -299,7 +299,7 @@ func TestExpiredTokenIsGone(t *testing.T) {
 	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
 	now := time.Now()
 	var mu sync.Mutex
-	n.tokens = store.NewMemory(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	n.tokens = store.NewMemory(store.Options{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
 	token := tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
 	mu.Lock()
 	now = now.Add(n.cfg.TokenTTL)

@@ -16,6 +16,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode"
+	"github.com/iwalb/iwalb/authnode/store"
 )
 
 // rawAuthNode is the authnode section; configs/authnode.yaml documents it.
@@ -27,6 +28,8 @@ type rawAuthNode struct {
 	MaxHeaderBytes    integer          `yaml:"max_header_bytes"`
 	ReadHeaderTimeout duration         `yaml:"read_header_timeout"`
 	IdleTimeout       duration         `yaml:"idle_timeout"`
+	MaxConns          integer          `yaml:"max_conns"`
+	MaxConnsPerSource integer          `yaml:"max_conns_per_source"`
 	ProxyProtocol     rawProxyProtocol `yaml:"proxy_protocol"`
 	SSOPath           str              `yaml:"sso_path"`
 	ApplicationURL    str              `yaml:"application_url"`
@@ -54,8 +57,10 @@ type rawProxyProtocol struct {
 }
 
 type rawStore struct {
-	At   pos `yaml:"-"`
-	Type str `yaml:"type"`
+	At         pos     `yaml:"-"`
+	Type       str     `yaml:"type"`
+	MaxEntries integer `yaml:"max_entries"`
+	MaxBytes   integer `yaml:"max_bytes"`
 }
 
 type rawKerberos struct {
@@ -111,6 +116,8 @@ const (
 	maxTokenTTL = 10 * time.Minute
 	// minAPIKeyBytes keeps API keys out of reach of guessing.
 	minAPIKeyBytes = 16
+	// minStoreBytes: below 1 MiB the store holds a few hundred sessions.
+	minStoreBytes = 1 << 20
 )
 
 var (
@@ -125,6 +132,10 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 	const p = "authnode"
 	cfg := authnode.Config{
 		MaxHeaderBytes:    128 << 10,
+		MaxConns:          authnode.DefaultMaxConns,
+		MaxConnsPerSource: authnode.DefaultMaxConnsPerSource,
+		StoreMaxEntries:   store.DefaultMaxEntries,
+		StoreMaxBytes:     store.DefaultMaxBytes,
 		SSOPath:           "/sso",
 		TokenParam:        "ssoToken",
 		CookieName:        "iwalb_session",
@@ -156,6 +167,23 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 		}
 	}
 
+	if m := r.MaxConns; m.Set {
+		cfg.MaxConns = m.V
+		if m.V < 1 {
+			c.add(m.Line, "%s.max_conns: must be a positive number, got %d", p, m.V)
+		}
+	}
+	if m := r.MaxConnsPerSource; m.Set {
+		switch {
+		case m.V < 0:
+			c.add(m.Line, "%s.max_conns_per_source: must be 0 (no bound) or more, got %d", p, m.V)
+		case m.V == 0:
+			cfg.MaxConnsPerSource = -1 // authnode.Config's "no bound"
+		default:
+			cfg.MaxConnsPerSource = m.V
+		}
+	}
+
 	cfg.ProxyTrusted = c.prefixes(r.ProxyProtocol.Trusted, p+".proxy_protocol.trusted")
 	if r.ProxyProtocol.Enabled.V && len(r.ProxyProtocol.Trusted.V) == 0 {
 		c.add(r.ProxyProtocol.Enabled.Line, "%s.proxy_protocol: enabled with no trusted addresses; list the L4 balancers under trusted", p)
@@ -169,8 +197,8 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 	}
 	if c.needStr(r.ApplicationURL, r.At, p, "application_url") {
 		u, err := url.Parse(r.ApplicationURL.V)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			c.add(r.ApplicationURL.Line, "%s.application_url: %q is not an absolute http:// or https:// URL", p, r.ApplicationURL.V)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			c.add(r.ApplicationURL.Line, "%s.application_url: %q is not an absolute https:// URL; the one-time token travels in it", p, r.ApplicationURL.V)
 		}
 		cfg.ApplicationURL = r.ApplicationURL.V
 	}
@@ -196,6 +224,18 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 		c.add(t.Line, "%s.store.type: %q is not supported yet; use memory", p, t.V)
 	default:
 		c.add(t.Line, "%s.store.type: unknown store %q; use memory", p, t.V)
+	}
+	if m := r.Store.MaxEntries; m.Set {
+		cfg.StoreMaxEntries = m.V
+		if m.V < 1 {
+			c.add(m.Line, "%s.store.max_entries: must be a positive number, got %d", p, m.V)
+		}
+	}
+	if m := r.Store.MaxBytes; m.Set {
+		cfg.StoreMaxBytes = int64(m.V)
+		if m.V < minStoreBytes {
+			c.add(m.Line, "%s.store.max_bytes: %d is too small; use at least %d (1 MiB)", p, m.V, minStoreBytes)
+		}
 	}
 
 	c.authNodeKerberos(r, fqdnOK, &cfg)
@@ -456,7 +496,10 @@ func (c *checker) authNodeAPI(r rawAuthNode) []authnode.APIClient {
 				names[rc.Name.V] = rc.Name.Line
 			}
 		}
-		if key, ok := c.secret(rc.KeyFile, rc.KeyEnv, rc.At, cp, "key_file", "key_env"); ok {
+		if raw, ok := c.secret(rc.KeyFile, rc.KeyEnv, rc.At, cp, "key_file", "key_env"); ok {
+			// The node compares keys trimmed, so trimmed they are checked:
+			// spaces do not make a short key long.
+			key := strings.TrimSpace(raw)
 			cl.Key = key
 			line := rc.KeyEnv.Line
 			if rc.KeyFile.Set {
@@ -464,7 +507,11 @@ func (c *checker) authNodeAPI(r rawAuthNode) []authnode.APIClient {
 			}
 			switch other, dup := keys[key]; {
 			case len(key) < minAPIKeyBytes:
-				c.add(line, "%s: the key is %d bytes; use at least %d (e.g. openssl rand -base64 32)", cp, len(key), minAPIKeyBytes)
+				trimmed := ""
+				if len(key) != len(raw) {
+					trimmed = " without its surrounding whitespace"
+				}
+				c.add(line, "%s: the key is %d bytes%s; use at least %d (e.g. openssl rand -base64 32)", cp, len(key), trimmed, minAPIKeyBytes)
 			case dup:
 				c.add(line, "%s: same key as client %q; give each application its own", cp, other)
 			default:
@@ -473,6 +520,9 @@ func (c *checker) authNodeAPI(r rawAuthNode) []authnode.APIClient {
 		}
 		if rc.CertName.Set && !r.TLS.ClientCA.Set {
 			c.add(rc.CertName.Line, "%s.cert_name: needs authnode.tls.client_ca to verify client certificates", cp)
+		}
+		if strings.Contains(rc.CertName.V, "*") {
+			c.add(rc.CertName.Line, "%s.cert_name: %q: names are matched exactly; wildcards are not allowed", cp, rc.CertName.V)
 		}
 		out = append(out, cl)
 	}

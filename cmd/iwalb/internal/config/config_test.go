@@ -66,6 +66,7 @@ func fixture(t *testing.T) string {
 	configtest.WriteFile(t, dir, "secrets/app-key", []byte(appKey+"\n"))
 	configtest.WriteFile(t, dir, "secrets/app2-key", []byte("fedcba9876543210fedcba9876543210"))
 	configtest.WriteFile(t, dir, "secrets/short-key", []byte("short\n"))
+	configtest.WriteFile(t, dir, "secrets/padded-key", []byte("   0123456789ab   \n"))
 	configtest.WriteFile(t, dir, "secrets/empty", []byte("\n"))
 	return dir
 }
@@ -141,7 +142,7 @@ func TestSecretFilePermissions(t *testing.T) {
 
 func TestLoadValid(t *testing.T) {
 	dir := fixture(t)
-	t.Setenv("IWALB_TEST_APP2_KEY", "fedcba9876543210fedcba9876543210")
+	t.Setenv("IWALB_TEST_APP2_KEY", " fedcba9876543210fedcba9876543210\n")
 	path := writeConfig(t, dir, edit(nil, `      - name: app2
         key_env: IWALB_TEST_APP2_KEY
   proxy_protocol:
@@ -171,7 +172,7 @@ func TestLoadValid(t *testing.T) {
 		{"LDAP.CAFile", cfg.LDAP.CAFile, filepath.Join(dir, "tls/ca.pem")},
 		{"LDAP.BindPassword (one newline stripped)", cfg.LDAP.BindPassword, "SvcLdap-Passw0rd1"},
 		{"APIClients[0].Key (one newline stripped)", cfg.APIClients[0].Key, appKey},
-		{"APIClients[1].Key (from env)", cfg.APIClients[1].Key, "fedcba9876543210fedcba9876543210"},
+		{"APIClients[1].Key (from env, trimmed)", cfg.APIClients[1].Key, "fedcba9876543210fedcba9876543210"},
 		{"ProxyProtocol", cfg.ProxyProtocol, true},
 		{"ProxyTrusted", cfg.ProxyTrusted, []netip.Prefix{
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
@@ -191,6 +192,10 @@ func TestLoadValid(t *testing.T) {
 		{"MaxClockSkew", cfg.MaxClockSkew, 5 * time.Minute},
 		{"LDAP.Timeout", cfg.LDAP.Timeout, 5 * time.Second},
 		{"LDAP.PoolSize", cfg.LDAP.PoolSize, 4},
+		{"MaxConns", cfg.MaxConns, 10000},
+		{"MaxConnsPerSource", cfg.MaxConnsPerSource, 256},
+		{"StoreMaxEntries", cfg.StoreMaxEntries, 1_000_000},
+		{"StoreMaxBytes", cfg.StoreMaxBytes, int64(256 << 20)},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -429,9 +434,30 @@ func TestLoadProblems(t *testing.T) {
 			want:  []string{`23: authnode.ldap.base_dn: "example.test" is not a distinguished name`},
 		},
 		{
-			name:  "application_url not absolute http(s)",
+			name:  "application_url not absolute",
 			lines: map[int]string{12: "  application_url: /sso/callback"},
-			want:  []string{`12: authnode.application_url: "/sso/callback" is not an absolute http:// or https:// URL`},
+			want:  []string{`12: authnode.application_url: "/sso/callback" is not an absolute https:// URL`},
+		},
+		{
+			name:  "application_url plain http",
+			lines: map[int]string{12: "  application_url: http://app.example.test/sso/callback"},
+			want:  []string{`12: authnode.application_url: "http://app.example.test/sso/callback" is not an absolute https:// URL; the one-time token travels in it`},
+		},
+		{
+			name:  "connection limits",
+			extra: "  max_conns: 0\n  max_conns_per_source: -1\n",
+			want: []string{
+				`28: authnode.max_conns: must be a positive number, got 0`,
+				`29: authnode.max_conns_per_source: must be 0 (no bound) or more, got -1`,
+			},
+		},
+		{
+			name:  "store bounds",
+			extra: "  store:\n    max_entries: 0\n    max_bytes: 65536\n",
+			want: []string{
+				`29: authnode.store.max_entries: must be a positive number, got 0`,
+				`30: authnode.store.max_bytes: 65536 is too small; use at least 1048576 (1 MiB)`,
+			},
 		},
 		{
 			name:  "durations",
@@ -532,6 +558,25 @@ func TestLoadProblems(t *testing.T) {
 				`43: authnode.api.clients[8].key_file: "secrets/empty" (` + abs("secrets/empty") + `) is empty`,
 				`45: authnode.api.clients[9]: same key as client "app"`,
 			},
+		},
+		{
+			name: "api keys padded with whitespace",
+			extra: `      - name: padded
+        key_file: secrets/padded-key
+      - name: samepadded
+        key_env: IWALB_TEST_PADDED
+`,
+			env: map[string]string{"IWALB_TEST_PADDED": "  " + appKey + "\t"},
+			want: []string{
+				`29: authnode.api.clients[1]: the key is 12 bytes without its surrounding whitespace; use at least 16`,
+				`31: authnode.api.clients[2]: same key as client "app"`,
+			},
+		},
+		{
+			name:  "wildcard cert_name",
+			lines: map[int]string{11: "    key: tls/auth1.key\n    client_ca: tls/ca.pem"},
+			extra: "        cert_name: '*.example.test'\n",
+			want:  []string{`29: authnode.api.clients[0].cert_name: "*.example.test": names are matched exactly; wildcards are not allowed`},
 		},
 		{
 			name:  "cert_name without client_ca",
@@ -720,5 +765,19 @@ func materialize(t *testing.T, dir string, data []byte) {
 	secret(a.LDAP.BindPasswordFile, a.LDAP.BindPasswordEnv)
 	for _, cl := range a.API.Clients {
 		secret(cl.KeyFile, cl.KeyEnv)
+	}
+}
+
+func TestAuthNodeLimits(t *testing.T) {
+	dir := fixture(t)
+	path := writeConfig(t, dir, edit(nil, "  max_conns: 500\n  max_conns_per_source: 0\n  store: {type: memory, max_entries: 2000, max_bytes: 1048576}\n"))
+	f, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	cfg, _ := f.AuthNode()
+	if cfg.MaxConns != 500 || cfg.MaxConnsPerSource >= 0 || cfg.StoreMaxEntries != 2000 || cfg.StoreMaxBytes != 1<<20 {
+		t.Fatalf("MaxConns %d, MaxConnsPerSource %d (want negative: no bound), StoreMaxEntries %d, StoreMaxBytes %d",
+			cfg.MaxConns, cfg.MaxConnsPerSource, cfg.StoreMaxEntries, cfg.StoreMaxBytes)
 	}
 }
