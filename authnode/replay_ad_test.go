@@ -1,0 +1,100 @@
+package authnode
+
+import (
+	"encoding/base64"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/iwalb/iwalb/authnode/adtest"
+	"github.com/iwalb/iwalb/authnode/negotiate"
+)
+
+// TestADReplayFloodThroughTheNode: alice floods the node with thousands of
+// fresh authenticators from one ticket, from several keep-alive
+// connections; while she does, dave signs in with kinit and curl. She is
+// stopped at her quota (429 with Retry-After, counted as replay_quota) and
+// dave is not affected.
+func TestADReplayFloodThroughTheNode(t *testing.T) {
+	env := adtest.Env(t)
+	a := startADNode(t, env, nil)
+	const flood, workers = 2000, 4
+	const spn = "HTTP/auth1.example.test"
+
+	cl := adtest.Login(t, env, env["AD_ALICE_USER"], env["AD_ALICE_PASSWORD"])
+	blobs := make(chan string, flood)
+	for range flood {
+		blobs <- "Negotiate " + base64.StdEncoding.EncodeToString(adtest.NegotiateBlob(t, cl, spn))
+	}
+	close(blobs)
+	daveCC := kinit(t, env, env["AD_DAVE_USER"], env["AD_DAVE_PASSWORD"])
+
+	var found, quota, sent atomic.Int32
+	var mu sync.Mutex
+	other := map[int]int{}
+	deadline := time.Now().Add(2 * time.Minute)
+	client := a.client()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for authz := range blobs {
+				if time.Now().After(deadline) {
+					return
+				}
+				req, _ := http.NewRequest("GET", a.url("auth1.example.test", "/sso"), nil)
+				req.Header.Set("Authorization", authz)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Errorf("alice's request: %v", err)
+					return
+				}
+				resp.Body.Close()
+				sent.Add(1)
+				switch resp.StatusCode {
+				case http.StatusFound:
+					found.Add(1)
+				case http.StatusTooManyRequests:
+					quota.Add(1)
+					if resp.Header.Get("Retry-After") == "" {
+						t.Errorf("429 without Retry-After")
+					}
+				default:
+					mu.Lock()
+					other[resp.StatusCode]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	// dave signs in while the flood runs.
+	for sent.Load() < flood/4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	status, loc, body := a.curlNegotiate(t, env, daveCC, "auth1.example.test")
+	atDave := sent.Load()
+	wg.Wait()
+	took := time.Since(start)
+	t.Logf("alice: %d requests in %s: %d signed in, %d refused over quota, others %v; dave signed in after %d of hers",
+		sent.Load(), took.Round(time.Millisecond), found.Load(), quota.Load(), other, atDave)
+	if status != http.StatusFound {
+		t.Fatalf("dave during alice's flood: %d %s", status, body)
+	}
+	if code, id := a.redeem(t, tokenOf(t, loc)); code != http.StatusOK || id.SAMAccountName != "dave" || id.SID != adtest.ObjectSID(t, env, "dave") {
+		t.Fatalf("dave's redeem: %d %+v", code, id)
+	}
+	if atDave >= flood {
+		t.Fatalf("dave signed in after the flood ended (%d requests); the test did not overlap them", atDave)
+	}
+	if sent.Load() != flood || found.Load() != negotiate.DefaultReplayQuota || quota.Load() != flood-negotiate.DefaultReplayQuota {
+		t.Fatalf("alice: %d sent, %d signed in, %d refused over quota, others %v; want %d, %d, %d",
+			sent.Load(), found.Load(), quota.Load(), other, flood, negotiate.DefaultReplayQuota, flood-negotiate.DefaultReplayQuota)
+	}
+	if got := testutil.ToFloat64(a.node.metrics.logins.WithLabelValues("failure", "replay_quota")); got != float64(quota.Load()) {
+		t.Fatalf("logins_total{failure,replay_quota} = %v, want %d", got, quota.Load())
+	}
+}
