@@ -2,7 +2,6 @@ package negotiate
 
 import (
 	"container/heap"
-	"crypto/sha256"
 	"sync"
 	"time"
 )
@@ -17,23 +16,26 @@ import (
 type replayKey struct {
 	client string // quota identity of the client
 	ctime  int64  // authenticator ctime, Unix seconds
-	cusec  int
-	key    [sha256.Size]byte // SHA-256 of the decrypting key's type and bytes
+	cusec  int32
+	key    uint32 // which of the keytab's distinct keys decrypted the ticket
 }
 
-// replayEntry is one recorded authenticator. until is the last instant at
-// which the authenticator could still be accepted (its ctime plus the
-// skew), so the entry must be kept through it.
+// replayEntry is one recorded authenticator of a client. until (Unix
+// nanoseconds) is the last instant at which the authenticator could still
+// be accepted (its ctime plus the skew), so the entry is kept through it.
+// It is small on purpose: the cache holds up to a million or more.
 type replayEntry struct {
-	key   replayKey
-	until time.Time
+	until int64
+	ctime int64
+	cusec int32
+	key   uint32
 }
 
 // entryHeap is one client's entries, soonest until first.
 type entryHeap []replayEntry
 
 func (h entryHeap) Len() int           { return len(h) }
-func (h entryHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h entryHeap) Less(i, j int) bool { return h[i].until < h[j].until }
 func (h entryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *entryHeap) Push(x any)        { *h = append(*h, x.(replayEntry)) }
 func (h *entryHeap) Pop() any {
@@ -57,7 +59,7 @@ type clientHeap []*clientEntries
 
 func (h clientHeap) Len() int { return len(h) }
 func (h clientHeap) Less(i, j int) bool {
-	return h[i].entries[0].until.Before(h[j].entries[0].until)
+	return h[i].entries[0].until < h[j].entries[0].until
 }
 func (h clientHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
@@ -132,13 +134,14 @@ func newReplayCache(max, quota int) *replayCache {
 
 // insert records k through until and says how that went. For overQuota and
 // cacheFull, retry is how long the entry that frees a slot still lives.
-func (c *replayCache) insert(k replayKey, now, until time.Time) (res replayResult, retry time.Duration) {
+func (c *replayCache) insert(k replayKey, tnow, tuntil time.Time) (res replayResult, retry time.Duration) {
+	now, until := tnow.UnixNano(), tuntil.UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sweep(now, sweepBatch)
 	ce := c.byID[k.client]
 	if ce != nil {
-		for len(ce.entries) > 0 && ce.entries[0].until.Before(now) {
+		for len(ce.entries) > 0 && ce.entries[0].until < now {
 			c.dropSoonest(ce)
 		}
 	}
@@ -146,14 +149,14 @@ func (c *replayCache) insert(k replayKey, now, until time.Time) (res replayResul
 		return replayed, 0
 	}
 	if ce != nil && len(ce.entries) >= c.quota {
-		return overQuota, ce.entries[0].until.Sub(now)
+		return overQuota, time.Duration(ce.entries[0].until - now)
 	}
 	if c.n >= c.max {
 		c.sweep(now, 1)
 	}
 	if c.n >= c.max {
 		if len(c.full) == 0 {
-			return cacheFull, c.clients[0].entries[0].until.Sub(now)
+			return cacheFull, time.Duration(c.clients[0].entries[0].until - now)
 		}
 		c.dropSoonest(c.full[len(c.full)-1])
 		c.evictions++
@@ -165,7 +168,7 @@ func (c *replayCache) insert(k replayKey, now, until time.Time) (res replayResul
 		c.byID[k.client] = ce
 	}
 	k.client = ce.id // one copy of the name for all the client's keys
-	heap.Push(&ce.entries, replayEntry{key: k, until: until})
+	heap.Push(&ce.entries, replayEntry{until: until, ctime: k.ctime, cusec: k.cusec, key: k.key})
 	if isNew {
 		heap.Push(&c.clients, ce)
 	} else {
@@ -181,10 +184,10 @@ func (c *replayCache) insert(k replayKey, now, until time.Time) (res replayResul
 }
 
 // sweep drops up to most expired entries, soonest first.
-func (c *replayCache) sweep(now time.Time, most int) {
+func (c *replayCache) sweep(now int64, most int) {
 	for i := 0; i < most && len(c.clients) > 0; i++ {
 		ce := c.clients[0]
-		if !ce.entries[0].until.Before(now) {
+		if ce.entries[0].until >= now {
 			return
 		}
 		c.dropSoonest(ce)
@@ -195,7 +198,7 @@ func (c *replayCache) sweep(now time.Time, most int) {
 // was its last.
 func (c *replayCache) dropSoonest(ce *clientEntries) {
 	e := heap.Pop(&ce.entries).(replayEntry)
-	delete(c.seen, e.key)
+	delete(c.seen, replayKey{client: ce.id, ctime: e.ctime, cusec: e.cusec, key: e.key})
 	c.n--
 	if ce.fullPos >= 0 {
 		last := c.full[len(c.full)-1]

@@ -110,7 +110,7 @@ type Options struct {
 	// Now returns the current time (default time.Now); tests inject it.
 	Now func() time.Time
 	// ReplayCacheMax bounds the replay cache (default
-	// DefaultReplayCacheMax entries, about 200 bytes each). It should
+	// DefaultReplayCacheMax entries, 100 to 250 bytes each). It should
 	// exceed the number of logins of distinct clients in any
 	// MaxClockSkew+MaxFutureSkew window.
 	ReplayCacheMax int
@@ -153,6 +153,7 @@ type Identity struct {
 // keytab for the life of the process.
 type Validator struct {
 	kt     *keytab.Keytab
+	keyIDs []uint32 // per keytab entry: the same for entries with the same key
 	skew   time.Duration
 	future time.Duration
 	now    func() time.Time
@@ -188,6 +189,7 @@ func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
 	}
 	return &Validator{
 		kt:     kt,
+		keyIDs: keyIDs(kt),
 		skew:   opts.MaxClockSkew,
 		future: opts.MaxFutureSkew,
 		now:    opts.Now,
@@ -301,6 +303,7 @@ func bitSet(f asn1.BitString, i int) bool {
 // ticketKey is the keytab entry that decrypted a ticket.
 type ticketKey struct {
 	key       types.EncryptionKey
+	keyID     uint32 // the same for every entry with this key (see keyIDs)
 	principal string // "HTTP/auth1.example.test@EXAMPLE.TEST"
 }
 
@@ -377,14 +380,31 @@ func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error
 			return tk, fmt.Errorf("%w: ticket for %s decrypts but its content does not decode: %s", ErrMalformed, known, clip.String(err.Error()))
 		}
 		tkt.DecryptedEncPart = enc
-		return ticketKey{key: e.Key, principal: entryPrincipal(e.Principal.Components, e.Principal.Realm)}, nil
+		return ticketKey{key: e.Key, keyID: v.keyIDs[i], principal: entryPrincipal(e.Principal.Components, e.Principal.Realm)}, nil
 	}
 	return tk, fmt.Errorf("%w: ticket for %s (%s, kvno %d) fails to decrypt with the keytab's key: the keytab is stale or was made from another password or salt; export a new keytab (%s)",
 		ErrDecrypt, known, etypeLabel(etype), kvno, clip.String(lastErr.Error()))
 }
 
-// keyFingerprint names a key without holding it: the replay cache keys on
-// it, so it must not keep key material itself.
+// keyIDs numbers the distinct keys of kt (type and bytes), one number per
+// entry: the replay cache names the decrypting key by it, so that every SPN
+// of an account (they share its key) is one service.
+func keyIDs(kt *keytab.Keytab) []uint32 {
+	ids := make([]uint32, len(kt.Entries))
+	seen := make(map[[sha256.Size]byte]uint32, len(kt.Entries))
+	for i, e := range kt.Entries {
+		fp := keyFingerprint(e.Key)
+		id, ok := seen[fp]
+		if !ok {
+			id = uint32(len(seen))
+			seen[fp] = id
+		}
+		ids[i] = id
+	}
+	return ids
+}
+
+// keyFingerprint names a key without holding it, for keyIDs.
 func keyFingerprint(k types.EncryptionKey) [sha256.Size]byte {
 	h := sha256.New()
 	var t [4]byte
@@ -485,8 +505,8 @@ func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Ident
 	key := replayKey{
 		client: quotaID(info.userSID, ep.CName.PrincipalNameString(), ep.CRealm),
 		ctime:  auth.CTime.Unix(),
-		cusec:  auth.Cusec,
-		key:    keyFingerprint(tk.key),
+		cusec:  int32(auth.Cusec),
+		key:    tk.keyID,
 	}
 	// The authenticator stays acceptable until ctime+skew (it is at most
 	// MaxFutureSkew ahead, so that is at most skew+MaxFutureSkew away):

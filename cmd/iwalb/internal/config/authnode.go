@@ -118,8 +118,8 @@ const (
 	// minFutureSkew: readiness compares max_future_skew with the DC's
 	// clock, which it reads to the second.
 	minFutureSkew = 2 * time.Second
-	// maxReplayCacheSize bounds the replay cache's memory (about 200
-	// bytes an entry) to 2 GB.
+	// maxReplayCacheSize bounds the replay cache's memory (up to 250
+	// bytes an entry) to 2.5 GB.
 	maxReplayCacheSize = 10_000_000
 )
 
@@ -368,7 +368,7 @@ func (c *checker) replayLimits(k rawKerberos, cfg *authnode.Config) {
 	if n := k.ReplayCacheSize; n.Set {
 		switch {
 		case n.V > maxReplayCacheSize:
-			c.add(n.Line, "%s.replay_cache_size: %d is more than %d (about 200 bytes an entry)", p, n.V, maxReplayCacheSize)
+			c.add(n.Line, "%s.replay_cache_size: %d is more than %d (up to 250 bytes an entry)", p, n.V, maxReplayCacheSize)
 		case n.V < cfg.ReplayQuota:
 			c.add(n.Line, "%s.replay_cache_size: %d is less than replay_quota (%d)", p, n.V, cfg.ReplayQuota)
 		default:

@@ -397,7 +397,7 @@ func TestLoadProblems(t *testing.T) {
 			want: []string{
 				`18: authnode.kerberos.max_future_skew: 6m0s is more than max_clock_skew (5m0s)`,
 				`19: authnode.kerberos.replay_quota: must be at least 1, got 0`,
-				`20: authnode.kerberos.replay_cache_size: 20000000 is more than 10000000 (about 200 bytes an entry)`,
+				`20: authnode.kerberos.replay_cache_size: 20000000 is more than 10000000 (up to 250 bytes an entry)`,
 			},
 		},
 		{
