@@ -171,9 +171,9 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		f := classify(err)
 		if kind == negotiate.KindKerberos {
-			// Known SPNs by name, any other as "other": anyone can make
-			// a ticket for any SPN, or for a known one with any kvno or
-			// enctype, so only the first kind points at the keytab.
+			// Labelled by the keytab principal the ticket was for, or
+			// "other": a ticket for an SPN the keytab lacks needs no key
+			// to make and says nothing about the keytab.
 			spn := spnLabel(negotiate.TicketSPN(err))
 			n.metrics.tickets.WithLabelValues(spn, f.reason).Inc()
 			log = log.With("spn", spn)
