@@ -133,10 +133,14 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.krb5, err = krbconfig.Load(cfg.Krb5Conf); err != nil {
 		return nil, fmt.Errorf("load krb5.conf %s: %w", cfg.Krb5Conf, err)
 	}
-	n.validator = negotiate.NewValidator(n.keytab, negotiate.Options{
+	v := negotiate.NewValidator(n.keytab, negotiate.Options{
 		MaxClockSkew: cfg.MaxClockSkew, MaxFutureSkew: cfg.MaxFutureSkew, Now: n.now,
 		ReplayCacheMax: cfg.ReplayCacheMax, ReplayQuota: cfg.ReplayQuota,
 	})
+	if err := registerReplayCache(opts.Registerer, v); err != nil {
+		return nil, fmt.Errorf("register auth node metrics: %w", err)
+	}
+	n.validator = v
 	n.selfTest = func(ctx context.Context) error {
 		return negotiate.SelfTest(ctx, n.krb5, n.keytab, cfg.Account, cfg.Realm, cfg.SelfTestSPN)
 	}

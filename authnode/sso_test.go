@@ -16,6 +16,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/types"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/iwalb/iwalb/authnode/negotiate"
@@ -184,5 +185,25 @@ func TestReadinessNodeBehindTheDC(t *testing.T) {
 		if !tt.ready && !strings.Contains(logs.String(), "would be refused as made in the future (allowed 30s)") {
 			t.Errorf("log does not say why:\n%s", logs.String())
 		}
+	}
+}
+
+func TestReplayCacheMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	v := negotiate.NewValidator(offlineKeytab(t), negotiate.Options{})
+	if err := registerReplayCache(reg, v); err != nil {
+		t.Fatal(err)
+	}
+	n := newTestNode(t, v, fakeDirectory{user: aliceUser}, nil)
+	ssoRequest(n, offlineAuthz(t, "alice", offlineSPN, time.Now()))
+	want := `# HELP iwalb_authnode_replay_cache_entries Authenticators remembered against replay (kerberos.replay_cache_size at most).
+# TYPE iwalb_authnode_replay_cache_entries gauge
+iwalb_authnode_replay_cache_entries 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "iwalb_authnode_replay_cache_entries"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg, "iwalb_authnode_replay_cache_evictions_total"); err != nil || n != 1 {
+		t.Fatalf("evictions series: %d, %v", n, err)
 	}
 }

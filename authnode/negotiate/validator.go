@@ -198,6 +198,13 @@ func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
 	}
 }
 
+// ReplayCacheStats returns how many authenticators the replay cache holds
+// and how many it has evicted, since it was made, to make room for another
+// client's (each one an authenticator that could then be replayed).
+func (v *Validator) ReplayCacheStats() (live int, evicted uint64) {
+	return v.replay.stats()
+}
+
 // Validate checks blob, the base64-decoded value of an "Authorization:
 // Negotiate" header, and returns the client it authenticates. Errors wrap
 // one of the Err* sentinels of this package; TicketSPN and RetryAfter tell
