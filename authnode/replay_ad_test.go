@@ -87,12 +87,13 @@ func TestADReplayFloodThroughTheNode(t *testing.T) {
 	if code, id := a.redeem(t, tokenOf(t, loc)); code != http.StatusOK || id.SAMAccountName != "dave" || id.SID != adtest.ObjectSID(t, env, "dave") {
 		t.Fatalf("dave's redeem: %d %+v", code, id)
 	}
-	if atDave >= flood {
+	if atDave >= sent.Load() {
 		t.Fatalf("dave signed in after the flood ended (%d requests); the test did not overlap them", atDave)
 	}
-	if sent.Load() != flood || found.Load() != negotiate.DefaultReplayQuota || quota.Load() != flood-negotiate.DefaultReplayQuota {
-		t.Fatalf("alice: %d sent, %d signed in, %d refused over quota, others %v; want %d, %d, %d",
-			sent.Load(), found.Load(), quota.Load(), other, flood, negotiate.DefaultReplayQuota, flood-negotiate.DefaultReplayQuota)
+	// The deadline only cuts the flood short on a very slow machine.
+	if sent.Load() < flood/2 || found.Load() != negotiate.DefaultReplayQuota || quota.Load() != sent.Load()-negotiate.DefaultReplayQuota {
+		t.Fatalf("alice: %d sent, %d signed in, %d refused over quota, others %v; want at least %d, %d, the rest",
+			sent.Load(), found.Load(), quota.Load(), other, flood/2, negotiate.DefaultReplayQuota)
 	}
 	if got := testutil.ToFloat64(a.node.metrics.logins.WithLabelValues("failure", "replay_quota")); got != float64(quota.Load()) {
 		t.Fatalf("logins_total{failure,replay_quota} = %v, want %d", got, quota.Load())
