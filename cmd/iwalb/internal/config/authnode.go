@@ -16,7 +16,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode"
-	"github.com/iwalb/iwalb/authnode/negotiate"
 )
 
 // rawAuthNode is the authnode section; configs/authnode.yaml documents it.
@@ -115,12 +114,6 @@ const (
 	maxTokenTTL = 10 * time.Minute
 	// minAPIKeyBytes keeps API keys out of reach of guessing.
 	minAPIKeyBytes = 16
-	// minFutureSkew: readiness compares max_future_skew with the DC's
-	// clock, which it reads to the second.
-	minFutureSkew = 2 * time.Second
-	// maxReplayCacheSize bounds the replay cache's memory (up to 250
-	// bytes an entry) to 2.5 GB.
-	maxReplayCacheSize = 10_000_000
 )
 
 var (
@@ -345,8 +338,16 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 // replayLimits checks how far ahead an authenticator may be and how many
 // the replay cache remembers, in all and per user.
 func (c *checker) replayLimits(k rawKerberos, cfg *authnode.Config) {
-	const p = "authnode.kerberos"
-	cfg.MaxFutureSkew = min(negotiate.DefaultMaxFutureSkew, cfg.MaxClockSkew)
+	const (
+		p = "authnode.kerberos"
+		// minFutureSkew: readiness compares max_future_skew with the
+		// DC's clock, which it reads to the second.
+		minFutureSkew = 2 * time.Second
+		// maxReplayCacheSize bounds the replay cache's memory (up to 250
+		// bytes an entry) to 2.5 GB.
+		maxReplayCacheSize = 10_000_000
+	)
+	cfg.MaxFutureSkew = min(30*time.Second, cfg.MaxClockSkew)
 	if f := k.MaxFutureSkew; f.Set {
 		switch {
 		case f.V < minFutureSkew:
@@ -357,7 +358,7 @@ func (c *checker) replayLimits(k rawKerberos, cfg *authnode.Config) {
 			cfg.MaxFutureSkew = f.V
 		}
 	}
-	cfg.ReplayCacheMax, cfg.ReplayQuota = negotiate.DefaultReplayCacheMax, negotiate.DefaultReplayQuota
+	cfg.ReplayCacheMax, cfg.ReplayQuota = 100000, 50
 	if q := k.ReplayQuota; q.Set {
 		if q.V < 1 {
 			c.add(q.Line, "%s.replay_quota: must be at least 1, got %d", p, q.V)
