@@ -83,6 +83,15 @@ type Config struct {
 	// MaxClockSkew is the allowed clock difference with clients and the DC
 	// (default 5m).
 	MaxClockSkew time.Duration
+	// MaxFutureSkew is how far ahead of the node's clock a client's
+	// authenticator may be (default 30s, at most MaxClockSkew); readiness
+	// fails when the DC's clock is further ahead.
+	MaxFutureSkew time.Duration
+	// ReplayCacheMax bounds the authenticators remembered against replay
+	// (default 100000); ReplayQuota is how many of them one user may have
+	// (default 50), beyond which that user's logins are refused (429
+	// replay_quota) until the oldest expires.
+	ReplayCacheMax, ReplayQuota int
 
 	// LDAP configures the Active Directory look-ups.
 	LDAP LDAPConfig

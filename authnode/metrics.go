@@ -8,6 +8,7 @@ import (
 // Registerer from Options; with none they still count, unexported.
 type metrics struct {
 	logins          *prometheus.CounterVec
+	tickets         *prometheus.CounterVec
 	negotiateKinds  *prometheus.CounterVec
 	headerBytes     prometheus.Histogram
 	kerberosSeconds prometheus.Histogram
@@ -31,6 +32,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "logins_total",
 			Help: "Login attempts at the SSO endpoint by outcome (success, failure) and reason.",
 		}, []string{"outcome", "reason"}),
+		tickets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "kerberos_tickets_total",
+			Help: "Kerberos Negotiate tokens by the keytab principal their ticket was for (other: an SPN the keytab does not hold, or none readable) and result (ok, or the failure reason). kvno, enctype or decrypt for a keytab principal may mean a stale keytab, though anyone can send such tickets; the KDC self-test proves it.",
+		}, []string{"spn", "result"}),
 		negotiateKinds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "negotiate_tokens_total",
 			Help: "Negotiate blobs received, by kind (kerberos, spnego_ntlm, ntlm, spnego_other, garbage).",
@@ -91,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
-		m.logins, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds,
+		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
 		m.clockOffset, m.ready, m.storeFull, m.connsRefused,
 	} {

@@ -72,7 +72,7 @@ type ticketValidator interface {
 
 // userDirectory answers for users and for its own health.
 type userDirectory interface {
-	Lookup(ctx context.Context, user, realm string) (*directory.User, error)
+	Lookup(ctx context.Context, p directory.Principal) (*directory.User, error)
 	Check(ctx context.Context) error
 	ServerTime(ctx context.Context) (time.Time, error)
 }
@@ -136,7 +136,14 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.krb5, err = krbconfig.Load(cfg.Krb5Conf); err != nil {
 		return nil, fmt.Errorf("load krb5.conf %s: %w", cfg.Krb5Conf, err)
 	}
-	n.validator = negotiate.NewValidator(n.keytab, negotiate.Options{MaxClockSkew: cfg.MaxClockSkew, Now: n.now})
+	v := negotiate.NewValidator(n.keytab, negotiate.Options{
+		MaxClockSkew: cfg.MaxClockSkew, MaxFutureSkew: cfg.MaxFutureSkew, Now: n.now,
+		ReplayCacheMax: cfg.ReplayCacheMax, ReplayQuota: cfg.ReplayQuota,
+	})
+	if err := registerReplayCache(opts.Registerer, v); err != nil {
+		return nil, fmt.Errorf("register auth node metrics: %w", err)
+	}
+	n.validator = v
 	n.selfTest = func(ctx context.Context) error {
 		return negotiate.SelfTest(ctx, n.krb5, n.keytab, cfg.Account, cfg.Realm, cfg.SelfTestSPN)
 	}
@@ -350,6 +357,13 @@ func (c *Config) setDefaults() {
 	def(&c.SessionTTL, 8*time.Hour)
 	def(&c.SelfTestInterval, 60*time.Second)
 	def(&c.MaxClockSkew, 5*time.Minute)
+	def(&c.MaxFutureSkew, min(negotiate.DefaultMaxFutureSkew, c.MaxClockSkew))
+	if c.ReplayCacheMax == 0 {
+		c.ReplayCacheMax = negotiate.DefaultReplayCacheMax
+	}
+	if c.ReplayQuota == 0 {
+		c.ReplayQuota = min(negotiate.DefaultReplayQuota, c.ReplayCacheMax)
+	}
 	def(&c.LDAP.Timeout, 5*time.Second)
 	if c.SSOPath == "" {
 		c.SSOPath = "/sso"
@@ -398,6 +412,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxHeaderBytes < 64<<10 {
 		errs = append(errs, fmt.Errorf("MaxHeaderBytes %d is below 64 KiB; Kerberos tickets with large PACs would be refused", c.MaxHeaderBytes))
+	}
+	if c.MaxFutureSkew < 0 || c.MaxFutureSkew > c.MaxClockSkew {
+		errs = append(errs, fmt.Errorf("MaxFutureSkew %s is not between 0 and MaxClockSkew %s", c.MaxFutureSkew, c.MaxClockSkew))
+	}
+	if c.ReplayQuota < 1 || c.ReplayQuota > c.ReplayCacheMax {
+		errs = append(errs, fmt.Errorf("ReplayQuota %d is not between 1 and ReplayCacheMax %d", c.ReplayQuota, c.ReplayCacheMax))
 	}
 	if len(c.APIClients) == 0 {
 		errs = append(errs, errors.New("at least one API client is required"))

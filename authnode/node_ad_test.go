@@ -208,7 +208,7 @@ func TestADKerberosLoginWithCurl(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("redeem: %d", code)
 		}
-		if id.SAMAccountName != "alice" || !strings.EqualFold(id.UserPrincipalName, "alice@example.test") ||
+		if id.SAMAccountName != "alice" || id.SID != adtest.ObjectSID(t, env, "alice") || !strings.EqualFold(id.UserPrincipalName, "alice@example.test") ||
 			id.Realm != "EXAMPLE.TEST" || id.Mail != "alice@example.test" || !contains(id.Groups, "lb-users") ||
 			id.Session.ID == "" {
 			t.Fatalf("identity %+v", id)

@@ -41,7 +41,7 @@ type fakeDirectory struct {
 	err  error
 }
 
-func (f fakeDirectory) Lookup(context.Context, string, string) (*directory.User, error) {
+func (f fakeDirectory) Lookup(context.Context, directory.Principal) (*directory.User, error) {
 	return f.user, f.err
 }
 func (f fakeDirectory) Check(context.Context) error                   { return f.err }
@@ -71,7 +71,8 @@ func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Write
 	return n
 }
 
-var alice = &negotiate.Identity{User: "alice", Realm: "EXAMPLE.TEST", SPN: "HTTP/auth1.example.test@EXAMPLE.TEST"}
+var alice = &negotiate.Identity{User: "alice", Realm: "EXAMPLE.TEST", SPN: "HTTP/auth1.example.test@EXAMPLE.TEST",
+	UserSID: "S-1-5-21-1004336348-1177238915-682003330-1103"}
 var aliceUser = &directory.User{SAMAccountName: "alice", UserPrincipalName: "alice@example.test",
 	DisplayName: "Alice Liddell", Mail: "alice@example.test", Groups: []string{"lb-users"}}
 
@@ -145,10 +146,13 @@ func TestSSOFailuresAreToldApart(t *testing.T) {
 		{"enctype", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrEnctype), nil, 500, "enctype", false},
 		{"kvno", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrKVNO), nil, 500, "kvno", false},
 		{"skew", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrClockSkew), nil, 401, "clock_skew", true},
+		{"ahead", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrClockAhead), nil, 401, "clock_ahead", true},
+		{"quota", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrReplayQuota), nil, 429, "replay_quota", false},
 		{"replay", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrReplay), nil, 401, "replay", true},
 		{"expired", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrTicketExpired), nil, 401, "ticket_expired", true},
 		{"ldap down", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrUnavailable), 503, "ldap_unavailable", false},
 		{"not found", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrNotFound), 403, "user_not_found", false},
+		{"name and SID disagree", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrIdentityMismatch), 403, "identity_mismatch", false},
 		{"disabled", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrDisabled), 403, "user_disabled", false},
 		{"not in group", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrNotInGroup), 403, "not_in_group", false},
 	}

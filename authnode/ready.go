@@ -95,8 +95,13 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 			off := dcTime.Sub(ours)
 			rep.ClockOffset = off
 			n.metrics.clockOffset.Set(off.Seconds())
-			if off.Abs() > n.cfg.MaxClockSkew {
+			switch {
+			case off.Abs() > n.cfg.MaxClockSkew:
 				err = fmt.Errorf("clock differs from the domain controller's by %s (allowed %s)", off.Round(time.Second), n.cfg.MaxClockSkew)
+			case off > n.cfg.MaxFutureSkew:
+				// Clients keep the domain's time: their authenticators
+				// would all look this far in the node's future.
+				err = fmt.Errorf("clock is %s behind the domain controller's; authenticators of clients in step with the domain would be refused as made in the future (allowed %s)", off.Round(time.Second), n.cfg.MaxFutureSkew)
 			}
 		}
 		set("clock", err, "within the allowed skew of the domain controller")

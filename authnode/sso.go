@@ -8,16 +8,21 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/directory"
+	"github.com/iwalb/iwalb/authnode/internal/clip"
 	"github.com/iwalb/iwalb/authnode/negotiate"
 )
 
 // Identity is what an application learns about a user when it redeems a
 // token or validates a session.
 type Identity struct {
+	// SID is the account's objectSid, which the KDC vouched for in the
+	// ticket's PAC: unlike the names, it never changes.
+	SID               string    `json:"objectSid"`
 	SAMAccountName    string    `json:"sAMAccountName"`
 	UserPrincipalName string    `json:"userPrincipalName"`
 	DisplayName       string    `json:"displayName"`
@@ -65,6 +70,9 @@ var (
 	failClockSkew = failure{"clock_skew", http.StatusUnauthorized, true,
 		"Your computer's clock is out of step",
 		"Kerberos allows only a few minutes between the clocks of your computer, this server and the domain controller."}
+	failClockAhead = failure{"clock_ahead", http.StatusUnauthorized, true,
+		"Your computer's clock is ahead",
+		"Your sign-in is dated ahead of this server's clock by more than it accepts. Your computer, this server and the domain controller must keep the same time."}
 	failReplay = failure{"replay", http.StatusUnauthorized, true,
 		"This sign-in was already used",
 		"The Kerberos authenticator was seen before (a replayed request). Reload the page to sign in again."}
@@ -77,15 +85,22 @@ var (
 	failPAC = failure{"bad_pac", http.StatusUnauthorized, true,
 		"The authentication token is not valid",
 		"The ticket's PAC (the user's group list) failed its checks."}
+	failReplayQuota = failure{"replay_quota", http.StatusTooManyRequests, false,
+		"Too many sign-ins", "Your account has signed in here too many times in the last few minutes. Try again later."}
 	failReplayCacheFull = failure{"replay_cache_full", http.StatusServiceUnavailable, false,
 		"The server is busy", "Too many sign-ins at once; try again in a moment."}
+	failNoPAC = failure{"no_pac", http.StatusInternalServerError, false,
+		"This server cannot confirm your account",
+		"The Kerberos ticket carries no PAC (the user's SID and groups). Active Directory always adds one, unless the service account is marked NO_AUTH_DATA_REQUIRED."}
 	failLDAPDown = failure{"ldap_unavailable", http.StatusServiceUnavailable, false,
 		"The directory cannot be reached",
 		"Your ticket is valid, but Active Directory could not be asked about your account. Try again shortly."}
 	failForeignRealm = failure{"foreign_realm", http.StatusForbidden, false,
 		"Your account is from another domain", "This service accepts accounts of its own domain only."}
 	failUserNotFound = failure{"user_not_found", http.StatusForbidden, false,
-		"Your account was not found", "The directory has no enabled user for this ticket's name."}
+		"Your account was not found", "The directory has no user with this ticket's SID."}
+	failIdentityMismatch = failure{"identity_mismatch", http.StatusForbidden, false,
+		"Your account could not be confirmed", "The directory's account with this ticket's SID has another name than the ticket. If the account was just renamed, sign out and in again."}
 	failUserDisabled = failure{"user_disabled", http.StatusForbidden, false,
 		"Your account is disabled", "The account is disabled or expired in Active Directory."}
 	failNotInGroup = failure{"not_in_group", http.StatusForbidden, false,
@@ -107,7 +122,9 @@ func classify(err error) failure {
 		{negotiate.ErrKVNO, failKVNO},
 		{negotiate.ErrDecrypt, failDecrypt},
 		{negotiate.ErrClockSkew, failClockSkew},
+		{negotiate.ErrClockAhead, failClockAhead},
 		{negotiate.ErrReplay, failReplay},
+		{negotiate.ErrReplayQuota, failReplayQuota},
 		{negotiate.ErrReplayCacheFull, failReplayCacheFull},
 		{negotiate.ErrAuthenticator, failAuthenticator},
 		{negotiate.ErrPAC, failPAC},
@@ -116,6 +133,7 @@ func classify(err error) failure {
 		{directory.ErrBind, failLDAPDown},
 		{directory.ErrNotFound, failUserNotFound},
 		{directory.ErrAmbiguous, failUserNotFound},
+		{directory.ErrIdentityMismatch, failIdentityMismatch},
 		{directory.ErrDisabled, failUserDisabled},
 		{directory.ErrNotInGroup, failNotInGroup},
 	} {
@@ -151,21 +169,37 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	id, err := n.validator.Validate(raw)
 	n.metrics.kerberosSeconds.Observe(time.Since(vstart).Seconds())
 	if err != nil {
-		n.fail(w, r, log, classify(err), err, start)
+		f := classify(err)
+		if kind == negotiate.KindKerberos {
+			// Labelled by the keytab principal the ticket was for, or
+			// "other": a ticket for an SPN the keytab lacks needs no key
+			// to make and says nothing about the keytab.
+			spn := spnLabel(negotiate.TicketSPN(err))
+			n.metrics.tickets.WithLabelValues(spn, f.reason).Inc()
+			log = log.With("spn", spn)
+		}
+		n.fail(w, r, log, f, err, start)
 		return
 	}
-	log = log.With("user", id.User, "realm", id.Realm, "spn", id.SPN)
-	// A trusted realm's "alice" is not this domain's alice: the directory
-	// is searched by account name, so other realms stop here.
+	n.metrics.tickets.WithLabelValues(spnLabel(id.SPN), "ok").Inc()
+	// Names come from the ticket: log at most clip.Max bytes of each.
+	log = log.With("user", clip.String(id.User), "realm", clip.String(id.Realm), "spn", id.SPN, "sid", clip.String(id.UserSID))
+	// A trusted realm's "alice" is not this domain's alice: other realms
+	// stop here.
 	if !strings.EqualFold(id.Realm, n.cfg.Realm) {
-		n.fail(w, r, log, failForeignRealm, fmt.Errorf("client realm %s is not %s", id.Realm, n.cfg.Realm), start)
+		n.fail(w, r, log, failForeignRealm, fmt.Errorf("client realm %s is not %s", clip.String(id.Realm), n.cfg.Realm), start)
+		return
+	}
+	// The account is confirmed by the SID the KDC signed, not by name.
+	if id.UserSID == "" {
+		n.fail(w, r, log, failNoPAC, fmt.Errorf("ticket of %s for %s has no PAC: check that the service account %s is not marked NO_AUTH_DATA_REQUIRED", clip.String(id.User), id.SPN, n.cfg.Account), start)
 		return
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.LDAP.Timeout)
 	defer cancel()
 	lstart := time.Now()
-	user, err := n.dir.Lookup(ctx, id.User, id.Realm)
+	user, err := n.dir.Lookup(ctx, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID})
 	n.observeLDAP("lookup", lstart, err)
 	if err != nil {
 		n.fail(w, r, log, classify(err), err, start)
@@ -173,6 +207,7 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ident := Identity{
+		SID:               id.UserSID,
 		SAMAccountName:    user.SAMAccountName,
 		UserPrincipalName: user.UserPrincipalName,
 		DisplayName:       user.DisplayName,
@@ -200,12 +235,17 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 		"groups", len(user.Groups), "duration", time.Since(start))
 }
 
+// maxErrLog bounds the error text of a login log line. Every string from
+// the request in it is clipped already (to clip.Max); this also bounds
+// what operator-made parts add (a keytab's list of SPNs).
+const maxErrLog = 4 << 10
+
 // fail answers a failed login, logs it once and counts it.
 func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f failure, err error, start time.Time) {
 	n.metrics.logins.WithLabelValues("failure", f.reason).Inc()
 	attrs := []any{"outcome", "failure", "reason", f.reason, "status", f.status, "duration", time.Since(start)}
 	if err != nil {
-		attrs = append(attrs, "err", err.Error())
+		attrs = append(attrs, "err", clip.N(err.Error(), maxErrLog))
 	}
 	level := slog.LevelInfo
 	if f.status >= 500 {
@@ -214,6 +254,10 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f 
 	log.Log(r.Context(), level, "login", attrs...)
 	if f.challenge {
 		w.Header().Set("WWW-Authenticate", "Negotiate")
+	}
+	if d := negotiate.RetryAfter(err); d > 0 {
+		// Whole seconds, past the instant the refusal ends.
+		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)+1))
 	}
 	noStore(w)
 	writePage(w, f.status, f.title, f.hint, f.reason)
@@ -238,6 +282,17 @@ func (n *Node) applicationURL(token string) string {
 	q.Set(n.cfg.TokenParam, token)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// spnLabel is the metric label of the keytab principal a ticket was for
+// (from negotiate.TicketSPN or Identity.SPN, which name only keytab
+// entries, as the keytab spells them): "other" when there is none, so that
+// the label set stays bounded.
+func spnLabel(spn string) string {
+	if spn == "" {
+		return "other"
+	}
+	return spn
 }
 
 func (n *Node) observeLDAP(op string, start time.Time, err error) {

@@ -13,10 +13,13 @@ package adtest
 
 import (
 	"bufio"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/go-ldap/ldap/v3"
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/spnego"
@@ -94,4 +97,45 @@ func NegotiateBlob(t testing.TB, cl *client.Client, spn string) []byte {
 		t.Fatalf("marshal SPNEGO token for %s: %v", spn, err)
 	}
 	return b
+}
+
+// ObjectSID returns the objectSid of the account whose sAMAccountName is
+// sam, as a string (S-1-5-21-…), read from the directory as the proxy
+// account: what a PAC's user SID must equal.
+func ObjectSID(t testing.TB, env map[string]string, sam string) string {
+	t.Helper()
+	c, err := ldap.DialURL(env["AD_LDAP_URL"])
+	if err != nil {
+		t.Fatalf("dial %s: %v", env["AD_LDAP_URL"], err)
+	}
+	defer c.Close()
+	if err := c.Bind(env["AD_BIND_DN"], env["AD_BIND_PASSWORD"]); err != nil {
+		t.Fatalf("bind as %s: %v", env["AD_BIND_DN"], err)
+	}
+	res, err := c.Search(ldap.NewSearchRequest(env["AD_BASE_DN"], ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		2, 0, false, "(sAMAccountName="+ldap.EscapeFilter(sam)+")", []string{"objectSid"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("search for %s: %v (%d entries)", sam, err, len(res.Entries))
+	}
+	sid, err := SIDString(res.Entries[0].GetRawAttributeValue("objectSid"))
+	if err != nil {
+		t.Fatalf("objectSid of %s: %v", sam, err)
+	}
+	return sid
+}
+
+// SIDString formats a binary SID ([MS-DTYP] 2.4.2.2) as S-1-….
+func SIDString(b []byte) (string, error) {
+	if len(b) < 8 || b[0] != 1 || len(b) != 8+4*int(b[1]) {
+		return "", fmt.Errorf("not a binary SID: %x", b)
+	}
+	var auth uint64
+	for _, c := range b[2:8] {
+		auth = auth<<8 | uint64(c)
+	}
+	s := fmt.Sprintf("S-1-%d", auth)
+	for i := 8; i < len(b); i += 4 {
+		s += fmt.Sprintf("-%d", binary.LittleEndian.Uint32(b[i:]))
+	}
+	return s, nil
 }

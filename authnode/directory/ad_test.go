@@ -50,19 +50,30 @@ func adConfigs(t *testing.T, env map[string]string) map[string]Config {
 	return map[string]Config{"ldaps": ldaps, "starttls": starttls, "plain": plain}
 }
 
+// adPrincipal is how the KDC presents user: name, realm and (from the
+// directory) objectSid.
+func adPrincipal(t *testing.T, env map[string]string, user string) Principal {
+	t.Helper()
+	return Principal{Name: user, Realm: env["AD_REALM"], SID: adtest.ObjectSID(t, env, user)}
+}
+
 func TestLookupAD(t *testing.T) {
 	env := adtest.Env(t)
 	realm := env["AD_REALM"]
 	group := env["AD_GROUP_DN"]
+	alice := adPrincipal(t, env, env["AD_ALICE_USER"])
+	// A SID of the domain that no account has.
+	domain := alice.SID[:strings.LastIndex(alice.SID, "-")]
+	withName := func(p Principal, name string) Principal { p.Name = name; return p }
 	tests := []struct {
 		name          string
-		user          string
+		who           Principal
 		requiredGroup string
 		wantErr       error
 		check         func(t *testing.T, u *User)
 	}{
-		{name: "alice", user: env["AD_ALICE_USER"], requiredGroup: group, check: func(t *testing.T, u *User) {
-			want := User{DN: env["AD_ALICE_DN"], SAMAccountName: "alice", UserPrincipalName: "alice@example.test",
+		{name: "alice", who: alice, requiredGroup: group, check: func(t *testing.T, u *User) {
+			want := User{DN: env["AD_ALICE_DN"], SID: alice.SID, SAMAccountName: "alice", UserPrincipalName: "alice@example.test",
 				DisplayName: "Alice Liddell", Mail: "alice@example.test"}
 			got := *u
 			got.Groups = nil
@@ -73,19 +84,30 @@ func TestLookupAD(t *testing.T) {
 				t.Errorf("groups %v lack %s", u.Groups, env["AD_GROUP"])
 			}
 		}},
-		{name: "alice by UPN in realm case", user: "alice@" + realm, requiredGroup: group, check: func(t *testing.T, u *User) {
+		{name: "alice by UPN in realm case", who: withName(alice, "alice@"+realm), requiredGroup: group, check: func(t *testing.T, u *User) {
 			if u.DN != env["AD_ALICE_DN"] {
 				t.Errorf("DN = %s, want %s", u.DN, env["AD_ALICE_DN"])
 			}
 		}},
-		{name: "alice@another realm", user: "alice@OTHER.TEST", wantErr: ErrNotFound},
-		{name: "bob disabled", user: env["AD_BOB_USER"], wantErr: ErrDisabled, check: func(t *testing.T, u *User) {
+		{name: "alice in upper case", who: withName(alice, "ALICE"), requiredGroup: group},
+		// The ticket's name and SID disagree: refused, and the SID's
+		// account is named so the operator can see whose it was.
+		{name: "alice's SID for dave", who: withName(alice, env["AD_DAVE_USER"]), wantErr: ErrIdentityMismatch, check: func(t *testing.T, u *User) {
+			if u == nil || u.DN != env["AD_ALICE_DN"] {
+				t.Errorf("refused user = %+v, want alice's DN", u)
+			}
+		}},
+		{name: "alice@another realm", who: withName(alice, "alice@OTHER.TEST"), wantErr: ErrIdentityMismatch},
+		{name: "filter injection in the name", who: withName(alice, "alice)(sAMAccountName=*"), wantErr: ErrIdentityMismatch},
+		{name: "wildcard name", who: withName(alice, "*"), wantErr: ErrIdentityMismatch},
+		{name: "empty name", who: withName(alice, ""), wantErr: ErrIdentityMismatch},
+		{name: "bob disabled", who: adPrincipal(t, env, env["AD_BOB_USER"]), wantErr: ErrDisabled, check: func(t *testing.T, u *User) {
 			if u == nil || !u.Disabled || u.DN != env["AD_BOB_DN"] {
 				t.Errorf("refused user = %+v, want bob's DN and Disabled", u)
 			}
 		}},
-		{name: "carol not in group", user: env["AD_CAROL_USER"], requiredGroup: group, wantErr: ErrNotInGroup},
-		{name: "carol without required group", user: env["AD_CAROL_USER"], check: func(t *testing.T, u *User) {
+		{name: "carol not in group", who: adPrincipal(t, env, env["AD_CAROL_USER"]), requiredGroup: group, wantErr: ErrNotInGroup},
+		{name: "carol without required group", who: adPrincipal(t, env, env["AD_CAROL_USER"]), check: func(t *testing.T, u *User) {
 			if len(u.Groups) < 600 {
 				t.Errorf("carol has %d groups, want >= 600", len(u.Groups))
 			}
@@ -93,17 +115,16 @@ func TestLookupAD(t *testing.T) {
 				t.Errorf("carol's groups not sorted or contain %s", env["AD_GROUP"])
 			}
 		}},
-		{name: "dave nested", user: env["AD_DAVE_USER"], requiredGroup: group, check: func(t *testing.T, u *User) {
+		{name: "dave nested", who: adPrincipal(t, env, env["AD_DAVE_USER"]), requiredGroup: group, check: func(t *testing.T, u *User) {
 			if !slices.Contains(u.Groups, env["AD_NESTED_GROUP"]) || !slices.Contains(u.Groups, env["AD_GROUP"]) {
 				t.Errorf("dave's groups %v lack %s or %s", u.Groups, env["AD_NESTED_GROUP"], env["AD_GROUP"])
 			}
 		}},
-		{name: "unknown", user: "nobody-here", wantErr: ErrNotFound},
-		{name: "wildcard", user: "*", wantErr: ErrNotFound},
-		{name: "prefix wildcard", user: "al*", wantErr: ErrNotFound},
-		{name: "filter injection", user: "alice)(sAMAccountName=*", wantErr: ErrNotFound},
-		{name: "filter injection 2", user: "*)(|(objectClass=*", wantErr: ErrNotFound},
-		{name: "empty", user: "", wantErr: ErrNotFound},
+		{name: "unknown SID", who: Principal{Name: "nobody-here", Realm: realm, SID: domain + "-999999"}, wantErr: ErrNotFound},
+		// A group has a SID too, but is not a user.
+		{name: "a group's SID", who: Principal{Name: env["AD_GROUP"], Realm: realm, SID: adtest.ObjectSID(t, env, env["AD_GROUP"])}, wantErr: ErrNotFound},
+		{name: "malformed SID", who: Principal{Name: "alice", Realm: realm, SID: domain + "-*"}, wantErr: ErrNotFound},
+		{name: "no SID", who: Principal{Name: "alice", Realm: realm}, wantErr: ErrNotFound},
 	}
 	for tname, cfg := range adConfigs(t, env) {
 		t.Run(tname, func(t *testing.T) {
@@ -113,12 +134,12 @@ func TestLookupAD(t *testing.T) {
 					cfg.RequiredGroup = tt.requiredGroup
 					d := mustNew(t, cfg)
 					d.pageSize = 250 // carol's 600 groups then take three pages
-					u, err := d.Lookup(context.Background(), tt.user, realm)
+					u, err := d.Lookup(context.Background(), tt.who)
 					if tt.wantErr == nil && err != nil {
-						t.Fatalf("Lookup(%q): %v", tt.user, err)
+						t.Fatalf("Lookup(%+v): %v", tt.who, err)
 					}
 					if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-						t.Fatalf("Lookup(%q) = %+v, %v; want %v", tt.user, u, err, tt.wantErr)
+						t.Fatalf("Lookup(%+v) = %+v, %v; want %v", tt.who, u, err, tt.wantErr)
 					}
 					if tt.check != nil {
 						tt.check(t, u)
@@ -133,19 +154,29 @@ func TestErrorMessagesAD(t *testing.T) {
 	env := adtest.Env(t)
 	cfg := adConfigs(t, env)["ldaps"]
 	d := mustNew(t, cfg)
+	bob := adPrincipal(t, env, "bob")
+	alice := adPrincipal(t, env, "alice")
+	huge := alice
+	huge.Name = strings.Repeat("m", 90<<10)
 	tests := []struct {
-		user, realm string
-		want        []string
+		who  Principal
+		want []string
 	}{
-		{"bob", "EXAMPLE.TEST", []string{`ldap search for "bob" at ` + cfg.URL, env["AD_BOB_DN"], "account disabled"}},
-		{"nobody", "EXAMPLE.TEST", []string{`ldap search for "nobody" at ` + cfg.URL, "user not found"}},
+		{bob, []string{"ldap search for " + bob.SID + " (bob@EXAMPLE.TEST) at " + cfg.URL, env["AD_BOB_DN"], "account disabled"}},
+		{Principal{Name: "nobody", Realm: "EXAMPLE.TEST", SID: bob.SID + "0"}, []string{"ldap search for " + bob.SID + "0 (nobody@EXAMPLE.TEST) at " + cfg.URL, "user not found"}},
+		{Principal{Name: "dave", Realm: "EXAMPLE.TEST", SID: alice.SID}, []string{env["AD_ALICE_DN"], "the account with this SID is alice (alice@example.test), not dave"}},
+		// A name from the ticket is quoted at most 256 bytes long.
+		{huge, []string{"the account with this SID is alice", "…(truncated, 92160 bytes)"}},
 	}
 	for _, tt := range tests {
-		_, err := d.Lookup(context.Background(), tt.user, tt.realm)
+		_, err := d.Lookup(context.Background(), tt.who)
 		for _, w := range tt.want {
 			if err == nil || !strings.Contains(err.Error(), w) {
-				t.Errorf("Lookup(%q) error %v does not contain %q", tt.user, err, w)
+				t.Errorf("Lookup(%.40s) error %.600v does not contain %q", tt.who.Name, err, w)
 			}
+		}
+		if err != nil && len(err.Error()) > 1024 {
+			t.Errorf("Lookup(%.40s) error is %d bytes", tt.who.Name, len(err.Error()))
 		}
 	}
 }
@@ -156,7 +187,7 @@ func TestWrongBindPasswordAD(t *testing.T) {
 		t.Run(tname, func(t *testing.T) {
 			cfg.BindPassword = "Wrong-Passw0rd-xyz"
 			d := mustNew(t, cfg)
-			_, err := d.Lookup(context.Background(), "alice", env["AD_REALM"])
+			_, err := d.Lookup(context.Background(), Principal{Name: "alice", Realm: env["AD_REALM"], SID: "S-1-5-21-1-2-3-1103"})
 			if !errors.Is(err, ErrBind) || errors.Is(err, ErrNotFound) {
 				t.Fatalf("Lookup = %v, want ErrBind", err)
 			}
@@ -224,12 +255,12 @@ func TestConcurrentLookupsAD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	users := []string{env["AD_ALICE_USER"], env["AD_DAVE_USER"]}
+	users := []Principal{adPrincipal(t, env, env["AD_ALICE_USER"]), adPrincipal(t, env, env["AD_DAVE_USER"])}
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
 	for i := range 50 {
 		wg.Go(func() {
-			_, err := d.Lookup(context.Background(), users[i%len(users)], env["AD_REALM"])
+			_, err := d.Lookup(context.Background(), users[i%len(users)])
 			if err != nil {
 				errs <- err
 			}
@@ -267,7 +298,7 @@ func TestStalePooledConnectionAD(t *testing.T) {
 		c.Close() // as if the server had hung up
 	}
 	d.mu.Unlock()
-	if _, err := d.Lookup(context.Background(), "alice", env["AD_REALM"]); err != nil {
+	if _, err := d.Lookup(context.Background(), adPrincipal(t, env, "alice")); err != nil {
 		t.Fatalf("Lookup after the pooled connection died: %v", err)
 	}
 }
@@ -293,7 +324,7 @@ func TestFailedRebindDiscardsConnectionAD(t *testing.T) {
 		t.Fatalf("idle connections after a failed re-bind: %d, want 0", n)
 	}
 	d.cfg.BindPassword = good
-	if _, err := d.Lookup(context.Background(), "alice", env["AD_REALM"]); err != nil {
+	if _, err := d.Lookup(context.Background(), adPrincipal(t, env, "alice")); err != nil {
 		t.Fatalf("Lookup after the password is fixed: %v", err)
 	}
 }

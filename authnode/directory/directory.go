@@ -1,7 +1,8 @@
 // Package directory confirms in Active Directory, over LDAP, that a user who
 // has already authenticated with Kerberos exists and may log in: the account
-// is found, enabled, not expired and, optionally, in a required group
-// (nested membership counts).
+// with the ticket's SID is found, its name is the ticket's, it is enabled,
+// not expired and, optionally, in a required group (nested membership
+// counts).
 //
 //	dir, err := directory.New(directory.Config{
 //		URL:          "ldaps://dc1.example.test:636",
@@ -12,12 +13,13 @@
 //		RequiredGroup: "CN=lb-users,CN=Users,DC=example,DC=test",
 //	})
 //	defer dir.Close()
-//	u, err := dir.Lookup(ctx, "alice", "EXAMPLE.TEST")
+//	// id from negotiate.Validator.Validate
+//	u, err := dir.Lookup(ctx, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID})
 //	switch {
 //	case errors.Is(err, directory.ErrUnavailable), errors.Is(err, directory.ErrBind):
 //		// 503
 //	case err != nil:
-//		// 403: not found, ambiguous, disabled or not in group
+//		// 403: not found, ambiguous, name and SID disagree, disabled or not in group
 //	}
 //
 // It is not an authenticator: it never checks a user's password or ticket

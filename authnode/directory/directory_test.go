@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 
 // These tests need no directory: they cover configuration, filters, account
 // checks and the behaviour against servers that refuse or never answer.
+
+var testAlice = Principal{Name: "alice", Realm: "EXAMPLE.TEST", SID: "S-1-5-21-1004336348-1177238915-682003330-1103"}
 
 func TestNewValidates(t *testing.T) {
 	ok := Config{URL: "ldaps://dc1.example.test", BindDN: "CN=svc", BindPassword: "pw", BaseDN: "DC=example,DC=test"}
@@ -72,37 +75,101 @@ func TestConfigStringHidesPassword(t *testing.T) {
 	}
 }
 
-func TestUserFilter(t *testing.T) {
-	const person = "(&(objectCategory=person)(objectClass=user)"
+func TestNameMatches(t *testing.T) {
+	const realm = "EXAMPLE.TEST"
 	tests := []struct {
-		user, realm string
-		want        string // "" means no filter: nothing can match
+		user, realm, sam, upn string
+		want                  bool
 	}{
-		{"alice", "EXAMPLE.TEST", person + "(|(sAMAccountName=alice)(userPrincipalName=alice@EXAMPLE.TEST)))"},
-		{"alice", "", person + "(sAMAccountName=alice))"},
-		{"alice@EXAMPLE.TEST", "EXAMPLE.TEST", person + "(|(sAMAccountName=alice)(userPrincipalName=alice@EXAMPLE.TEST)))"},
-		{"alice@example.test", "EXAMPLE.TEST", person + "(|(sAMAccountName=alice)(userPrincipalName=alice@example.test)))"},
-		// Another suffix is only ever a UPN: it must not find this
-		// domain's alice by sAMAccountName.
-		{"alice@OTHER.TEST", "EXAMPLE.TEST", person + "(userPrincipalName=alice@OTHER.TEST))"},
-		{"*", "EXAMPLE.TEST", person + `(|(sAMAccountName=\2a)(userPrincipalName=\2a@EXAMPLE.TEST)))`},
-		{"alice)(x", "EXAMPLE.TEST", person + `(|(sAMAccountName=alice\29\28x)(userPrincipalName=alice\29\28x@EXAMPLE.TEST)))`},
-		{`a\b`, "", person + `(sAMAccountName=a\5cb))`},
-		{"", "EXAMPLE.TEST", ""},
-		{"@EXAMPLE.TEST", "EXAMPLE.TEST", ""},
-		{"alice@", "EXAMPLE.TEST", ""},
-		{"al\x00ice", "EXAMPLE.TEST", ""},
+		{"alice", realm, "alice", "alice@example.test", true},
+		{"ALICE", realm, "alice", "alice@example.test", true},
+		{"alice", realm, "alice", "", true},
+		// The bare name as UPN: an account whose sAMAccountName differs.
+		{"al", realm, "alice.liddell", "al@EXAMPLE.TEST", true},
+		{"alice@EXAMPLE.TEST", realm, "alice", "", true},
+		{"alice@example.test", realm, "alice", "alice@example.test", true},
+		{"alice.l@example.com", realm, "alice", "alice.l@example.com", true},
+		// The SID's account is someone else.
+		{"alice", realm, "mallory", "mallory@example.test", false},
+		{"alice@example.test", realm, "mallory", "mallory@example.test", false},
+		// Another suffix is only ever a UPN: never this domain's alice.
+		{"alice@OTHER.TEST", realm, "alice", "alice@example.test", false},
+		{"alice", "", "alice", "", true},
+		{"alice", "", "bob", "alice@", false},
+		{"", realm, "", "", false},
+		{"@EXAMPLE.TEST", realm, "", "@EXAMPLE.TEST", false},
+		{"alice@", realm, "alice", "alice@", false},
+		{"*", realm, "alice", "alice@example.test", false},
+		{"alice", realm, "", "", false},
 	}
 	for _, tt := range tests {
-		got, ok := userFilter(tt.user, tt.realm)
-		if got != tt.want || ok != (tt.want != "") {
-			t.Errorf("userFilter(%q, %q) = %q, %t; want %q", tt.user, tt.realm, got, ok, tt.want)
+		if got := nameMatches(tt.user, tt.realm, tt.sam, tt.upn); got != tt.want {
+			t.Errorf("nameMatches(%q, %q, %q, %q) = %t, want %t", tt.user, tt.realm, tt.sam, tt.upn, got, tt.want)
 		}
-		if ok {
-			if _, err := ldap.CompileFilter(got); err != nil {
-				t.Errorf("userFilter(%q, %q) = %q does not compile: %v", tt.user, tt.realm, got, err)
+	}
+}
+
+func TestParseSIDAndEscape(t *testing.T) {
+	tests := []struct {
+		sid, want string // want "" means malformed
+	}{
+		// [MS-DTYP] 2.4.2.2's example layout, and a domain user.
+		{"S-1-5-32-544", `\01\02\00\00\00\00\00\05\20\00\00\00\20\02\00\00`},
+		{"S-1-5-21-1004336348-1177238915-682003330-512",
+			`\01\05\00\00\00\00\00\05\15\00\00\00\dc\f4\dc\3b\83\3d\2b\46\82\8b\a6\28\00\02\00\00`},
+		{"S-1-1-0", `\01\01\00\00\00\00\00\01\00\00\00\00`},
+		{"S-1-0x0000000000ff-7", `\01\01\00\00\00\00\00\ff\07\00\00\00`},
+		{"S-1-5-4294967295", `\01\01\00\00\00\00\00\05\ff\ff\ff\ff`},
+		{"", ""},
+		{"S-1-5", ""},
+		{"S-2-5-21", ""},
+		{"X-1-5-21", ""},
+		{"S-1-5-4294967296", ""},
+		{"S-1-281474976710656-1", ""},
+		{"S-1-5-21-*", ""},
+		{"S-1-5-21-1)(objectSid=*", ""},
+		{"S-1-5--1", ""},
+		{"S-1-5-+1", ""},
+		{"S-1-5" + strings.Repeat("-1", 16), ""},
+		{"S-1-5-" + strings.Repeat("1", 300), ""},
+	}
+	for _, tt := range tests {
+		b, err := parseSID(tt.sid)
+		if tt.want == "" {
+			if err == nil {
+				t.Errorf("parseSID(%q) = %x, want an error", tt.sid, b)
+			} else if len(err.Error()) > 400 {
+				t.Errorf("parseSID error is %d bytes", len(err.Error()))
 			}
+			continue
 		}
+		if err != nil {
+			t.Errorf("parseSID(%q): %v", tt.sid, err)
+			continue
+		}
+		got := escapeBytes(b)
+		if got != tt.want {
+			t.Errorf("escapeBytes(parseSID(%q)) = %s, want %s", tt.sid, got, tt.want)
+		}
+		if _, err := ldap.CompileFilter("(objectSid=" + got + ")"); err != nil {
+			t.Errorf("filter for %q does not compile: %v", tt.sid, err)
+		}
+	}
+	// Every byte value is escaped, so no value can end or extend the filter.
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	esc := escapeBytes(all)
+	if len(esc) != 3*256 || strings.Count(esc, `\`) != 256 || strings.Trim(esc, `\0123456789abcdef`) != "" {
+		t.Fatalf("escapeBytes of all byte values: %q", esc)
+	}
+	f, err := ldap.CompileFilter("(objectSid=" + esc + ")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Children[1].Data.Bytes(); !bytes.Equal(got, all) {
+		t.Fatalf("the compiled filter matches %x, not the 256 byte values", got)
 	}
 }
 
@@ -230,7 +297,7 @@ func TestUnavailable(t *testing.T) {
 	}
 	calls := map[string]func(context.Context, *Directory) error{
 		"Lookup": func(ctx context.Context, d *Directory) error {
-			_, err := d.Lookup(ctx, "alice", "EXAMPLE.TEST")
+			_, err := d.Lookup(ctx, testAlice)
 			return err
 		},
 		"Check":      func(ctx context.Context, d *Directory) error { return d.Check(ctx) },
@@ -269,7 +336,7 @@ func TestCancelMidCall(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(100*time.Millisecond, cancel)
 			start := time.Now()
-			_, err := d.Lookup(ctx, "alice", "EXAMPLE.TEST")
+			_, err := d.Lookup(ctx, testAlice)
 			if took := time.Since(start); took > 2*time.Second {
 				t.Errorf("Lookup returned %s after cancel", took)
 			}
@@ -296,7 +363,7 @@ func TestCancelMidCall(t *testing.T) {
 func TestClosedDirectory(t *testing.T) {
 	d := mustNew(t, unreachableConfigs("127.0.0.1:1", time.Second)["plain"])
 	d.Close()
-	if _, err := d.Lookup(context.Background(), "alice", "EXAMPLE.TEST"); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "closed") {
+	if _, err := d.Lookup(context.Background(), testAlice); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("Lookup after Close = %v, want ErrUnavailable saying closed", err)
 	}
 }
@@ -325,8 +392,8 @@ func TestNoGoroutineLeakUnavailable(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(50*time.Millisecond, cancel)
-		d.Lookup(ctx, "alice", "EXAMPLE.TEST")      // cancelled
-		d.Lookup(context.Background(), "alice", "") // timed out
+		d.Lookup(ctx, testAlice)                  // cancelled
+		d.Lookup(context.Background(), testAlice) // timed out
 		cancel()
 		d.Close()
 	}

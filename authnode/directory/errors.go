@@ -26,10 +26,13 @@ var (
 	// ErrBind means the directory rejected the proxy account's credentials
 	// (result 49). Callers answer 503 and report not ready.
 	ErrBind = errors.New("proxy bind rejected")
-	// ErrNotFound means no account matches the user name.
+	// ErrNotFound means no user account has the user's SID.
 	ErrNotFound = errors.New("user not found")
-	// ErrAmbiguous means more than one account matches the user name.
-	ErrAmbiguous = errors.New("user name matches more than one account")
+	// ErrAmbiguous means more than one account matches the user's SID.
+	ErrAmbiguous = errors.New("user SID matches more than one account")
+	// ErrIdentityMismatch means the account with the ticket's SID is not
+	// the one the ticket's client name names.
+	ErrIdentityMismatch = errors.New("ticket name and SID name different accounts")
 	// ErrDisabled means the account is disabled or has expired.
 	ErrDisabled = errors.New("account disabled")
 	// ErrNotInGroup means the account is not a member, directly or through

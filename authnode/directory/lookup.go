@@ -1,7 +1,9 @@
 package directory
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -10,11 +12,14 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/iwalb/iwalb/authnode/internal/clip"
 )
 
 // User is an Active Directory account as Lookup found it.
 type User struct {
 	DN                string
+	SID               string // objectSid, e.g. S-1-5-21-…-1103
 	SAMAccountName    string
 	UserPrincipalName string
 	DisplayName       string
@@ -28,9 +33,22 @@ type User struct {
 	Disabled bool
 }
 
+// Principal is who the KDC authenticated: the ticket's client name and
+// realm, and the user SID from the ticket's PAC.
+type Principal struct {
+	// Name is the Kerberos client name: "alice", or an enterprise
+	// principal (a UPN) such as "alice@example.test".
+	Name string
+	// Realm is the client realm, e.g. "EXAMPLE.TEST".
+	Realm string
+	// SID is the user's SID from the PAC's logon info, e.g.
+	// "S-1-5-21-1004336348-1177238915-682003330-1103".
+	SID string
+}
+
 // userAttributes are the attributes Lookup reads from the user entry.
 var userAttributes = []string{
-	"sAMAccountName", "userPrincipalName", "displayName", "mail",
+	"objectSid", "sAMAccountName", "userPrincipalName", "displayName", "mail",
 	"userAccountControl", "accountExpires",
 }
 
@@ -42,25 +60,31 @@ const (
 	uacAccountDisable = 0x2
 )
 
-// Lookup finds the account of a Kerberos-authenticated user and says whether
-// it may log in. user is the Kerberos client name, "alice" or a UPN such as
-// "alice@EXAMPLE.TEST"; realm is the client realm.
+// Lookup finds the account the KDC authenticated and says whether it may
+// log in. The account is found by p.SID (objectSid is indexed, and the SID
+// came signed by the KDC), not by name: a name can match another object
+// than the one the KDC meant (a UPN equal to someone's sAMAccountName@realm,
+// an account renamed since). The account's sAMAccountName or
+// userPrincipalName must then agree with p.Name, as the KDC would have
+// matched it; otherwise the login is refused with ErrIdentityMismatch.
 //
-// Errors wrap ErrNotFound, ErrAmbiguous, ErrDisabled, ErrNotInGroup,
-// ErrUnavailable or ErrBind. With ErrDisabled and ErrNotInGroup the returned
-// User is non-nil (without Groups), so that callers can log which account
-// was refused.
-func (d *Directory) Lookup(ctx context.Context, user, realm string) (*User, error) {
-	what := fmt.Sprintf("search for %q", user)
-	filter, ok := userFilter(user, realm)
-	if !ok {
-		return nil, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
+// Errors wrap ErrNotFound, ErrAmbiguous, ErrIdentityMismatch, ErrDisabled,
+// ErrNotInGroup, ErrUnavailable or ErrBind. With ErrIdentityMismatch,
+// ErrDisabled and ErrNotInGroup the returned User is non-nil (without
+// Groups), so that callers can log which account was refused.
+func (d *Directory) Lookup(ctx context.Context, p Principal) (*User, error) {
+	// Names come from the ticket: quote at most clip.Max bytes of them.
+	what := fmt.Sprintf("search for %s (%s)", clip.String(p.SID), clip.String(p.Name+"@"+p.Realm))
+	sid, err := parseSID(p.SID)
+	if err != nil {
+		return nil, fmt.Errorf("ldap %s at %s: %w: %w", what, d.cfg.URL, ErrNotFound, err)
 	}
+	filter := "(&(objectCategory=person)(objectClass=user)(objectSid=" + escapeBytes(sid) + "))"
 
 	var u *User
 	var refusal error
 	var ambiguous bool
-	err := d.do(ctx, func(c *ldap.Conn) error {
+	err = d.do(ctx, func(c *ldap.Conn) error {
 		// Every attempt starts afresh: do may retry on a new connection.
 		u, refusal, ambiguous = nil, nil, false
 		entries, err := d.findUser(c, filter)
@@ -74,10 +98,22 @@ func (d *Directory) Lookup(ctx context.Context, user, realm string) (*User, erro
 		entry := entries[0]
 		u = &User{
 			DN:                entry.DN,
+			SID:               p.SID,
 			SAMAccountName:    entry.GetAttributeValue("sAMAccountName"),
 			UserPrincipalName: entry.GetAttributeValue("userPrincipalName"),
 			DisplayName:       entry.GetAttributeValue("displayName"),
 			Mail:              entry.GetAttributeValue("mail"),
+		}
+		if got := entry.GetRawAttributeValue("objectSid"); !bytes.Equal(got, sid) {
+			// The server matched the filter on something else: trust
+			// nothing it said.
+			u, refusal = nil, fmt.Errorf("%w: the entry found has objectSid %x, not %x", ErrIdentityMismatch, got, sid)
+			return nil
+		}
+		if !nameMatches(p.Name, p.Realm, u.SAMAccountName, u.UserPrincipalName) {
+			refusal = fmt.Errorf("%w: the account with this SID is %s (%s), not %s", ErrIdentityMismatch,
+				u.SAMAccountName, u.UserPrincipalName, clip.String(p.Name))
+			return nil
 		}
 		if refusal = accountRefusal(entry, d.now()); refusal != nil {
 			u.Disabled = true
@@ -101,6 +137,8 @@ func (d *Directory) Lookup(ctx context.Context, user, realm string) (*User, erro
 		return nil, d.wrap(ctx, what, err)
 	case ambiguous:
 		return nil, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrAmbiguous)
+	case u == nil && refusal != nil:
+		return nil, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, refusal)
 	case u == nil:
 		return nil, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
 	case refusal != nil:
@@ -109,35 +147,29 @@ func (d *Directory) Lookup(ctx context.Context, user, realm string) (*User, erro
 	return u, nil
 }
 
-// userFilter builds the search filter for a Kerberos client name. A bare
-// name matches sAMAccountName or name@realm as UPN. A name with "@" is a UPN
-// (an enterprise principal) and matches userPrincipalName as given; its part
-// before "@" also matches sAMAccountName, but only when the suffix is the
-// realm, so that alice@OTHER.TEST never finds this domain's alice. All
-// values are escaped: "*" or "alice)(x" match nothing. ok is false for a
-// name that can match nothing.
-func userFilter(user, realm string) (filter string, ok bool) {
-	if user == "" || strings.ContainsAny(user, "\x00") {
-		return "", false
+// nameMatches reports whether the Kerberos client name user (of realm)
+// names the account with sAMAccountName sam and userPrincipalName upn, by
+// the rules the KDC looks clients up with, case-insensitively as AD
+// compares: a bare name is the sAMAccountName, or name@realm as UPN. A name
+// with "@" (an enterprise principal) is a UPN as given; its part before "@"
+// is also the sAMAccountName, but only when the suffix is the realm, so that
+// alice@OTHER.TEST is never this domain's alice.
+func nameMatches(user, realm, sam, upn string) bool {
+	if user == "" {
+		return false
 	}
-	const person = "(objectCategory=person)(objectClass=user)"
 	name, suffix, isUPN := cutLast(user, "@")
-	var match string
 	switch {
-	case !isUPN && realm == "":
-		match = "(sAMAccountName=" + ldap.EscapeFilter(user) + ")"
 	case !isUPN:
-		match = "(|(sAMAccountName=" + ldap.EscapeFilter(user) + ")(userPrincipalName=" +
-			ldap.EscapeFilter(user+"@"+realm) + "))"
+		return sam != "" && strings.EqualFold(user, sam) ||
+			realm != "" && upn != "" && strings.EqualFold(user+"@"+realm, upn)
 	case name == "" || suffix == "":
-		return "", false
+		return false
 	case strings.EqualFold(suffix, realm):
-		match = "(|(sAMAccountName=" + ldap.EscapeFilter(name) + ")(userPrincipalName=" +
-			ldap.EscapeFilter(user) + "))"
+		return sam != "" && strings.EqualFold(name, sam) || upn != "" && strings.EqualFold(user, upn)
 	default:
-		match = "(userPrincipalName=" + ldap.EscapeFilter(user) + ")"
+		return upn != "" && strings.EqualFold(user, upn)
 	}
-	return "(&" + person + match + ")", true
 }
 
 func cutLast(s, sep string) (before, after string, found bool) {
@@ -146,6 +178,63 @@ func cutLast(s, sep string) (before, after string, found bool) {
 		return s, "", false
 	}
 	return s[:i], s[i+len(sep):], true
+}
+
+// parseSID turns the string form of a SID (S-1-5-21-…, as the PAC's is
+// written) into the binary form AD stores in objectSid: revision, count of
+// sub-authorities, the 48-bit identifier authority big-endian, then each
+// 32-bit sub-authority little-endian ([MS-DTYP] 2.4.2.2).
+func parseSID(s string) ([]byte, error) {
+	bad := func(why string) ([]byte, error) {
+		return nil, fmt.Errorf("malformed SID %q: %s", clip.String(s), why)
+	}
+	// S-1-<authority>-<up to 15 sub-authorities of up to 10 digits>.
+	if len(s) > 4+20+15*11 {
+		return bad("too long")
+	}
+	parts := strings.Split(s, "-")
+	if len(parts) < 4 || (parts[0] != "S" && parts[0] != "s") || parts[1] != "1" {
+		return bad(`want S-1-<authority>-<sub-authority>…`)
+	}
+	subs := parts[3:]
+	if len(subs) > 15 {
+		return bad("more than 15 sub-authorities")
+	}
+	var auth uint64
+	var err error
+	if hex, ok := strings.CutPrefix(parts[2], "0x"); ok {
+		auth, err = strconv.ParseUint(hex, 16, 48)
+	} else {
+		auth, err = strconv.ParseUint(parts[2], 10, 48)
+	}
+	if err != nil {
+		return bad("identifier authority is not a 48-bit number")
+	}
+	b := make([]byte, 8, 8+4*len(subs))
+	b[0], b[1] = 1, byte(len(subs))
+	for i := range 6 {
+		b[2+i] = byte(auth >> (8 * (5 - i)))
+	}
+	for _, p := range subs {
+		v, err := strconv.ParseUint(p, 10, 32)
+		if err != nil {
+			return bad("sub-authority is not a 32-bit number")
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(v))
+	}
+	return b, nil
+}
+
+// escapeBytes writes b as an LDAP filter value that matches exactly those
+// bytes: every byte escaped as \hh (RFC 4515), which is how a binary
+// attribute such as objectSid is searched.
+func escapeBytes(b []byte) string {
+	const hexDigits = "0123456789abcdef"
+	out := make([]byte, 0, 3*len(b))
+	for _, c := range b {
+		out = append(out, '\\', hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return string(out)
 }
 
 // findUser returns the entries that match filter, at most two: enough to

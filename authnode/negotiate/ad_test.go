@@ -92,6 +92,10 @@ func TestADValidate(t *testing.T) {
 			if len(id.GroupSIDs) == 0 || !strings.HasPrefix(id.GroupSIDs[0], "S-1-5-21-") {
 				t.Fatalf("group SIDs %v", id.GroupSIDs)
 			}
+			// The PAC's user SID is the account's objectSid.
+			if want := adtest.ObjectSID(t, env, "alice"); id.UserSID != want {
+				t.Fatalf("user SID %q, want alice's objectSid %q", id.UserSID, want)
+			}
 			if id.Etype != 18 || id.KVNO != 2 || id.EndTime.Before(time.Now()) || id.AuthTime.After(time.Now()) {
 				t.Fatalf("ticket facts: etype %d kvno %d auth %v end %v", id.Etype, id.KVNO, id.AuthTime, id.EndTime)
 			}
@@ -346,5 +350,79 @@ func TestSelfTestHonoursContext(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("SelfTest returned after %v, past its 300ms deadline", d)
+	}
+}
+
+// TestADReplayFlood: alice mints thousands of fresh authenticators from one
+// ticket, as fast as she can; she is stopped at her quota and dave still
+// logs in, during her flood and after. Then carol floods too, until the
+// cache is full of the two flooders' quotas and dave's logins: yet another
+// user (the proxy account, svc_ldap; erin is disabled now and then by
+// another test) still gets in, because a flooder's entry makes room, never
+// dave's.
+func TestADReplayFlood(t *testing.T) {
+	env := adtest.Env(t)
+	const spn = "HTTP/auth1.example.test"
+	const flood, daveEvery = 3000, 500
+	const daveLogins = flood / daveEvery
+	alice := adtest.Login(t, env, env["AD_ALICE_USER"], env["AD_ALICE_PASSWORD"])
+	carol := adtest.Login(t, env, env["AD_CAROL_USER"], env["AD_CAROL_PASSWORD"])
+	dave := adtest.Login(t, env, env["AD_DAVE_USER"], env["AD_DAVE_PASSWORD"])
+	third := adtest.Login(t, env, strings.TrimSuffix(env["AD_BIND_UPN"], "@"+env["AD_DNS_DOMAIN"]), env["AD_BIND_PASSWORD"])
+	const max = 2*DefaultReplayQuota + daveLogins
+	v := NewValidator(adKeytab(t, env), Options{ReplayCacheMax: max})
+
+	deadline := time.Now().Add(2 * time.Minute)
+	counts := map[string]int{}
+	var daves [][]byte
+	start := time.Now()
+	for i := 0; i < flood && time.Now().Before(deadline); i++ {
+		_, err := v.Validate(adtest.NegotiateBlob(t, alice, spn))
+		switch {
+		case err == nil:
+			counts["ok"]++
+		case errors.Is(err, ErrReplayQuota):
+			counts["quota"]++
+			if ra := RetryAfter(err); ra <= 0 || ra > DefaultMaxClockSkew {
+				t.Fatalf("RetryAfter %s", ra)
+			}
+		default:
+			t.Fatalf("alice's authenticator %d: %v", i, err)
+		}
+		if i%daveEvery == 0 {
+			blob := adtest.NegotiateBlob(t, dave, spn)
+			if _, err := v.Validate(blob); err != nil {
+				t.Fatalf("dave during alice's flood (after %d): %v", i, err)
+			}
+			daves = append(daves, blob)
+		}
+	}
+	t.Logf("alice's flood of %d in %s: %v", flood, time.Since(start).Round(time.Millisecond), counts)
+	// The deadline only cuts the flood short on a very slow machine.
+	if counts["ok"] != DefaultReplayQuota || counts["quota"] < 1000 {
+		t.Fatalf("alice's flood: %v; want %d accepted and the rest (at least 1000) refused over quota", counts, DefaultReplayQuota)
+	}
+	for i := range DefaultReplayQuota {
+		if _, err := v.Validate(adtest.NegotiateBlob(t, carol, spn)); err != nil {
+			t.Fatalf("carol's authenticator %d: %v", i, err)
+		}
+	}
+	if live, _ := v.replay.stats(); live != max {
+		t.Fatalf("%d live entries, want the cache full (%d)", live, max)
+	}
+	for i := range 2 {
+		if _, err := v.Validate(adtest.NegotiateBlob(t, third, spn)); err != nil {
+			t.Fatalf("svc_ldap's login %d with the cache full: %v", i, err)
+		}
+	}
+	if live, evicted := v.replay.stats(); live != max || evicted != 2 {
+		t.Fatalf("%d live entries and %d evicted, want %d and 2 (one of each flooder)", live, evicted, max)
+	}
+	// dave's entries were not evicted: each of his authenticators is
+	// still known.
+	for i, blob := range daves {
+		if _, err := v.Validate(blob); !errors.Is(err, ErrReplay) {
+			t.Fatalf("dave's authenticator %d again: %v, want ErrReplay", i, err)
+		}
 	}
 }

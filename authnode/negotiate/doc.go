@@ -12,7 +12,7 @@
 //	switch {
 //	case errors.Is(err, negotiate.ErrNTLM): // the browser fell back to NTLM
 //	case err != nil: // 401 again, log err (it names principals, never keys)
-//	default: // id.User, id.Realm, id.GroupSIDs; send id.ResponseToken back
+//	default: // id.User, id.Realm, id.UserSID, id.GroupSIDs; send id.ResponseToken back
 //	}
 //
 // It speaks Kerberos only, in one round trip (SPNEGO NegTokenInit carrying a
@@ -20,6 +20,13 @@
 // accept multi-leg SPNEGO, does not do user-to-user, and does not look users
 // up in the directory: it returns the ticket's client and PAC group SIDs and
 // leaves authorisation to the caller.
+//
+// Its replay cache remembers each accepted authenticator for as long as it
+// could be accepted, with a quota per client (ErrReplayQuota) so that one
+// client minting fresh authenticators cannot crowd the others out, and
+// refuses authenticators dated more than Options.MaxFutureSkew ahead
+// (ErrClockAhead), which would otherwise be remembered for up to twice the
+// skew. Strings of the blob quoted in errors are clipped to 256 bytes.
 //
 // It verifies tickets itself instead of calling gokrb5's service.VerifyAPREQ:
 // that uses the wall clock, a process-wide replay cache keyed on an

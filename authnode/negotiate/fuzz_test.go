@@ -2,6 +2,7 @@ package negotiate
 
 import (
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -12,7 +13,16 @@ import (
 var fuzzTime = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 var sentinels = []error{ErrNTLM, ErrMalformed, ErrWrongSPN, ErrEnctype, ErrKVNO, ErrDecrypt,
-	ErrAuthenticator, ErrPAC, ErrClockSkew, ErrTicketExpired, ErrReplay, ErrReplayCacheFull}
+	ErrAuthenticator, ErrPAC, ErrClockSkew, ErrClockAhead, ErrTicketExpired, ErrReplay, ErrReplayQuota, ErrReplayCacheFull}
+
+// Work budgets of FuzzValidate: the bytes Validate may allocate, per byte of
+// blob and in all, and the length of its error (which goes into a log
+// line whatever the blob's size).
+const (
+	fuzzAllocPerByte = 64
+	fuzzAllocFixed   = 1 << 20
+	fuzzMaxErrBytes  = 2048
+)
 
 func FuzzClassify(f *testing.F) {
 	f.Add([]byte{})
@@ -32,7 +42,13 @@ func FuzzValidate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		kind := Classify(blob)
 		v := NewValidator(kt, Options{Now: fixedClock(fuzzTime.Add(time.Second))})
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		id, err := v.Validate(blob)
+		runtime.ReadMemStats(&after)
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(fuzzAllocPerByte*len(blob)+fuzzAllocFixed) {
+			t.Fatalf("Validate of %d bytes allocated %d bytes, over the budget of %d per byte + %d", len(blob), alloc, fuzzAllocPerByte, fuzzAllocFixed)
+		}
 		if err == nil {
 			if id == nil || id.User == "" || id.SPN == "" {
 				t.Fatalf("accepted without an identity: %+v", id)
@@ -44,6 +60,9 @@ func FuzzValidate(f *testing.F) {
 				t.Fatalf("replay of an accepted blob: %v", err)
 			}
 			return
+		}
+		if n := len(err.Error()); n > fuzzMaxErrBytes {
+			t.Fatalf("error of %d bytes for a %d-byte blob: %.300s", n, len(blob), err)
 		}
 		known := false
 		for _, s := range sentinels {

@@ -150,3 +150,23 @@ func writeFile(t testing.TB, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// relabel rewrites the unencrypted service name of the ticket in blob, as
+// anyone on the path can, and returns it as a bare KRB5 token.
+func relabel(t testing.TB, blob []byte, sname string) []byte {
+	t.Helper()
+	var ap messages.APReq
+	if err := ap.Unmarshal(parse(blob).apReq); err != nil {
+		t.Fatal(err)
+	}
+	ap.Ticket.SName = types.NewPrincipalName(nametype.KRB_NT_SRV_INST, sname)
+	ab, err := ap.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := wrapGSS(oidKRB5, tokIDAPReq, ab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

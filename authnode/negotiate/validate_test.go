@@ -11,11 +11,9 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/crypto"
 	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
-	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
 	"github.com/jcmturner/gokrb5/v8/spnego"
-	"github.com/jcmturner/gokrb5/v8/types"
 )
 
 func fixedClock(t time.Time) func() time.Time { return func() time.Time { return t } }
@@ -151,16 +149,42 @@ func TestValidateReplay(t *testing.T) {
 	}
 }
 
-func TestValidateReplayCacheFull(t *testing.T) {
-	v := NewValidator(testKeytab(t), Options{ReplayCacheMax: 2})
-	now := time.Now()
+func TestValidateReplayQuota(t *testing.T) {
+	now := time.Now().Truncate(time.Microsecond) // an authenticator's precision
+	v := NewValidator(testKeytab(t), Options{ReplayQuota: 2, Now: fixedClock(now)})
 	for i := range 2 {
-		if _, err := v.Validate(makeBlob(t, ticketSpec{now: now.Add(time.Duration(i) * time.Millisecond)})); err != nil {
+		if _, err := v.Validate(makeBlob(t, ticketSpec{now: now.Add(-time.Duration(i) * time.Second)})); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := v.Validate(makeBlob(t, ticketSpec{now: now.Add(5 * time.Millisecond)})); !errors.Is(err, ErrReplayCacheFull) {
-		t.Fatalf("third: %v, want ErrReplayCacheFull", err)
+	_, err := v.Validate(makeBlob(t, ticketSpec{now: now.Add(-5 * time.Millisecond)}))
+	if !errors.Is(err, ErrReplayQuota) || !strings.Contains(err.Error(), "alice@TEST.LOCAL") {
+		t.Fatalf("third of alice's: %v, want ErrReplayQuota naming her", err)
+	}
+	// Her oldest authenticator (1 s ago) stays acceptable, hence
+	// remembered, for the skew less 1 s.
+	if ra := RetryAfter(err); ra != DefaultMaxClockSkew-time.Second {
+		t.Fatalf("RetryAfter = %s, want %s", ra, DefaultMaxClockSkew-time.Second)
+	}
+	if spn := TicketSPN(err); spn != testSPN+"@"+testRealm {
+		t.Fatalf("TicketSPN = %q", spn)
+	}
+	if _, err := v.Validate(makeBlob(t, ticketSpec{now: now, user: "bob"})); err != nil {
+		t.Fatalf("bob, while alice is over her quota: %v", err)
+	}
+}
+
+func TestValidateReplayCacheFull(t *testing.T) {
+	now := time.Now().Truncate(time.Microsecond)
+	v := NewValidator(testKeytab(t), Options{ReplayCacheMax: 2, ReplayQuota: 2, Now: fixedClock(now)})
+	for _, user := range []string{"alice", "bob"} {
+		if _, err := v.Validate(makeBlob(t, ticketSpec{now: now, user: user})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := v.Validate(makeBlob(t, ticketSpec{now: now, user: "carol"}))
+	if !errors.Is(err, ErrReplayCacheFull) || RetryAfter(err) != DefaultMaxClockSkew {
+		t.Fatalf("carol: %v (retry after %s), want ErrReplayCacheFull", err, RetryAfter(err))
 	}
 }
 
@@ -282,20 +306,7 @@ func TestReplayByRelabellingTheSPN(t *testing.T) {
 	kt.Entries = append(kt.Entries, lb)
 
 	blob := makeBlob(t, ticketSpec{now: t0, kt: kt})
-	tok := parse(blob)
-	var ap messages.APReq
-	if err := ap.Unmarshal(tok.apReq); err != nil {
-		t.Fatal(err)
-	}
-	ap.Ticket.SName = types.NewPrincipalName(nametype.KRB_NT_SRV_INST, "HTTP/lb.test.local")
-	ab, err := ap.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	relabelled, err := wrapGSS(oidKRB5, tokIDAPReq, ab)
-	if err != nil {
-		t.Fatal(err)
-	}
+	relabelled := relabel(t, blob, "HTTP/lb.test.local")
 
 	v := NewValidator(kt, Options{Now: fixedClock(t0)})
 	if _, err := v.Validate(blob); err != nil {
@@ -303,5 +314,94 @@ func TestReplayByRelabellingTheSPN(t *testing.T) {
 	}
 	if id, err := v.Validate(relabelled); !errors.Is(err, ErrReplay) {
 		t.Fatalf("the same authenticator relabelled to HTTP/lb: %+v, %v; want ErrReplay", id, err)
+	}
+}
+
+// TestHugeSPNIsClipped: the service name travels in clear, so anyone can
+// send a ticket naming a 90 KB SPN. The error quotes at most clip.Max bytes
+// of it and names no keytab SPN.
+func TestHugeSPNIsClipped(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	huge := "HTTP/" + strings.Repeat("a", 90<<10)
+	blob := relabel(t, makeBlob(t, ticketSpec{now: t0}), huge)
+	_, err := NewValidator(testKeytab(t), Options{Now: fixedClock(t0)}).Validate(blob)
+	if !errors.Is(err, ErrWrongSPN) {
+		t.Fatalf("Validate: %v, want ErrWrongSPN", err)
+	}
+	if n := len(err.Error()); n > 1024 || !strings.Contains(err.Error(), "…(truncated, 92176 bytes)") {
+		t.Fatalf("error is %d bytes, want under 1 KiB with the SPN marked truncated: %.400s", n, err)
+	}
+	if spn := TicketSPN(err); spn != "" {
+		t.Fatalf("TicketSPN = %q for an SPN the keytab lacks, want \"\"", spn)
+	}
+}
+
+// TestTicketSPNNamesTheKeytabEntry: failures of a ticket for an SPN the
+// keytab holds are labelled with the keytab's spelling of it, whatever case
+// the ticket used, so that the label stays bounded.
+func TestTicketSPNNamesTheKeytabEntry(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	otherKVNO := keytab.New()
+	if err := otherKVNO.AddEntry(testSPN, testRealm, testPass, t0, 4, 18); err != nil {
+		t.Fatal(err)
+	}
+	blob := relabel(t, makeBlob(t, ticketSpec{now: t0}), "http/NODE.Test.Local")
+	_, err := NewValidator(otherKVNO, Options{Now: fixedClock(t0)}).Validate(blob)
+	if !errors.Is(err, ErrKVNO) || TicketSPN(err) != testSPN+"@"+testRealm {
+		t.Fatalf("Validate: %v (TicketSPN %q), want ErrKVNO for %s@%s", err, TicketSPN(err), testSPN, testRealm)
+	}
+	// Past decryption too: a replay names the keytab entry.
+	v := NewValidator(testKeytab(t), Options{Now: fixedClock(t0)})
+	blob = makeBlob(t, ticketSpec{now: t0})
+	if _, err := v.Validate(blob); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Validate(blob); !errors.Is(err, ErrReplay) || TicketSPN(err) != testSPN+"@"+testRealm {
+		t.Fatalf("replay: %v (TicketSPN %q)", err, TicketSPN(err))
+	}
+}
+
+// TestClockAhead: an authenticator from the node's future is accepted up to
+// MaxFutureSkew ahead; beyond, within the skew, it is refused with its own
+// error; beyond the skew it is clock skew as before.
+func TestClockAhead(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		ahead time.Duration
+		want  error
+	}{
+		{0, nil},
+		{DefaultMaxFutureSkew, nil},
+		{DefaultMaxFutureSkew + time.Second, ErrClockAhead},
+		{4 * time.Minute, ErrClockAhead},
+		{DefaultMaxClockSkew + time.Second, ErrClockSkew},
+	} {
+		// The ticket starts when the authenticator was made; start times
+		// have their own (skew-wide) check.
+		_, err := NewValidator(testKeytab(t), Options{Now: fixedClock(t0.Add(-tc.ahead))}).Validate(makeBlob(t, ticketSpec{now: t0}))
+		if tc.want == nil && err != nil || !errors.Is(err, tc.want) {
+			t.Errorf("authenticator %s ahead: %v, want %v", tc.ahead, err, tc.want)
+		}
+		if errors.Is(err, ErrClockAhead) && !strings.Contains(err.Error(), "at most 30s ahead") {
+			t.Errorf("error does not say how far ahead is allowed: %v", err)
+		}
+	}
+	// A node that allows more.
+	_, err := NewValidator(testKeytab(t), Options{MaxFutureSkew: 2 * time.Minute, Now: fixedClock(t0.Add(-time.Minute))}).Validate(makeBlob(t, ticketSpec{now: t0}))
+	if err != nil {
+		t.Fatalf("1m ahead with MaxFutureSkew 2m: %v", err)
+	}
+}
+
+// TestReplayQuotaIgnoresCase: without a PAC the client is its principal
+// name, case-folded, so "ALICE" does not get a second quota.
+func TestReplayQuotaIgnoresCase(t *testing.T) {
+	now := time.Now().Truncate(time.Microsecond)
+	v := NewValidator(testKeytab(t), Options{ReplayQuota: 1, Now: fixedClock(now)})
+	if _, err := v.Validate(makeBlob(t, ticketSpec{now: now, user: "alice"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Validate(makeBlob(t, ticketSpec{now: now.Add(-time.Second), user: "ALICE"})); !errors.Is(err, ErrReplayQuota) {
+		t.Fatalf("ALICE after alice with a quota of 1: %v, want ErrReplayQuota", err)
 	}
 }

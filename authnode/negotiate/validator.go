@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,8 @@ import (
 	"github.com/jcmturner/gokrb5/v8/pac"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/jcmturner/gokrb5/v8/types"
+
+	"github.com/iwalb/iwalb/authnode/internal/clip"
 )
 
 // Outcomes of Validate that callers branch on with errors.Is. The returned
@@ -58,27 +61,64 @@ var (
 	// ErrClockSkew: the authenticator's time is too far from the node's
 	// clock, or the ticket is not yet valid.
 	ErrClockSkew = errors.New("clock skew too great")
+	// ErrClockAhead: the authenticator's time is within the skew but more
+	// than Options.MaxFutureSkew ahead of the node's clock. It is refused
+	// because an authenticator must be remembered until its time plus the
+	// skew: a future time would make it occupy the replay cache for up to
+	// twice the skew.
+	ErrClockAhead = errors.New("authenticator time ahead of this node's clock")
 	// ErrTicketExpired: the ticket's end time (plus the skew allowance) has
 	// passed.
 	ErrTicketExpired = errors.New("ticket expired")
 	// ErrReplay: this authenticator was already accepted.
 	ErrReplay = errors.New("replayed authenticator")
-	// ErrReplayCacheFull: the replay cache is full of live entries and the
-	// authenticator could not be recorded, so it is refused rather than
-	// accepted unprotected. Raise Options.ReplayCacheMax.
+	// ErrReplayQuota: the client already has Options.ReplayQuota live
+	// authenticators (logins within the skew window) at this node; its
+	// login is refused until the oldest expires (RetryAfter says when).
+	// Other clients are not affected.
+	ErrReplayQuota = errors.New("too many live authenticators for this client")
+	// ErrReplayCacheFull: the replay cache holds Options.ReplayCacheMax
+	// live entries, none of them of a client at its quota, so the
+	// authenticator could not be recorded; it is refused rather than
+	// accepted unprotected (RetryAfter says when room frees up). Raise
+	// Options.ReplayCacheMax.
 	ErrReplayCacheFull = errors.New("replay cache full")
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxClockSkew   = 5 * time.Minute
+	DefaultMaxFutureSkew  = 30 * time.Second
+	DefaultReplayCacheMax = 100000
+	DefaultReplayQuota    = 50
 )
 
 // Options tune a Validator. The zero value gives the defaults.
 type Options struct {
 	// MaxClockSkew is the allowed difference between the node's clock and
-	// the client's, and the grace past a ticket's end time (default 5m).
+	// the client's, and the grace past a ticket's end time (default
+	// DefaultMaxClockSkew).
 	MaxClockSkew time.Duration
+	// MaxFutureSkew is how far ahead of the node's clock an authenticator
+	// may be (default DefaultMaxFutureSkew, at most MaxClockSkew). Clients
+	// keep their clocks with the domain's, so this covers their drift plus
+	// the node's offset from the domain controller; authenticators from
+	// further ahead fail with ErrClockAhead. An accepted authenticator is
+	// remembered until its time plus MaxClockSkew, hence at most
+	// MaxClockSkew+MaxFutureSkew.
+	MaxFutureSkew time.Duration
 	// Now returns the current time (default time.Now); tests inject it.
 	Now func() time.Time
-	// ReplayCacheMax bounds the replay cache (default 100000 entries). It
-	// must exceed the number of logins in any MaxClockSkew window.
+	// ReplayCacheMax bounds the replay cache (default
+	// DefaultReplayCacheMax entries, 100 to 250 bytes each). It should
+	// exceed the number of logins of distinct clients in any
+	// MaxClockSkew+MaxFutureSkew window.
 	ReplayCacheMax int
+	// ReplayQuota is how many live authenticators (logins in the window)
+	// one client may have (default DefaultReplayQuota, at most
+	// ReplayCacheMax). A client is its PAC's user SID, or its principal
+	// name without a PAC.
+	ReplayQuota int
 	// Logger receives gokrb5's PAC-decoding remarks at debug level
 	// (default: discarded).
 	Logger *slog.Logger
@@ -93,8 +133,12 @@ type Identity struct {
 	EndTime  time.Time // when the ticket expires
 	Etype    int32     // ticket encryption type
 	KVNO     int       // ticket key version
-	// GroupSIDs are the group SIDs of the PAC's logon info, when the
-	// ticket has a PAC (Active Directory always adds one).
+	// UserSID is the user's SID from the PAC's logon info (its logon
+	// domain SID and user RID), which the KDC signed; "" when the ticket
+	// has no PAC (Active Directory always adds one).
+	UserSID string
+	// GroupSIDs are the group SIDs of the PAC's logon info: its groups,
+	// extra SIDs and resource groups.
 	GroupSIDs []string
 	// ResponseToken is the blob to send back base64-encoded in
 	// "WWW-Authenticate: Negotiate ..." with the successful response: a
@@ -109,7 +153,9 @@ type Identity struct {
 // keytab for the life of the process.
 type Validator struct {
 	kt     *keytab.Keytab
+	keyIDs []uint32 // per keytab entry: the same for entries with the same key
 	skew   time.Duration
+	future time.Duration
 	now    func() time.Time
 	replay *replayCache
 	pacLog *log.Logger
@@ -119,13 +165,20 @@ type Validator struct {
 // modified afterwards.
 func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
 	if opts.MaxClockSkew <= 0 {
-		opts.MaxClockSkew = 5 * time.Minute
+		opts.MaxClockSkew = DefaultMaxClockSkew
 	}
+	if opts.MaxFutureSkew <= 0 {
+		opts.MaxFutureSkew = DefaultMaxFutureSkew
+	}
+	opts.MaxFutureSkew = min(opts.MaxFutureSkew, opts.MaxClockSkew)
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.ReplayCacheMax <= 0 {
-		opts.ReplayCacheMax = 100000
+		opts.ReplayCacheMax = DefaultReplayCacheMax
+	}
+	if opts.ReplayQuota <= 0 {
+		opts.ReplayQuota = DefaultReplayQuota
 	}
 	pacLog := log.New(io.Discard, "", 0)
 	if opts.Logger != nil {
@@ -136,24 +189,35 @@ func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
 	}
 	return &Validator{
 		kt:     kt,
+		keyIDs: keyIDs(kt),
 		skew:   opts.MaxClockSkew,
+		future: opts.MaxFutureSkew,
 		now:    opts.Now,
-		replay: newReplayCache(opts.ReplayCacheMax),
+		replay: newReplayCache(opts.ReplayCacheMax, opts.ReplayQuota),
 		pacLog: pacLog,
 	}
 }
 
+// ReplayCacheStats returns how many authenticators the replay cache holds
+// and how many it has evicted, since it was made, to make room for another
+// client's (each one an authenticator that could then be replayed).
+func (v *Validator) ReplayCacheStats() (live int, evicted uint64) {
+	return v.replay.stats()
+}
+
 // Validate checks blob, the base64-decoded value of an "Authorization:
 // Negotiate" header, and returns the client it authenticates. Errors wrap
-// one of the Err* sentinels of this package.
+// one of the Err* sentinels of this package; TicketSPN and RetryAfter tell
+// more about some of them. Every string of the blob that an error quotes
+// (principal names, realms, parser details) is cut to clip.Max bytes.
 func (v *Validator) Validate(blob []byte) (*Identity, error) {
 	t := parse(blob)
 	switch t.kind {
 	case KindKerberos:
 	case KindNTLM, KindSPNEGONTLM:
-		return nil, fmt.Errorf("%w (%s): the browser could not get a Kerberos ticket for this host; the SPN HTTP/<host name in the URL> is probably not registered on the service account (setspn -L), or the site is not in the browser's intranet zone (Chrome/Edge: AuthServerAllowlist)", ErrNTLM, t.detail)
+		return nil, fmt.Errorf("%w (%s): the browser could not get a Kerberos ticket for this host; the SPN HTTP/<host name in the URL> is probably not registered on the service account (setspn -L), or the site is not in the browser's intranet zone (Chrome/Edge: AuthServerAllowlist)", ErrNTLM, clip.String(t.detail))
 	default:
-		return nil, fmt.Errorf("%w: %s", ErrMalformed, t.detail)
+		return nil, fmt.Errorf("%w: %s", ErrMalformed, clip.String(t.detail))
 	}
 	ap, err := unmarshalAPReq(t.apReq)
 	if err != nil {
@@ -163,18 +227,66 @@ func (v *Validator) Validate(blob []byte) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.accept(t, ap, tk)
+	id, err := v.accept(t, ap, tk)
+	if err != nil {
+		var te *ticketError
+		if !errors.As(err, &te) {
+			te = &ticketError{err: err}
+			err = te
+		}
+		te.spn = tk.principal
+		return nil, err
+	}
+	return id, nil
+}
+
+// ticketError carries what a caller may want to know about a refused
+// ticket besides its message.
+type ticketError struct {
+	err   error
+	spn   string        // keytab principal the ticket was for; "" when none
+	retry time.Duration // how long the refusal lasts, when known
+}
+
+func (e *ticketError) Error() string { return e.err.Error() }
+func (e *ticketError) Unwrap() error { return e.err }
+
+// TicketSPN returns the keytab principal (as the keytab spells it, e.g.
+// "HTTP/auth1.example.test@EXAMPLE.TEST") of the ticket that err, from
+// Validate, refused; "" when the ticket named a service principal the
+// keytab does not hold, or the blob did not get as far as naming one.
+//
+// It is a bounded label for metrics and alarms: ErrKVNO, ErrEnctype and
+// ErrDecrypt for a known SPN mean the keytab may be stale, whereas a ticket
+// for an unknown SPN (ErrWrongSPN) needs no key to make.
+func TicketSPN(err error) string {
+	var te *ticketError
+	if errors.As(err, &te) {
+		return te.spn
+	}
+	return ""
+}
+
+// RetryAfter returns how long the refusal err (ErrReplayQuota or
+// ErrReplayCacheFull, from Validate) lasts at most: the client may try
+// again after it. It returns 0 for other errors.
+func RetryAfter(err error) time.Duration {
+	var te *ticketError
+	if errors.As(err, &te) {
+		return te.retry
+	}
+	return 0
 }
 
 func unmarshalAPReq(b []byte) (ap *messages.APReq, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ap, err = nil, fmt.Errorf("%w: AP-REQ: ASN.1 decoder failed: %v", ErrMalformed, r)
+			ap, err = nil, fmt.Errorf("%w: AP-REQ: ASN.1 decoder failed: %s", ErrMalformed, clip.String(fmt.Sprint(r)))
 		}
 	}()
 	ap = new(messages.APReq)
 	if err := ap.Unmarshal(b); err != nil {
-		return nil, fmt.Errorf("%w: AP-REQ: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: AP-REQ: %s", ErrMalformed, clip.String(err.Error()))
 	}
 	if len(ap.Ticket.SName.NameString) == 0 {
 		return nil, fmt.Errorf("%w: ticket has an empty service name", ErrMalformed)
@@ -198,6 +310,7 @@ func bitSet(f asn1.BitString, i int) bool {
 // ticketKey is the keytab entry that decrypted a ticket.
 type ticketKey struct {
 	key       types.EncryptionKey
+	keyID     uint32 // the same for every entry with this key (see keyIDs)
 	principal string // "HTTP/auth1.example.test@EXAMPLE.TEST"
 }
 
@@ -207,14 +320,21 @@ func entryPrincipal(components []string, realm string) string {
 
 // decryptTicket finds the keytab key for tkt, checking in turn the
 // unencrypted service name and realm, the enctype and the key version so
-// that each mismatch gets its own error, then decrypts the ticket.
+// that each mismatch gets its own error, then decrypts the ticket. Once the
+// name matched a keytab entry, errors name that entry (TicketSPN).
 func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error) {
+	var known string // keytab principal matching the ticket's name
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: ticket decryption failed on malformed input: %v", ErrMalformed, r)
+			err = fmt.Errorf("%w: ticket decryption failed on malformed input: %s", ErrMalformed, clip.String(fmt.Sprint(r)))
+		}
+		if err != nil && known != "" {
+			err = &ticketError{err: err, spn: known}
 		}
 	}()
-	want := entryPrincipal(tkt.SName.NameString, tkt.Realm)
+	// The ticket's service name travels in clear: anyone can write any
+	// name there, of any length.
+	want := clip.String(entryPrincipal(tkt.SName.NameString, tkt.Realm))
 	etype, kvno := tkt.EncPart.EType, tkt.EncPart.KVNO
 
 	var byName, byEtype []int
@@ -227,6 +347,8 @@ func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error
 		return tk, fmt.Errorf("%w: ticket is for %s; the keytab holds %s (the client asked for an SPN this node has no key for: check the host name in the URL and the keytab export)",
 			ErrWrongSPN, want, strings.Join(v.principals(), ", "))
 	}
+	first := v.kt.Entries[byName[0]].Principal
+	known = entryPrincipal(first.Components, first.Realm)
 	var have []string
 	for _, i := range byName {
 		e := v.kt.Entries[i]
@@ -237,7 +359,7 @@ func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error
 	}
 	if len(byEtype) == 0 {
 		return tk, fmt.Errorf("%w: ticket for %s is encrypted with %s but the keytab has only %s for it (compare the account's msDS-SupportedEncryptionTypes with the enctypes exported to the keytab)",
-			ErrEnctype, want, etypeLabel(etype), strings.Join(have, ", "))
+			ErrEnctype, known, etypeLabel(etype), strings.Join(have, ", "))
 	}
 	var byKVNO []int
 	var kvnos []string
@@ -250,7 +372,7 @@ func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error
 	}
 	if len(byKVNO) == 0 {
 		return tk, fmt.Errorf("%w: ticket for %s (%s) has kvno %d but the keytab has kvno %s: the account's password changed after the keytab was exported; export a new keytab",
-			ErrKVNO, want, etypeLabel(etype), kvno, strings.Join(kvnos, ", "))
+			ErrKVNO, known, etypeLabel(etype), kvno, strings.Join(kvnos, ", "))
 	}
 	var lastErr error
 	for _, i := range byKVNO {
@@ -262,17 +384,34 @@ func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error
 		}
 		var enc messages.EncTicketPart
 		if err := enc.Unmarshal(plain); err != nil {
-			return tk, fmt.Errorf("%w: ticket for %s decrypts but its content does not decode: %v", ErrMalformed, want, err)
+			return tk, fmt.Errorf("%w: ticket for %s decrypts but its content does not decode: %s", ErrMalformed, known, clip.String(err.Error()))
 		}
 		tkt.DecryptedEncPart = enc
-		return ticketKey{key: e.Key, principal: entryPrincipal(e.Principal.Components, e.Principal.Realm)}, nil
+		return ticketKey{key: e.Key, keyID: v.keyIDs[i], principal: entryPrincipal(e.Principal.Components, e.Principal.Realm)}, nil
 	}
-	return tk, fmt.Errorf("%w: ticket for %s (%s, kvno %d) fails to decrypt with the keytab's key: the keytab is stale or was made from another password or salt; export a new keytab (%v)",
-		ErrDecrypt, want, etypeLabel(etype), kvno, lastErr)
+	return tk, fmt.Errorf("%w: ticket for %s (%s, kvno %d) fails to decrypt with the keytab's key: the keytab is stale or was made from another password or salt; export a new keytab (%s)",
+		ErrDecrypt, known, etypeLabel(etype), kvno, clip.String(lastErr.Error()))
 }
 
-// keyFingerprint names a key without holding it: the replay cache keys on
-// it, so it must not keep key material itself.
+// keyIDs numbers the distinct keys of kt (type and bytes), one number per
+// entry: the replay cache names the decrypting key by it, so that every SPN
+// of an account (they share its key) is one service.
+func keyIDs(kt *keytab.Keytab) []uint32 {
+	ids := make([]uint32, len(kt.Entries))
+	seen := make(map[[sha256.Size]byte]uint32, len(kt.Entries))
+	for i, e := range kt.Entries {
+		fp := keyFingerprint(e.Key)
+		id, ok := seen[fp]
+		if !ok {
+			id = uint32(len(seen))
+			seen[fp] = id
+		}
+		ids[i] = id
+	}
+	return ids
+}
+
+// keyFingerprint names a key without holding it, for keyIDs.
 func keyFingerprint(k types.EncryptionKey) [sha256.Size]byte {
 	h := sha256.New()
 	var t [4]byte
@@ -324,22 +463,22 @@ func appendUnique(s []string, x string) []string {
 func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Identity, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			id, err = nil, fmt.Errorf("%w: failed on malformed ticket content: %v", ErrMalformed, r)
+			id, err = nil, fmt.Errorf("%w: failed on malformed ticket content: %s", ErrMalformed, clip.String(fmt.Sprint(r)))
 		}
 	}()
 	ep := ap.Ticket.DecryptedEncPart
-	client := ep.CName.PrincipalNameString() + "@" + ep.CRealm
+	client := clip.String(ep.CName.PrincipalNameString() + "@" + ep.CRealm)
 
 	plain, err := crypto.DecryptEncPart(ap.EncryptedAuthenticator, ep.Key, keyusage.AP_REQ_AUTHENTICATOR)
 	if err != nil {
-		return nil, fmt.Errorf("%w: authenticator of %s for %s does not decrypt with the ticket's session key: %v", ErrAuthenticator, client, tk.principal, err)
+		return nil, fmt.Errorf("%w: authenticator of %s for %s does not decrypt with the ticket's session key: %s", ErrAuthenticator, client, tk.principal, clip.String(err.Error()))
 	}
 	var auth types.Authenticator
 	if err := auth.Unmarshal(plain); err != nil {
-		return nil, fmt.Errorf("%w: authenticator of %s for %s does not decode: %v", ErrAuthenticator, client, tk.principal, err)
+		return nil, fmt.Errorf("%w: authenticator of %s for %s does not decode: %s", ErrAuthenticator, client, tk.principal, clip.String(err.Error()))
 	}
 	if !auth.CName.Equal(ep.CName) || auth.CRealm != ep.CRealm {
-		return nil, fmt.Errorf("%w: authenticator names %s@%s but the ticket was issued to %s", ErrAuthenticator, auth.CName.PrincipalNameString(), auth.CRealm, client)
+		return nil, fmt.Errorf("%w: authenticator names %s but the ticket was issued to %s", ErrAuthenticator, clip.String(auth.CName.PrincipalNameString()+"@"+auth.CRealm), client)
 	}
 
 	now := v.now().UTC()
@@ -360,29 +499,34 @@ func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Ident
 		return nil, fmt.Errorf("%w: authenticator of %s was made at %s, this node's clock says %s (off by %s, max %s): synchronise client and node clocks with the domain (NTP)",
 			ErrClockSkew, client, ctime.UTC().Format(time.RFC3339), now.Format(time.RFC3339), d.Round(time.Second), v.skew)
 	}
+	if ahead := ctime.Sub(now); ahead > v.future {
+		return nil, fmt.Errorf("%w: authenticator of %s was made at %s, %s ahead of this node's clock (%s); at most %s ahead is accepted: synchronise the client's and this node's clocks with the domain (NTP)",
+			ErrClockAhead, client, ctime.UTC().Format(time.RFC3339Nano), ahead.Round(time.Millisecond), now.Format(time.RFC3339Nano), v.future)
+	}
 
-	groups, err := v.pacGroups(&ap.Ticket, tk.key)
+	info, err := v.readPAC(&ap.Ticket, tk.key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ticket of %s for %s: %v", ErrPAC, client, tk.principal, err)
+		return nil, fmt.Errorf("%w: ticket of %s for %s: %s", ErrPAC, client, tk.principal, clip.String(err.Error()))
 	}
 
-	expires := now
-	if ctime.After(expires) {
-		expires = ctime
-	}
 	key := replayKey{
-		client: ep.CName.PrincipalNameString(),
-		realm:  ep.CRealm,
+		client: quotaID(info.userSID, ep.CName.PrincipalNameString(), ep.CRealm),
 		ctime:  auth.CTime.Unix(),
-		cusec:  auth.Cusec,
-		key:    keyFingerprint(tk.key),
+		cusec:  int32(auth.Cusec),
+		key:    tk.keyID,
 	}
-	seen, full := v.replay.insert(key, now, expires.Add(v.skew))
-	if seen {
+	// The authenticator stays acceptable until ctime+skew (it is at most
+	// MaxFutureSkew ahead, so that is at most skew+MaxFutureSkew away):
+	// that is exactly how long it must be remembered.
+	switch res, retry := v.replay.insert(key, now, ctime.Add(v.skew)); res {
+	case replayed:
 		return nil, fmt.Errorf("%w: authenticator of %s for %s made at %s was already used", ErrReplay, client, tk.principal, ctime.UTC().Format(time.RFC3339Nano))
-	}
-	if full {
-		return nil, fmt.Errorf("%w: %d live authenticators within the %s window; refusing %s rather than risk a replay (raise the replay cache size)", ErrReplayCacheFull, v.replay.max, v.skew, client)
+	case overQuota:
+		return nil, &ticketError{retry: retry, err: fmt.Errorf("%w: %s already has %d live authenticators at this node (logins within %s); refused for up to %s",
+			ErrReplayQuota, client, v.replay.quota, v.skew+v.future, retry.Round(time.Second))}
+	case cacheFull:
+		return nil, &ticketError{retry: retry, err: fmt.Errorf("%w: %d live authenticators within the %s window, none of a client at its quota; refusing %s rather than risk a replay (raise the replay cache size)",
+			ErrReplayCacheFull, v.replay.max, v.skew+v.future, client)}
 	}
 
 	resp, err := responseToken(t, ap, &auth, ep.Key)
@@ -397,15 +541,34 @@ func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Ident
 		EndTime:       ep.EndTime,
 		Etype:         ap.Ticket.EncPart.EType,
 		KVNO:          ap.Ticket.EncPart.KVNO,
-		GroupSIDs:     groups,
+		UserSID:       info.userSID,
+		GroupSIDs:     info.groupSIDs,
 		ResponseToken: resp,
 	}, nil
 }
 
-// pacGroups returns the group SIDs of the ticket's PAC, verifying its server
-// signature with the key that decrypted the ticket. A ticket without a PAC
-// (a non-AD KDC) gives no groups and no error.
-func (v *Validator) pacGroups(tkt *messages.Ticket, key types.EncryptionKey) ([]string, error) {
+// quotaID names the client whose live authenticators count against one
+// quota: the account's SID when the ticket has a PAC, so that "alice",
+// "ALICE" and alice's enterprise name are one client; else the principal
+// name, lower-cased for the same reason.
+func quotaID(userSID, name, realm string) string {
+	if userSID != "" {
+		return userSID
+	}
+	return strings.ToLower(name + "@" + realm)
+}
+
+// pacInfo is what a ticket's PAC says about its client.
+type pacInfo struct {
+	userSID   string
+	groupSIDs []string
+}
+
+// readPAC returns the user SID and group SIDs of the ticket's PAC,
+// verifying its server signature with the key that decrypted the ticket. A
+// ticket without a PAC (a non-AD KDC, or a service account marked
+// NO_AUTH_DATA_REQUIRED) gives an empty pacInfo and no error.
+func (v *Validator) readPAC(tkt *messages.Ticket, key types.EncryptionKey) (pacInfo, error) {
 	for _, ad := range tkt.DecryptedEncPart.AuthorizationData {
 		if ad.ADType != adtype.ADIfRelevant {
 			continue
@@ -420,18 +583,26 @@ func (v *Validator) pacGroups(tkt *messages.Ticket, key types.EncryptionKey) ([]
 			}
 			var p pac.PACType
 			if err := p.Unmarshal(e.ADData); err != nil {
-				return nil, fmt.Errorf("decode PAC: %v", err)
+				return pacInfo{}, fmt.Errorf("decode PAC: %v", err)
 			}
 			if err := p.ProcessPACInfoBuffers(key, v.pacLog); err != nil {
-				return nil, fmt.Errorf("verify PAC: %v", err)
+				return pacInfo{}, fmt.Errorf("verify PAC: %v", err)
 			}
-			if p.KerbValidationInfo == nil {
-				return nil, errors.New("PAC has no logon info")
+			k := p.KerbValidationInfo
+			if k == nil {
+				return pacInfo{}, errors.New("PAC has no logon info")
 			}
-			return p.KerbValidationInfo.GetGroupMembershipSIDs(), nil
+			dom := k.LogonDomainID
+			if dom.Revision != 1 || len(dom.SubAuthority) == 0 || k.UserID == 0 {
+				return pacInfo{}, fmt.Errorf("PAC logon info has no user SID (logon domain %s, RID %d)", dom.String(), k.UserID)
+			}
+			return pacInfo{
+				userSID:   dom.String() + "-" + strconv.FormatUint(uint64(k.UserID), 10),
+				groupSIDs: k.GetGroupMembershipSIDs(),
+			}, nil
 		}
 	}
-	return nil, nil
+	return pacInfo{}, nil
 }
 
 // encAPRepPart is RFC 4120 EncAPRepPart without the optional subkey:

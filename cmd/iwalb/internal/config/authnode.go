@@ -72,6 +72,9 @@ type rawKerberos struct {
 	SelfTestSPN      str      `yaml:"self_test_spn"`
 	SelfTestInterval duration `yaml:"self_test_interval"`
 	MaxClockSkew     duration `yaml:"max_clock_skew"`
+	MaxFutureSkew    duration `yaml:"max_future_skew"`
+	ReplayCacheSize  integer  `yaml:"replay_cache_size"`
+	ReplayQuota      integer  `yaml:"replay_quota"`
 }
 
 type rawLDAP struct {
@@ -324,6 +327,7 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 	k := r.Kerberos
 	cfg.SelfTestInterval = c.positive(k.SelfTestInterval, p+".self_test_interval", 60*time.Second)
 	cfg.MaxClockSkew = c.positive(k.MaxClockSkew, p+".max_clock_skew", 5*time.Minute)
+	c.replayLimits(k, cfg)
 	if !c.section(k.At, r.At, "authnode", "kerberos") {
 		return
 	}
@@ -368,6 +372,51 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 				c.add(k.Krb5Conf.Line, "%s.krb5_conf: %s does not parse: %v", p, showPath(k.Krb5Conf.V, abs), err)
 			}
 		}
+	}
+}
+
+// replayLimits checks how far ahead an authenticator may be and how many
+// the replay cache remembers, in all and per user.
+func (c *checker) replayLimits(k rawKerberos, cfg *authnode.Config) {
+	const (
+		p = "authnode.kerberos"
+		// minFutureSkew: readiness compares max_future_skew with the
+		// DC's clock, which it reads to the second.
+		minFutureSkew = 2 * time.Second
+		// maxReplayCacheSize bounds the replay cache's memory (up to 250
+		// bytes an entry) to 2.5 GB.
+		maxReplayCacheSize = 10_000_000
+	)
+	cfg.MaxFutureSkew = min(30*time.Second, cfg.MaxClockSkew)
+	if f := k.MaxFutureSkew; f.Set {
+		switch {
+		case f.V < minFutureSkew:
+			c.add(f.Line, "%s.max_future_skew: %s is too small; the domain controller's clock is read to the second (at least %s)", p, f.V, minFutureSkew)
+		case f.V > cfg.MaxClockSkew:
+			c.add(f.Line, "%s.max_future_skew: %s is more than max_clock_skew (%s)", p, f.V, cfg.MaxClockSkew)
+		default:
+			cfg.MaxFutureSkew = f.V
+		}
+	}
+	cfg.ReplayCacheMax, cfg.ReplayQuota = 100000, 50
+	if q := k.ReplayQuota; q.Set {
+		if q.V < 1 {
+			c.add(q.Line, "%s.replay_quota: must be at least 1, got %d", p, q.V)
+		} else {
+			cfg.ReplayQuota = q.V
+		}
+	}
+	if n := k.ReplayCacheSize; n.Set {
+		switch {
+		case n.V > maxReplayCacheSize:
+			c.add(n.Line, "%s.replay_cache_size: %d is more than %d (up to 250 bytes an entry)", p, n.V, maxReplayCacheSize)
+		case n.V < cfg.ReplayQuota:
+			c.add(n.Line, "%s.replay_cache_size: %d is less than replay_quota (%d)", p, n.V, cfg.ReplayQuota)
+		default:
+			cfg.ReplayCacheMax = n.V
+		}
+	} else if cfg.ReplayQuota > cfg.ReplayCacheMax {
+		c.add(k.ReplayQuota.Line, "%s.replay_quota: %d is more than replay_cache_size (%d)", p, cfg.ReplayQuota, cfg.ReplayCacheMax)
 	}
 }
 

@@ -190,6 +190,9 @@ func TestLoadValid(t *testing.T) {
 		{"SelfTestSPN", cfg.SelfTestSPN, "HTTP/auth1.example.test"},
 		{"SelfTestInterval", cfg.SelfTestInterval, 60 * time.Second},
 		{"MaxClockSkew", cfg.MaxClockSkew, 5 * time.Minute},
+		{"MaxFutureSkew", cfg.MaxFutureSkew, 30 * time.Second},
+		{"ReplayCacheMax", cfg.ReplayCacheMax, 100000},
+		{"ReplayQuota", cfg.ReplayQuota, 50},
 		{"LDAP.Timeout", cfg.LDAP.Timeout, 5 * time.Second},
 		{"LDAP.PoolSize", cfg.LDAP.PoolSize, 4},
 		{"MaxConns", cfg.MaxConns, 10000},
@@ -476,6 +479,23 @@ func TestLoadProblems(t *testing.T) {
 			want: []string{
 				`18: authnode.kerberos.max_clock_skew: must be more than zero, got -5m0s`,
 				`34: authnode.ldap.timeout: must be more than zero, got 0s`,
+			},
+		},
+		{
+			name:  "replay limits",
+			lines: map[int]string{17: "    account: svc_http\n    max_future_skew: 6m\n    replay_quota: 0\n    replay_cache_size: 20000000"},
+			want: []string{
+				`18: authnode.kerberos.max_future_skew: 6m0s is more than max_clock_skew (5m0s)`,
+				`19: authnode.kerberos.replay_quota: must be at least 1, got 0`,
+				`20: authnode.kerberos.replay_cache_size: 20000000 is more than 10000000 (up to 250 bytes an entry)`,
+			},
+		},
+		{
+			name:  "replay limits that contradict each other",
+			lines: map[int]string{17: "    account: svc_http\n    max_clock_skew: 1m\n    max_future_skew: 1s\n    replay_quota: 100\n    replay_cache_size: 99"},
+			want: []string{
+				`19: authnode.kerberos.max_future_skew: 1s is too small; the domain controller's clock is read to the second (at least 2s)`,
+				`21: authnode.kerberos.replay_cache_size: 99 is less than replay_quota (100)`,
 			},
 		},
 		{
