@@ -126,8 +126,12 @@ func TestLoginRefusedWhenTheTokenStoreIsFull(t *testing.T) {
 		tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
 	}
 	w := ssoRequest(n, "Negotiate YQ==")
-	if w.Code < 500 || w.Header().Get("Location") != "" {
-		t.Fatalf("login with the token store full: %d, Location %q; want a 5xx and no redirect", w.Code, w.Header().Get("Location"))
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Location") != "" || !strings.Contains(w.Body.String(), "store_full") {
+		t.Fatalf("login with the token store full: %d, Location %q, body %q; want 503 store_full and no redirect",
+			w.Code, w.Header().Get("Location"), w.Body.String())
+	}
+	if got := testutil.ToFloat64(n.metrics.logins.WithLabelValues("failure", "store_full")); got != 1 {
+		t.Errorf(`logins_total{outcome="failure",reason="store_full"} = %v, want 1`, got)
 	}
 	if got := testutil.ToFloat64(n.metrics.storeFull.WithLabelValues("tokens")); got != 1 {
 		t.Errorf("store_full_total{store=tokens} = %v, want 1", got)

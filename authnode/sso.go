@@ -15,6 +15,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/internal/clip"
 	"github.com/iwalb/iwalb/authnode/negotiate"
+	"github.com/iwalb/iwalb/authnode/store"
 )
 
 // Identity is what an application learns about a user when it redeems a
@@ -105,6 +106,8 @@ var (
 		"Your account is disabled", "The account is disabled or expired in Active Directory."}
 	failNotInGroup = failure{"not_in_group", http.StatusForbidden, false,
 		"You are not allowed to use this application", "Your account is not a member of the group this application requires."}
+	failStoreFull = failure{"store_full", http.StatusServiceUnavailable, false,
+		"The server is busy", "Too many sign-ins are held here; try again in a few minutes."}
 	failInternal = failure{"internal", http.StatusInternalServerError, false,
 		"Sign-in failed", "An internal error occurred; the administrator can find it in the log."}
 )
@@ -136,6 +139,7 @@ func classify(err error) failure {
 		{directory.ErrIdentityMismatch, failIdentityMismatch},
 		{directory.ErrDisabled, failUserDisabled},
 		{directory.ErrNotInGroup, failNotInGroup},
+		{store.ErrFull, failStoreFull},
 	} {
 		if errors.Is(err, c.target) {
 			return c.f
@@ -220,7 +224,7 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	}
 	token, err := n.issueToken(r.Context(), ident)
 	if err != nil {
-		n.fail(w, r, log, failInternal, err, start)
+		n.fail(w, r, log, classify(err), err, start)
 		return
 	}
 	if len(id.ResponseToken) > 0 {
