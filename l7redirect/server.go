@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Server holds the HTTP limits shared by the front door's listeners. The
@@ -99,23 +101,51 @@ func orDefault(d, def time.Duration) time.Duration {
 // host, path and query over HTTPS: 301 for GET and HEAD, 308 (which keeps
 // the method and body) for the others. It redirects only to the front
 // door's own names; any other Host is answered 421, so it is no open
-// redirect either.
+// redirect either. A request-target longer than its bound is answered 414.
+// It sends no Strict-Transport-Security header: browsers ignore one that
+// comes over plain HTTP.
 type HTTPSRedirect struct {
-	names []string
-	port  int
-	log   *slog.Logger
+	names     []string
+	port      int
+	maxTarget int
+	log       *slog.Logger
+	refused   *prometheus.CounterVec
+}
+
+// RedirectConfig configures an HTTPSRedirect.
+type RedirectConfig struct {
+	// Name is the front door's, for logs and the "frontdoor" label of its
+	// metrics.
+	Name string
+	// Names are the names redirected: exact names or "*.example.test"
+	// wildcards, as in Rule.Host.
+	Names []string
+	// Port is the HTTPS port redirected to; 0 or 443 is left out of the
+	// URL.
+	Port int
+	// MaxRequestTarget bounds the request-target in bytes, as
+	// Config.MaxRequestTarget does; 0 means DefaultMaxRequestTarget.
+	MaxRequestTarget int
 }
 
 // NewHTTPSRedirect returns a plain-HTTP handler that redirects to HTTPS on
 // port (0 or 443: left out of the URL) for the names given: exact names or
-// "*.example.test" wildcards, as in Rule.Host.
+// "*.example.test" wildcards, as in Rule.Host. It is NewRedirect without a
+// front-door name or metrics, with the default bound.
 func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedirect, error) {
+	return NewRedirect(RedirectConfig{Names: names, Port: port}, Options{Logger: logger})
+}
+
+// NewRedirect validates cfg and returns a plain-HTTP handler that
+// redirects to HTTPS; opts.Registerer receives
+// iwalb_l7redirect_requests_refused_total{listener="http"}.
+func NewRedirect(cfg RedirectConfig, opts Options) (*HTTPSRedirect, error) {
 	var errs []error
-	if len(names) == 0 {
+	if len(cfg.Names) == 0 {
 		errs = append(errs, errors.New("l7redirect: HTTPS redirect: no names"))
 	}
-	r := &HTTPSRedirect{port: port, log: logger}
-	for _, n := range names {
+	r := &HTTPSRedirect{port: cfg.Port, maxTarget: cfg.MaxRequestTarget, log: opts.Logger, refused: newRefused(cfg.Name, "http")}
+	for _, n := range cfg.Names {
 		n = strings.ToLower(strings.TrimSuffix(n, "."))
 		if n == "" || !validHostPattern(n) {
 			errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: name %q is not a DNS name or *.name", n))
@@ -123,14 +153,26 @@ func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedi
 		}
 		r.names = append(r.names, n)
 	}
-	if port < 0 || port > 65535 {
-		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: port %d out of range", port))
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: port %d out of range", cfg.Port))
+	}
+	switch {
+	case cfg.MaxRequestTarget < 0:
+		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: max request target %d must not be negative", cfg.MaxRequestTarget))
+	case cfg.MaxRequestTarget == 0:
+		r.maxTarget = DefaultMaxRequestTarget
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if err := register(opts.Registerer, r.refused); err != nil {
+		return nil, fmt.Errorf("l7redirect %q: HTTPS redirect: register metrics: %w", cfg.Name, err)
+	}
 	if r.log == nil {
 		r.log = slog.Default()
+	}
+	if cfg.Name != "" {
+		r.log = r.log.With("frontdoor", cfg.Name)
 	}
 	return r, nil
 }
@@ -138,27 +180,40 @@ func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedi
 // ServeHTTP implements http.Handler.
 func (hr *HTTPSRedirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	host := requestHost(r.Host)
-	known := false
-	for _, n := range hr.names {
-		if host != "" && hostMatches(n, host) {
-			known = true
-			break
-		}
-	}
 	status := http.StatusMisdirectedRequest
-	if !known {
+	var extra []any
+	switch {
+	case len(r.RequestURI) > hr.maxTarget:
+		// Before any work that grows with the target's length.
+		status = http.StatusRequestURITooLong
+		uriTooLong(w)
+		hr.refused.WithLabelValues(reasonURITooLong).Inc()
+		extra = []any{"target_bytes", len(r.RequestURI)}
+	case !hr.knows(requestHost(r.Host)):
 		writePage(w, status, "Unknown host", "This front door does not serve this host name.")
-	} else {
+	default:
 		status = http.StatusMovedPermanently
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			status = http.StatusPermanentRedirect
 		}
-		loc := targetURL(host, hr.port, cleanPath(r.URL.EscapedPath()), r.URL.RawQuery)
+		loc := targetURL(requestHost(r.Host), hr.port, cleanPath(r.URL.EscapedPath()), r.URL.RawQuery)
 		w.Header().Set("Location", loc)
 		writePage(w, status, "Moved", `This site is served over <a href="`+html.EscapeString(loc)+`">HTTPS</a>.`)
 	}
-	hr.log.Info("request", "scheme", "http", "method", r.Method, "host", truncate(r.Host, 256),
+	hr.log.Info("request", append([]any{"scheme", "http", "method", r.Method, "host", truncate(r.Host, 256),
 		"path", truncate(r.URL.EscapedPath(), 512), "status", status, "client", clientAddr(r.RemoteAddr).String(),
-		"duration", time.Since(start))
+		"duration", time.Since(start)}, extra...)...)
+}
+
+// knows reports whether host (from requestHost) is one of the names.
+func (hr *HTTPSRedirect) knows(host string) bool {
+	if host == "" {
+		return false
+	}
+	for _, n := range hr.names {
+		if hostMatches(n, host) {
+			return true
+		}
+	}
+	return false
 }
