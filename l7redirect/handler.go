@@ -8,14 +8,22 @@
 //		Rules:        []l7redirect.Rule{{Host: "sso.example.test", Pool: authPool}},
 //		StickyCookie: "iwalb_node",
 //	}, l7redirect.Options{Logger: logger, Registerer: reg})
-//	var srv l7redirect.Server
+//	conns, err := l7redirect.NewConnMetrics("sso", reg)
+//	srv := &l7redirect.Server{MaxConns: 10000, MaxConnsPerSource: 256, Metrics: conns}
 //	go srv.Serve(ctx, httpsLn, h, tlsConfig) // certificates chosen by SNI
-//	plain, err := l7redirect.NewHTTPSRedirect([]string{"sso.example.test"}, 443, logger)
+//	plain, err := l7redirect.NewRedirect(l7redirect.RedirectConfig{
+//		Name: "sso", Names: []string{"sso.example.test"}, Port: 443,
+//	}, l7redirect.Options{Logger: logger, Registerer: reg})
 //	go srv.Serve(ctx, httpLn, plain, nil)
 //
 // The redirect target is always https://{node FQDN}[:port]{path}?{query}
 // with the node's name taken from the pool's configuration; nothing the
 // client sends (Host, path, query, cookie) can name another host.
+//
+// Every answer costs time linear in the request, which is bounded: a
+// request-target over Config.MaxRequestTarget is answered 414 before any
+// work on it. Each listener holds at most Server.MaxConns connections, and
+// Server.MaxConnsPerSource from one client.
 //
 // Package l7redirect never relays a request, never holds a connection to a
 // node and never sees a credential. It neither chooses nor checks nodes

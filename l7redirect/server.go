@@ -9,14 +9,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iwalb/iwalb/internal/connlimit"
 )
 
-// Server holds the HTTP limits shared by the front door's listeners. The
-// zero value is ready to use with the defaults stated on each field.
+// Server holds the HTTP and connection limits shared by the front door's
+// listeners. The zero value is ready to use with the defaults stated on
+// each field.
 type Server struct {
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients; 0 means 10s.
@@ -33,20 +37,64 @@ type Server struct {
 	// ShutdownTimeout is how long Serve waits for requests in flight after
 	// its context ends; 0 means 5s.
 	ShutdownTimeout time.Duration
+	// MaxConns bounds the connections each listener given to Serve holds
+	// open at once, counted from accept to close as L4's max_conns is; one
+	// more is reset at once, unread. 0 means DefaultMaxConns, negative no
+	// bound. A ConnListener's connections are not counted: the L4 listener
+	// that hands them over has counted them already.
+	MaxConns int
+	// MaxConnsPerSource bounds those from one client address (IPv6: one
+	// /64), so that one client cannot take them all; 0 means
+	// DefaultMaxConnsPerSource, negative no bound.
+	MaxConnsPerSource int
+	// ExemptSources are the TCP peers MaxConnsPerSource does not apply
+	// to: the balancers in front that send PROXY headers, each carrying
+	// many clients' connections.
+	ExemptSources []netip.Prefix
+	// WrapListener, if set, wraps each listener given to Serve (but a
+	// ConnListener) inside the connection caps. A PROXY-protocol listener
+	// goes here: the caps then count the TCP peer, and a client slow to
+	// send its header holds up its own connection, never the accept loop.
+	WrapListener func(net.Listener) net.Listener
+	// Metrics, if set, counts the connections refused and open.
+	Metrics *ConnMetrics
 	// Logger receives server errors (TLS handshakes that fail are logged
 	// at debug level); nil means slog.Default().
 	Logger *slog.Logger
 }
 
+const (
+	// DefaultMaxConns is Server.MaxConns when it is 0, an L4 listener's
+	// default too: a connection holds one file descriptor, and 10,000 are
+	// well within the open-file limit Go raises a Linux process to.
+	DefaultMaxConns = 10000
+	// DefaultMaxConnsPerSource is Server.MaxConnsPerSource when it is 0:
+	// far more than a browser opens, few enough that it takes 40 sources
+	// to fill DefaultMaxConns. A NAT gateway in front of many users may
+	// need more.
+	DefaultMaxConnsPerSource = 256
+)
+
 // Serve serves h on ln until ctx is cancelled, then shuts down gracefully
 // and returns nil. With tlsConfig it serves HTTPS: give it one certificate
 // per front-door name in Certificates and the one matching the client's SNI
 // is chosen (the first one when nothing matches). Without tlsConfig it
-// serves plain HTTP, meant for an HTTPSRedirect.
+// serves plain HTTP, meant for an HTTPSRedirect. Unless ln is a
+// ConnListener, its connections are capped (MaxConns, MaxConnsPerSource)
+// and then wrapped by WrapListener.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
 	log := s.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if _, handed := ln.(*ConnListener); !handed {
+		listener := "http"
+		if tlsConfig != nil {
+			listener = "https"
+		}
+		var untrack func()
+		ln, untrack = s.limit(ln, listener, log)
+		defer untrack()
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -88,6 +136,52 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tls
 		return nil
 	}
 	return fmt.Errorf("l7redirect: serve %s: %w", ln.Addr(), err)
+}
+
+// refusedLogEvery spaces the warnings about refused connections.
+const refusedLogEvery = 10 * time.Second
+
+// limit caps ln's connections, then wraps it with WrapListener.
+func (s *Server) limit(ln net.Listener, listener string, log *slog.Logger) (net.Listener, func()) {
+	limits := connlimit.Limits{
+		MaxConns:     limitOrDefault(s.MaxConns, DefaultMaxConns),
+		MaxPerSource: limitOrDefault(s.MaxConnsPerSource, DefaultMaxConnsPerSource),
+		Exempt:       s.ExemptSources,
+	}
+	lim := connlimit.New(limits)
+	untrack := s.Metrics.track(listener, lim)
+	// A flood is counted in the metrics and summed up in a warning at most
+	// every refusedLogEvery, not logged line by line. The accept loop is
+	// the only caller.
+	var lastWarn time.Time
+	var since int
+	refused := func(reason connlimit.Reason, addr net.Addr) {
+		s.Metrics.refuse(listener, reason)
+		since++
+		if now := time.Now(); now.Sub(lastWarn) >= refusedLogEvery {
+			log.Warn("connections refused over the limits", "listener", listener, "addr", ln.Addr().String(),
+				"refused", since, "last_client", addr.String(), "last_reason", string(reason),
+				"max_conns", limits.MaxConns, "max_conns_per_source", limits.MaxPerSource)
+			lastWarn, since = now, 0
+		}
+	}
+	var capped net.Listener = connlimit.NewListener(ln, lim, refused)
+	if s.WrapListener != nil {
+		capped = s.WrapListener(capped)
+	}
+	return capped, untrack
+}
+
+// limitOrDefault maps a Server limit to a connlimit one: 0 means def,
+// negative no bound (connlimit's 0).
+func limitOrDefault(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 func orDefault(d, def time.Duration) time.Duration {
