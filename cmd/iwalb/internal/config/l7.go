@@ -43,9 +43,10 @@ type rawL7Listener struct {
 }
 
 // The bounds of a front door's max_request_target. Below the minimum a
-// sign-in URL with a return address may not fit; above the maximum the
-// HTTP server's own 128 KiB limit on the request line and headers
-// together answers 431 first.
+// sign-in URL with a return address may not fit. Above the maximum, with a
+// browser's cookies and headers, a request nears the HTTP server's own
+// limit of about 128 KiB on the request line and headers together, beyond
+// which the server answers 431 itself.
 const (
 	minRequestTarget = 1 << 10
 	maxRequestTarget = 64 << 10
