@@ -51,7 +51,7 @@ type Server struct {
 	// to: the balancers in front that send PROXY headers, each carrying
 	// many clients' connections.
 	ExemptSources []netip.Prefix
-	// WrapListener, if set, wraps each listener given to Serve (but a
+	// WrapListener, if set, wraps each listener given to Serve (other than a
 	// ConnListener) inside the connection caps. A PROXY-protocol listener
 	// goes here: the caps then count the TCP peer, and a client slow to
 	// send its header holds up its own connection, never the accept loop.
