@@ -151,7 +151,10 @@ func TestConnectionFlood(t *testing.T) {
 	tlsConfig := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "sso.example.test")}}
 	const maxConns, perSource = 10, 4
 	var logBuf syncBuffer
-	srv := &Server{Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MaxConns: maxConns, MaxConnsPerSource: perSource, Metrics: m}
+	srv := &Server{Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MaxConns: maxConns, MaxConnsPerSource: perSource, Metrics: m,
+		// The flood's silent connections stay open for the whole test,
+		// however slow the machine.
+		ReadHeaderTimeout: time.Minute}
 	httpsAddr := serveWith(t, srv, h, tlsConfig)
 	httpAddr := serveWith(t, srv, plain, nil)
 
@@ -356,11 +359,14 @@ func TestIdleKeepAliveClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const idle = 300 * time.Millisecond
+	const idle = time.Second
 	addr := serveWith(t, &Server{Logger: quietLogger(), IdleTimeout: idle}, plain, nil)
 	c := dialFrom(t, "127.0.0.1", addr)
 	br := bufio.NewReader(c)
+	var start time.Time
 	for i := range 2 {
+		// The idle time starts after the last answer, so after this.
+		start = time.Now()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: sso.example.test\r\n\r\n")
 		resp, err := http.ReadResponse(br, nil)
@@ -373,8 +379,7 @@ func TestIdleKeepAliveClosed(t *testing.T) {
 			t.Fatalf("request %d: the server closes a keep-alive connection right away", i+1)
 		}
 	}
-	start := time.Now()
-	c.SetReadDeadline(start.Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("reading the idle connection: %d bytes, %v; want EOF once it is idle %v", n, err, idle)
 	}
