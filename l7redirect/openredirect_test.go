@@ -173,12 +173,17 @@ func FuzzRedirectTarget(f *testing.F) {
 // each round and exceeds it.
 func checkWork(t *testing.T, n int, f func()) {
 	t.Helper()
-	allocs, bytes := allocated(f)
 	maxAllocs, maxBytes := uint64(32+4*bits.Len(uint(n))), uint64(1024+80*n)
-	if allocs > maxAllocs || bytes > maxBytes {
-		t.Fatalf("%d input bytes took %d allocations of %d bytes in all; the budget is %d and %d",
-			n, allocs, bytes, maxAllocs, maxBytes)
+	var allocs, bytes uint64
+	// Counts are process-wide: another test's goroutine winding down may
+	// allocate during one measurement, never during three in a row.
+	for range 3 {
+		if allocs, bytes = allocated(f); allocs <= maxAllocs && bytes <= maxBytes {
+			return
+		}
 	}
+	t.Fatalf("%d input bytes took %d allocations of %d bytes in all; the budget is %d and %d",
+		n, allocs, bytes, maxAllocs, maxBytes)
 }
 
 // allocated returns the allocations f makes and their bytes, averaged over
