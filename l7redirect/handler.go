@@ -8,14 +8,22 @@
 //		Rules:        []l7redirect.Rule{{Host: "sso.example.test", Pool: authPool}},
 //		StickyCookie: "iwalb_node",
 //	}, l7redirect.Options{Logger: logger, Registerer: reg})
-//	var srv l7redirect.Server
+//	conns, err := l7redirect.NewConnMetrics("sso", reg)
+//	srv := &l7redirect.Server{MaxConns: 10000, MaxConnsPerSource: 256, Metrics: conns}
 //	go srv.Serve(ctx, httpsLn, h, tlsConfig) // certificates chosen by SNI
-//	plain, err := l7redirect.NewHTTPSRedirect([]string{"sso.example.test"}, 443, logger)
+//	plain, err := l7redirect.NewRedirect(l7redirect.RedirectConfig{
+//		Name: "sso", Names: []string{"sso.example.test"}, Port: 443,
+//	}, l7redirect.Options{Logger: logger, Registerer: reg})
 //	go srv.Serve(ctx, httpLn, plain, nil)
 //
 // The redirect target is always https://{node FQDN}[:port]{path}?{query}
 // with the node's name taken from the pool's configuration; nothing the
 // client sends (Host, path, query, cookie) can name another host.
+//
+// Every answer costs time linear in the request, which is bounded: a
+// request-target over Config.MaxRequestTarget is answered 414 before any
+// work on it. Each listener holds at most Server.MaxConns connections, and
+// Server.MaxConnsPerSource from one client.
 //
 // Package l7redirect never relays a request, never holds a connection to a
 // node and never sees a credential. It neither chooses nor checks nodes
@@ -68,7 +76,31 @@ type Config struct {
 	// RetryAfter is sent with the 503 answered when no node is healthy; 0
 	// means 5s. It is rounded up to whole seconds.
 	RetryAfter time.Duration
+	// MaxRequestTarget bounds the request-target (path and query as sent)
+	// in bytes; a longer one is answered 414 before anything else is done
+	// with it. 0 means DefaultMaxRequestTarget. The HTTP server refuses
+	// (431) a request line and headers beyond Server.MaxHeaderBytes before
+	// any handler sees them, so a bound above that has no effect.
+	MaxRequestTarget int
+	// HSTSMaxAge is the max-age of the Strict-Transport-Security header
+	// sent with every answer over TLS, so that browsers come back over
+	// HTTPS only. It is rounded up to whole seconds. 0 means
+	// DefaultHSTSMaxAge; negative sends no header.
+	HSTSMaxAge time.Duration
+	// HSTSIncludeSubdomains adds includeSubDomains to that header: set it
+	// only when every name under the front door's names is served over
+	// HTTPS.
+	HSTSIncludeSubdomains bool
 }
+
+const (
+	// DefaultMaxRequestTarget is Config.MaxRequestTarget when it is 0:
+	// browsers send far shorter URLs to a sign-in service.
+	DefaultMaxRequestTarget = 8 << 10
+	// DefaultHSTSMaxAge is Config.HSTSMaxAge when it is 0: one year, what
+	// browsers' preload lists ask for.
+	DefaultHSTSMaxAge = 365 * 24 * time.Hour
+)
 
 // Rule sends the requests it matches to one of its pool's nodes.
 type Rule struct {
@@ -154,6 +186,8 @@ type table struct {
 	cookie                   string
 	cookieMaxAge             int
 	retryAfter               string
+	maxTarget                int
+	hsts                     string // the Strict-Transport-Security value; "" for none
 }
 
 // rule is a compiled Rule.
@@ -183,6 +217,9 @@ func compile(cfg Config) (*table, error) {
 	if cfg.CookieTTL < 0 || cfg.RetryAfter < 0 {
 		fail("cookie TTL and retry-after must not be negative")
 	}
+	if cfg.MaxRequestTarget < 0 {
+		fail("max request target %d must not be negative", cfg.MaxRequestTarget)
+	}
 	if cfg.StickyCookie != "" && !isToken(cfg.StickyCookie) {
 		fail("sticky cookie name %q is not a valid cookie name", cfg.StickyCookie)
 	}
@@ -194,6 +231,11 @@ func compile(cfg Config) (*table, error) {
 	if cfg.RetryAfter > 0 {
 		t.retryAfter = strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second))
 	}
+	t.maxTarget = cfg.MaxRequestTarget
+	if t.maxTarget == 0 {
+		t.maxTarget = DefaultMaxRequestTarget
+	}
+	t.hsts = hstsValue(cfg.HSTSMaxAge, cfg.HSTSIncludeSubdomains)
 	seen := map[string]bool{}
 	build := func(r Rule, label string) *rule {
 		host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
@@ -283,6 +325,22 @@ func compile(cfg Config) (*table, error) {
 		slices.SortStableFunc(rs, func(a, b *rule) int { return len(b.prefix) - len(a.prefix) })
 	}
 	return t, nil
+}
+
+// hstsValue is the Strict-Transport-Security header for Config.HSTSMaxAge
+// and HSTSIncludeSubdomains; "" for none.
+func hstsValue(maxAge time.Duration, subdomains bool) string {
+	switch {
+	case maxAge < 0:
+		return ""
+	case maxAge == 0:
+		maxAge = DefaultHSTSMaxAge
+	}
+	v := "max-age=" + strconv.FormatInt(int64((maxAge+time.Second-1)/time.Second), 10)
+	if subdomains {
+		v += "; includeSubDomains"
+	}
+	return v
 }
 
 // validPath reports whether p is an escaped absolute path that cleanPath
@@ -392,10 +450,25 @@ func (t *table) pick(rl *rule, r *http.Request, client netip.Addr) (*lb.Backend,
 }
 
 // ServeHTTP answers the request with a redirect to a node, 503 when no node
-// is healthy, or 421/404 when no rule matches.
+// is healthy, 421/404 when no rule matches, or 414 when the request-target
+// is too long.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	t := h.table.Load()
+	if t.hsts != "" && r.TLS != nil {
+		// Over plain HTTP browsers ignore it (RFC 6797 §8.1).
+		w.Header().Set("Strict-Transport-Security", t.hsts)
+	}
+	if len(r.RequestURI) > t.maxTarget {
+		// Before any work that grows with the target's length.
+		uriTooLong(w)
+		h.m.refused.WithLabelValues(reasonURITooLong).Inc()
+		h.m.duration.WithLabelValues(strconv.Itoa(http.StatusRequestURITooLong)).Observe(time.Since(start).Seconds())
+		h.log.Info("request", "method", r.Method, "host", truncate(r.Host, 256), "path", truncate(r.URL.EscapedPath(), 512),
+			"status", http.StatusRequestURITooLong, "target_bytes", len(r.RequestURI), "client", clientAddr(r.RemoteAddr).String(),
+			"duration", time.Since(start))
+		return
+	}
 	path := cleanPath(r.URL.EscapedPath())
 	host := requestHost(r.Host)
 	client := clientAddr(r.RemoteAddr)
@@ -445,6 +518,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The query is never logged: it may carry tokens.
 	h.log.Info("request", "method", r.Method, "host", truncate(r.Host, 256), "path", truncate(r.URL.EscapedPath(), 512),
 		"status", status, "rule", ruleName, "node", nodeName, "client", client.String(), "duration", d)
+}
+
+// uriTooLong answers 414 and closes the connection: a client that sends
+// such a target is not a browser following a link.
+func uriTooLong(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	writePage(w, http.StatusRequestURITooLong, "Address too long", "The requested address is too long.")
 }
 
 // clientAddr is the client's IP from RemoteAddr (which a PROXY-protocol

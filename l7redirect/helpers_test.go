@@ -224,13 +224,18 @@ func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
 // serve runs h on a new 127.0.0.1 listener until the test ends.
 func serve(t *testing.T, h http.Handler, tlsConfig *tls.Config) string {
 	t.Helper()
+	return serveWith(t, &Server{Logger: quietLogger()}, h, tlsConfig)
+}
+
+// serveWith is serve with srv's limits.
+func serveWith(t *testing.T, srv *Server, h http.Handler, tlsConfig *tls.Config) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	srv := &Server{Logger: quietLogger()}
 	go func() { errc <- srv.Serve(ctx, ln, h, tlsConfig) }()
 	t.Cleanup(func() {
 		cancel()
@@ -355,6 +360,8 @@ func gatherValues(t *testing.T, g prometheus.Gatherer, name string) map[string]f
 			switch {
 			case m.Counter != nil:
 				v = m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				v = m.GetGauge().GetValue()
 			case m.Histogram != nil:
 				v = float64(m.GetHistogram().GetSampleCount())
 			}

@@ -12,57 +12,59 @@ import (
 // leading slash: leading empty segments and leading "\", "%2F" and "%5C"
 // are dropped, so the path can never read as "//host" or "/\host", whatever
 // a browser or a later relative resolution makes of it. Slashes inside the
-// path are kept as sent. It repeats until nothing changes, so "/%2F.."
-// cannot leave a dot segment behind; each round only shortens the path.
+// path are kept as sent.
+//
+// It runs in one pass, linear in len(p) (RFC 3986 §5.2.4 with an output
+// stack): first the dot segments go, then the front is trimmed. Trimming can
+// turn the first segment into a dot segment ("/%2F.." → ".."); at the root
+// that segment removes nothing before it, so it is dropped and the next
+// segment becomes the front, until the front is clean.
 func cleanPath(p string) string {
-	for {
-		q := cleanOnce(p)
-		if q == p {
-			return q
-		}
-		p = q
-	}
-}
-
-func cleanOnce(p string) string {
 	segs := strings.Split(p, "/")
 	out := make([]string, 0, len(segs))
 	for i, s := range segs {
-		last := i == len(segs)-1
 		switch {
 		case isDot(s):
-			if last {
-				out = append(out, "")
-			}
 		case isDotDot(s):
+			// The segment before, possibly the empty one before the
+			// leading "/": ".." at the root stays at the root.
 			if len(out) > 0 {
 				out = out[:len(out)-1]
 			}
-			if last {
-				out = append(out, "")
-			}
 		default:
 			out = append(out, s)
-		}
-	}
-	for len(out) > 0 {
-		s := trimSlashLike(out[0])
-		if s == "" && len(out) > 1 {
-			out = out[1:]
 			continue
 		}
-		out[0] = s
-		break
+		if i == len(segs)-1 {
+			// "/a/b/.." is the directory "/a/", not "/a".
+			out = append(out, "")
+		}
 	}
-	return "/" + strings.Join(out, "/")
+	// out is never empty: the last segment always leaves one behind.
+	for {
+		s := trimSlashLike(out[0])
+		switch {
+		case len(out) == 1 && (isDot(s) || isDotDot(s)):
+			return "/"
+		case len(out) > 1 && (s == "" || isDot(s) || isDotDot(s)):
+			out = out[1:]
+		default:
+			out[0] = s
+			return "/" + strings.Join(out, "/")
+		}
+	}
 }
 
 func isDot(s string) bool { return s == "." || strings.EqualFold(s, "%2e") }
 
 func isDotDot(s string) bool {
-	switch strings.ToLower(s) {
-	case "..", ".%2e", "%2e.", "%2e%2e":
-		return true
+	switch len(s) {
+	case 2:
+		return s == ".."
+	case 4:
+		return strings.EqualFold(s, ".%2e") || strings.EqualFold(s, "%2e.")
+	case 6:
+		return strings.EqualFold(s, "%2e%2e")
 	}
 	return false
 }

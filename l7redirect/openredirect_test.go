@@ -1,7 +1,9 @@
 package l7redirect
 
 import (
+	"math/bits"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -125,7 +127,9 @@ func TestNoOpenRedirect(t *testing.T) {
 
 // FuzzRedirectTarget checks, for any request-target the HTTP server would
 // accept, that the redirect names the node, starts its path with exactly
-// one slash, and that cleaning is stable.
+// one slash, that cleaning is stable and agrees with the reference, and
+// that building the redirect stays within a work budget linear in the
+// target's length (a pass per segment, as cleanPath once made, does not).
 func FuzzRedirectTarget(f *testing.F) {
 	for _, s := range []string{
 		"/", "//evil.example", `/\evil`, "/%2F%2Fevil", "/%5Cevil", "/..//evil", "/%2e%2e/%2f/evil",
@@ -139,16 +143,63 @@ func FuzzRedirectTarget(f *testing.F) {
 		if err != nil {
 			return
 		}
-		p := cleanPath(u.EscapedPath())
+		escaped := u.EscapedPath()
+		p := cleanPath(escaped)
 		if again := cleanPath(p); again != p {
-			t.Fatalf("cleanPath(%q) = %q, but cleanPath of that is %q", u.EscapedPath(), p, again)
+			t.Fatalf("cleanPath(%q) = %q, but cleanPath of that is %q", escaped, p, again)
+		}
+		// The reference is quadratic: only on inputs it finishes quickly.
+		if len(escaped) <= 128 {
+			if want := cleanPathReference(escaped); p != want {
+				t.Fatalf("cleanPath(%q) = %q, the reference gives %q", escaped, p, want)
+			}
 		}
 		rl := &rule{prefix: "/app", rewrite: "/"}
 		for _, path := range []string{p, rl.targetPath(p)} {
 			loc := targetURL("auth1.example.test", 8443, path, u.RawQuery)
 			checkTarget(t, loc, allowed)
 		}
+		checkWork(t, len(target), func() {
+			p := cleanPath(u.EscapedPath())
+			targetURL("auth1.example.test", 8443, rl.targetPath(p), u.RawQuery)
+		})
 	})
+}
+
+// checkWork fails if f allocates more than a budget linear in n, the
+// length of its input: a constant number of allocations, plus the few that
+// growing a buffer takes (a logarithm), and a constant number of bytes per
+// input byte. A loop that repeats over the whole input allocates again on
+// each round and exceeds it.
+func checkWork(t *testing.T, n int, f func()) {
+	t.Helper()
+	maxAllocs, maxBytes := uint64(32+4*bits.Len(uint(n))), uint64(1024+80*n)
+	var allocs, bytes uint64
+	// Counts are process-wide: another test's goroutine winding down may
+	// allocate during one measurement, never during three in a row.
+	for range 3 {
+		if allocs, bytes = allocated(f); allocs <= maxAllocs && bytes <= maxBytes {
+			return
+		}
+	}
+	t.Fatalf("%d input bytes took %d allocations of %d bytes in all; the budget is %d and %d",
+		n, allocs, bytes, maxAllocs, maxBytes)
+}
+
+// allocated returns the allocations f makes and their bytes, averaged over
+// two runs after a warm-up, counted as testing.AllocsPerRun counts them but
+// without its GOMAXPROCS(1), which would double the cost of each fuzzing
+// run: the fuzz function runs alone in its process.
+func allocated(f func()) (allocs, bytes uint64) {
+	const runs = 2
+	f()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	return (after.Mallocs - before.Mallocs) / runs, (after.TotalAlloc - before.TotalAlloc) / runs
 }
 
 func TestCleanPath(t *testing.T) {
@@ -166,6 +217,10 @@ func TestCleanPath(t *testing.T) {
 		{`/\a`, "/a"},
 		{"/%2F%5c/a", "/a"},
 		{"/%2F..", "/"},
+		{"/a/b/..", "/a/"},
+		{"/%2F../%2F../x", "/x"},
+		{"/%5c./%2F%2e%2E//evil", "/evil"},
+		{"/%2F../", "/"},
 		{"/%252F", "/%252F"},
 		{"a", "/a"},
 	} {

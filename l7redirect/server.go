@@ -9,12 +9,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iwalb/iwalb/internal/connlimit"
 )
 
-// Server holds the HTTP limits shared by the front door's listeners. The
-// zero value is ready to use with the defaults stated on each field.
+// Server holds the HTTP and connection limits shared by the front door's
+// listeners. The zero value is ready to use with the defaults stated on
+// each field.
 type Server struct {
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients; 0 means 10s.
@@ -31,20 +37,64 @@ type Server struct {
 	// ShutdownTimeout is how long Serve waits for requests in flight after
 	// its context ends; 0 means 5s.
 	ShutdownTimeout time.Duration
+	// MaxConns bounds the connections each listener given to Serve holds
+	// open at once, counted from accept to close as L4's max_conns is; one
+	// more is reset at once, unread. 0 means DefaultMaxConns, negative no
+	// bound. A ConnListener's connections are not counted: the L4 listener
+	// that hands them over has counted them already.
+	MaxConns int
+	// MaxConnsPerSource bounds those from one client address (IPv6: one
+	// /64), so that one client cannot take them all; 0 means
+	// DefaultMaxConnsPerSource, negative no bound.
+	MaxConnsPerSource int
+	// ExemptSources are the TCP peers MaxConnsPerSource does not apply
+	// to: the balancers in front that send PROXY headers, each carrying
+	// many clients' connections.
+	ExemptSources []netip.Prefix
+	// WrapListener, if set, wraps each listener given to Serve (other than a
+	// ConnListener) inside the connection caps. A PROXY-protocol listener
+	// goes here: the caps then count the TCP peer, and a client slow to
+	// send its header holds up its own connection, never the accept loop.
+	WrapListener func(net.Listener) net.Listener
+	// Metrics, if set, counts the connections refused and open.
+	Metrics *ConnMetrics
 	// Logger receives server errors (TLS handshakes that fail are logged
 	// at debug level); nil means slog.Default().
 	Logger *slog.Logger
 }
 
+const (
+	// DefaultMaxConns is Server.MaxConns when it is 0, an L4 listener's
+	// default too: a connection holds one file descriptor, and 10,000 are
+	// well within the open-file limit Go raises a Linux process to.
+	DefaultMaxConns = 10000
+	// DefaultMaxConnsPerSource is Server.MaxConnsPerSource when it is 0:
+	// far more than a browser opens, few enough that it takes 40 sources
+	// to fill DefaultMaxConns. A NAT gateway in front of many users may
+	// need more.
+	DefaultMaxConnsPerSource = 256
+)
+
 // Serve serves h on ln until ctx is cancelled, then shuts down gracefully
 // and returns nil. With tlsConfig it serves HTTPS: give it one certificate
 // per front-door name in Certificates and the one matching the client's SNI
 // is chosen (the first one when nothing matches). Without tlsConfig it
-// serves plain HTTP, meant for an HTTPSRedirect.
+// serves plain HTTP, meant for an HTTPSRedirect. Unless ln is a
+// ConnListener, its connections are capped (MaxConns, MaxConnsPerSource)
+// and then wrapped by WrapListener.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
 	log := s.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if _, handed := ln.(*ConnListener); !handed {
+		listener := "http"
+		if tlsConfig != nil {
+			listener = "https"
+		}
+		var untrack func()
+		ln, untrack = s.limit(ln, listener, log)
+		defer untrack()
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -88,6 +138,52 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tls
 	return fmt.Errorf("l7redirect: serve %s: %w", ln.Addr(), err)
 }
 
+// refusedLogEvery spaces the warnings about refused connections.
+const refusedLogEvery = 10 * time.Second
+
+// limit caps ln's connections, then wraps it with WrapListener.
+func (s *Server) limit(ln net.Listener, listener string, log *slog.Logger) (net.Listener, func()) {
+	limits := connlimit.Limits{
+		MaxConns:     limitOrDefault(s.MaxConns, DefaultMaxConns),
+		MaxPerSource: limitOrDefault(s.MaxConnsPerSource, DefaultMaxConnsPerSource),
+		Exempt:       s.ExemptSources,
+	}
+	lim := connlimit.New(limits)
+	untrack := s.Metrics.track(listener, lim)
+	// A flood is counted in the metrics and summed up in a warning at most
+	// every refusedLogEvery, not logged line by line. The accept loop is
+	// the only caller.
+	var lastWarn time.Time
+	var since int
+	refused := func(reason connlimit.Reason, addr net.Addr) {
+		s.Metrics.refuse(listener, reason)
+		since++
+		if now := time.Now(); now.Sub(lastWarn) >= refusedLogEvery {
+			log.Warn("connections refused over the limits", "listener", listener, "addr", ln.Addr().String(),
+				"refused", since, "last_client", addr.String(), "last_reason", string(reason),
+				"max_conns", limits.MaxConns, "max_conns_per_source", limits.MaxPerSource)
+			lastWarn, since = now, 0
+		}
+	}
+	var capped net.Listener = connlimit.NewListener(ln, lim, refused)
+	if s.WrapListener != nil {
+		capped = s.WrapListener(capped)
+	}
+	return capped, untrack
+}
+
+// limitOrDefault maps a Server limit to a connlimit one: 0 means def,
+// negative no bound (connlimit's 0).
+func limitOrDefault(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
@@ -99,23 +195,51 @@ func orDefault(d, def time.Duration) time.Duration {
 // host, path and query over HTTPS: 301 for GET and HEAD, 308 (which keeps
 // the method and body) for the others. It redirects only to the front
 // door's own names; any other Host is answered 421, so it is no open
-// redirect either.
+// redirect either. A request-target longer than its bound is answered 414.
+// It sends no Strict-Transport-Security header: browsers ignore one that
+// comes over plain HTTP.
 type HTTPSRedirect struct {
-	names []string
-	port  int
-	log   *slog.Logger
+	names     []string
+	port      int
+	maxTarget int
+	log       *slog.Logger
+	refused   *prometheus.CounterVec
+}
+
+// RedirectConfig configures an HTTPSRedirect.
+type RedirectConfig struct {
+	// Name is the front door's, for logs and the "frontdoor" label of its
+	// metrics.
+	Name string
+	// Names are the names redirected: exact names or "*.example.test"
+	// wildcards, as in Rule.Host.
+	Names []string
+	// Port is the HTTPS port redirected to; 0 or 443 is left out of the
+	// URL.
+	Port int
+	// MaxRequestTarget bounds the request-target in bytes, as
+	// Config.MaxRequestTarget does; 0 means DefaultMaxRequestTarget.
+	MaxRequestTarget int
 }
 
 // NewHTTPSRedirect returns a plain-HTTP handler that redirects to HTTPS on
 // port (0 or 443: left out of the URL) for the names given: exact names or
-// "*.example.test" wildcards, as in Rule.Host.
+// "*.example.test" wildcards, as in Rule.Host. It is NewRedirect without a
+// front-door name or metrics, with the default bound.
 func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedirect, error) {
+	return NewRedirect(RedirectConfig{Names: names, Port: port}, Options{Logger: logger})
+}
+
+// NewRedirect validates cfg and returns a plain-HTTP handler that
+// redirects to HTTPS; opts.Registerer receives
+// iwalb_l7redirect_requests_refused_total{listener="http"}.
+func NewRedirect(cfg RedirectConfig, opts Options) (*HTTPSRedirect, error) {
 	var errs []error
-	if len(names) == 0 {
+	if len(cfg.Names) == 0 {
 		errs = append(errs, errors.New("l7redirect: HTTPS redirect: no names"))
 	}
-	r := &HTTPSRedirect{port: port, log: logger}
-	for _, n := range names {
+	r := &HTTPSRedirect{port: cfg.Port, maxTarget: cfg.MaxRequestTarget, log: opts.Logger, refused: newRefused(cfg.Name, "http")}
+	for _, n := range cfg.Names {
 		n = strings.ToLower(strings.TrimSuffix(n, "."))
 		if n == "" || !validHostPattern(n) {
 			errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: name %q is not a DNS name or *.name", n))
@@ -123,14 +247,26 @@ func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedi
 		}
 		r.names = append(r.names, n)
 	}
-	if port < 0 || port > 65535 {
-		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: port %d out of range", port))
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: port %d out of range", cfg.Port))
+	}
+	switch {
+	case cfg.MaxRequestTarget < 0:
+		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: max request target %d must not be negative", cfg.MaxRequestTarget))
+	case cfg.MaxRequestTarget == 0:
+		r.maxTarget = DefaultMaxRequestTarget
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if err := register(opts.Registerer, r.refused); err != nil {
+		return nil, fmt.Errorf("l7redirect %q: HTTPS redirect: register metrics: %w", cfg.Name, err)
+	}
 	if r.log == nil {
 		r.log = slog.Default()
+	}
+	if cfg.Name != "" {
+		r.log = r.log.With("frontdoor", cfg.Name)
 	}
 	return r, nil
 }
@@ -138,27 +274,40 @@ func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedi
 // ServeHTTP implements http.Handler.
 func (hr *HTTPSRedirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	host := requestHost(r.Host)
-	known := false
-	for _, n := range hr.names {
-		if host != "" && hostMatches(n, host) {
-			known = true
-			break
-		}
-	}
 	status := http.StatusMisdirectedRequest
-	if !known {
+	var extra []any
+	switch {
+	case len(r.RequestURI) > hr.maxTarget:
+		// Before any work that grows with the target's length.
+		status = http.StatusRequestURITooLong
+		uriTooLong(w)
+		hr.refused.WithLabelValues(reasonURITooLong).Inc()
+		extra = []any{"target_bytes", len(r.RequestURI)}
+	case !hr.knows(requestHost(r.Host)):
 		writePage(w, status, "Unknown host", "This front door does not serve this host name.")
-	} else {
+	default:
 		status = http.StatusMovedPermanently
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			status = http.StatusPermanentRedirect
 		}
-		loc := targetURL(host, hr.port, cleanPath(r.URL.EscapedPath()), r.URL.RawQuery)
+		loc := targetURL(requestHost(r.Host), hr.port, cleanPath(r.URL.EscapedPath()), r.URL.RawQuery)
 		w.Header().Set("Location", loc)
 		writePage(w, status, "Moved", `This site is served over <a href="`+html.EscapeString(loc)+`">HTTPS</a>.`)
 	}
-	hr.log.Info("request", "scheme", "http", "method", r.Method, "host", truncate(r.Host, 256),
+	hr.log.Info("request", append([]any{"scheme", "http", "method", r.Method, "host", truncate(r.Host, 256),
 		"path", truncate(r.URL.EscapedPath(), 512), "status", status, "client", clientAddr(r.RemoteAddr).String(),
-		"duration", time.Since(start))
+		"duration", time.Since(start)}, extra...)...)
+}
+
+// knows reports whether host (from requestHost) is one of the names.
+func (hr *HTTPSRedirect) knows(host string) bool {
+	if host == "" {
+		return false
+	}
+	for _, n := range hr.names {
+		if hostMatches(n, host) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,13 +3,16 @@ package l7redirect
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,4 +153,192 @@ func TestCurl(t *testing.T) {
 	if want := "302 https://auth1.example.test:" + strconv.Itoa(n.port()) + "/app?x=1"; string(out) != want {
 		t.Errorf("curl saw %q, want %q", out, want)
 	}
+}
+
+// TestRequestTargetBound: a request-target over the bound (8 KiB by
+// default) is answered 414 on both listeners, with the connection closed,
+// one access-log line and a count; one at the bound is redirected. The
+// 48 KB dot-segment path that once cost seconds is one of them.
+func TestRequestTargetBound(t *testing.T) {
+	var httpsLog, httpLog syncBuffer
+	n := startNode(t, "auth1")
+	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{n})
+	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Pool: p}}}, slog.New(slog.NewTextHandler(&httpsLog, nil)))
+	plain, err := NewRedirect(RedirectConfig{Name: "sso", Names: []string{"sso.example.test"}, Port: 443},
+		Options{Logger: slog.New(slog.NewTextHandler(&httpLog, nil)), Registerer: fd.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainAddr := serve(t, plain, nil)
+	sendPlain := func(t *testing.T, req string) *http.Response {
+		t.Helper()
+		conn, err := net.Dial("tcp", plainAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(conn, req)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+
+	atBound := "/" + strings.Repeat("a", DefaultMaxRequestTarget-1)
+	overBound := atBound + "b"
+	dots := "/" + strings.Repeat("%2F../", 8<<10) // 48 KiB
+	tests := []struct {
+		name, target string
+		want         int
+	}{
+		{"at the bound", atBound, 0},
+		{"one byte over", overBound, 414},
+		{"48 KiB of dot segments", dots, 414},
+		{"query counts too", "/?" + strings.Repeat("q", DefaultMaxRequestTarget), 414},
+	}
+	for _, tt := range tests {
+		for _, l := range []struct {
+			name string
+			send func(*testing.T, string) *http.Response
+			ok   int
+		}{
+			{"https", func(t *testing.T, req string) *http.Response { return fd.raw(t, req) }, 302},
+			{"http", sendPlain, 301},
+		} {
+			t.Run(l.name+"/"+tt.name, func(t *testing.T) {
+				// Keep-alive asked for: the 414 closes the connection anyway.
+				resp := l.send(t, "GET "+tt.target+" HTTP/1.1\r\nHost: sso.example.test\r\n\r\n")
+				want := tt.want
+				if want == 0 {
+					want = l.ok
+				}
+				if resp.StatusCode != want {
+					t.Fatalf("status %d, want %d", resp.StatusCode, want)
+				}
+				if want == 414 && (!resp.Close || resp.Header.Get("Location") != "") {
+					t.Errorf("414 with Connection %q and Location %q; want the connection closed and no Location",
+						resp.Header.Get("Connection"), resp.Header.Get("Location"))
+				}
+			})
+		}
+	}
+
+	// A request line beyond the server's header limit never reaches the
+	// handler (the counts and lines below have no fourth): the HTTP server
+	// answers 431 itself, and resets the connection if the client is
+	// still sending what it did not read.
+	func() {
+		conn, err := net.Dial("tcp", plainAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(conn, "GET /"+strings.Repeat("a", 200<<10)+" HTTP/1.1\r\nHost: sso.example.test\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		switch {
+		case err == nil && resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge:
+			t.Errorf("a 200 KiB request line: status %d, want 431 from the HTTP server", resp.StatusCode)
+		case err != nil && !errors.Is(err, syscall.ECONNRESET):
+			t.Errorf("a 200 KiB request line: %v, want a 431 or a reset", err)
+		}
+	}()
+
+	refused := gatherValues(t, fd.reg, "iwalb_l7redirect_requests_refused_total")
+	for _, l := range []string{"https", "http"} {
+		if v := refused["frontdoor=sso,listener="+l+",reason=uri_too_long"]; v != 3 {
+			t.Errorf("requests_refused_total{listener=%s} = %v, want 3 (all: %v)", l, v, refused)
+		}
+	}
+	if v := gatherValues(t, fd.reg, "iwalb_l7redirect_request_duration_seconds")["frontdoor=sso,status=414"]; v != 3 {
+		t.Errorf("request_duration_seconds{status=414} count = %v, want 3", v)
+	}
+	for name, logs := range map[string]string{"https": httpsLog.String(), "http": httpLog.String()} {
+		var lines []string
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, "msg=request") && strings.Contains(line, "status=414") {
+				lines = append(lines, line)
+			}
+		}
+		if len(lines) != 3 {
+			t.Fatalf("%s: %d access-log lines with status=414, want 3:\n%s", name, len(lines), logs)
+		}
+		for _, want := range []string{"frontdoor=sso", "target_bytes=" + strconv.Itoa(len(overBound)), "target_bytes=" + strconv.Itoa(len(dots))} {
+			if !strings.Contains(strings.Join(lines, "\n"), want) {
+				t.Errorf("%s: the 414 lines lack %q:\n%s", name, want, strings.Join(lines, "\n"))
+			}
+		}
+		for _, line := range lines {
+			if len(line) > 2048 || strings.Contains(line, "qqqq") {
+				t.Errorf("%s: a 414 line of %d bytes, or with the query: %.200s…", name, len(line), line)
+			}
+		}
+	}
+}
+
+// TestHSTS: every answer over TLS carries Strict-Transport-Security (a
+// year by default, as configured, or none when turned off); the plain-HTTP
+// redirect, which browsers would not trust with it, never does.
+func TestHSTS(t *testing.T) {
+	n := startNode(t, "auth1")
+	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{n})
+	cfg := Config{Name: "sso", Rules: []Rule{{Host: "sso.example.test", Pool: p}}}
+	fd := startFrontDoor(t, cfg, nil)
+	check := func(t *testing.T, want string) {
+		t.Helper()
+		for _, req := range []struct {
+			host, target string
+			status       int
+		}{
+			{"sso.example.test", "/app", 302},
+			{"other.example.test", "/", 421},
+			{"sso.example.test", "/" + strings.Repeat("a", DefaultMaxRequestTarget), 414},
+		} {
+			resp := fd.raw(t, "GET "+req.target+" HTTP/1.1\r\nHost: "+req.host+"\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != req.status {
+				t.Fatalf("Host %s: status %d, want %d", req.host, resp.StatusCode, req.status)
+			}
+			if got := resp.Header.Values("Strict-Transport-Security"); strings.Join(got, ",") != want {
+				t.Errorf("%d answer: Strict-Transport-Security %q, want %q", resp.StatusCode, got, want)
+			}
+		}
+	}
+	t.Run("default", func(t *testing.T) { check(t, "max-age=31536000") })
+	t.Run("configured", func(t *testing.T) {
+		cfg.HSTSMaxAge, cfg.HSTSIncludeSubdomains = time.Hour+time.Millisecond, true
+		if err := fd.h.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+		check(t, "max-age=3601; includeSubDomains")
+	})
+	t.Run("off", func(t *testing.T) {
+		cfg.HSTSMaxAge = -1
+		if err := fd.h.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+		check(t, "")
+	})
+	t.Run("not over plain HTTP", func(t *testing.T) {
+		h, err := New(Config{Name: "sso", Rules: []Rule{{Pool: p}}}, Options{Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "http://sso.example.test/", nil))
+		redirect, err := NewHTTPSRedirect([]string{"sso.example.test"}, 0, quietLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec2 := httptest.NewRecorder()
+		redirect.ServeHTTP(rec2, httptest.NewRequest("GET", "http://sso.example.test/", nil))
+		for _, r := range []*httptest.ResponseRecorder{rec, rec2} {
+			if v := r.Header().Get("Strict-Transport-Security"); v != "" || r.Code/100 != 3 {
+				t.Errorf("answer %d over plain HTTP with Strict-Transport-Security %q", r.Code, v)
+			}
+		}
+	})
 }

@@ -209,12 +209,27 @@ func buildL7(f *config.File, pools *lb.Set, logger *slog.Logger, reg prometheus.
 		if err != nil {
 			return nil, nil, fmt.Errorf("l7redirect: %w", err)
 		}
+		conns, err := l7redirect.NewConnMetrics(d.Name, reg)
+		if err != nil {
+			return nil, nil, fmt.Errorf("l7redirect: %w", err)
+		}
 		fd := &frontDoor{name: d.Name, handler: h, tls: d.TLS, handed: l7redirect.NewConnListener(nil),
 			l4Stopped: l4Stopped, log: log.With("frontdoor", d.Name)}
-		fd.server = &l7redirect.Server{Logger: fd.log}
+		fd.server = &l7redirect.Server{Logger: fd.log, MaxConns: d.MaxConns, MaxConnsPerSource: d.MaxConnsPerSource, Metrics: conns}
+		if d.ProxyProtocol {
+			// Inside the connection caps, which then count the balancer
+			// (exempt from the per-source cap) rather than wait for its
+			// header in the accept loop.
+			trusted := d.ProxyTrusted
+			fd.server.ExemptSources = trusted
+			fd.server.WrapListener = func(ln net.Listener) net.Listener { return proxyListener(ln, trusted) }
+		}
 		handed[d.Name] = fd.handed
 		if d.HTTPRedirectListen != "" {
-			if fd.redirect, err = l7redirect.NewHTTPSRedirect(d.Names, d.HTTPSPort, fd.log); err != nil {
+			fd.redirect, err = l7redirect.NewRedirect(l7redirect.RedirectConfig{
+				Name: d.Name, Names: d.Names, Port: d.HTTPSPort, MaxRequestTarget: d.Config.MaxRequestTarget,
+			}, l7redirect.Options{Logger: log, Registerer: reg})
+			if err != nil {
 				return nil, nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
 			}
 		}
@@ -228,9 +243,6 @@ func buildL7(f *config.File, pools *lb.Set, logger *slog.Logger, reg prometheus.
 			ln, err := listen(l.addr)
 			if err != nil {
 				return nil, nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
-			}
-			if d.ProxyProtocol {
-				ln = proxyListener(ln, d.ProxyTrusted)
 			}
 			*l.ln = ln
 		}

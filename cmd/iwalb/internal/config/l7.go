@@ -33,9 +33,24 @@ type rawL7Listener struct {
 	StickyCookie       str              `yaml:"sticky_cookie"`
 	CookieTTL          duration         `yaml:"cookie_ttl"`
 	RetryAfter         duration         `yaml:"retry_after"`
+	MaxRequestTarget   integer          `yaml:"max_request_target"`
+	HSTSMaxAge         duration         `yaml:"hsts_max_age"`
+	HSTSSubdomains     boolean          `yaml:"hsts_include_subdomains"`
+	MaxConns           integer          `yaml:"max_conns"`
+	MaxConnsPerSource  integer          `yaml:"max_conns_per_source"`
 	Rules              []rawL7Rule      `yaml:"rules"`
 	DefaultRule        rawL7Rule        `yaml:"default_rule"`
 }
+
+// The bounds of a front door's max_request_target. Below the minimum a
+// sign-in URL with a return address may not fit. Above the maximum, with a
+// browser's cookies and headers, a request nears the HTTP server's own
+// limit of about 128 KiB on the request line and headers together, beyond
+// which the server answers 431 itself.
+const (
+	minRequestTarget = 1 << 10
+	maxRequestTarget = 64 << 10
+)
 
 type rawCertKey struct {
 	At   pos `yaml:"-"`
@@ -77,7 +92,14 @@ type L7Listener struct {
 	// PROXY header, and only from ProxyTrusted.
 	ProxyProtocol bool
 	ProxyTrusted  []netip.Prefix
+	// MaxConns and MaxConnsPerSource bound the connections each of Listen
+	// and HTTPRedirectListen holds, as l7redirect.Server's fields do
+	// (negative: no per-source bound).
+	MaxConns          int
+	MaxConnsPerSource int
 	// Config is the front door's configuration with defaults applied.
+	// Config.MaxRequestTarget also bounds the plain-HTTP listener's
+	// requests.
 	Config l7redirect.Config
 }
 
@@ -190,6 +212,7 @@ func (c *checker) l7(r rawL7, pools []poolConfig, poolLines map[string]int, l4Ad
 			StickyCookie: rl.StickyCookie.V,
 			RetryAfter:   c.positive(rl.RetryAfter, p+".retry_after", 5*time.Second),
 		}
+		c.l7Limits(rl, p, &l)
 		if rl.StickyCookie.V != "" && !httpToken.MatchString(rl.StickyCookie.V) {
 			c.add(rl.StickyCookie.Line, "%s.sticky_cookie: %q is not a valid cookie name", p, rl.StickyCookie.V)
 		}
@@ -234,6 +257,57 @@ func (c *checker) l7(r rawL7, pools []poolConfig, poolLines map[string]int, l4Ad
 		out = append(out, l)
 	}
 	return out
+}
+
+// l7Limits checks the keys that bound what one client can cost the front
+// door, and the HSTS header, and sets them on l with their defaults.
+func (c *checker) l7Limits(rl rawL7Listener, p string, l *l7Listener) {
+	l.Config.MaxRequestTarget = l7redirect.DefaultMaxRequestTarget
+	if m := rl.MaxRequestTarget; m.Set {
+		l.Config.MaxRequestTarget = m.V
+		if m.V < minRequestTarget || m.V > maxRequestTarget {
+			c.add(m.Line, "%s.max_request_target: %d is out of range; use %d to %d bytes", p, m.V, minRequestTarget, maxRequestTarget)
+		}
+	}
+
+	l.Config.HSTSMaxAge = l7redirect.DefaultHSTSMaxAge
+	if d := rl.HSTSMaxAge; d.Set {
+		switch {
+		case d.V < 0:
+			c.add(d.Line, "%s.hsts_max_age: must not be negative, got %s (0 sends no Strict-Transport-Security)", p, d.V)
+		case d.V == 0:
+			l.Config.HSTSMaxAge = -1 // l7redirect's "none"
+		default:
+			l.Config.HSTSMaxAge = d.V
+		}
+	}
+	if b := rl.HSTSSubdomains; b.Set {
+		l.Config.HSTSIncludeSubdomains = b.V
+		if b.V && rl.HSTSMaxAge.Set && rl.HSTSMaxAge.V == 0 {
+			c.add(b.Line, "%s.hsts_include_subdomains: applies only with hsts_max_age above 0", p)
+		}
+	}
+
+	l.MaxConns = l7redirect.DefaultMaxConns
+	if m := rl.MaxConns; m.Set {
+		// 0 is refused rather than read as "no limit", as for l4: an
+		// unbounded listener is what the setting exists to prevent.
+		l.MaxConns = m.V
+		if m.V < 1 {
+			c.add(m.Line, "%s.max_conns: must be a positive number, got %d", p, m.V)
+		}
+	}
+	l.MaxConnsPerSource = l7redirect.DefaultMaxConnsPerSource
+	if m := rl.MaxConnsPerSource; m.Set {
+		switch {
+		case m.V < 0:
+			c.add(m.Line, "%s.max_conns_per_source: must not be negative, got %d (0: no per-source limit)", p, m.V)
+		case m.V == 0:
+			l.MaxConnsPerSource = -1 // l7redirect's "no bound"
+		default:
+			l.MaxConnsPerSource = m.V
+		}
+	}
 }
 
 // l7Names checks the front door's names: at least one, each a host name

@@ -181,11 +181,61 @@ func TestLoadL7OnlyBehindL4(t *testing.T) {
 		{"no sticky cookie", d.Config.StickyCookie, ""},
 		{"retry after default", d.Config.RetryAfter, 5 * time.Second},
 		{"cookie ttl default", d.Config.CookieTTL, time.Duration(0)},
+		{"max_request_target default", d.Config.MaxRequestTarget, 8192},
+		{"hsts_max_age default: a year", d.Config.HSTSMaxAge, 8760 * time.Hour},
+		{"hsts_include_subdomains default", d.Config.HSTSIncludeSubdomains, false},
+		{"max_conns default", d.MaxConns, 10000},
+		{"max_conns_per_source default", d.MaxConnsPerSource, 256},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+// TestLoadL7Limits: the keys that bound a client's cost, and HSTS, reach
+// the front door's configuration; 0 turns HSTS and the per-source cap off.
+func TestLoadL7Limits(t *testing.T) {
+	dir := l7Fixture(t)
+	for _, tt := range []struct {
+		name, keys               string
+		target, conns, perSource int
+		hsts                     time.Duration
+		subdomains               bool
+	}{
+		{
+			name:   "set",
+			keys:   "      max_request_target: 16384\n      hsts_max_age: 720h\n      hsts_include_subdomains: true\n      max_conns: 500\n      max_conns_per_source: 20",
+			target: 16384, hsts: 720 * time.Hour, subdomains: true, conns: 500, perSource: 20,
+		},
+		{
+			name:   "off",
+			keys:   "      hsts_max_age: 0s\n      max_conns_per_source: 0",
+			target: 8192, hsts: -1, conns: 10000, perSource: -1,
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Load(writeConfig(t, dir, editL7(map[int]string{20: "      retry_after: 10s\n" + tt.keys}, "")))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			set, _ := f.Pools(lb.Options{})
+			doors, err := f.L7Redirect(set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := doors[0]
+			if d.Config.MaxRequestTarget != tt.target || d.Config.HSTSMaxAge != tt.hsts || d.Config.HSTSIncludeSubdomains != tt.subdomains ||
+				d.MaxConns != tt.conns || d.MaxConnsPerSource != tt.perSource {
+				t.Errorf("max_request_target %d, hsts %v %v, max_conns %d, max_conns_per_source %d; want %d, %v %v, %d, %d",
+					d.Config.MaxRequestTarget, d.Config.HSTSMaxAge, d.Config.HSTSIncludeSubdomains, d.MaxConns, d.MaxConnsPerSource,
+					tt.target, tt.hsts, tt.subdomains, tt.conns, tt.perSource)
+			}
+			if _, err := l7redirect.New(d.Config, l7redirect.Options{}); err != nil {
+				t.Errorf("l7redirect.New refuses the loaded config: %v", err)
+			}
+		})
 	}
 }
 
@@ -212,7 +262,7 @@ func TestLoadL7Problems(t *testing.T) {
 			lines: map[int]string{14: "        - {cert: tls/sso.pem, key: tls/sso.key, chain: x}", 17: "      proxy: {enabled: false}", 26: "          prot: 443"},
 			want: []string{
 				`14: unknown key "chain" in l7redirect.listeners[0].certificates[0]; known keys: cert, key`,
-				`17: unknown key "proxy" in l7redirect.listeners[0]; known keys: name, listen, certificates, names, http_redirect_listen, https_port, proxy_protocol, sticky_cookie, cookie_ttl, retry_after, rules, default_rule`,
+				`17: unknown key "proxy" in l7redirect.listeners[0]; known keys: name, listen, certificates, names, http_redirect_listen, https_port, proxy_protocol, sticky_cookie, cookie_ttl, retry_after, max_request_target, hsts_max_age, hsts_include_subdomains, max_conns, max_conns_per_source, rules, default_rule`,
 				`26: unknown key "prot" in l7redirect.listeners[0].rules[0]; known keys: name, host, path_prefix, pool, rewrite_prefix, port`,
 			},
 		},
@@ -343,6 +393,24 @@ func TestLoadL7Problems(t *testing.T) {
 				`18: l7redirect.listeners[0].sticky_cookie: "iwalb node" is not a valid cookie name`,
 				`19: l7redirect.listeners[0].cookie_ttl: must not be negative, got -1s (0 is a session cookie)`,
 				`20: l7redirect.listeners[0].retry_after: must be more than zero, got 0s`,
+			},
+		},
+		{
+			name:  "limits out of range",
+			lines: map[int]string{20: "      retry_after: 10s\n      max_request_target: 100\n      hsts_max_age: -1s\n      max_conns: 0\n      max_conns_per_source: -1"},
+			want: []string{
+				`21: l7redirect.listeners[0].max_request_target: 100 is out of range; use 1024 to 65536 bytes`,
+				`22: l7redirect.listeners[0].hsts_max_age: must not be negative, got -1s (0 sends no Strict-Transport-Security)`,
+				`23: l7redirect.listeners[0].max_conns: must be a positive number, got 0`,
+				`24: l7redirect.listeners[0].max_conns_per_source: must not be negative, got -1 (0: no per-source limit)`,
+			},
+		},
+		{
+			name:  "a request-target bound beyond what the HTTP server reads; includeSubDomains without HSTS",
+			lines: map[int]string{20: "      retry_after: 10s\n      max_request_target: 131072\n      hsts_max_age: 0s\n      hsts_include_subdomains: true"},
+			want: []string{
+				`21: l7redirect.listeners[0].max_request_target: 131072 is out of range; use 1024 to 65536 bytes`,
+				`23: l7redirect.listeners[0].hsts_include_subdomains: applies only with hsts_max_age above 0`,
 			},
 		},
 		{
