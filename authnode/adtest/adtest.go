@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -65,6 +66,17 @@ func Env(t testing.TB) map[string]string {
 		t.Fatalf("read test AD settings %s: %v", path, err)
 	}
 	return env
+}
+
+// Int returns the setting key of env as a number, failing t when it is
+// missing or not a number.
+func Int(t testing.TB, env map[string]string, key string) int {
+	t.Helper()
+	n, err := strconv.Atoi(env[key])
+	if err != nil {
+		t.Fatalf("test AD setting %s=%q: not a number (an env file from an older ad-up?)", key, env[key])
+	}
+	return n
 }
 
 // Login returns a gokrb5 client logged in (AS exchange done) as user with
