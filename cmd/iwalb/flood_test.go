@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -34,20 +32,7 @@ import (
 func TestRunConnectionFloods(t *testing.T) {
 	valid, _ := validConfig(t)
 	dir := filepath.Dir(valid)
-	auth1, auth2 := startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
-	var ca []byte
-	for _, b := range []tlsBackend{auth1, auth2} {
-		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
-	}
-	configtest.WriteFile(t, dir, "tls/ca.pem", ca)
-	configtest.WriteCert(t, dir, "tls/sso.pem", "tls/sso.key", "sso.example.test", time.Now().Add(time.Hour))
-	ssoPair, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls/sso.pem"), filepath.Join(dir, "tls/sso.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
-	roots.AddCert(ssoPair.Leaf)
+	auth1, auth2, _, roots := frontDoorFiles(t, dir)
 	nodePEM, err := os.ReadFile(filepath.Join(dir, "tls/auth1.pem"))
 	if err != nil || !roots.AppendCertsFromPEM(nodePEM) {
 		t.Fatalf("the auth node's certificate: %v", err)

@@ -781,17 +781,14 @@ l4:
 	}
 }
 
-// TestRunL7Redirect runs the front doors in-process over two real HTTPS
-// nodes with https health checks: the L7 front door answers GET with 302
-// and POST with 307 to a node's own name and port, path and query kept; its
-// plain-HTTP listener answers 301; one L4 port hands sso.example.test to the
-// front door (the client sees the front door's certificate and a redirect)
-// and passes lb.example.test through (the client sees a node's
-// certificate); /metrics shows the l7redirect series; shutdown exits 0 and
-// frees every port.
-func TestRunL7Redirect(t *testing.T) {
-	dir := t.TempDir()
-	auth1, auth2 := startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
+// frontDoorFiles starts two TLS backends, auth1 and auth2, and writes the
+// files a front door over them needs into dir: tls/ca.pem (the backends'
+// certificates, for the health checks) and tls/sso.pem with tls/sso.key
+// (the front door's own certificate, whose DER is sso). roots trusts all
+// three.
+func frontDoorFiles(t *testing.T, dir string) (auth1, auth2 tlsBackend, sso []byte, roots *x509.CertPool) {
+	t.Helper()
+	auth1, auth2 = startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
 	var ca []byte
 	for _, b := range []tlsBackend{auth1, auth2} {
 		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
@@ -802,9 +799,23 @@ func TestRunL7Redirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
+	roots = x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca)
 	roots.AddCert(ssoPair.Leaf)
+	return auth1, auth2, ssoPair.Certificate[0], roots
+}
+
+// TestRunL7Redirect runs the front doors in-process over two real HTTPS
+// nodes with https health checks: the L7 front door answers GET with 302
+// and POST with 307 to a node's own name and port, path and query kept; its
+// plain-HTTP listener answers 301; one L4 port hands sso.example.test to the
+// front door (the client sees the front door's certificate and a redirect)
+// and passes lb.example.test through (the client sees a node's
+// certificate); /metrics shows the l7redirect series; shutdown exits 0 and
+// frees every port.
+func TestRunL7Redirect(t *testing.T) {
+	dir := t.TempDir()
+	auth1, auth2, ssoCert, roots := frontDoorFiles(t, dir)
 	nodeTarget := map[string]string{ // Location host:port → node
 		"auth1.example.test:" + port(t, auth1.addr): "auth1",
 		"auth2.example.test:" + port(t, auth2.addr): "auth2",
@@ -894,7 +905,7 @@ l4:
 		t.Errorf("GET through the L7 listener = %d, want 302", code)
 	}
 	checkNode("GET", loc)
-	if st == nil || !bytes.Equal(st.PeerCertificates[0].Raw, ssoPair.Certificate[0]) {
+	if st == nil || !bytes.Equal(st.PeerCertificates[0].Raw, ssoCert) {
 		t.Error("the L7 listener did not present the front door's certificate")
 	}
 	code, loc, _ = redirect(direct, http.MethodPost, "https://sso.example.test:"+ssoPort+"/app?x=1")
@@ -914,7 +925,7 @@ l4:
 		t.Errorf("GET sso.example.test through the L4 port = %d, want 302", code)
 	}
 	checkNode("GET through L4", loc)
-	if st == nil || !bytes.Equal(st.PeerCertificates[0].Raw, ssoPair.Certificate[0]) {
+	if st == nil || !bytes.Equal(st.PeerCertificates[0].Raw, ssoCert) {
 		t.Error("sso.example.test through the L4 port: not the front door's certificate")
 	}
 	conn, err := tls.Dial("tcp", front4, &tls.Config{ServerName: "lb.example.test", RootCAs: roots, NextProtos: []string{"http/1.1"}})
