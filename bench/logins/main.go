@@ -308,6 +308,9 @@ func bench(ctx context.Context, o *options, log io.Writer) (*report, error) {
 	}
 	rep.Interrupted = ctx.Err() != nil
 	rep.fill(t, elapsed, workers, before, after, o.ldapMetric)
+	if rep.Node != nil {
+		rep.Node.PID = o.nodePID
+	}
 	return rep, nil
 }
 

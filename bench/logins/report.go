@@ -209,8 +209,8 @@ func (r *report) print(w io.Writer) {
 		p(label, "%-28s %d%s", k, r.Failures[k], ex)
 	}
 	if n := r.Node; n != nil {
-		p("node CPU", "%.2f s (%.2f cores): %s per login = %s logins/s per core of node CPU",
-			n.CPUSeconds, n.Cores, fmtMs(n.CPUPerLoginMs), fmtNum(n.LoginsPerCoreSecond, "%.0f"))
+		p("node CPU", "pid %d: %.2f s (%.2f cores): %s per login = %s logins/s per core of node CPU",
+			n.PID, n.CPUSeconds, n.Cores, fmtMs(n.CPUPerLoginMs), fmtNum(n.LoginsPerCoreSecond, "%.0f"))
 	} else {
 		p("node CPU", "not measured (give -node-pid)")
 	}
