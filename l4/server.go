@@ -350,7 +350,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	}
 
 	start := time.Now()
-	backend, b, release, sent, err := s.dialBackend(ctx, route, src, dst, br)
+	d, err := s.dialBackend(ctx, route, src, dst, br)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: no backend's fault, and no operator's concern.
@@ -361,16 +361,17 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		s.log.Warn("no backend for connection", "client", addrString(src), "route", route.Name, "err", err)
 		return
 	}
-	defer release()
-	defer backend.Close()
-	stopB := context.AfterFunc(ctx, func() { backend.Close() })
+	defer d.lease.Release()
+	defer d.conn.Close()
+	stopB := context.AfterFunc(ctx, func() { d.conn.Close() })
 	defer stopB()
+	b, sent := d.lease.Backend(), d.sent
 	s.log.Debug("relaying", "client", addrString(src), "sni", hello.ServerName, "route", route.Name, "backend", b.Name)
 
 	t := &tunnel{
 		idle:    s.cfg.IdleTimeout,
 		client:  c,
-		backend: backend,
+		backend: d.conn,
 		up:      s.m.bytes.WithLabelValues(listener, route.Name, dirName(dirUp)),
 		down:    s.m.bytes.WithLabelValues(listener, route.Name, dirName(dirDown)),
 	}
@@ -398,11 +399,18 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.log.LogAttrs(ctx, slog.LevelInfo, "connection relayed", attrs...)
 }
 
-// dialBackend picks and dials backends of route's pool until one accepts the
-// PROXY header (if configured) and the client's buffered bytes, trying up to
-// DialAttempts backends. Nothing has been sent to the client yet, so a retry
-// is invisible to it. sent is how many bytes the first write carried.
-func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Addr, br *bufio.Reader) (net.Conn, *lb.Backend, func(), int, error) {
+// dialed is a connection to a backend that took the client's first bytes.
+type dialed struct {
+	conn  net.Conn
+	lease *lb.Lease // the backend's slot, released when the relay ends
+	sent  int       // bytes of the first write: the PROXY header and the peeked bytes
+}
+
+// dialBackend takes a slot on a backend of route's pool and dials it,
+// until one accepts the PROXY header (if configured) and the client's
+// buffered bytes, trying up to DialAttempts backends. Nothing has been sent
+// to the client yet, so a retry is invisible to it.
+func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Addr, br *bufio.Reader) (dialed, error) {
 	pool := route.Pool
 	clientIP := addrIP(src)
 	var first []byte
@@ -410,7 +418,7 @@ func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Add
 		h := proxyproto.HeaderProxyFromAddrs(byte(route.ProxyProtocol), src, dst)
 		var err error
 		if first, err = h.Format(); err != nil {
-			return nil, nil, nil, 0, fmt.Errorf("format PROXY header for %v: %w", src, err)
+			return dialed{}, fmt.Errorf("format PROXY header for %v: %w", src, err)
 		}
 	}
 	// Everything buffered so far, the ClientHello and anything after it,
@@ -423,27 +431,28 @@ func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Add
 	var tried []*lb.Backend
 	var errs []error
 	for range attempts {
-		b, release, err := pool.Pick(clientIP, tried...)
+		lease, err := pool.Acquire(clientIP, tried...)
 		if err != nil {
 			errs = append(errs, err)
 			break
 		}
+		b := lease.Backend()
 		tried = append(tried, b)
 		conn, err := s.dialOne(ctx, b, first)
 		if err == nil {
-			pool.ReportDialSuccess(b)
-			return conn, b, release, len(first), nil
+			lease.Dialed()
+			return dialed{conn: conn, lease: lease, sent: len(first)}, nil
 		}
-		release()
 		if ctx.Err() != nil {
-			return nil, nil, nil, 0, ctx.Err()
+			lease.Release() // shutting down: not the backend's failure
+			return dialed{}, ctx.Err()
 		}
-		pool.ReportDialFailure(b, err)
+		lease.Failed(err)
 		s.m.dialErrs.WithLabelValues(s.cfg.Name, pool.Name(), b.Name).Inc()
 		s.log.Warn("backend dial failed", "pool", pool.Name(), "backend", b.Name, "err", err)
 		errs = append(errs, err)
 	}
-	return nil, nil, nil, 0, fmt.Errorf("route %s: %w", route.Name, errors.Join(errs...))
+	return dialed{}, fmt.Errorf("route %s: %w", route.Name, errors.Join(errs...))
 }
 
 func (s *Server) dialOne(ctx context.Context, b *lb.Backend, first []byte) (net.Conn, error) {

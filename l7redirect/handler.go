@@ -430,23 +430,16 @@ func (rl *rule) targetPath(path string) string {
 // cookie's value is only ever looked up among the pool's backends, never
 // used as a host.
 func (t *table) pick(rl *rule, r *http.Request, client netip.Addr) (*lb.Backend, error) {
+	var want *lb.Backend
 	if t.cookie != "" {
 		if c, err := r.Cookie(t.cookie); err == nil {
-			if want := rl.pool.Backend(c.Value); want != nil && rl.nodes[want].host != "" {
-				if release, ok := rl.pool.PickBackend(want); ok {
-					release()
-					return want, nil
-				}
+			if b := rl.pool.Backend(c.Value); b != nil && rl.nodes[b].host != "" {
+				want = b
 			}
 		}
 	}
-	b, release, err := rl.pool.Pick(client)
-	if err != nil {
-		return nil, err
-	}
-	// A redirect holds no connection to the node.
-	release()
-	return b, nil
+	// A redirect holds no connection to the node: choose, take no slot.
+	return rl.pool.Choose(client, want)
 }
 
 // ServeHTTP answers the request with a redirect to a node, 503 when no node

@@ -122,18 +122,6 @@ type BackendStatus struct {
 	Since     time.Time // when State last changed (or the pool was built)
 }
 
-// picked counts a pick whose slot acquire already reserved and returns the
-// release func, which frees the slot once however often it is called.
-func (b *Backend) picked() func() {
-	b.picks.Add(1)
-	var done atomic.Bool
-	return func() {
-		if done.CompareAndSwap(false, true) {
-			b.active.Add(-1)
-		}
-	}
-}
-
 // Status returns a snapshot of the backend.
 func (b *Backend) Status() BackendStatus {
 	b.mu.Lock()

@@ -12,11 +12,17 @@
 //	}, lb.Options{Logger: logger, Registerer: reg})
 //	go pool.Run(ctx) // active health checks until ctx is cancelled
 //
-//	b, release, err := pool.Pick(clientIP)
-//	if err != nil { ... } // errors.Is(err, lb.ErrNoHealthyBackend)
-//	defer release()
-//	conn, err := dial(b.Addr)
-//	if err != nil { pool.ReportDialFailure(b, err) } else { pool.ReportDialSuccess(b) }
+//	lease, err := pool.Acquire(clientIP) // a connection slot on a backend
+//	if err != nil { ... }                // errors.Is(err, lb.ErrNoHealthyBackend)
+//	conn, err := dial(lease.Backend().Addr)
+//	if err != nil {
+//		lease.Failed(err) // counts toward a passive ejection; frees the slot
+//		...               // Acquire again, skipping lease.Backend()
+//	}
+//	lease.Dialed()
+//	defer lease.Release() // when the connection ends
+//
+//	b, err := pool.Choose(clientIP, preferred) // a redirect: no slot is held
 //
 // Package lb is not a proxy: it never dials for traffic, and it knows nothing
 // of TLS, HTTP or Kerberos. Probes that speak those protocols are injected as

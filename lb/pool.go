@@ -5,15 +5,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ErrNoHealthyBackend is returned by Pick when no backend of the pool can
-// take a new connection: all are down, drained, at MaxConns or already tried.
+// ErrNoHealthyBackend is wrapped by the errors of Acquire and Choose when
+// no backend of the pool can take a new connection: all are down, drained,
+// at MaxConns or already tried.
 var ErrNoHealthyBackend = errors.New("no healthy backend")
 
 // Config is the configuration of one pool. NewPool validates it.
@@ -131,47 +131,6 @@ func (p *Pool) Backends() []*Backend { return p.backends }
 // Backend returns the backend called name, or nil.
 func (p *Pool) Backend(name string) *Backend { return p.byName[name] }
 
-// Pick chooses a backend for a new connection from clientAddr and reserves a
-// connection slot on it. The caller must call release exactly once when the
-// connection ends (extra calls are ignored). skip lists backends already
-// tried for this connection, so a retry after a dial failure goes elsewhere.
-// When nothing can take the connection, the error wraps ErrNoHealthyBackend.
-func (p *Pool) Pick(clientAddr netip.Addr, skip ...*Backend) (b *Backend, release func(), err error) {
-	now := p.now()
-	usable := func(b *Backend) bool {
-		for _, s := range skip {
-			if s == b {
-				return false
-			}
-		}
-		return !b.drained.Load() && p.isUp(b, now) && b.hasRoom()
-	}
-	// Another pick may take the last slot between Select and acquire; try
-	// again a bounded number of times rather than overshoot MaxConns.
-	for range 2 * len(p.backends) {
-		b = p.policy.Select(clientAddr, usable)
-		if b == nil {
-			break
-		}
-		if b.acquire() {
-			return b, b.picked(), nil
-		}
-	}
-	p.noneLeft.Add(1)
-	return nil, func() {}, fmt.Errorf("pool %s: %w (%s)", p.name, ErrNoHealthyBackend, p.why(skip))
-}
-
-// PickBackend reserves a connection slot on b, as Pick would, if b is
-// usable now: up, not drained and below MaxConns. It is for stickiness,
-// where the client names the backend it had before; a false answer means
-// pick anew with Pick. It does not count as a failed pick.
-func (p *Pool) PickBackend(b *Backend) (release func(), ok bool) {
-	if b == nil || b.pool != p || b.drained.Load() || !p.isUp(b, p.now()) || !b.acquire() {
-		return func() {}, false
-	}
-	return b.picked(), true
-}
-
 // why summarises, for an operator, why no backend was usable.
 func (p *Pool) why(skip []*Backend) string {
 	var down, drained, full int
@@ -211,10 +170,10 @@ func (p *Pool) isUp(b *Backend, now time.Time) bool {
 	return b.State() == StateUp
 }
 
-// ReportDialFailure records that dialing b failed. After the pool's
+// reportDialFailure records that dialing b failed. After the pool's
 // PassiveFall consecutive dial failures b is marked down. Dial failures are
-// counted apart from failed active checks (see ReportDialSuccess).
-func (p *Pool) ReportDialFailure(b *Backend, err error) {
+// counted apart from failed active checks (see reportDialSuccess).
+func (p *Pool) reportDialFailure(b *Backend, err error) {
 	b.dialFailures.Add(1)
 	if p.health.PassiveFall < 0 {
 		return
@@ -226,12 +185,12 @@ func (p *Pool) ReportDialFailure(b *Backend, err error) {
 	p.record(b, false, true, msg)
 }
 
-// ReportDialSuccess records that dialing b succeeded, which resets its run
+// reportDialSuccess records that dialing b succeeded, which resets its run
 // of dial failures. It does not reset a run of failed active checks: a node
 // whose readiness check fails usually still accepts TCP, and its traffic
 // must not keep it in the pool. It never brings a down backend up: only
 // active checks (or the passive cooldown) do that.
-func (p *Pool) ReportDialSuccess(b *Backend) {
+func (p *Pool) reportDialSuccess(b *Backend) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.State() == StateUp {

@@ -41,9 +41,19 @@ func clientIP(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 }
 
+// pick is Acquire as the tests of selection want it: the backend and the
+// lease's Release.
+func pick(p *Pool, c netip.Addr, skip ...*Backend) (*Backend, func(), error) {
+	l, err := p.Acquire(c, skip...)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	return l.Backend(), l.Release, nil
+}
+
 func pickName(t *testing.T, p *Pool, c netip.Addr) string {
 	t.Helper()
-	b, release, err := p.Pick(c)
+	b, release, err := pick(p, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +112,7 @@ func TestLeastConnPicksLeastLoaded(t *testing.T) {
 	p := newTestPool(t, PolicyLeastConn, backends("a", "b", "c")...)
 	held := map[string][]func(){}
 	for range 6 {
-		b, rel, err := p.Pick(clientIP(1))
+		b, rel, err := pick(p, clientIP(1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +128,7 @@ func TestLeastConnPicksLeastLoaded(t *testing.T) {
 		rel()
 	}
 	for range 2 {
-		b, rel, err := p.Pick(clientIP(1))
+		b, rel, err := pick(p, clientIP(1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,18 +149,18 @@ func TestMaxConnsDrainAndRelease(t *testing.T) {
 	bcs[0].MaxConns = 1
 	bcs[1].MaxConns = 1
 	p := newTestPool(t, PolicyRoundRobin, bcs...)
-	b1, rel1, err := p.Pick(clientIP(1))
+	b1, rel1, err := pick(p, clientIP(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b2, rel2, err := p.Pick(clientIP(1))
+	b2, rel2, err := pick(p, clientIP(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b1 == b2 {
 		t.Fatal("MaxConns=1 backend picked twice")
 	}
-	if _, _, err := p.Pick(clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
+	if _, _, err := pick(p, clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
 		t.Fatalf("third pick: err = %v, want ErrNoHealthyBackend", err)
 	} else if !strings.Contains(err.Error(), "2 at max_conns") {
 		t.Errorf("error %q does not say why", err)
@@ -161,7 +171,7 @@ func TestMaxConnsDrainAndRelease(t *testing.T) {
 		t.Fatalf("active = %d after double release, want 0", b1.Active())
 	}
 	b1.SetDrained(true)
-	if _, _, err := p.Pick(clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
+	if _, _, err := pick(p, clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
 		t.Fatalf("pick with one drained and one full: err = %v", err)
 	}
 	// Draining does not touch connections already picked.
@@ -187,7 +197,7 @@ func TestMaxConnsUnderConcurrency(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, rel, err := p.Pick(clientIP(1)); err == nil {
+			if _, rel, err := pick(p, clientIP(1)); err == nil {
 				mu.Lock()
 				rels = append(rels, rel)
 				mu.Unlock()
@@ -205,9 +215,9 @@ func TestMaxConnsUnderConcurrency(t *testing.T) {
 
 func TestPickSkipsTriedBackends(t *testing.T) {
 	p := newTestPool(t, PolicyClientIPHash, backends("a", "b")...)
-	first, rel, _ := p.Pick(clientIP(7))
+	first, rel, _ := pick(p, clientIP(7))
 	rel()
-	second, rel, err := p.Pick(clientIP(7), first)
+	second, rel, err := pick(p, clientIP(7), first)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +225,7 @@ func TestPickSkipsTriedBackends(t *testing.T) {
 	if second == first {
 		t.Fatal("retry got the backend it was told to skip")
 	}
-	if _, _, err := p.Pick(clientIP(7), first, second); !errors.Is(err, ErrNoHealthyBackend) {
+	if _, _, err := pick(p, clientIP(7), first, second); !errors.Is(err, ErrNoHealthyBackend) {
 		t.Fatalf("all tried: err = %v", err)
 	}
 }
@@ -287,13 +297,13 @@ func TestPassiveMarkingAndCooldown(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := p.Backend("a")
-	p.ReportDialFailure(a, errors.New("connection refused"))
-	p.ReportDialSuccess(a) // a success in between resets the run
-	p.ReportDialFailure(a, errors.New("connection refused"))
+	p.reportDialFailure(a, errors.New("connection refused"))
+	p.reportDialSuccess(a) // a success in between resets the run
+	p.reportDialFailure(a, errors.New("connection refused"))
 	if a.State() != StateUp {
 		t.Fatal("non-consecutive failures ejected the backend")
 	}
-	p.ReportDialFailure(a, errors.New("connection refused"))
+	p.reportDialFailure(a, errors.New("connection refused"))
 	if a.State() != StateDown {
 		t.Fatal("two consecutive dial failures did not eject the backend")
 	}
@@ -390,12 +400,12 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 	if got := b.checksFailed.Load(); got < 2 {
 		t.Errorf("ejected after %d failed checks, want fall=2", got)
 	}
-	if _, _, err := p.Pick(clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
+	if _, _, err := pick(p, clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
 		t.Fatalf("pick from a pool whose only backend is down: %v", err)
 	}
 	srv.start(t)
 	waitFor(t, "return", 2*time.Second, func() bool { return b.State() == StateUp })
-	if _, _, err := p.Pick(clientIP(1)); err != nil {
+	if _, _, err := pick(p, clientIP(1)); err != nil {
 		t.Fatalf("pick after return: %v", err)
 	}
 
@@ -449,7 +459,7 @@ func TestSetSharesOneRegistryAndView(t *testing.T) {
 	}
 }
 
-func BenchmarkPick(b *testing.B) {
+func BenchmarkAcquire(b *testing.B) {
 	for _, pol := range []PolicyName{PolicyRoundRobin, PolicyLeastConn, PolicyClientIPHash} {
 		b.Run(string(pol), func(b *testing.B) {
 			p, err := NewPool(Config{Name: "b", Policy: pol, Backends: backends("a", "b", "c", "d")}, Options{Logger: quietLogger()})
@@ -459,7 +469,7 @@ func BenchmarkPick(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
-					_, rel, err := p.Pick(clientIP(i))
+					_, rel, err := pick(p, clientIP(i))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -471,7 +481,10 @@ func BenchmarkPick(b *testing.B) {
 	}
 }
 
-func TestPickBackendHonoursStateDrainAndMaxConns(t *testing.T) {
+// TestChooseHonoursStateDrainAndMaxConns: a redirect's choice takes no
+// slot, and the preferred backend (a sticky cookie's) is kept only while it
+// could take a connection.
+func TestChooseHonoursStateDrainAndMaxConns(t *testing.T) {
 	p := newTestPool(t, PolicyRoundRobin,
 		BackendConfig{Name: "a", Addr: "node-a.example.test:443", MaxConns: 1},
 		BackendConfig{Name: "b", Addr: "127.0.0.1:443", FQDN: "b.example.test"})
@@ -479,25 +492,55 @@ func TestPickBackendHonoursStateDrainAndMaxConns(t *testing.T) {
 	if a.FQDN != "node-a.example.test" || b.FQDN != "b.example.test" {
 		t.Fatalf("FQDNs %q, %q: want the Addr host when unset, else the configured name", a.FQDN, b.FQDN)
 	}
-	release, ok := p.PickBackend(a)
-	if !ok || a.Active() != 1 {
-		t.Fatalf("PickBackend(a) = %v with %d active; want a reserved slot", ok, a.Active())
+	for range 3 {
+		if got, err := p.Choose(clientIP(1), a); err != nil || got != a || a.Active() != 0 {
+			t.Fatalf("Choose(prefer a) = %v, %v with %d active; want a and no slot taken", got, err, a.Active())
+		}
 	}
-	if _, ok := p.PickBackend(a); ok {
-		t.Fatal("PickBackend(a) succeeded beyond MaxConns 1")
+	// a at its MaxConns (an L4 connection holds it): the preference gives way.
+	l, err := p.Acquire(clientIP(2), b)
+	if err != nil || l.Backend() != a {
+		t.Fatalf("Acquire skipping b = %v, %v", l, err)
 	}
-	release()
-	release()
-	if a.Active() != 0 {
-		t.Fatalf("%d active after release; want 0", a.Active())
+	if got, _ := p.Choose(clientIP(1), a); got != b {
+		t.Fatalf("Choose(prefer a) with a full = %v, want b", got.Name)
 	}
+	l.Release()
 	b.SetDrained(true)
-	if _, ok := p.PickBackend(b); ok {
-		t.Fatal("PickBackend picked a drained backend")
+	if got, _ := p.Choose(clientIP(1), b); got != a {
+		t.Fatalf("Choose(prefer drained b) = %v, want a", got.Name)
 	}
 	other := newTestPool(t, PolicyRoundRobin, backends("x")...)
-	if _, ok := p.PickBackend(other.Backend("x")); ok {
-		t.Fatal("PickBackend accepted another pool's backend")
+	if got, _ := p.Choose(clientIP(1), other.Backend("x")); got.pool != p {
+		t.Fatal("Choose preferred another pool's backend")
+	}
+	a.SetDrained(true)
+	if _, err := p.Choose(clientIP(1), nil); !errors.Is(err, ErrNoHealthyBackend) {
+		t.Fatalf("Choose with every backend drained: %v", err)
+	}
+}
+
+// TestLeaseFailedReleasesAndCounts: a failed dial frees the slot and counts
+// toward a passive ejection; Release after it does nothing.
+func TestLeaseFailedReleasesAndCounts(t *testing.T) {
+	p := newTestPool(t, PolicyRoundRobin, backends("a")...)
+	a := p.Backend("a")
+	for i := range p.health.PassiveFall {
+		l, err := p.Acquire(clientIP(1))
+		if err != nil {
+			t.Fatalf("acquire %d: %v", i, err)
+		}
+		l.Failed(errors.New("connection refused"))
+		l.Release()
+		if a.Active() != 0 {
+			t.Fatalf("%d active after Failed and Release, want 0", a.Active())
+		}
+	}
+	if a.State() != StateDown {
+		t.Fatalf("after %d failed leases a is %v, want down", p.health.PassiveFall, a.State())
+	}
+	if _, err := p.Acquire(clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
+		t.Fatalf("Acquire with a down: %v", err)
 	}
 }
 
@@ -529,7 +572,7 @@ func TestDialSuccessesDoNotCancelFailingChecks(t *testing.T) {
 			t.Fatal("failing probe reported success")
 		}
 		for range 10 {
-			p.ReportDialSuccess(a) // traffic keeps flowing between checks
+			p.reportDialSuccess(a) // traffic keeps flowing between checks
 		}
 	}
 	if a.State() != StateDown {
@@ -556,7 +599,7 @@ func TestPassiveCooldownReturnsOnProbation(t *testing.T) {
 	a := p.Backend("a")
 	fail := func(n int) {
 		for range n {
-			p.ReportDialFailure(a, errors.New("i/o timeout"))
+			p.reportDialFailure(a, errors.New("i/o timeout"))
 		}
 	}
 	comeBack := func() {
@@ -575,11 +618,11 @@ func TestPassiveCooldownReturnsOnProbation(t *testing.T) {
 	if a.State() != StateDown {
 		t.Fatal("a black-holed backend back from its cooldown took more than one failed dial to eject again")
 	}
-	if _, _, err := p.Pick(clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
+	if _, _, err := pick(p, clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
 		t.Fatalf("pick during the second cooldown: %v", err)
 	}
 	comeBack()
-	p.ReportDialSuccess(a) // the node really is back
+	p.reportDialSuccess(a) // the node really is back
 	fail(2)
 	if a.State() != StateUp {
 		t.Fatal("after a successful dial, 2 failures ejected the backend; want PassiveFall=3")

@@ -51,11 +51,10 @@ func TestAdminDrainsAndShowsPools(t *testing.T) {
 		t.Fatalf("%d healthy after draining auth2, want 1", n)
 	}
 	for i := range 50 {
-		got, release, err := pool.Pick(netip.AddrFrom4([4]byte{10, 0, byte(i), 1}))
+		got, err := pool.Choose(netip.AddrFrom4([4]byte{10, 0, byte(i), 1}), nil)
 		if err != nil || got.Name != "auth1" {
 			t.Fatalf("pick %d went to %v (%v) while auth2 is drained", i, got, err)
 		}
-		release()
 	}
 	if w := do("POST", "/pools/authnodes/backends/auth2/undrain"); w.Code != 200 || healthy() != 2 {
 		t.Fatalf("undrain: %d %s", w.Code, w.Body)
