@@ -47,12 +47,19 @@ func (s State) String() string {
 type Backend struct {
 	BackendConfig
 
-	pool    *Pool
+	pool *Pool
+	*backendState
+}
+
+// backendState is what a backend's checks, leases and drain keep. A
+// Registry hands it from a backend to its successor in a reloaded Set, so
+// that health, drain, open connections and counters survive the reload.
+type backendState struct {
 	active  atomic.Int64
 	state   atomic.Int32 // State
 	drained atomic.Bool
 
-	// Counters exported by the pool's metrics collector.
+	// Counters exported by the metrics collector.
 	picks        atomic.Uint64
 	dialFailures atomic.Uint64
 	checksOK     atomic.Uint64
@@ -68,6 +75,22 @@ type Backend struct {
 	lastCheck     time.Time
 	since         time.Time
 	retryAt       time.Time // passive ejection without active checks ends here
+}
+
+// movedState returns the state of a backend that kept its pool and name
+// but moved to another address: what the operator set (drain) and the
+// counters carry over; health starts anew, up, since the old address's
+// health says nothing about the new one.
+func (s *backendState) movedState(now time.Time) *backendState {
+	n := &backendState{since: now}
+	n.drained.Store(s.drained.Load())
+	n.picks.Store(s.picks.Load())
+	n.dialFailures.Store(s.dialFailures.Load())
+	n.checksOK.Store(s.checksOK.Load())
+	n.checksFailed.Store(s.checksFailed.Load())
+	n.wentUp.Store(s.wentUp.Load())
+	n.wentDown.Store(s.wentDown.Load())
+	return n
 }
 
 // Active returns the number of connections currently picked and not yet

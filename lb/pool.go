@@ -7,8 +7,6 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrNoHealthyBackend is wrapped by the errors of Acquire and Choose when
@@ -33,8 +31,6 @@ type Config struct {
 type Options struct {
 	// Logger receives state changes; nil means slog.Default().
 	Logger *slog.Logger
-	// Registerer receives the pool's metrics; nil means none are exported.
-	Registerer prometheus.Registerer
 	// Now is the clock; nil means time.Now. Tests inject it.
 	Now func() time.Time
 }
@@ -49,12 +45,26 @@ type Pool struct {
 	health   HealthCheck
 	log      *slog.Logger
 	now      func() time.Time
+	*poolState
+}
+
+// poolState is what a pool keeps across a reload besides its backends'
+// states.
+type poolState struct {
 	noneLeft atomic.Uint64 // picks that found no usable backend
 }
 
 // NewPool validates cfg and builds a pool whose backends all start up.
-// All problems are reported together.
+// All problems are reported together. Its state is its own; a Registry
+// builds pools whose state survives reloads, and exports their metrics.
 func NewPool(cfg Config, opts Options) (*Pool, error) {
+	return newPool(cfg, opts, nil)
+}
+
+// newPool is NewPool with the state of a previous generation: prev, when
+// not nil, gives the pool's and each backend's state to keep (nil for a
+// new one).
+func newPool(cfg Config, opts Options, prev *generation) (*Pool, error) {
 	var errs []error
 	if cfg.Name == "" {
 		errs = append(errs, errors.New("pool name is empty"))
@@ -67,11 +77,12 @@ func NewPool(cfg Config, opts Options) (*Pool, error) {
 		errs = append(errs, fmt.Errorf("pool %q: %w", cfg.Name, err))
 	}
 	p := &Pool{
-		name:   cfg.Name,
-		byName: make(map[string]*Backend, len(cfg.Backends)),
-		health: health,
-		log:    opts.Logger,
-		now:    opts.Now,
+		poolState: prev.pool(cfg.Name),
+		name:      cfg.Name,
+		byName:    make(map[string]*Backend, len(cfg.Backends)),
+		health:    health,
+		log:       opts.Logger,
+		now:       opts.Now,
 	}
 	if p.log == nil {
 		p.log = slog.Default()
@@ -103,7 +114,7 @@ func NewPool(cfg Config, opts Options) (*Pool, error) {
 				bc.FQDN = host
 			}
 		}
-		b := &Backend{BackendConfig: bc, pool: p, since: start}
+		b := &Backend{BackendConfig: bc, pool: p, backendState: prev.backend(cfg.Name, bc, start)}
 		p.backends = append(p.backends, b)
 		p.byName[bc.Name] = b
 	}
@@ -112,11 +123,6 @@ func NewPool(cfg Config, opts Options) (*Pool, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
-	}
-	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(&poolCollector{p: p}); err != nil {
-			return nil, fmt.Errorf("pool %q: register metrics: %w", cfg.Name, err)
-		}
 	}
 	return p, nil
 }

@@ -380,14 +380,18 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 	srv := &flakyServer{}
 	srv.start(t)
 	reg := prometheus.NewPedanticRegistry()
-	p, err := NewPool(Config{
+	pools := NewRegistry()
+	reg.MustRegister(pools)
+	set, err := pools.NewSet([]Config{{
 		Name:     "auth",
 		Backends: []BackendConfig{{Name: "n1", Addr: srv.addr}},
 		Health:   HealthCheck{Interval: 50 * time.Millisecond, Rise: 2, Fall: 2},
-	}, Options{Logger: quietLogger(), Registerer: reg})
+	}}, Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	pools.Activate(set)
+	p := set.Pool("auth")
 	base := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -429,19 +433,17 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 
 func TestSetSharesOneRegistryAndView(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	var pools []*Pool
-	for _, name := range []string{"auth", "web"} {
-		p, err := NewPool(Config{Name: name, Backends: backends("n1", "n2")}, Options{Logger: quietLogger(), Registerer: reg})
-		if err != nil {
-			t.Fatalf("second pool on one registry: %v", err)
-		}
-		pools = append(pools, p)
-	}
-	set, err := NewSet(pools...)
+	registry := NewRegistry()
+	reg.MustRegister(registry)
+	set, err := registry.NewSet([]Config{
+		{Name: "auth", Backends: backends("n1", "n2")},
+		{Name: "web", Backends: backends("n1", "n2")},
+	}, Options{Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewSet(pools[0], pools[0]); err == nil {
+	registry.Activate(set)
+	if _, err := NewSet(set.Pool("auth"), set.Pool("auth")); err == nil {
 		t.Error("NewSet accepted a duplicate pool name")
 	}
 	set.Pool("web").Backend("n2").SetDrained(true)

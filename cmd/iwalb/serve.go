@@ -115,10 +115,15 @@ func buildRoles(f *config.File, logger *slog.Logger, reg *prometheus.Registry) (
 
 	// Pools run their health checks whether or not a front door of this
 	// process uses them: their state is on /metrics either way.
-	pools, err := f.Pools(lb.Options{Logger: logger.With("role", "pools"), Registerer: reg})
+	registry := lb.NewRegistry()
+	if err := reg.Register(registry); err != nil {
+		return nil, fmt.Errorf("pools: register metrics: %w", err)
+	}
+	pools, err := f.Pools(registry, lb.Options{Logger: logger.With("role", "pools")})
 	if err != nil {
 		return nil, fmt.Errorf("pools: %w", err)
 	}
+	registry.Activate(pools)
 	if len(pools.Pools()) > 0 {
 		roles = append(roles, role{name: "pools", run: pools.Run})
 	}

@@ -15,7 +15,7 @@
 //		node, err := authnode.New(cfg, authnode.Options{Logger: logger})
 //		...
 //	}
-//	pools, err := f.Pools(lb.Options{Logger: logger, Registerer: reg})
+//	pools, err := f.Pools(registry, lb.Options{Logger: logger}) // an lb.Registry
 //	doors, err := f.L7Redirect(pools) // each with rules over pools
 //	listeners, err := f.L4(pools, handlers) // handlers: front door name → l7redirect.ConnListener
 //
@@ -272,7 +272,7 @@ func (c *checker) provision(f *File, raw *rawFile) {
 			c.add(raw.Pools[i].At.Line, "pools[%d]: %v", i, err)
 		}
 	}
-	set, err := f.Pools(opts)
+	set, err := f.Pools(lb.NewRegistry(), opts)
 	if err != nil {
 		return // reported above
 	}
@@ -408,19 +408,11 @@ func (f *File) PoolConfigs() []lb.Config {
 	return out
 }
 
-// Pools builds the configured pools into a Set, registering each pool's
-// metrics with opts.Registerer. Without pools the Set is empty. Every call
-// builds new pools: call it once per process (or reload).
-func (f *File) Pools(opts lb.Options) (*lb.Set, error) {
-	pools := make([]*lb.Pool, 0, len(f.pools))
-	for _, cfg := range f.PoolConfigs() {
-		p, err := lb.NewPool(cfg, opts)
-		if err != nil {
-			return nil, err
-		}
-		pools = append(pools, p)
-	}
-	return lb.NewSet(pools...)
+// Pools builds the configured pools into a Set with r, so that backends
+// the active Set of r already has keep their state (see lb.Registry). It
+// does not activate the Set. Without pools the Set is empty.
+func (f *File) Pools(r *lb.Registry, opts lb.Options) (*lb.Set, error) {
+	return r.NewSet(f.PoolConfigs(), opts)
 }
 
 // L4 returns the L4 listeners in file order, each with a Router whose

@@ -122,7 +122,7 @@ func TestLoadPoolsAndL4(t *testing.T) {
 		}
 	}
 
-	set, err := f.Pools(lb.Options{})
+	set, err := f.Pools(lb.NewRegistry(), lb.Options{})
 	if err != nil {
 		t.Fatalf("Pools: %v", err)
 	}
@@ -211,7 +211,7 @@ func TestLoadAuthNodeAndL4(t *testing.T) {
 	if _, ok := f.AuthNode(); !ok {
 		t.Error("AuthNode() = false")
 	}
-	set, err := f.Pools(lb.Options{})
+	set, err := f.Pools(lb.NewRegistry(), lb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

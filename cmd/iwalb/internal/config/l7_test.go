@@ -83,7 +83,7 @@ func TestLoadL7Redirect(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	set, err := f.Pools(lb.Options{})
+	set, err := f.Pools(lb.NewRegistry(), lb.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestLoadL7OnlyBehindL4(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	set, _ := f.Pools(lb.Options{})
+	set, _ := f.Pools(lb.NewRegistry(), lb.Options{})
 	doors, err := f.L7Redirect(set)
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +220,7 @@ func TestLoadL7Limits(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Load: %v", err)
 			}
-			set, _ := f.Pools(lb.Options{})
+			set, _ := f.Pools(lb.NewRegistry(), lb.Options{})
 			doors, err := f.L7Redirect(set)
 			if err != nil {
 				t.Fatal(err)
