@@ -3,6 +3,7 @@ package directory
 import (
 	"container/list"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -162,8 +163,7 @@ func (d *Directory) groupNames(ctx context.Context, sids []string, domain string
 	c.mu.Unlock()
 
 	if len(ask) > 0 {
-		found, err := d.searchGroups(ctx, ask, ops)
-		c.land(mine, ask, found, err, d.now())
+		found, err := d.fly(ctx, mine, ask, ops)
 		if err != nil {
 			return nil, err
 		}
@@ -204,6 +204,25 @@ func (d *Directory) groupNames(ctx context.Context, sids []string, domain string
 	}
 	slices.Sort(names)
 	return slices.Compact(names), nil
+}
+
+// errFlightLost: the login searching for some SIDs stopped without an
+// answer (it panicked); its waiters ask for them themselves.
+var errFlightLost = errors.New("the search for these group SIDs ended without an answer")
+
+// fly searches for sids as the flight f, and lands f whatever happens, so
+// that no later login waits for it in vain.
+func (d *Directory) fly(ctx context.Context, f *flight, sids []string, ops *int) (map[string]string, error) {
+	landed := false
+	defer func() {
+		if !landed {
+			d.sids.land(f, sids, nil, errFlightLost, d.now())
+		}
+	}()
+	found, err := d.searchGroups(ctx, sids, ops)
+	d.sids.land(f, sids, found, err, d.now())
+	landed = true
+	return found, err
 }
 
 // searchGroups returns the sAMAccountName of each of sids that is a group
