@@ -115,15 +115,29 @@ type LDAPConfig struct {
 	ServerName string
 	// BindDN and BindPassword are the proxy account's credentials.
 	BindDN, BindPassword string
-	// BaseDN is where users are searched.
+	// BaseDN is where users, and the groups named in logins, are searched.
 	BaseDN string
 	// RequiredGroup, when set, is the DN of the group (nested membership
 	// counts) that a user must belong to.
 	RequiredGroup string
+	// RequiredGroupCheck is "ticket" (default: the group's SID among the
+	// ticket's, as of when the ticket was issued) or "directory" (asked of
+	// the directory at every login; a second search).
+	RequiredGroupCheck string
 	// Timeout bounds each LDAP operation (default 5s).
 	Timeout time.Duration
-	// PoolSize is the number of idle connections kept (default 4).
+	// PoolSize bounds the LDAP connections open at once for logins
+	// (default directory.DefaultPoolSize, 8).
 	PoolSize int
+	// QueueTimeout is how long a login waits for a free connection before
+	// it is refused with 503 ldap_busy (default 5s).
+	QueueTimeout time.Duration
+	// SIDCacheSize bounds the group SIDs whose names are remembered
+	// (default directory.DefaultSIDCacheSize, 100000); SIDCacheTTL is how
+	// long a name is (default 1h), SIDCacheNegativeTTL how long a SID that
+	// names no group is (default 10m).
+	SIDCacheSize                     int
+	SIDCacheTTL, SIDCacheNegativeTTL time.Duration
 }
 
 // APIClient is one application allowed to redeem tokens.

@@ -29,13 +29,15 @@ import (
 	"github.com/iwalb/iwalb/authnode/store"
 )
 
-// manyGroups is a user in 40 groups: a session of about 2 KB, as users of
-// real domains have.
+// manyGroups is a user in 40 groups, as users of real domains have: their
+// names and the ticket's 41 group SIDs (S-1-18-1 too), a session of about
+// 3.2 KB.
 var manyGroups = func() *directory.User {
 	u := *aliceUser
-	u.Groups = nil
+	u.Groups, u.GroupSIDs = nil, []string{"S-1-18-1"}
 	for i := range 40 {
-		u.Groups = append(u.Groups, fmt.Sprintf("CN=group-%02d,OU=Groups,DC=example,DC=test", i))
+		u.Groups = append(u.Groups, fmt.Sprintf("app-group-%02d", i))
+		u.GroupSIDs = append(u.GroupSIDs, fmt.Sprintf("S-1-5-21-1004336348-1177238915-682003330-%d", 10000+i))
 	}
 	return &u
 }()
@@ -398,6 +400,7 @@ func TestConfigRefusesUnsafeSettings(t *testing.T) {
 		{"wildcard cert name", "wildcards are not allowed", func(c *Config) { c.APIClients[0].CertName = "*.example.test" }},
 		{"negative max conns", "MaxConns -1", func(c *Config) { c.MaxConns = -1 }},
 		{"negative store bound", "StoreMaxBytes -1", func(c *Config) { c.StoreMaxBytes = -1 }},
+		{"unknown group check", `RequiredGroupCheck "pac"`, func(c *Config) { c.LDAP.RequiredGroupCheck = "pac" }},
 	} {
 		c := base()
 		tc.edit(&c)

@@ -13,6 +13,7 @@ type metrics struct {
 	headerBytes     prometheus.Histogram
 	kerberosSeconds prometheus.Histogram
 	ldapSeconds     *prometheus.HistogramVec
+	ldapOpsPerLogin prometheus.Histogram
 	tokensIssued    prometheus.Counter
 	tokensRedeemed  prometheus.Counter
 	redeemFailures  *prometheus.CounterVec
@@ -55,6 +56,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time of Active Directory operations by operation (lookup, check, time) and result (ok, error).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"op", "result"}),
+		ldapOpsPerLogin: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "ldap_operations_per_login",
+			Help:    "LDAP requests a login sent to the directory (searches, each page counted, and the StartTLS and bind of a connection it opened), for every login that reached the directory. 1 once the pool and the SID cache are warm, with required_group_check ticket.",
+			Buckets: []float64{0, 1, 2, 3, 4, 6, 8, 16, 32},
+		}),
 		tokensIssued: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "tokens_issued_total",
 			Help: "One-time SSO tokens issued.",
@@ -96,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
-		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds,
+		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds, m.ldapOpsPerLogin,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
 		m.clockOffset, m.ready, m.storeFull, m.connsRefused,
 	} {
@@ -114,7 +120,7 @@ type storeStats interface {
 }
 
 // registerGauges exports the series read when scraped: the listener's open
-// connections and the in-memory stores' fill.
+// connections, the SID cache's and the in-memory stores' fill.
 func (n *Node) registerGauges(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
@@ -124,6 +130,12 @@ func (n *Node) registerGauges(reg prometheus.Registerer) error {
 			Namespace: ns, Subsystem: sub, Name: "connections_open",
 			Help: "Connections accepted and not yet closed; max_conns bounds it.",
 		}, func() float64 { return float64(n.conns.Open()) }),
+	}
+	if c, ok := n.dir.(interface{ SIDCacheLen() int }); ok {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "sid_cache_entries",
+			Help: "Group SIDs whose name (or absence from the directory) is remembered; ldap.sid_cache_size bounds it.",
+		}, func() float64 { return float64(c.SIDCacheLen()) }))
 	}
 	for _, s := range []struct {
 		name  string

@@ -70,9 +70,10 @@ type ticketValidator interface {
 	Validate(blob []byte) (*negotiate.Identity, error)
 }
 
-// userDirectory answers for users and for its own health.
+// userDirectory answers for users and for its own health. Lookup also says
+// how many LDAP requests it sent.
 type userDirectory interface {
-	Lookup(ctx context.Context, p directory.Principal) (*directory.User, error)
+	Lookup(ctx context.Context, p directory.Principal) (*directory.User, int, error)
 	Check(ctx context.Context) error
 	ServerTime(ctx context.Context) (time.Time, error)
 }
@@ -160,7 +161,13 @@ func New(cfg Config, opts Options) (*Node, error) {
 		URL: cfg.LDAP.URL, StartTLS: cfg.LDAP.StartTLS, AllowPlaintext: cfg.LDAP.AllowPlaintext,
 		TLS: ldapTLS, BindDN: cfg.LDAP.BindDN, BindPassword: cfg.LDAP.BindPassword,
 		BaseDN: cfg.LDAP.BaseDN, RequiredGroup: cfg.LDAP.RequiredGroup,
-		Timeout: cfg.LDAP.Timeout, PoolSize: cfg.LDAP.PoolSize,
+		RequiredGroupCheck:  directory.GroupCheck(cfg.LDAP.RequiredGroupCheck),
+		Timeout:             cfg.LDAP.Timeout,
+		PoolSize:            cfg.LDAP.PoolSize,
+		QueueTimeout:        cfg.LDAP.QueueTimeout,
+		SIDCacheSize:        cfg.LDAP.SIDCacheSize,
+		SIDCacheTTL:         cfg.LDAP.SIDCacheTTL,
+		SIDCacheNegativeTTL: cfg.LDAP.SIDCacheNegativeTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("LDAP: %w", err)
@@ -364,7 +371,16 @@ func (c *Config) setDefaults() {
 	if c.ReplayQuota == 0 {
 		c.ReplayQuota = min(negotiate.DefaultReplayQuota, c.ReplayCacheMax)
 	}
-	def(&c.LDAP.Timeout, 5*time.Second)
+	def(&c.LDAP.Timeout, directory.DefaultTimeout)
+	def(&c.LDAP.QueueTimeout, directory.DefaultQueueTimeout)
+	def(&c.LDAP.SIDCacheTTL, directory.DefaultSIDCacheTTL)
+	def(&c.LDAP.SIDCacheNegativeTTL, directory.DefaultSIDCacheNegativeTTL)
+	if c.LDAP.RequiredGroupCheck == "" {
+		c.LDAP.RequiredGroupCheck = string(directory.GroupCheckTicket)
+	}
+	if c.LDAP.SIDCacheSize == 0 {
+		c.LDAP.SIDCacheSize = directory.DefaultSIDCacheSize
+	}
 	if c.SSOPath == "" {
 		c.SSOPath = "/sso"
 	}
@@ -378,7 +394,7 @@ func (c *Config) setDefaults() {
 		c.SelfTestSPN = "HTTP/" + c.FQDN
 	}
 	if c.LDAP.PoolSize == 0 {
-		c.LDAP.PoolSize = 4
+		c.LDAP.PoolSize = directory.DefaultPoolSize
 	}
 	if c.StoreMaxEntries == 0 {
 		c.StoreMaxEntries = store.DefaultMaxEntries
@@ -443,6 +459,9 @@ func (c *Config) validate() error {
 	}
 	if c.ProxyProtocol && len(c.ProxyTrusted) == 0 {
 		errs = append(errs, errors.New("PROXY protocol enabled with no trusted addresses"))
+	}
+	if g := directory.GroupCheck(c.LDAP.RequiredGroupCheck); g != directory.GroupCheckTicket && g != directory.GroupCheckDirectory {
+		errs = append(errs, fmt.Errorf("LDAP.RequiredGroupCheck %q is neither %q nor %q", g, directory.GroupCheckTicket, directory.GroupCheckDirectory))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("auth node config: %w", err)

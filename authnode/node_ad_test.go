@@ -587,9 +587,12 @@ type tcpForwarder struct {
 	t      *testing.T
 	target string
 	addr   string
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  []net.Conn
+	// relay copies between a client connection and its upstream; nil
+	// means as is.
+	relay func(c, up net.Conn)
+	mu    sync.Mutex
+	ln    net.Listener
+	conns []net.Conn
 }
 
 func newTCPForwarder(t *testing.T, target string) *tcpForwarder {
@@ -621,6 +624,10 @@ func (f *tcpForwarder) start() {
 			f.mu.Lock()
 			f.conns = append(f.conns, c, up)
 			f.mu.Unlock()
+			if f.relay != nil {
+				f.relay(c, up)
+				continue
+			}
 			go func() { _, _ = io.Copy(up, c); up.Close() }()
 			go func() { _, _ = io.Copy(c, up); c.Close() }()
 		}

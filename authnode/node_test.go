@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/iwalb/iwalb/authnode/directory"
@@ -39,17 +40,18 @@ func (f fakeValidator) Validate([]byte) (*negotiate.Identity, error) { return f.
 type fakeDirectory struct {
 	user *directory.User
 	err  error
+	ops  int // LDAP operations the look-up claims
 }
 
-func (f fakeDirectory) Lookup(context.Context, directory.Principal) (*directory.User, error) {
-	return f.user, f.err
+func (f fakeDirectory) Lookup(context.Context, directory.Principal) (*directory.User, int, error) {
+	return f.user, f.ops, f.err
 }
 func (f fakeDirectory) Check(context.Context) error                   { return f.err }
 func (f fakeDirectory) ServerTime(context.Context) (time.Time, error) { return time.Now(), f.err }
 
 const testAPIKey = "test-api-key-0123456789abcdef"
 
-func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Writer) *Node {
+func newTestNode(t testing.TB, v ticketValidator, d userDirectory, logs io.Writer) *Node {
 	t.Helper()
 	cfg := Config{FQDN: "auth1.example.test", Realm: "EXAMPLE.TEST", ApplicationURL: "https://app.example.test/cb?x=1"}
 	cfg.setDefaults()
@@ -74,7 +76,8 @@ func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Write
 var alice = &negotiate.Identity{User: "alice", Realm: "EXAMPLE.TEST", SPN: "HTTP/auth1.example.test@EXAMPLE.TEST",
 	UserSID: "S-1-5-21-1004336348-1177238915-682003330-1103"}
 var aliceUser = &directory.User{SAMAccountName: "alice", UserPrincipalName: "alice@example.test",
-	DisplayName: "Alice Liddell", Mail: "alice@example.test", Groups: []string{"lb-users"}}
+	DisplayName: "Alice Liddell", Mail: "alice@example.test", Groups: []string{"lb-users"},
+	GroupSIDs: []string{"S-1-18-1", "S-1-5-21-1004336348-1177238915-682003330-1104"}}
 
 func ssoRequest(n *Node, authz string) *httptest.ResponseRecorder {
 	r := httptest.NewRequest("GET", "https://auth1.example.test/sso", nil)
@@ -151,6 +154,9 @@ func TestSSOFailuresAreToldApart(t *testing.T) {
 		{"replay", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrReplay), nil, 401, "replay", true},
 		{"expired", "Negotiate YQ==", fmt.Errorf("x: %w", negotiate.ErrTicketExpired), nil, 401, "ticket_expired", true},
 		{"ldap down", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrUnavailable), 503, "ldap_unavailable", false},
+		{"ldap slow", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrTimeout), 503, "ldap_timeout", false},
+		{"ldap pool busy", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrBusy), 503, "ldap_busy", false},
+		{"locked out", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrLockedOut), 403, "user_locked", false},
 		{"not found", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrNotFound), 403, "user_not_found", false},
 		{"name and SID disagree", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrIdentityMismatch), 403, "identity_mismatch", false},
 		{"disabled", "Negotiate YQ==", nil, fmt.Errorf("x: %w", directory.ErrDisabled), 403, "user_disabled", false},
@@ -183,6 +189,10 @@ func TestSSOFailuresAreToldApart(t *testing.T) {
 			if got := strings.Count(logs.String(), "reason="+tt.reason); got != 1 {
 				t.Errorf("%d log lines with reason=%s, want 1; logs:\n%s", got, tt.reason, logs.String())
 			}
+			// A busy pool frees up in moments: say when to come back.
+			if ra := w.Header().Get("Retry-After"); (tt.reason == "ldap_busy") != (ra == "1") {
+				t.Errorf("Retry-After %q", ra)
+			}
 		})
 	}
 }
@@ -212,8 +222,11 @@ func TestLoginRedeemOnceAndNoSecretsInLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.SAMAccountName != "alice" || got.UserPrincipalName != "alice@example.test" || got.Realm != "EXAMPLE.TEST" ||
-		len(got.Groups) != 1 || !wellFormedSecret(got.Session.ID) || !got.Session.ExpiresAt.After(time.Now()) {
+		len(got.Groups) != 1 || len(got.GroupSIDs) != 2 || !wellFormedSecret(got.Session.ID) || !got.Session.ExpiresAt.After(time.Now()) {
 		t.Fatalf("redeemed identity %+v", got)
+	}
+	if !strings.Contains(w.Body.String(), `"groupSids":["S-1-18-1","S-1-5-21-1004336348-1177238915-682003330-1104"]`) {
+		t.Errorf("redeem body does not carry groupSids: %s", w.Body)
 	}
 	if w := redeem(n, testAPIKey, token); w.Code != http.StatusNotFound {
 		t.Fatalf("second redeem: status %d, want 404", w.Code)
@@ -411,5 +424,29 @@ func TestSessionsBelongToTheirApplication(t *testing.T) {
 	}
 	if c := validate("Bearer other-app-key-0123456789"); c != http.StatusNotFound {
 		t.Fatalf("another application: %d, want 404", c)
+	}
+}
+
+// TestLDAPOperationsPerLogin: every login that reached the directory
+// records how many LDAP requests it took, so that "1" can be seen.
+func TestLDAPOperationsPerLogin(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser, ops: 1}, nil)
+	for range 3 {
+		tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
+	}
+	n.dir = fakeDirectory{err: fmt.Errorf("x: %w", directory.ErrNotFound), ops: 2}
+	ssoRequest(n, "Negotiate YQ==")
+	// A login refused before the directory is not counted.
+	n.validator = fakeValidator{err: fmt.Errorf("x: %w", negotiate.ErrReplay)}
+	ssoRequest(n, "Negotiate YQ==")
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(n.metrics.ldapOpsPerLogin)
+	mfs, err := reg.Gather()
+	if err != nil || len(mfs) != 1 || mfs[0].GetName() != "iwalb_authnode_ldap_operations_per_login" {
+		t.Fatalf("gather: %v %v", mfs, err)
+	}
+	if h := mfs[0].GetMetric()[0].GetHistogram(); h.GetSampleCount() != 4 || h.GetSampleSum() != 5 {
+		t.Fatalf("ldap_operations_per_login: %d logins, %v operations; want 4 and 5", h.GetSampleCount(), h.GetSampleSum())
 	}
 }

@@ -23,15 +23,22 @@ import (
 type Identity struct {
 	// SID is the account's objectSid, which the KDC vouched for in the
 	// ticket's PAC: unlike the names, it never changes.
-	SID               string    `json:"objectSid"`
-	SAMAccountName    string    `json:"sAMAccountName"`
-	UserPrincipalName string    `json:"userPrincipalName"`
-	DisplayName       string    `json:"displayName"`
-	Mail              string    `json:"mail"`
-	Groups            []string  `json:"groups"`
-	Realm             string    `json:"realm"`
-	AuthTime          time.Time `json:"authTime"`
-	AuthMethod        string    `json:"authMethod"`
+	SID               string `json:"objectSid"`
+	SAMAccountName    string `json:"sAMAccountName"`
+	UserPrincipalName string `json:"userPrincipalName"`
+	DisplayName       string `json:"displayName"`
+	Mail              string `json:"mail"`
+	// Groups and GroupSIDs come from the ticket (its PAC): the groups the
+	// KDC found the user in, nesting resolved, when it issued the ticket.
+	// GroupSIDs holds every group SID of the ticket, sorted; Groups the
+	// sAMAccountName of those that are groups of the directory under the
+	// base DN, sorted. Well-known SIDs and other domains' groups appear in
+	// GroupSIDs only.
+	Groups     []string  `json:"groups"`
+	GroupSIDs  []string  `json:"groupSids"`
+	Realm      string    `json:"realm"`
+	AuthTime   time.Time `json:"authTime"`
+	AuthMethod string    `json:"authMethod"`
 	// ClientAddr is where the login came from (the PROXY header's address
 	// when the node sits behind the L4 balancer).
 	ClientAddr string `json:"clientAddr"`
@@ -96,6 +103,11 @@ var (
 	failLDAPDown = failure{"ldap_unavailable", http.StatusServiceUnavailable, false,
 		"The directory cannot be reached",
 		"Your ticket is valid, but Active Directory could not be asked about your account. Try again shortly."}
+	failLDAPTimeout = failure{"ldap_timeout", http.StatusServiceUnavailable, false,
+		"The directory is slow to answer",
+		"Your ticket is valid, but Active Directory did not answer about your account in time. Try again shortly."}
+	failLDAPBusy = failure{"ldap_busy", http.StatusServiceUnavailable, false,
+		"The server is busy", "Too many sign-ins are waiting for the directory; try again in a moment."}
 	failForeignRealm = failure{"foreign_realm", http.StatusForbidden, false,
 		"Your account is from another domain", "This service accepts accounts of its own domain only."}
 	failUserNotFound = failure{"user_not_found", http.StatusForbidden, false,
@@ -104,6 +116,8 @@ var (
 		"Your account could not be confirmed", "The directory's account with this ticket's SID has another name than the ticket. If the account was just renamed, sign out and in again."}
 	failUserDisabled = failure{"user_disabled", http.StatusForbidden, false,
 		"Your account is disabled", "The account is disabled or expired in Active Directory."}
+	failUserLocked = failure{"user_locked", http.StatusForbidden, false,
+		"Your account is locked out", "Too many wrong passwords were tried for your account. Wait for the lockout to end, or ask the help desk to unlock it."}
 	failNotInGroup = failure{"not_in_group", http.StatusForbidden, false,
 		"You are not allowed to use this application", "Your account is not a member of the group this application requires."}
 	failStoreFull = failure{"store_full", http.StatusServiceUnavailable, false,
@@ -134,6 +148,9 @@ func classify(err error) failure {
 		{negotiate.ErrTicketExpired, failExpired},
 		{directory.ErrUnavailable, failLDAPDown},
 		{directory.ErrBind, failLDAPDown},
+		{directory.ErrTimeout, failLDAPTimeout},
+		{directory.ErrBusy, failLDAPBusy},
+		{directory.ErrLockedOut, failUserLocked},
 		{directory.ErrNotFound, failUserNotFound},
 		{directory.ErrAmbiguous, failUserNotFound},
 		{directory.ErrIdentityMismatch, failIdentityMismatch},
@@ -200,11 +217,12 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.LDAP.Timeout)
+	ctx, cancel := context.WithTimeout(r.Context(), n.lookupBudget())
 	defer cancel()
 	lstart := time.Now()
-	user, err := n.dir.Lookup(ctx, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID})
+	user, ops, err := n.dir.Lookup(ctx, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs})
 	n.observeLDAP("lookup", lstart, err)
+	n.metrics.ldapOpsPerLogin.Observe(float64(ops))
 	if err != nil {
 		n.fail(w, r, log, classify(err), err, start)
 		return
@@ -217,6 +235,7 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 		DisplayName:       user.DisplayName,
 		Mail:              user.Mail,
 		Groups:            user.Groups,
+		GroupSIDs:         user.GroupSIDs,
 		Realm:             id.Realm,
 		AuthTime:          time.Now().UTC().Truncate(time.Second),
 		AuthMethod:        "kerberos",
@@ -236,7 +255,14 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, n.applicationURL(token), http.StatusFound)
 	n.metrics.logins.WithLabelValues("success", "ok").Inc()
 	log.Info("login", "outcome", "success", "status", http.StatusFound,
-		"groups", len(user.Groups), "duration", time.Since(start))
+		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "duration", time.Since(start))
+}
+
+// lookupBudget bounds one login's directory look-up in all: a wait for a
+// connection (queue_timeout) and its searches (timeout each: the user, and
+// the group SIDs the cache lacks), with room for one more.
+func (n *Node) lookupBudget() time.Duration {
+	return n.cfg.LDAP.QueueTimeout + 3*n.cfg.LDAP.Timeout
 }
 
 // maxErrLog bounds the error text of a login log line. Every string from
@@ -262,6 +288,9 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f 
 	if d := negotiate.RetryAfter(err); d > 0 {
 		// Whole seconds, past the instant the refusal ends.
 		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)+1))
+	} else if f == failLDAPBusy {
+		// The pool frees up as logins finish: moments, not minutes.
+		w.Header().Set("Retry-After", "1")
 	}
 	noStore(w)
 	writePage(w, f.status, f.title, f.hint, f.reason)
@@ -301,7 +330,8 @@ func spnLabel(spn string) string {
 
 func (n *Node) observeLDAP(op string, start time.Time, err error) {
 	result := "ok"
-	if err != nil && (errors.Is(err, directory.ErrUnavailable) || errors.Is(err, directory.ErrBind)) {
+	if err != nil && (errors.Is(err, directory.ErrUnavailable) || errors.Is(err, directory.ErrBind) ||
+		errors.Is(err, directory.ErrTimeout) || errors.Is(err, directory.ErrBusy)) {
 		result = "error"
 	}
 	n.metrics.ldapSeconds.WithLabelValues(op, result).Observe(time.Since(start).Seconds())

@@ -27,7 +27,7 @@ import (
 
 const offlineSPN, offlinePass = "HTTP/auth1.example.test", "offline-service-password"
 
-func offlineKeytab(t *testing.T) *keytab.Keytab {
+func offlineKeytab(t testing.TB) *keytab.Keytab {
 	t.Helper()
 	kt := keytab.New()
 	if err := kt.AddEntry(offlineSPN, "EXAMPLE.TEST", offlinePass, time.Unix(1700000000, 0), 2, 18); err != nil {

@@ -5,6 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"runtime"
@@ -51,10 +54,11 @@ func adConfigs(t *testing.T, env map[string]string) map[string]Config {
 }
 
 // adPrincipal is how the KDC presents user: name, realm and (from the
-// directory) objectSid.
+// directory) objectSid and the group SIDs of its token, as the PAC has them.
 func adPrincipal(t *testing.T, env map[string]string, user string) Principal {
 	t.Helper()
-	return Principal{Name: user, Realm: env["AD_REALM"], SID: adtest.ObjectSID(t, env, user)}
+	a := adtest.NewAdmin(t, env)
+	return Principal{Name: user, Realm: env["AD_REALM"], SID: adtest.ObjectSID(t, env, user), GroupSIDs: a.TokenGroups(a.DN(user))}
 }
 
 func TestLookupAD(t *testing.T) {
@@ -65,23 +69,35 @@ func TestLookupAD(t *testing.T) {
 	// A SID of the domain that no account has.
 	domain := alice.SID[:strings.LastIndex(alice.SID, "-")]
 	withName := func(p Principal, name string) Principal { p.Name = name; return p }
+	withGroup := func(p Principal, sid string) Principal {
+		p.GroupSIDs = append(slices.Clone(p.GroupSIDs), sid)
+		return p
+	}
 	tests := []struct {
 		name          string
 		who           Principal
 		requiredGroup string
 		wantErr       error
 		check         func(t *testing.T, u *User)
+		// directoryOnly: the case holds only with GroupCheckDirectory.
+		directoryOnly bool
 	}{
 		{name: "alice", who: alice, requiredGroup: group, check: func(t *testing.T, u *User) {
 			want := User{DN: env["AD_ALICE_DN"], SID: alice.SID, SAMAccountName: "alice", UserPrincipalName: "alice@example.test",
 				DisplayName: "Alice Liddell", Mail: "alice@example.test"}
 			got := *u
-			got.Groups = nil
+			got.Groups, got.GroupSIDs = nil, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("user = %+v, want %+v", got, want)
 			}
-			if !slices.Contains(u.Groups, env["AD_GROUP"]) {
-				t.Errorf("groups %v lack %s", u.Groups, env["AD_GROUP"])
+			// The names of the token's groups; the primary group is one.
+			if !slices.Contains(u.Groups, env["AD_GROUP"]) || !slices.Contains(u.Groups, "Domain Users") {
+				t.Errorf("groups %v lack %s or Domain Users", u.Groups, env["AD_GROUP"])
+			}
+			// Every SID given is kept, BUILTIN\Users (not a group of the
+			// domain, so not named) too.
+			if !slices.Equal(u.GroupSIDs, uniqueSorted(alice.GroupSIDs)) || !slices.Contains(u.GroupSIDs, "S-1-5-32-545") {
+				t.Errorf("group SIDs %v, want %v", u.GroupSIDs, alice.GroupSIDs)
 			}
 		}},
 		{name: "alice by UPN in realm case", who: withName(alice, "alice@"+realm), requiredGroup: group, check: func(t *testing.T, u *User) {
@@ -107,6 +123,10 @@ func TestLookupAD(t *testing.T) {
 			}
 		}},
 		{name: "carol not in group", who: adPrincipal(t, env, env["AD_CAROL_USER"]), requiredGroup: group, wantErr: ErrNotInGroup},
+		// The ticket says carol is in the group, but she is not: only the
+		// directory's own answer refuses her.
+		{name: "carol with lb-users forged in", who: withGroup(adPrincipal(t, env, env["AD_CAROL_USER"]), adtest.ObjectSID(t, env, env["AD_GROUP"])),
+			requiredGroup: group, wantErr: ErrNotInGroup, directoryOnly: true},
 		{name: "carol without required group", who: adPrincipal(t, env, env["AD_CAROL_USER"]), check: func(t *testing.T, u *User) {
 			if want := adtest.Int(t, env, "AD_CAROL_GROUPS"); len(u.Groups) < want {
 				t.Errorf("carol has %d groups, want >= %d", len(u.Groups), want)
@@ -126,15 +146,26 @@ func TestLookupAD(t *testing.T) {
 		{name: "malformed SID", who: Principal{Name: "alice", Realm: realm, SID: domain + "-*"}, wantErr: ErrNotFound},
 		{name: "no SID", who: Principal{Name: "alice", Realm: realm}, wantErr: ErrNotFound},
 	}
-	for tname, cfg := range adConfigs(t, env) {
+	// Every transport with the group checked in the ticket; over LDAPS
+	// also with the directory's answer.
+	configs := adConfigs(t, env)
+	dirCheck := configs["ldaps"]
+	dirCheck.RequiredGroupCheck = GroupCheckDirectory
+	configs["ldaps, directory check"] = dirCheck
+	for tname, cfg := range configs {
 		t.Run(tname, func(t *testing.T) {
 			for _, tt := range tests {
+				if tt.directoryOnly && cfg.RequiredGroupCheck != GroupCheckDirectory {
+					continue
+				}
 				t.Run(tt.name, func(t *testing.T) {
 					cfg := cfg
 					cfg.RequiredGroup = tt.requiredGroup
 					d := mustNew(t, cfg)
-					d.pageSize = 250 // carol's groups then take several pages
-					u, err := d.Lookup(context.Background(), tt.who)
+					// carol's groups then take several searches of
+					// several pages each.
+					d.pageSize, d.sidBatch = 250, 500
+					u, _, err := d.Lookup(context.Background(), tt.who)
 					if tt.wantErr == nil && err != nil {
 						t.Fatalf("Lookup(%+v): %v", tt.who, err)
 					}
@@ -169,7 +200,7 @@ func TestErrorMessagesAD(t *testing.T) {
 		{huge, []string{"the account with this SID is alice", "…(truncated, 92160 bytes)"}},
 	}
 	for _, tt := range tests {
-		_, err := d.Lookup(context.Background(), tt.who)
+		_, _, err := d.Lookup(context.Background(), tt.who)
 		for _, w := range tt.want {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("Lookup(%.40s) error %.600v does not contain %q", tt.who.Name, err, w)
@@ -187,7 +218,7 @@ func TestWrongBindPasswordAD(t *testing.T) {
 		t.Run(tname, func(t *testing.T) {
 			cfg.BindPassword = "Wrong-Passw0rd-xyz"
 			d := mustNew(t, cfg)
-			_, err := d.Lookup(context.Background(), Principal{Name: "alice", Realm: env["AD_REALM"], SID: "S-1-5-21-1-2-3-1103"})
+			_, _, err := d.Lookup(context.Background(), Principal{Name: "alice", Realm: env["AD_REALM"], SID: "S-1-5-21-1-2-3-1103"})
 			if !errors.Is(err, ErrBind) || errors.Is(err, ErrNotFound) {
 				t.Fatalf("Lookup = %v, want ErrBind", err)
 			}
@@ -243,24 +274,31 @@ func TestServerTimeAndCheckAD(t *testing.T) {
 }
 
 // TestConcurrentLookupsAD runs 50 Lookups at once (run it with -race) and
-// checks that the pool stays within PoolSize idle connections, reuses them
-// afterwards, and that Close leaves no goroutine behind.
+// checks that the pool never opens more than PoolSize connections nor keeps
+// more idle, reuses them afterwards, and that Close leaves no goroutine
+// behind.
 func TestConcurrentLookupsAD(t *testing.T) {
 	env := adtest.Env(t)
+	users := []Principal{adPrincipal(t, env, env["AD_ALICE_USER"]), adPrincipal(t, env, env["AD_DAVE_USER"])}
+	u, err := url.Parse(env["AD_LDAPS_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay := newRelay(t, u.Host)
 	before := runtime.NumGoroutine()
 	cfg := adConfigs(t, env)["ldaps"]
+	cfg.URL = "ldaps://" + relay.addr
 	cfg.RequiredGroup = env["AD_GROUP_DN"]
 	cfg.PoolSize = 3
 	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	users := []Principal{adPrincipal(t, env, env["AD_ALICE_USER"]), adPrincipal(t, env, env["AD_DAVE_USER"])}
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
 	for i := range 50 {
 		wg.Go(func() {
-			_, err := d.Lookup(context.Background(), users[i%len(users)])
+			_, _, err := d.Lookup(context.Background(), users[i%len(users)])
 			if err != nil {
 				errs <- err
 			}
@@ -276,6 +314,9 @@ func TestConcurrentLookupsAD(t *testing.T) {
 	}
 	if n := d.idleCount(); n == 0 || n > cfg.PoolSize {
 		t.Errorf("idle connections after the burst: %d, want 1..%d", n, cfg.PoolSize)
+	}
+	if n := relay.maxOpen(); n > cfg.PoolSize {
+		t.Errorf("%d connections open at once, want at most PoolSize %d", n, cfg.PoolSize)
 	}
 	d.Close()
 	if n := d.idleCount(); n != 0 {
@@ -298,7 +339,7 @@ func TestStalePooledConnectionAD(t *testing.T) {
 		c.Close() // as if the server had hung up
 	}
 	d.mu.Unlock()
-	if _, err := d.Lookup(context.Background(), adPrincipal(t, env, "alice")); err != nil {
+	if _, _, err := d.Lookup(context.Background(), adPrincipal(t, env, "alice")); err != nil {
 		t.Fatalf("Lookup after the pooled connection died: %v", err)
 	}
 }
@@ -324,7 +365,60 @@ func TestFailedRebindDiscardsConnectionAD(t *testing.T) {
 		t.Fatalf("idle connections after a failed re-bind: %d, want 0", n)
 	}
 	d.cfg.BindPassword = good
-	if _, err := d.Lookup(context.Background(), adPrincipal(t, env, "alice")); err != nil {
+	if _, _, err := d.Lookup(context.Background(), adPrincipal(t, env, "alice")); err != nil {
 		t.Fatalf("Lookup after the password is fixed: %v", err)
 	}
+}
+
+// relay is a TCP relay to the directory that counts the connections open
+// through it at once.
+type relay struct {
+	addr       string
+	mu         sync.Mutex
+	open, most int
+}
+
+func newRelay(t *testing.T, target string) *relay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.open++
+			r.most = max(r.most, r.open)
+			r.mu.Unlock()
+			wg.Go(func() {
+				var both sync.WaitGroup
+				both.Go(func() { _, _ = io.Copy(up, c); up.Close() })
+				_, _ = io.Copy(c, up)
+				c.Close()
+				both.Wait()
+				r.mu.Lock()
+				r.open--
+				r.mu.Unlock()
+			})
+		}
+	})
+	return r
+}
+
+func (r *relay) maxOpen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.most
 }

@@ -41,6 +41,12 @@ func TestNewValidates(t *testing.T) {
 		{"no base DN", func(c *Config) { c.BaseDN = "" }, "BaseDN is required"},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "Timeout"},
 		{"negative pool", func(c *Config) { c.PoolSize = -1 }, "PoolSize"},
+		{"negative queue timeout", func(c *Config) { c.QueueTimeout = -time.Second }, "QueueTimeout"},
+		{"negative SID cache size", func(c *Config) { c.SIDCacheSize = -1 }, "SIDCacheSize"},
+		{"negative SID cache TTL", func(c *Config) { c.SIDCacheNegativeTTL = -time.Second }, "SIDCacheNegativeTTL"},
+		{"ticket check", func(c *Config) { c.RequiredGroupCheck = GroupCheckTicket }, ""},
+		{"directory check", func(c *Config) { c.RequiredGroupCheck = GroupCheckDirectory }, ""},
+		{"unknown check", func(c *Config) { c.RequiredGroupCheck = "pac" }, `RequiredGroupCheck "pac"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,8 +57,10 @@ func TestNewValidates(t *testing.T) {
 				if err != nil {
 					t.Fatalf("New: %v", err)
 				}
-				if d.cfg.Timeout != DefaultTimeout || d.cfg.PoolSize != DefaultPoolSize {
-					t.Errorf("defaults not applied: Timeout %s, PoolSize %d", d.cfg.Timeout, d.cfg.PoolSize)
+				if d.cfg.Timeout != DefaultTimeout || d.cfg.PoolSize != DefaultPoolSize || d.cfg.QueueTimeout != DefaultQueueTimeout ||
+					d.cfg.SIDCacheSize != DefaultSIDCacheSize || d.cfg.SIDCacheTTL != DefaultSIDCacheTTL ||
+					d.cfg.SIDCacheNegativeTTL != DefaultSIDCacheNegativeTTL || d.cfg.RequiredGroupCheck == "" {
+					t.Errorf("defaults not applied: %s", d.cfg)
 				}
 				return
 			}
@@ -180,6 +188,11 @@ func fileTime(t time.Time) string {
 
 func TestAccountRefusal(t *testing.T) {
 	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	computed := map[string]string{
+		"locked out":                   "16",
+		"password expired, not locked": "8388608",
+		"garbage computed":             "x",
+	}
 	tests := []struct {
 		name       string
 		uac, exp   string
@@ -195,6 +208,9 @@ func TestAccountRefusal(t *testing.T) {
 		{"expires this instant", "512", fileTime(now), true, "expired"},
 		{"garbage uac", "x", "0", true, "userAccountControl"},
 		{"garbage expiry", "512", "soon", true, "accountExpires"},
+		{"locked out", "512", "0", true, "locked out (msDS-User-Account-Control-Computed 0x10)"},
+		{"password expired, not locked", "512", "0", false, ""},
+		{"garbage computed", "512", "0", true, "msDS-User-Account-Control-Computed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,6 +221,11 @@ func TestAccountRefusal(t *testing.T) {
 			if tt.exp != "" {
 				attrs["accountExpires"] = []string{tt.exp}
 			}
+			want := ErrDisabled
+			if c, ok := computed[tt.name]; ok {
+				attrs["msDS-User-Account-Control-Computed"] = []string{c}
+				want = ErrLockedOut
+			}
 			err := accountRefusal(ldap.NewEntry("CN=u,DC=x", attrs), now)
 			if !tt.wantErr {
 				if err != nil {
@@ -212,8 +233,8 @@ func TestAccountRefusal(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrDisabled) || !strings.Contains(err.Error(), tt.wantInText) {
-				t.Fatalf("accountRefusal = %v, want ErrDisabled mentioning %q", err, tt.wantInText)
+			if !errors.Is(err, want) || !strings.Contains(err.Error(), tt.wantInText) {
+				t.Fatalf("accountRefusal = %v, want %v mentioning %q", err, want, tt.wantInText)
 			}
 		})
 	}
@@ -235,6 +256,14 @@ func TestBindHint(t *testing.T) {
 
 // blackHole listens on loopback, accepts connections and never answers.
 func blackHole(t *testing.T) string {
+	t.Helper()
+	addr, _ := countingBlackHole(t)
+	return addr
+}
+
+// countingBlackHole is blackHole that also tells how many connections it
+// has accepted.
+func countingBlackHole(t *testing.T) (addr string, accepted func() int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -264,7 +293,11 @@ func blackHole(t *testing.T) string {
 			c.Close()
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
 }
 
 func mustNew(t *testing.T, cfg Config) *Directory {
@@ -287,32 +320,41 @@ func unreachableConfigs(addr string, timeout time.Duration) map[string]Config {
 	return map[string]Config{"plain": plain, "starttls": starttls, "ldaps": ldaps}
 }
 
-// TestUnavailable checks that every call reports ErrUnavailable, promptly and
-// with the server's URL, when the server refuses connections or accepts them
-// and never answers.
+// TestUnavailable checks that every call reports, promptly and with the
+// server's URL, ErrUnavailable when the server refuses connections, and
+// ErrTimeout when it accepts them and never answers: a server that is down
+// is told apart from one that is slow.
 func TestUnavailable(t *testing.T) {
-	servers := map[string]string{
-		"refused":    "127.0.0.1:1",
-		"black hole": blackHole(t),
+	servers := map[string]struct {
+		addr string
+		want error
+	}{
+		"refused":    {"127.0.0.1:1", ErrUnavailable},
+		"black hole": {blackHole(t), ErrTimeout},
 	}
 	calls := map[string]func(context.Context, *Directory) error{
 		"Lookup": func(ctx context.Context, d *Directory) error {
-			_, err := d.Lookup(ctx, testAlice)
+			_, _, err := d.Lookup(ctx, testAlice)
 			return err
 		},
 		"Check":      func(ctx context.Context, d *Directory) error { return d.Check(ctx) },
 		"ServerTime": func(ctx context.Context, d *Directory) error { _, err := d.ServerTime(ctx); return err },
 	}
-	for sname, addr := range servers {
-		for tname, cfg := range unreachableConfigs(addr, 300*time.Millisecond) {
+	for sname, srv := range servers {
+		for tname, cfg := range unreachableConfigs(srv.addr, 300*time.Millisecond) {
 			for cname, call := range calls {
 				t.Run(sname+"/"+tname+"/"+cname, func(t *testing.T) {
 					d := mustNew(t, cfg)
 					start := time.Now()
 					err := call(context.Background(), d)
 					took := time.Since(start)
-					if !errors.Is(err, ErrUnavailable) {
-						t.Fatalf("err = %v, want ErrUnavailable", err)
+					if !errors.Is(err, srv.want) {
+						t.Fatalf("err = %v, want %v", err, srv.want)
+					}
+					for _, other := range []error{ErrUnavailable, ErrTimeout, ErrBusy} {
+						if other != srv.want && errors.Is(err, other) {
+							t.Errorf("err = %v is also %v", err, other)
+						}
 					}
 					if !strings.Contains(err.Error(), cfg.URL) {
 						t.Errorf("error %q does not name the server %s", err, cfg.URL)
@@ -336,7 +378,7 @@ func TestCancelMidCall(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			time.AfterFunc(100*time.Millisecond, cancel)
 			start := time.Now()
-			_, err := d.Lookup(ctx, testAlice)
+			_, _, err := d.Lookup(ctx, testAlice)
 			if took := time.Since(start); took > 2*time.Second {
 				t.Errorf("Lookup returned %s after cancel", took)
 			}
@@ -354,8 +396,10 @@ func TestCancelMidCall(t *testing.T) {
 		if took := time.Since(start); took > 2*time.Second {
 			t.Errorf("Check returned after %s with a 200ms deadline", took)
 		}
-		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("err = %v, want context.DeadlineExceeded and ErrUnavailable", err)
+		// The server accepted and then said nothing until the caller's
+		// deadline: slow, not down.
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrTimeout) {
+			t.Fatalf("err = %v, want context.DeadlineExceeded and ErrTimeout", err)
 		}
 	})
 }
@@ -363,7 +407,7 @@ func TestCancelMidCall(t *testing.T) {
 func TestClosedDirectory(t *testing.T) {
 	d := mustNew(t, unreachableConfigs("127.0.0.1:1", time.Second)["plain"])
 	d.Close()
-	if _, err := d.Lookup(context.Background(), testAlice); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "closed") {
+	if _, _, err := d.Lookup(context.Background(), testAlice); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("Lookup after Close = %v, want ErrUnavailable saying closed", err)
 	}
 }
@@ -405,4 +449,108 @@ func (d *Directory) idleCount() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.idle)
+}
+
+// TestBusyPoolIsNotDown checks that PoolSize bounds the connections open at
+// once, that a login waiting longer than QueueTimeout for one fails with
+// ErrBusy (not ErrTimeout nor ErrUnavailable) without opening another, and
+// that Check is not queued behind logins.
+func TestBusyPoolIsNotDown(t *testing.T) {
+	addr, accepted := countingBlackHole(t)
+	cfg := unreachableConfigs(addr, 3*time.Second)["plain"]
+	cfg.PoolSize, cfg.QueueTimeout = 1, 100*time.Millisecond
+	d := mustNew(t, cfg)
+
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := d.Lookup(context.Background(), testAlice)
+		first <- err
+	}()
+	// Wait until the first login holds the one connection.
+	deadline := time.Now().Add(5 * time.Second)
+	for accepted() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first login did not connect")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	_, ops, err := d.Lookup(context.Background(), testAlice)
+	if !errors.Is(err, ErrBusy) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("second login = %v, want ErrBusy only", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("second login waited %s with QueueTimeout %s", took, cfg.QueueTimeout)
+	}
+	if ops != 0 || !strings.Contains(err.Error(), "all 1 in use") {
+		t.Errorf("second login: %d operations, error %q; want none sent and the pool named", ops, err)
+	}
+	// Readiness has a connection of its own: it reaches the (silent)
+	// server instead of waiting behind the login.
+	if err := d.Check(context.Background()); !errors.Is(err, ErrTimeout) {
+		t.Errorf("Check while the pool is busy = %v, want ErrTimeout from the server", err)
+	}
+	if err := <-first; !errors.Is(err, ErrTimeout) {
+		t.Errorf("first login = %v, want ErrTimeout", err)
+	}
+	if n := accepted(); n != 2 {
+		t.Errorf("%d connections opened, want 2 (one login's, one Check's)", n)
+	}
+}
+
+func TestSIDCache(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	c := newSIDCache(3, time.Hour, time.Minute)
+	c.put([]string{"S-1-5-21-1-2-3-1000", "S-1-5-21-1-2-3-1001"}, map[string]string{"S-1-5-21-1-2-3-1000": "g1000"}, now)
+	get := func(s string, at time.Time) (string, bool) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.get(s, at)
+	}
+	if n, ok := get("S-1-5-21-1-2-3-1000", now); !ok || n != "g1000" {
+		t.Fatalf("named SID: %q, %t", n, ok)
+	}
+	if n, ok := get("S-1-5-21-1-2-3-1001", now); !ok || n != "" {
+		t.Fatalf("SID known to name no group: %q, %t; want a negative entry", n, ok)
+	}
+	if _, ok := get("S-1-5-21-1-2-3-1002", now); ok {
+		t.Fatal("unknown SID found")
+	}
+	// Negative entries lapse first.
+	if _, ok := get("S-1-5-21-1-2-3-1001", now.Add(time.Minute)); ok {
+		t.Error("negative entry outlived its TTL")
+	}
+	if _, ok := get("S-1-5-21-1-2-3-1000", now.Add(59*time.Minute)); !ok {
+		t.Error("name forgotten before its TTL")
+	}
+	if _, ok := get("S-1-5-21-1-2-3-1000", now.Add(time.Hour)); ok {
+		t.Error("name outlived its TTL")
+	}
+	if c.Len() != 0 {
+		t.Errorf("%d entries after all expired, want 0", c.Len())
+	}
+	// At the bound the least recently used give way.
+	names := map[string]string{}
+	var sids []string
+	for i := range 5 {
+		s := fmt.Sprintf("S-1-5-21-1-2-3-%d", 2000+i)
+		sids = append(sids, s)
+		names[s] = fmt.Sprint("g", 2000+i)
+	}
+	c.put(sids[:3], names, now)
+	get(sids[0], now) // 2000 is now the most recently used
+	c.put(sids[3:], names, now)
+	if c.Len() != 3 {
+		t.Fatalf("%d entries, want the bound 3", c.Len())
+	}
+	for i, want := range []bool{true, false, false, true, true} {
+		if _, ok := get(sids[i], now); ok != want {
+			t.Errorf("%s kept = %t, want %t", sids[i], ok, want)
+		}
+	}
+	// A renamed group's new answer replaces the old.
+	c.put(sids[:1], map[string]string{sids[0]: "renamed"}, now)
+	if n, _ := get(sids[0], now); n != "renamed" || c.Len() != 3 {
+		t.Errorf("after a new answer: %q with %d entries", n, c.Len())
+	}
 }

@@ -18,11 +18,22 @@ import (
 // are configuration or protocol problems (for example a BaseDN that does not
 // exist, or a proxy account without read access).
 var (
-	// ErrUnavailable means the directory could not be asked: dial refused,
-	// timeout, TLS failure, connection reset, or a busy/unavailable/unwilling
-	// answer. Callers answer 503. A caller's own cancellation also wraps it,
-	// together with context.Canceled.
+	// ErrUnavailable means the directory is down: the connection was
+	// refused, could not be made (no route, no answer to the TCP connect),
+	// was reset or closed, TLS failed, or the server answered
+	// busy/unavailable/unwilling. Callers answer 503. A caller's own
+	// cancellation also wraps it, together with context.Canceled.
 	ErrUnavailable = errors.New("directory unavailable")
+	// ErrTimeout means the directory accepted the connection but did not
+	// answer (TLS handshake, bind or search) within Config.Timeout or the
+	// caller's deadline: it is slow, not down. Callers answer 503. A
+	// caller's deadline also wraps context.DeadlineExceeded.
+	ErrTimeout = errors.New("directory did not answer in time")
+	// ErrBusy means every connection of the pool (Config.PoolSize) stayed
+	// busy for Config.QueueTimeout: this node asks more than the directory
+	// answers, and the request was not sent. Callers answer 503 with
+	// Retry-After.
+	ErrBusy = errors.New("all directory connections busy")
 	// ErrBind means the directory rejected the proxy account's credentials
 	// (result 49). Callers answer 503 and report not ready.
 	ErrBind = errors.New("proxy bind rejected")
@@ -35,8 +46,12 @@ var (
 	ErrIdentityMismatch = errors.New("ticket name and SID name different accounts")
 	// ErrDisabled means the account is disabled or has expired.
 	ErrDisabled = errors.New("account disabled")
+	// ErrLockedOut means the account is locked out (too many bad
+	// passwords), as msDS-User-Account-Control-Computed says.
+	ErrLockedOut = errors.New("account locked out")
 	// ErrNotInGroup means the account is not a member, directly or through
-	// nested groups, of Config.RequiredGroup.
+	// nested groups, of Config.RequiredGroup: by the ticket's group SIDs
+	// (GroupCheckTicket) or by the directory's answer (GroupCheckDirectory).
 	ErrNotInGroup = errors.New("user not in required group")
 )
 
@@ -100,25 +115,41 @@ func isUnavailable(err error) bool {
 	return false
 }
 
+// errBusy marks a wait for a pool connection that ran out; errConnect a
+// failure to open the TCP connection. wrap turns them into ErrBusy and
+// ErrUnavailable.
+var (
+	errBusy    = errors.New("waited for a free connection")
+	errConnect = errors.New("connect")
+)
+
 // wrap adds operator context ("ldap search for "alice" at ldaps://...") and
 // the sentinel that matches err. ctx is the caller's context: when it ended,
 // that is what the caller needs to know, whatever the connection said.
 func (d *Directory) wrap(ctx context.Context, what string, err error) error {
 	prefix := fmt.Sprintf("ldap %s at %s", what, d.cfg.URL)
-	if cerr := ctx.Err(); cerr != nil {
-		return fmt.Errorf("%s: %w: %w", prefix, ErrUnavailable, cerr)
-	}
-	if ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
+	switch {
+	case errors.Is(err, errBusy):
+		return fmt.Errorf("%s: %w: %w", prefix, ErrBusy, err)
+	case errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("%s: %w: %w", prefix, ErrUnavailable, ctx.Err())
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w: %w", prefix, ErrTimeout, ctx.Err())
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials):
 		if hint := bindHint(err); hint != "" {
 			return fmt.Errorf("%s: %w (%s): %w", prefix, ErrBind, hint, err)
 		}
 		return fmt.Errorf("%s: %w: %w", prefix, ErrBind, err)
-	}
-	if isCertificateError(err) {
+	case isCertificateError(err):
 		return fmt.Errorf("%s: %w: TLS certificate not accepted (check TLS.RootCAs and TLS.ServerName): %w",
 			prefix, ErrUnavailable, err)
-	}
-	if isUnavailable(err) {
+	case errors.Is(err, errConnect):
+		// A TCP connect that got no answer is a host that cannot be
+		// reached, not a slow server.
+		return fmt.Errorf("%s: %w: %w", prefix, ErrUnavailable, err)
+	case isTimeout(err):
+		return fmt.Errorf("%s: %w: %w", prefix, ErrTimeout, err)
+	case isUnavailable(err):
 		return fmt.Errorf("%s: %w: %w", prefix, ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", prefix, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/iwalb/iwalb/authnode/internal/clip"
+	"github.com/iwalb/iwalb/authnode/internal/sid"
 )
 
 // User is an Active Directory account as Lookup found it.
@@ -24,17 +26,21 @@ type User struct {
 	UserPrincipalName string
 	DisplayName       string
 	Mail              string
-	// Groups holds the sAMAccountName of every group under BaseDN the user
-	// is a member of, directly or through nested groups, sorted. The
-	// primary group (usually Domain Users) is not listed: AD does not
-	// record it in the member attribute.
+	// Groups holds the sAMAccountName of each of GroupSIDs that is a group
+	// under BaseDN, sorted. It comes from the ticket: the groups the KDC
+	// found the user in, nesting resolved, when it issued the ticket; the
+	// primary group (usually Domain Users) is among them.
 	Groups []string
-	// Disabled is true when the account is disabled or has expired.
+	// GroupSIDs holds every group SID of the ticket (Principal.GroupSIDs),
+	// once each, sorted: also those that name no group under BaseDN, such
+	// as well-known SIDs (S-1-18-1) and other domains' groups.
+	GroupSIDs []string
+	// Disabled is true when the account is disabled, expired or locked out.
 	Disabled bool
 }
 
 // Principal is who the KDC authenticated: the ticket's client name and
-// realm, and the user SID from the ticket's PAC.
+// realm, and the user and group SIDs from the ticket's PAC.
 type Principal struct {
 	// Name is the Kerberos client name: "alice", or an enterprise
 	// principal (a UPN) such as "alice@example.test".
@@ -44,12 +50,18 @@ type Principal struct {
 	// SID is the user's SID from the PAC's logon info, e.g.
 	// "S-1-5-21-1004336348-1177238915-682003330-1103".
 	SID string
+	// GroupSIDs are the group SIDs of the PAC (negotiate.Identity's), in
+	// the string form of package authnode/internal/sid.
+	GroupSIDs []string
 }
 
 // userAttributes are the attributes Lookup reads from the user entry.
+// msDS-User-Account-Control-Computed is constructed by the server; it says
+// whether the account is locked out now (lockoutTime alone does not: the
+// lockout may have lapsed).
 var userAttributes = []string{
 	"objectSid", "sAMAccountName", "userPrincipalName", "displayName", "mail",
-	"userAccountControl", "accountExpires",
+	"userAccountControl", "accountExpires", "msDS-User-Account-Control-Computed",
 }
 
 const (
@@ -58,35 +70,62 @@ const (
 	matchingRuleInChain = "1.2.840.113556.1.4.1941"
 	// uacAccountDisable is the ACCOUNTDISABLE bit of userAccountControl.
 	uacAccountDisable = 0x2
+	// uacLockout is the LOCKOUT bit of msDS-User-Account-Control-Computed.
+	uacLockout = 0x10
 )
 
-// Lookup finds the account the KDC authenticated and says whether it may
-// log in. The account is found by p.SID (objectSid is indexed, and the SID
-// came signed by the KDC), not by name: a name can match another object
-// than the one the KDC meant (a UPN equal to someone's sAMAccountName@realm,
-// an account renamed since). The account's sAMAccountName or
-// userPrincipalName must then agree with p.Name, as the KDC would have
-// matched it; otherwise the login is refused with ErrIdentityMismatch.
+// Lookup finds the account the KDC authenticated, says whether it may log
+// in and names its groups. ops is how many LDAP requests it sent (searches,
+// each page counted, and the StartTLS and bind of a connection it opened),
+// also when it failed: one, once the SID cache knows the ticket's groups and
+// the pool holds a connection, with RequiredGroupCheck GroupCheckTicket.
+//
+// The account is found by p.SID (objectSid is indexed, and the SID came
+// signed by the KDC), not by name: a name can match another object than the
+// one the KDC meant (a UPN equal to someone's sAMAccountName@realm, an
+// account renamed since). The account's sAMAccountName or userPrincipalName
+// must then agree with p.Name, as the KDC would have matched it; otherwise
+// the login is refused with ErrIdentityMismatch. The same search reads
+// whether the account is enabled, unexpired and not locked out.
+//
+// With GroupCheckTicket the required group's SID must be among
+// p.GroupSIDs; with GroupCheckDirectory a second search asks the directory.
+// The names of p.GroupSIDs come from the SID cache; the SIDs of the user's
+// domain that it lacks are asked for in one search per sidBatch.
 //
 // Errors wrap ErrNotFound, ErrAmbiguous, ErrIdentityMismatch, ErrDisabled,
-// ErrNotInGroup, ErrUnavailable or ErrBind. With ErrIdentityMismatch,
-// ErrDisabled and ErrNotInGroup the returned User is non-nil (without
-// Groups), so that callers can log which account was refused.
-func (d *Directory) Lookup(ctx context.Context, p Principal) (*User, error) {
+// ErrLockedOut, ErrNotInGroup, ErrUnavailable, ErrTimeout, ErrBusy or
+// ErrBind. With ErrIdentityMismatch, ErrDisabled, ErrLockedOut and
+// ErrNotInGroup the returned User is non-nil (without Groups), so that
+// callers can log which account was refused.
+func (d *Directory) Lookup(ctx context.Context, p Principal) (_ *User, ops int, _ error) {
 	// Names come from the ticket: quote at most clip.Max bytes of them.
 	what := fmt.Sprintf("search for %s (%s)", clip.String(p.SID), clip.String(p.Name+"@"+p.Realm))
 	sid, err := parseSID(p.SID)
 	if err != nil {
-		return nil, fmt.Errorf("ldap %s at %s: %w: %w", what, d.cfg.URL, ErrNotFound, err)
+		return nil, 0, fmt.Errorf("ldap %s at %s: %w: %w", what, d.cfg.URL, ErrNotFound, err)
+	}
+	groupSIDs := uniqueSorted(p.GroupSIDs)
+	var required string // SID of the required group, with GroupCheckTicket
+	if d.cfg.RequiredGroup != "" && d.cfg.RequiredGroupCheck == GroupCheckTicket {
+		if g := d.required.Load(); g != nil {
+			required = g.sid
+		} else if required, err = d.resolveRequiredGroup(ctx, d.slots, &ops); err != nil {
+			if errors.Is(err, errNoSuchGroup) {
+				err = fmt.Errorf("%w: %w", ErrNotInGroup, err)
+			}
+			return nil, ops, fmt.Errorf("%s: %w", what, err)
+		}
 	}
 	filter := "(&(objectCategory=person)(objectClass=user)(objectSid=" + escapeBytes(sid) + "))"
 
 	var u *User
 	var refusal error
 	var ambiguous bool
-	err = d.do(ctx, func(c *ldap.Conn) error {
+	err = d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
 		// Every attempt starts afresh: do may retry on a new connection.
 		u, refusal, ambiguous = nil, nil, false
+		ops++
 		entries, err := d.findUser(c, filter)
 		if err != nil || len(entries) == 0 {
 			return err
@@ -119,32 +158,98 @@ func (d *Directory) Lookup(ctx context.Context, p Principal) (*User, error) {
 			u.Disabled = true
 			return nil
 		}
-		if d.cfg.RequiredGroup != "" {
+		if d.cfg.RequiredGroup != "" && d.cfg.RequiredGroupCheck == GroupCheckDirectory {
+			ops++
 			in, err := d.inGroup(c, u.DN, d.cfg.RequiredGroup)
 			if err != nil {
 				return err
 			}
 			if !in {
-				refusal = fmt.Errorf("%w %q", ErrNotInGroup, d.cfg.RequiredGroup)
-				return nil
+				refusal = fmt.Errorf("%w %q (asked of the directory)", ErrNotInGroup, d.cfg.RequiredGroup)
 			}
 		}
-		u.Groups, err = d.groups(c, u.DN)
-		return err
+		return nil
 	})
 	switch {
 	case err != nil:
-		return nil, d.wrap(ctx, what, err)
+		return nil, ops, d.wrap(ctx, what, err)
 	case ambiguous:
-		return nil, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrAmbiguous)
+		return nil, ops, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrAmbiguous)
 	case u == nil && refusal != nil:
-		return nil, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, refusal)
+		return nil, ops, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, refusal)
 	case u == nil:
-		return nil, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
-	case refusal != nil:
-		return u, fmt.Errorf("ldap %s at %s: %s: %w", what, d.cfg.URL, u.DN, refusal)
+		return nil, ops, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
+	case refusal == nil && required != "":
+		if _, in := slices.BinarySearch(groupSIDs, required); !in {
+			refusal = fmt.Errorf("%w %q: its SID %s is not among the ticket's %d group SIDs (a membership granted since the ticket was issued counts from the user's next logon)",
+				ErrNotInGroup, d.cfg.RequiredGroup, required, len(groupSIDs))
+		}
 	}
-	return u, nil
+	if refusal != nil {
+		return u, ops, fmt.Errorf("ldap %s at %s: %s: %w", what, d.cfg.URL, u.DN, refusal)
+	}
+	u.GroupSIDs = groupSIDs
+	// The user's domain is the user SID without its RID.
+	domain := p.SID[:strings.LastIndexByte(p.SID, '-')]
+	if u.Groups, err = d.groupNames(ctx, groupSIDs, domain, &ops); err != nil {
+		return nil, ops, fmt.Errorf("%s: %w", what, err)
+	}
+	return u, ops, nil
+}
+
+// uniqueSorted returns the distinct values of s, sorted, in a new slice.
+func uniqueSorted(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// requiredGroup is what the directory said about Config.RequiredGroup.
+type requiredGroup struct {
+	sid string
+}
+
+// errNoSuchGroup: Config.RequiredGroup names no group.
+var errNoSuchGroup = errors.New("the required group does not exist")
+
+// resolveRequiredGroup reads the objectSid of Config.RequiredGroup with a
+// base-scope search on its DN, so that the directory compares the DN: a DN
+// written with other case or spacing, or as <GUID=…>, still resolves. The
+// answer is kept for logins. When the directory says the group is gone, the
+// kept SID is dropped (nobody is then a member); when it cannot be asked,
+// the kept SID stays.
+func (d *Directory) resolveRequiredGroup(ctx context.Context, slots chan struct{}, ops *int) (string, error) {
+	const what = "search for the required group"
+	var raw []byte
+	err := d.do(ctx, slots, ops, func(c *ldap.Conn) error {
+		raw = nil
+		*ops++
+		res, err := c.Search(ldap.NewSearchRequest(d.cfg.RequiredGroup, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			1, 0, false, "(objectClass=group)", []string{"objectSid"}, nil))
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(res.Entries) == 1 {
+			raw = res.Entries[0].GetRawAttributeValue("objectSid")
+		}
+		return nil
+	})
+	if err != nil {
+		return "", d.wrap(ctx, what, err)
+	}
+	if raw == nil {
+		d.required.Store(nil)
+		return "", fmt.Errorf("ldap %s %q at %s: %w (or is not a group)", what, d.cfg.RequiredGroup, d.cfg.URL, errNoSuchGroup)
+	}
+	s, err := sid.FromBinary(raw)
+	if err != nil {
+		return "", fmt.Errorf("ldap %s %q at %s: objectSid %x: %w", what, d.cfg.RequiredGroup, d.cfg.URL, raw, err)
+	}
+	d.required.Store(&requiredGroup{sid: s})
+	return s, nil
 }
 
 // nameMatches reports whether the Kerberos client name user (of realm)
@@ -254,8 +359,9 @@ func (d *Directory) findUser(c *ldap.Conn, filter string) ([]*ldap.Entry, error)
 }
 
 // accountRefusal returns why the account in entry may not log in at now, or
-// nil. Kerberos normally refuses such accounts already; this also catches an
-// account disabled after its ticket was issued.
+// nil: disabled, locked out or expired. Kerberos refuses such accounts new
+// tickets already; this also catches an account disabled or locked out after
+// its ticket was issued.
 func accountRefusal(entry *ldap.Entry, now time.Time) error {
 	if raw := entry.GetAttributeValue("userAccountControl"); raw != "" {
 		uac, err := strconv.ParseInt(raw, 10, 64)
@@ -264,6 +370,15 @@ func accountRefusal(entry *ldap.Entry, now time.Time) error {
 		}
 		if uac&uacAccountDisable != 0 {
 			return fmt.Errorf("%w (userAccountControl 0x%x)", ErrDisabled, uac)
+		}
+	}
+	if raw := entry.GetAttributeValue("msDS-User-Account-Control-Computed"); raw != "" {
+		uac, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: unreadable msDS-User-Account-Control-Computed %q", ErrLockedOut, raw)
+		}
+		if uac&uacLockout != 0 {
+			return fmt.Errorf("%w (msDS-User-Account-Control-Computed 0x%x)", ErrLockedOut, uac)
 		}
 	}
 	expires, err := accountExpiry(entry.GetAttributeValue("accountExpires"))
@@ -295,12 +410,13 @@ func accountExpiry(raw string) (time.Time, error) {
 	return time.Unix(v/1e7-epochDelta, (v%1e7)*100).UTC(), nil
 }
 
-// inGroup asks AD whether userDN is in groupDN, nesting included.
+// inGroup asks AD whether userDN is in groupDN now, nesting included (for
+// GroupCheckDirectory).
 //
-// It is a base-scope search on the user rather than a look in the Groups
-// list because AD then compares the DNs itself: a RequiredGroup written with
-// different case or spacing, or as <GUID=...>, still matches, and the answer
-// does not depend on the group living under BaseDN.
+// It is a base-scope search on the user, so AD compares the DNs itself: a
+// RequiredGroup written with different case or spacing, or as <GUID=...>,
+// still matches, and the answer does not depend on the group living under
+// BaseDN.
 func (d *Directory) inGroup(c *ldap.Conn, userDN, groupDN string) (bool, error) {
 	req := ldap.NewSearchRequest(userDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
 		1, 0, false, "(memberOf:"+matchingRuleInChain+":="+ldap.EscapeFilter(groupDN)+")",
@@ -310,25 +426,4 @@ func (d *Directory) inGroup(c *ldap.Conn, userDN, groupDN string) (bool, error) 
 		return false, fmt.Errorf("required group check: %w", err)
 	}
 	return len(res.Entries) == 1, nil
-}
-
-// groups returns the sAMAccountName of every group under BaseDN that userDN
-// is in, nesting included, sorted. One paged search: a user can be in more
-// groups than AD returns in one page (MaxPageSize, 1000 by default).
-func (d *Directory) groups(c *ldap.Conn, userDN string) ([]string, error) {
-	req := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
-		0, 0, false, "(&(objectClass=group)(member:"+matchingRuleInChain+":="+ldap.EscapeFilter(userDN)+"))",
-		[]string{"sAMAccountName"}, nil)
-	res, err := c.SearchWithPaging(req, d.pageSize)
-	if err != nil {
-		return nil, fmt.Errorf("group search: %w", err)
-	}
-	names := make([]string, 0, len(res.Entries))
-	for _, e := range res.Entries {
-		if n := e.GetAttributeValue("sAMAccountName"); n != "" {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
-	return slices.Compact(names), nil
 }

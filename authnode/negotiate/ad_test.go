@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -117,6 +118,24 @@ func TestADLargePAC(t *testing.T) {
 	}
 	if want := adtest.Int(t, env, "AD_CAROL_GROUPS"); id.User != "carol" || len(id.GroupSIDs) < want {
 		t.Fatalf("user %s with %d group SIDs, want carol with >= %d", id.User, len(id.GroupSIDs), want)
+	}
+}
+
+// TestADNestedGroupsInPAC: dave is in lb-ops, which is in lb-users; the
+// KDC resolved the nesting, so the PAC carries both groups' SIDs, and his
+// primary group's, as the directory writes them.
+func TestADNestedGroupsInPAC(t *testing.T) {
+	env := adtest.Env(t)
+	cl := adtest.Login(t, env, env["AD_DAVE_USER"], env["AD_DAVE_PASSWORD"])
+	id, err := NewValidator(adKeytab(t, env), Options{}).Validate(adtest.NegotiateBlob(t, cl, "HTTP/auth1.example.test"))
+	if err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	domain := id.UserSID[:strings.LastIndex(id.UserSID, "-")]
+	for _, want := range []string{adtest.ObjectSID(t, env, env["AD_NESTED_GROUP"]), adtest.ObjectSID(t, env, env["AD_GROUP"]), domain + "-513"} {
+		if !slices.Contains(id.GroupSIDs, want) {
+			t.Errorf("dave's group SIDs %v lack %s", id.GroupSIDs, want)
+		}
 	}
 }
 

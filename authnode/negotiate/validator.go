@@ -9,7 +9,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -137,8 +136,10 @@ type Identity struct {
 	// domain SID and user RID), which the KDC signed; "" when the ticket
 	// has no PAC (Active Directory always adds one).
 	UserSID string
-	// GroupSIDs are the group SIDs of the PAC's logon info: its groups,
-	// extra SIDs and resource groups.
+	// GroupSIDs are the group SIDs of the PAC's logon info, once each: its
+	// groups, extra SIDs and resource groups, nesting resolved by the KDC
+	// when it issued the ticket. They are written as package
+	// authnode/internal/sid writes SIDs, as the directory's are.
 	GroupSIDs []string
 	// ResponseToken is the blob to send back base64-encoded in
 	// "WWW-Authenticate: Negotiate ..." with the successful response: a
@@ -592,14 +593,11 @@ func (v *Validator) readPAC(tkt *messages.Ticket, key types.EncryptionKey) (pacI
 			if k == nil {
 				return pacInfo{}, errors.New("PAC has no logon info")
 			}
-			dom := k.LogonDomainID
-			if dom.Revision != 1 || len(dom.SubAuthority) == 0 || k.UserID == 0 {
-				return pacInfo{}, fmt.Errorf("PAC logon info has no user SID (logon domain %s, RID %d)", dom.String(), k.UserID)
+			user := pacUserSID(k)
+			if user == "" {
+				return pacInfo{}, fmt.Errorf("PAC logon info has no user SID (logon domain %s, RID %d)", k.LogonDomainID.String(), k.UserID)
 			}
-			return pacInfo{
-				userSID:   dom.String() + "-" + strconv.FormatUint(uint64(k.UserID), 10),
-				groupSIDs: k.GetGroupMembershipSIDs(),
-			}, nil
+			return pacInfo{userSID: user, groupSIDs: pacGroupSIDs(k)}, nil
 		}
 	}
 	return pacInfo{}, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode"
+	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/store"
 )
 
@@ -78,20 +79,26 @@ type rawKerberos struct {
 }
 
 type rawLDAP struct {
-	At               pos      `yaml:"-"`
-	URL              str      `yaml:"url"`
-	StartTLS         boolean  `yaml:"start_tls"`
-	AllowPlaintext   boolean  `yaml:"allow_plaintext"`
-	CAFile           str      `yaml:"ca_file"`
-	ServerName       str      `yaml:"server_name"`
-	BindDN           str      `yaml:"bind_dn"`
-	BindPassword     refused  `yaml:"bind_password" refuse:"inline secrets are not allowed; use bind_password_file or bind_password_env"`
-	BindPasswordFile str      `yaml:"bind_password_file"`
-	BindPasswordEnv  str      `yaml:"bind_password_env"`
-	BaseDN           str      `yaml:"base_dn"`
-	RequiredGroup    str      `yaml:"required_group"`
-	Timeout          duration `yaml:"timeout"`
-	PoolSize         integer  `yaml:"pool_size"`
+	At               pos     `yaml:"-"`
+	URL              str     `yaml:"url"`
+	StartTLS         boolean `yaml:"start_tls"`
+	AllowPlaintext   boolean `yaml:"allow_plaintext"`
+	CAFile           str     `yaml:"ca_file"`
+	ServerName       str     `yaml:"server_name"`
+	BindDN           str     `yaml:"bind_dn"`
+	BindPassword     refused `yaml:"bind_password" refuse:"inline secrets are not allowed; use bind_password_file or bind_password_env"`
+	BindPasswordFile str     `yaml:"bind_password_file"`
+	BindPasswordEnv  str     `yaml:"bind_password_env"`
+	BaseDN           str     `yaml:"base_dn"`
+	RequiredGroup    str     `yaml:"required_group"`
+
+	RequiredGroupCheck  str      `yaml:"required_group_check"` // ticket or directory
+	Timeout             duration `yaml:"timeout"`
+	PoolSize            integer  `yaml:"pool_size"`
+	QueueTimeout        duration `yaml:"queue_timeout"`
+	SIDCacheSize        integer  `yaml:"sid_cache_size"`
+	SIDCacheTTL         duration `yaml:"sid_cache_ttl"`
+	SIDCacheNegativeTTL duration `yaml:"sid_cache_negative_ttl"`
 }
 
 type rawAPI struct {
@@ -121,6 +128,16 @@ const (
 	minAPIKeyBytes = 16
 	// minStoreBytes: below 1 MiB the store holds a few hundred sessions.
 	minStoreBytes = 1 << 20
+	// maxPoolSize: each connection is a session on the DC, which serves
+	// every application of the domain.
+	maxPoolSize = 256
+	// maxQueueTimeout: a browser and its user give up long before.
+	maxQueueTimeout = time.Minute
+	// maxSIDCacheSize bounds the SID cache's memory (about 250 bytes an
+	// entry) to 2.5 GB.
+	maxSIDCacheSize = 10_000_000
+	// maxSIDCacheTTL: a renamed group shows its new name within a day.
+	maxSIDCacheTTL = 24 * time.Hour
 )
 
 var (
@@ -462,11 +479,16 @@ func (c *checker) authNodeLDAP(r rawAuthNode) authnode.LDAPConfig {
 	const p = "authnode.ldap"
 	l := r.LDAP
 	cfg := authnode.LDAPConfig{
-		StartTLS:       l.StartTLS.V,
-		AllowPlaintext: l.AllowPlaintext.V,
-		ServerName:     l.ServerName.V,
-		Timeout:        c.positive(l.Timeout, p+".timeout", 5*time.Second),
-		PoolSize:       4,
+		StartTLS:            l.StartTLS.V,
+		AllowPlaintext:      l.AllowPlaintext.V,
+		ServerName:          l.ServerName.V,
+		Timeout:             c.positive(l.Timeout, p+".timeout", directory.DefaultTimeout),
+		RequiredGroupCheck:  string(directory.GroupCheckTicket),
+		PoolSize:            directory.DefaultPoolSize,
+		QueueTimeout:        c.positive(l.QueueTimeout, p+".queue_timeout", directory.DefaultQueueTimeout),
+		SIDCacheSize:        directory.DefaultSIDCacheSize,
+		SIDCacheTTL:         c.positive(l.SIDCacheTTL, p+".sid_cache_ttl", directory.DefaultSIDCacheTTL),
+		SIDCacheNegativeTTL: c.positive(l.SIDCacheNegativeTTL, p+".sid_cache_negative_ttl", directory.DefaultSIDCacheNegativeTTL),
 	}
 	if !c.section(l.At, r.At, "authnode", "ldap") {
 		return cfg
@@ -496,10 +518,38 @@ func (c *checker) authNodeLDAP(r rawAuthNode) authnode.LDAPConfig {
 	cfg.BaseDN = c.dn(l.BaseDN, l.At, p, "base_dn", true)
 	cfg.RequiredGroup = c.dn(l.RequiredGroup, l.At, p, "required_group", false)
 	cfg.BindPassword, _ = c.secret(l.BindPasswordFile, l.BindPasswordEnv, l.At, p, "bind_password_file", "bind_password_env")
-	if l.PoolSize.Set {
-		cfg.PoolSize = l.PoolSize.V
-		if l.PoolSize.V < 1 {
-			c.add(l.PoolSize.Line, "%s.pool_size: must be at least 1, got %d", p, l.PoolSize.V)
+	if g := l.RequiredGroupCheck; g.Set {
+		switch directory.GroupCheck(g.V) {
+		case directory.GroupCheckTicket, directory.GroupCheckDirectory:
+			cfg.RequiredGroupCheck = g.V
+			if !l.RequiredGroup.Set {
+				c.add(g.Line, "%s.required_group_check: set without required_group, so it checks nothing", p)
+			}
+		default:
+			c.add(g.Line, "%s.required_group_check: %q is neither ticket (the group's SID in the user's ticket) nor directory (asked of the directory at each login)", p, g.V)
+		}
+	}
+	if n := l.PoolSize; n.Set {
+		cfg.PoolSize = n.V
+		if n.V < 1 || n.V > maxPoolSize {
+			c.add(n.Line, "%s.pool_size: must be between 1 and %d, got %d", p, maxPoolSize, n.V)
+		}
+	}
+	if l.QueueTimeout.Set && l.QueueTimeout.V > maxQueueTimeout {
+		c.add(l.QueueTimeout.Line, "%s.queue_timeout: %s is too long; a login waits at most %s for a free connection", p, l.QueueTimeout.V, maxQueueTimeout)
+	}
+	if n := l.SIDCacheSize; n.Set {
+		cfg.SIDCacheSize = n.V
+		if n.V < 1 || n.V > maxSIDCacheSize {
+			c.add(n.Line, "%s.sid_cache_size: must be between 1 and %d (about 250 bytes an entry), got %d", p, maxSIDCacheSize, n.V)
+		}
+	}
+	for _, d := range []struct {
+		d   duration
+		key string
+	}{{l.SIDCacheTTL, "sid_cache_ttl"}, {l.SIDCacheNegativeTTL, "sid_cache_negative_ttl"}} {
+		if d.d.Set && d.d.V > maxSIDCacheTTL {
+			c.add(d.d.Line, "%s.%s: %s is more than %s; a renamed or new group would keep its old answer that long", p, d.key, d.d.V, maxSIDCacheTTL)
 		}
 	}
 	return cfg

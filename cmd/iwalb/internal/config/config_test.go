@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
 )
 
@@ -140,6 +141,30 @@ func TestSecretFilePermissions(t *testing.T) {
 	}
 }
 
+// TestLDAPKeys: the LDAP pool, queue, group check and SID cache keys reach
+// the node's configuration.
+func TestLDAPKeys(t *testing.T) {
+	dir := fixture(t)
+	path := writeConfig(t, dir, edit(map[int]string{23: "    base_dn: DC=example,DC=test\n" +
+		"    required_group: CN=lb-users,CN=Users,DC=example,DC=test\n    required_group_check: directory\n" +
+		"    pool_size: 16\n    queue_timeout: 2s\n    sid_cache_size: 5000\n    sid_cache_ttl: 15m\n    sid_cache_negative_ttl: 1m"}, ""))
+	f, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	cfg, _ := f.AuthNode()
+	want := authnode.LDAPConfig{
+		URL: "ldaps://127.0.0.1:636", CAFile: filepath.Join(dir, "tls/ca.pem"),
+		BindDN: "CN=svc_ldap,CN=Users,DC=example,DC=test", BindPassword: "SvcLdap-Passw0rd1", BaseDN: "DC=example,DC=test",
+		RequiredGroup: "CN=lb-users,CN=Users,DC=example,DC=test", RequiredGroupCheck: "directory",
+		Timeout: 5 * time.Second, PoolSize: 16, QueueTimeout: 2 * time.Second,
+		SIDCacheSize: 5000, SIDCacheTTL: 15 * time.Minute, SIDCacheNegativeTTL: time.Minute,
+	}
+	if !reflect.DeepEqual(cfg.LDAP, want) {
+		t.Errorf("LDAP = %+v\nwant %+v", cfg.LDAP, want)
+	}
+}
+
 func TestLoadValid(t *testing.T) {
 	dir := fixture(t)
 	t.Setenv("IWALB_TEST_APP2_KEY", " fedcba9876543210fedcba9876543210\n")
@@ -194,7 +219,12 @@ func TestLoadValid(t *testing.T) {
 		{"ReplayCacheMax", cfg.ReplayCacheMax, 100000},
 		{"ReplayQuota", cfg.ReplayQuota, 50},
 		{"LDAP.Timeout", cfg.LDAP.Timeout, 5 * time.Second},
-		{"LDAP.PoolSize", cfg.LDAP.PoolSize, 4},
+		{"LDAP.PoolSize", cfg.LDAP.PoolSize, 8},
+		{"LDAP.QueueTimeout", cfg.LDAP.QueueTimeout, 5 * time.Second},
+		{"LDAP.RequiredGroupCheck", cfg.LDAP.RequiredGroupCheck, "ticket"},
+		{"LDAP.SIDCacheSize", cfg.LDAP.SIDCacheSize, 100000},
+		{"LDAP.SIDCacheTTL", cfg.LDAP.SIDCacheTTL, time.Hour},
+		{"LDAP.SIDCacheNegativeTTL", cfg.LDAP.SIDCacheNegativeTTL, 10 * time.Minute},
 		{"MaxConns", cfg.MaxConns, 10000},
 		{"MaxConnsPerSource", cfg.MaxConnsPerSource, 256},
 		{"StoreMaxEntries", cfg.StoreMaxEntries, 1_000_000},
@@ -435,6 +465,28 @@ func TestLoadProblems(t *testing.T) {
 			name:  "bad distinguished names",
 			lines: map[int]string{23: "    base_dn: example.test"},
 			want:  []string{`23: authnode.ldap.base_dn: "example.test" is not a distinguished name`},
+		},
+		{
+			name: "ldap pool, queue and SID cache bounds",
+			lines: map[int]string{23: "    base_dn: DC=example,DC=test\n    pool_size: 0\n    queue_timeout: 2m\n" +
+				"    sid_cache_size: 20000000\n    sid_cache_ttl: 48h\n    sid_cache_negative_ttl: 0s"},
+			want: []string{
+				`24: authnode.ldap.pool_size: must be between 1 and 256, got 0`,
+				`25: authnode.ldap.queue_timeout: 2m0s is too long; a login waits at most 1m0s for a free connection`,
+				`26: authnode.ldap.sid_cache_size: must be between 1 and 10000000 (about 250 bytes an entry), got 20000000`,
+				`27: authnode.ldap.sid_cache_ttl: 48h0m0s is more than 24h0m0s; a renamed or new group would keep its old answer that long`,
+				`28: authnode.ldap.sid_cache_negative_ttl: must be more than zero, got 0s`,
+			},
+		},
+		{
+			name:  "required_group_check unknown",
+			lines: map[int]string{23: "    base_dn: DC=example,DC=test\n    required_group: CN=lb-users,CN=Users,DC=example,DC=test\n    required_group_check: pac"},
+			want:  []string{`25: authnode.ldap.required_group_check: "pac" is neither ticket (the group's SID in the user's ticket) nor directory (asked of the directory at each login)`},
+		},
+		{
+			name:  "required_group_check without a group",
+			lines: map[int]string{23: "    base_dn: DC=example,DC=test\n    required_group_check: directory"},
+			want:  []string{`24: authnode.ldap.required_group_check: set without required_group, so it checks nothing`},
 		},
 		{
 			name:  "application_url not absolute",
