@@ -116,9 +116,9 @@ func TestNewRefusesNegativeLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if srv.cfg.MaxConns != DefaultMaxConns || srv.cfg.MaxConnsPerSource != 0 || srv.cfg.MaxHelloRecords != DefaultMaxHelloRecords {
+	if srv.cfg.Load().MaxConns != DefaultMaxConns || srv.cfg.Load().MaxConnsPerSource != 0 || srv.cfg.Load().MaxHelloRecords != DefaultMaxHelloRecords {
 		t.Errorf("defaults: MaxConns %d, MaxConnsPerSource %d, MaxHelloRecords %d; want %d, 0 (no limit), %d",
-			srv.cfg.MaxConns, srv.cfg.MaxConnsPerSource, srv.cfg.MaxHelloRecords, DefaultMaxConns, DefaultMaxHelloRecords)
+			srv.cfg.Load().MaxConns, srv.cfg.Load().MaxConnsPerSource, srv.cfg.Load().MaxHelloRecords, DefaultMaxConns, DefaultMaxHelloRecords)
 	}
 }
 

@@ -39,7 +39,7 @@ type Route struct {
 }
 
 // Router maps a server name to a route. It is immutable; build a new one
-// with NewRouter on reload and swap it in with Server.SetRouter.
+// with NewRouter on reload and swap it in with Server.Update.
 type Router struct {
 	exact    map[string]*Route
 	wildcard map[string]*Route // key: the suffix after "*."

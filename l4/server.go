@@ -116,9 +116,9 @@ type Options struct {
 
 // Server is one TLS-passthrough listener. Create it with New.
 type Server struct {
-	cfg    Config
-	router atomic.Pointer[Router]
-	log    *slog.Logger
+	name string
+	cfg  atomic.Pointer[Config] // with defaults; Update swaps it
+	log  *slog.Logger
 	m      *Metrics
 	wg     sync.WaitGroup
 
@@ -158,45 +158,11 @@ func (r *refusals) note(now time.Duration) (int64, bool) {
 
 // New validates cfg and returns a Server ready to Serve.
 func New(cfg Config, opts Options) (*Server, error) {
-	var errs []error
-	if cfg.Name == "" {
-		errs = append(errs, errors.New("l4 listener name is empty"))
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Router == nil {
-		errs = append(errs, fmt.Errorf("l4 listener %q: no router", cfg.Name))
-	}
-	if cfg.PeekTimeout < 0 || cfg.DialTimeout < 0 || cfg.MaxHelloSize < 0 || cfg.MaxHelloRecords < 0 ||
-		cfg.DialAttempts < 0 || cfg.MaxConns < 0 || cfg.MaxConnsPerSource < 0 {
-		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes, attempts and max conns must not be negative", cfg.Name))
-	}
-	if cfg.MaxHelloSize > 64<<10 {
-		errs = append(errs, fmt.Errorf("l4 listener %q: max hello size %d exceeds 64 KiB", cfg.Name, cfg.MaxHelloSize))
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	if cfg.PeekTimeout == 0 {
-		cfg.PeekTimeout = 5 * time.Second
-	}
-	if cfg.MaxHelloSize == 0 {
-		cfg.MaxHelloSize = defaultMaxHelloWireLen
-	}
-	if cfg.MaxHelloRecords == 0 {
-		cfg.MaxHelloRecords = DefaultMaxHelloRecords
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = 5 * time.Second
-	}
-	if cfg.DialAttempts == 0 {
-		cfg.DialAttempts = 3
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = 10 * time.Minute
-	}
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	s := &Server{cfg: cfg, log: opts.Logger, m: opts.Metrics, born: time.Now()}
+	s := &Server{name: cfg.Name, log: opts.Logger, m: opts.Metrics, born: time.Now()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -204,22 +170,79 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.m == nil {
 		s.m, _ = NewMetrics(nil)
 	}
-	s.limit = connlimit.New(connlimit.Limits{
-		MaxConns:     cfg.MaxConns,
-		MaxPerSource: cfg.MaxConnsPerSource,
-		Exempt:       cfg.TrustedProxies,
-	})
+	s.limit = connlimit.New(cfg.limits())
 	s.openGauge = s.m.open.WithLabelValues(cfg.Name)
 	s.accepted = s.m.accepted.WithLabelValues(cfg.Name)
 	s.overLimit.counter = s.m.rejected.WithLabelValues(cfg.Name, RejectOverLimit)
 	s.overSourceLimit.counter = s.m.rejected.WithLabelValues(cfg.Name, RejectOverSourceLimit)
-	s.router.Store(cfg.Router)
+	s.cfg.Store(&cfg)
 	return s, nil
 }
 
-// SetRouter swaps in a new routing table; connections already routed keep
-// their route.
-func (s *Server) SetRouter(r *Router) { s.router.Store(r) }
+// Update validates cfg and, if it is sound, makes it the configuration of
+// the connections accepted from now on: routes, timeouts, limits. The
+// connections already accepted keep what they started with. cfg.Name must
+// be the server's: a listener keeps its name, which labels its metrics.
+func (s *Server) Update(cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	if cfg.Name != s.name {
+		return fmt.Errorf("l4 listener %q: cannot be renamed %q", s.name, cfg.Name)
+	}
+	s.limit.SetLimits(cfg.limits())
+	s.cfg.Store(&cfg)
+	return nil
+}
+
+// withDefaults validates c and returns it with its zero values replaced by
+// the defaults.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("l4 listener name is empty"))
+	}
+	if c.Router == nil {
+		errs = append(errs, fmt.Errorf("l4 listener %q: no router", c.Name))
+	}
+	if c.PeekTimeout < 0 || c.DialTimeout < 0 || c.MaxHelloSize < 0 || c.MaxHelloRecords < 0 ||
+		c.DialAttempts < 0 || c.MaxConns < 0 || c.MaxConnsPerSource < 0 {
+		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes, attempts and max conns must not be negative", c.Name))
+	}
+	if c.MaxHelloSize > 64<<10 {
+		errs = append(errs, fmt.Errorf("l4 listener %q: max hello size %d exceeds 64 KiB", c.Name, c.MaxHelloSize))
+	}
+	if len(errs) > 0 {
+		return c, errors.Join(errs...)
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.PeekTimeout, 5*time.Second)
+	def(&c.DialTimeout, 5*time.Second)
+	def(&c.IdleTimeout, 10*time.Minute)
+	if c.MaxHelloSize == 0 {
+		c.MaxHelloSize = defaultMaxHelloWireLen
+	}
+	if c.MaxHelloRecords == 0 {
+		c.MaxHelloRecords = DefaultMaxHelloRecords
+	}
+	if c.DialAttempts == 0 {
+		c.DialAttempts = 3
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	return c, nil
+}
+
+// limits are the connection caps of c.
+func (c *Config) limits() connlimit.Limits {
+	return connlimit.Limits{MaxConns: c.MaxConns, MaxPerSource: c.MaxConnsPerSource, Exempt: c.TrustedProxies}
+}
 
 // Serve accepts connections on ln until ctx is cancelled, then closes ln,
 // closes the connections it is relaying and returns once they have ended.
@@ -238,7 +261,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("l4 listener %s: %w", s.cfg.Name, err)
+				return fmt.Errorf("l4 listener %s: %w", s.name, err)
 			}
 			// Out of file descriptors and the like: back off, as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
@@ -289,10 +312,10 @@ func (s *Server) refuse(c net.Conn, reason connlimit.Reason) {
 		// The client named is the one refused last; the metric counts them
 		// all.
 		s.log.Warn("max_conns_per_source reached: refusing a client's new connections",
-			"max_conns_per_source", s.cfg.MaxConnsPerSource, "client", addrString(client), "refused", refused)
+			"max_conns_per_source", s.cfg.Load().MaxConnsPerSource, "client", addrString(client), "refused", refused)
 	default:
 		s.log.Warn("max_conns reached: refusing new connections",
-			"max_conns", s.cfg.MaxConns, "refused", refused)
+			"max_conns", s.cfg.Load().MaxConns, "refused", refused)
 	}
 }
 
@@ -304,13 +327,14 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	listener := s.cfg.Name
+	listener := s.name
 	s.accepted.Inc()
+	cfg := s.cfg.Load() // the whole connection runs with one configuration
 
 	src, dst := c.RemoteAddr(), c.LocalAddr()
-	c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
-	br := bufio.NewReaderSize(c, s.cfg.MaxHelloSize)
-	if s.trusted(src) {
+	c.SetReadDeadline(time.Now().Add(cfg.PeekTimeout))
+	br := bufio.NewReaderSize(c, cfg.MaxHelloSize)
+	if cfg.trusted(src) {
 		hdr, err := proxyproto.Read(br)
 		switch {
 		case err == nil:
@@ -326,7 +350,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
-	hr := helloReader{maxWire: s.cfg.MaxHelloSize, maxRecords: s.cfg.MaxHelloRecords}
+	hr := helloReader{maxWire: cfg.MaxHelloSize, maxRecords: cfg.MaxHelloRecords}
 	hello, err := hr.peek(br)
 	if err != nil {
 		s.reject(peekReason(err), src, err)
@@ -334,7 +358,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 
-	route := s.router.Load().Match(hello.ServerName)
+	route := cfg.Router.Match(hello.ServerName)
 	if route == nil {
 		s.reject(RejectNoRoute, src, fmt.Errorf("no route for server name %q and no default route", hello.ServerName))
 		return
@@ -350,7 +374,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	}
 
 	start := time.Now()
-	d, err := s.dialBackend(ctx, route, src, dst, br)
+	d, err := s.dialBackend(ctx, cfg, route, src, dst, br)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: no backend's fault, and no operator's concern.
@@ -369,7 +393,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.log.Debug("relaying", "client", addrString(src), "sni", hello.ServerName, "route", route.Name, "backend", b.Name)
 
 	t := &tunnel{
-		idle:    s.cfg.IdleTimeout,
+		idle:    cfg.IdleTimeout,
 		client:  c,
 		backend: d.conn,
 		up:      s.m.bytes.WithLabelValues(listener, route.Name, dirName(dirUp)),
@@ -410,7 +434,7 @@ type dialed struct {
 // until one accepts the PROXY header (if configured) and the client's
 // buffered bytes, trying up to DialAttempts backends. Nothing has been sent
 // to the client yet, so a retry is invisible to it.
-func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Addr, br *bufio.Reader) (dialed, error) {
+func (s *Server) dialBackend(ctx context.Context, cfg *Config, route *Route, src, dst net.Addr, br *bufio.Reader) (dialed, error) {
 	pool := route.Pool
 	clientIP := addrIP(src)
 	var first []byte
@@ -427,7 +451,7 @@ func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Add
 	buffered, _ := br.Peek(br.Buffered())
 	first = append(first, buffered...)
 
-	attempts := min(s.cfg.DialAttempts, len(pool.Backends()))
+	attempts := min(cfg.DialAttempts, len(pool.Backends()))
 	var tried []*lb.Backend
 	var errs []error
 	for range attempts {
@@ -438,7 +462,7 @@ func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Add
 		}
 		b := lease.Backend()
 		tried = append(tried, b)
-		conn, err := s.dialOne(ctx, b, first)
+		conn, err := dialOne(ctx, cfg.DialTimeout, b, first)
 		if err == nil {
 			lease.Dialed()
 			return dialed{conn: conn, lease: lease, sent: len(first)}, nil
@@ -448,20 +472,21 @@ func (s *Server) dialBackend(ctx context.Context, route *Route, src, dst net.Add
 			return dialed{}, ctx.Err()
 		}
 		lease.Failed(err)
-		s.m.dialErrs.WithLabelValues(s.cfg.Name, pool.Name(), b.Name).Inc()
+		s.m.dialErrs.WithLabelValues(s.name, pool.Name(), b.Name).Inc()
 		s.log.Warn("backend dial failed", "pool", pool.Name(), "backend", b.Name, "err", err)
 		errs = append(errs, err)
 	}
 	return dialed{}, fmt.Errorf("route %s: %w", route.Name, errors.Join(errs...))
 }
 
-func (s *Server) dialOne(ctx context.Context, b *lb.Backend, first []byte) (net.Conn, error) {
-	d := net.Dialer{Timeout: s.cfg.DialTimeout}
+// dialOne connects to b and writes first to it, each within timeout.
+func dialOne(ctx context.Context, timeout time.Duration, b *lb.Backend, first []byte) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial backend %s %s: %w", b.Name, b.Addr, err)
 	}
-	conn.SetWriteDeadline(time.Now().Add(s.cfg.DialTimeout))
+	conn.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := conn.Write(first); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("write to backend %s %s: %w", b.Name, b.Addr, err)
@@ -470,12 +495,14 @@ func (s *Server) dialOne(ctx context.Context, b *lb.Backend, first []byte) (net.
 	return conn, nil
 }
 
-func (s *Server) trusted(a net.Addr) bool {
-	if len(s.cfg.TrustedProxies) == 0 {
+// trusted reports whether a is one of the upstream proxies whose PROXY
+// header is believed.
+func (c *Config) trusted(a net.Addr) bool {
+	if len(c.TrustedProxies) == 0 {
 		return false
 	}
 	ip := addrIP(a)
-	for _, p := range s.cfg.TrustedProxies {
+	for _, p := range c.TrustedProxies {
 		if p.Contains(ip) {
 			return true
 		}
@@ -484,7 +511,7 @@ func (s *Server) trusted(a net.Addr) bool {
 }
 
 func (s *Server) reject(reason string, client net.Addr, err error) {
-	s.m.rejected.WithLabelValues(s.cfg.Name, reason).Inc()
+	s.m.rejected.WithLabelValues(s.name, reason).Inc()
 	// Debug: rejects are counted, and scanners would flood the log.
 	s.log.Debug("connection rejected", "client", addrString(client), "reason", reason, "err", err)
 }

@@ -62,14 +62,23 @@ func New(lim Limits) *Limiter {
 	return &Limiter{lim: lim, perSource: make(map[netip.Addr]int)}
 }
 
+// SetLimits replaces the limits, for a configuration reload: the
+// connections open keep their slots, and new ones are admitted under lim.
+// A per-source limit counts the connections admitted while one was set.
+func (l *Limiter) SetLimits(lim Limits) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lim = lim
+}
+
 // Acquire takes a slot for a connection from src (the zero Addr when the
 // peer is not an IP address). It returns false, and the limit that refused
 // it, when a limit is reached; otherwise the caller must call the returned
 // release exactly once when the connection closes.
 func (l *Limiter) Acquire(src netip.Addr) (release func(), reason Reason, ok bool) {
-	key, perSource := l.sourceKey(src)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	key, perSource := l.sourceKey(src)
 	if l.lim.MaxConns > 0 && l.open >= l.lim.MaxConns {
 		return nil, OverLimit, false
 	}
@@ -99,7 +108,7 @@ func (l *Limiter) release(key netip.Addr, perSource bool) {
 }
 
 // sourceKey returns the address src is counted under, and whether the
-// per-source limit applies to it at all.
+// per-source limit applies to it at all. l.mu must be held.
 func (l *Limiter) sourceKey(src netip.Addr) (netip.Addr, bool) {
 	if l.lim.MaxPerSource <= 0 || !src.IsValid() {
 		return netip.Addr{}, false

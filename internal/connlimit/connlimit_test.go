@@ -192,3 +192,33 @@ func TestListenerResetsOverLimit(t *testing.T) {
 		t.Fatal("NetConn does not give the TCP connection")
 	}
 }
+
+// TestSetLimits: new limits apply to the next connections; the open ones
+// keep their slots and free them as before.
+func TestSetLimits(t *testing.T) {
+	a := netip.MustParseAddr("192.0.2.1")
+	lim := New(Limits{MaxConns: 2, MaxPerSource: 2})
+	r1, _, _ := lim.Acquire(a)
+	r2, _, _ := lim.Acquire(a)
+	if _, reason, ok := lim.Acquire(netip.MustParseAddr("192.0.2.2")); ok || reason != OverLimit {
+		t.Fatalf("a third connection under MaxConns 2: ok=%v %q", ok, reason)
+	}
+	lim.SetLimits(Limits{MaxConns: 4, MaxPerSource: 3})
+	r3, _, ok := lim.Acquire(a)
+	if !ok {
+		t.Fatal("the raised limits did not admit a third connection from one source")
+	}
+	if _, reason, ok := lim.Acquire(a); ok || reason != OverSourceLimit {
+		t.Fatalf("a fourth connection from one source under the new per-source limit 3: ok=%v %q", ok, reason)
+	}
+	lim.SetLimits(Limits{MaxConns: 1})
+	if _, reason, ok := lim.Acquire(netip.MustParseAddr("192.0.2.3")); ok || reason != OverLimit {
+		t.Fatalf("a connection over a lowered MaxConns: ok=%v %q", ok, reason)
+	}
+	for _, r := range []func(){r1, r2, r3} {
+		r()
+	}
+	if lim.Open() != 0 || lim.Sources() != 0 {
+		t.Fatalf("open = %d, sources = %d after every release", lim.Open(), lim.Sources())
+	}
+}
