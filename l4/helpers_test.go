@@ -4,16 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"sort"
 	"strings"
@@ -25,37 +20,11 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// testCert is a self-signed certificate whose CommonName names the backend
-// holding it, so a client can tell which node completed its handshake.
-func testCert(t testing.TB, cn string, dnsNames ...string) (tls.Certificate, *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: cn},
-		DNSNames:              dnsNames,
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf
-}
 
 // tlsBackend is a real TLS server on 127.0.0.1. After the handshake it
 // writes its name and a newline, then echoes. It records any PROXY header.
@@ -63,8 +32,8 @@ type tlsBackend struct {
 	name     string
 	addr     string
 	cert     tls.Certificate
-	leaf     *x509.Certificate
-	proxy    bool // expect a PROXY header before TLS
+	ca       *testpki.Cert // the backend's own CA, so a client can trust one backend and not another
+	proxy    bool          // expect a PROXY header before TLS
 	accepted atomic.Int64
 
 	mu      sync.Mutex
@@ -75,8 +44,11 @@ type tlsBackend struct {
 
 func startTLSBackend(t *testing.T, name string, proxy bool) *tlsBackend {
 	t.Helper()
-	cert, leaf := testCert(t, name, "*.example.test", "example.test", "a.example.test", "x.wild.example.test", "deeper.x.wild.example.test")
-	b := &tlsBackend{name: name, cert: cert, leaf: leaf, proxy: proxy}
+	// The certificate's CN names the backend holding it, so that a client
+	// can tell which node completed its handshake.
+	ca := testpki.NewCA(t, name+" CA")
+	cert := ca.Issue(t, name, "*.example.test", "example.test", "a.example.test", "x.wild.example.test", "deeper.x.wild.example.test")
+	b := &tlsBackend{name: name, cert: cert.TLS(), ca: ca, proxy: proxy}
 	b.start(t)
 	t.Cleanup(b.stop)
 	return b
@@ -152,11 +124,11 @@ func (b *tlsBackend) proxyHeaders() []*proxyproto.Header {
 	return append([]*proxyproto.Header(nil), b.headers...)
 }
 
-// rootsOf trusts the given backends' self-signed certificates.
+// rootsOf trusts the given backends' CAs.
 func rootsOf(bs ...*tlsBackend) *x509.CertPool {
 	p := x509.NewCertPool()
 	for _, b := range bs {
-		p.AddCert(b.leaf)
+		p.AddCert(b.ca.X509)
 	}
 	return p
 }

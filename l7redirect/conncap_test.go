@@ -19,6 +19,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -147,8 +148,8 @@ func TestConnectionFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newCA(t)
-	tlsConfig := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "sso.example.test")}}
+	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}}
 	const maxConns, perSource = 10, 4
 	var logBuf syncBuffer
 	srv := &Server{Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MaxConns: maxConns, MaxConnsPerSource: perSource, Metrics: m,
@@ -164,7 +165,7 @@ func TestConnectionFlood(t *testing.T) {
 		wrap       func(net.Conn) net.Conn
 	}{
 		{"https", httpsAddr, 302, func(c net.Conn) net.Conn {
-			return tls.Client(c, &tls.Config{RootCAs: ca.pool, ServerName: "sso.example.test"})
+			return tls.Client(c, &tls.Config{RootCAs: ca.Pool(), ServerName: "sso.example.test"})
 		}},
 		{"http", httpAddr, 301, func(c net.Conn) net.Conn { return c }},
 	} {
@@ -249,13 +250,13 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newCA(t)
+	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
 	cl := NewConnListener(nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
 	srv := &Server{Logger: quietLogger(), MaxConns: 1, MaxConnsPerSource: 1, Metrics: m}
 	go func() {
-		served <- srv.Serve(ctx, cl, h, &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "sso.example.test")}})
+		served <- srv.Serve(ctx, cl, h, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}})
 	}()
 	t.Cleanup(func() { cancel(); <-served })
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
@@ -274,7 +275,7 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 	}()
 	// Three connections from one address, all held open at once.
 	for i := range 3 {
-		c := tls.Client(dialFrom(t, "127.0.0.2", tcp.Addr().String()), &tls.Config{RootCAs: ca.pool, ServerName: "sso.example.test"})
+		c := tls.Client(dialFrom(t, "127.0.0.2", tcp.Addr().String()), &tls.Config{RootCAs: ca.Pool(), ServerName: "sso.example.test"})
 		if got := request(t, c, false); got != 302 {
 			t.Fatalf("handed connection %d: status %d, want 302", i+1, got)
 		}

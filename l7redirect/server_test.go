@@ -79,7 +79,7 @@ func TestSNIPicksCertificate(t *testing.T) {
 	for _, name := range frontDoorNames {
 		t.Run(name, func(t *testing.T) {
 			// Verification against the test CA for this exact name is the check.
-			conn, err := tls.Dial("tcp", fd.addr, &tls.Config{RootCAs: fd.ca.pool, ServerName: name})
+			conn, err := tls.Dial("tcp", fd.addr, &tls.Config{RootCAs: fd.ca.Pool(), ServerName: name})
 			if err != nil {
 				t.Fatalf("TLS to %s: %v", name, err)
 			}
@@ -145,7 +145,7 @@ func TestCurl(t *testing.T) {
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Host: "sso.example.test", Pool: p}}}, nil)
 	_, port, _ := net.SplitHostPort(fd.addr)
 	out, err := exec.Command(curl, "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
-		"--resolve", "sso.example.test:"+port+":127.0.0.1", "--cacert", fd.ca.pemFn,
+		"--resolve", "sso.example.test:"+port+":127.0.0.1", "--cacert", fd.ca.CertFile(t),
 		"https://sso.example.test:"+port+"/app?x=1").CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)

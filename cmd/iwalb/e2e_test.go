@@ -23,6 +23,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/browser"
+	"github.com/iwalb/iwalb/internal/testpki"
 )
 
 // End-to-end tests: the real iwalb binary and the demo application, started
@@ -34,7 +35,7 @@ type e2e struct {
 	t   *testing.T
 	env map[string]string
 	dir string
-	pki adtest.PKI
+	pki testpki.Files
 	bin string // folder with iwalb and iwalb-demoapp
 }
 
@@ -42,7 +43,7 @@ func newE2E(t *testing.T) *e2e {
 	t.Helper()
 	env := adtest.Env(t)
 	e := &e2e{t: t, env: env, dir: t.TempDir(),
-		pki: adtest.NewPKI(t, "auth1.example.test", "auth2.example.test", "lb.example.test", "sso.example.test", "app.example.test")}
+		pki: testpki.NewFiles(t, "auth1.example.test", "auth2.example.test", "lb.example.test", "sso.example.test", "app.example.test")}
 	e.bin = filepath.Join(e.dir, "bin")
 	for _, pkg := range []string{".", "../iwalb-demoapp"} {
 		out, err := exec.Command("go", "build", "-o", e.bin+"/", pkg).CombinedOutput()

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/l4"
 	"github.com/iwalb/iwalb/lb"
 )
@@ -58,7 +58,7 @@ const authNodeYAML = `authnode:
 func validConfig(t *testing.T) (valid, invalid string) {
 	t.Helper()
 	dir := t.TempDir()
-	configtest.WriteCert(t, dir, "tls/auth1.pem", "tls/auth1.key", "auth1.example.test", time.Now().Add(time.Hour))
+	testpki.NewCA(t, "iwalb test CA").Issue(t, "auth1.example.test").WriteFiles(t, dir, "tls/auth1.pem", "tls/auth1.key")
 	configtest.WriteKeytab(t, dir, "http.keytab", "EXAMPLE.TEST", "HTTP/auth1.example.test")
 	configtest.WriteFile(t, dir, "krb5.conf", []byte(configtest.Krb5Conf))
 	configtest.WriteFile(t, dir, "bind", []byte("SvcLdap-Passw0rd1\n"))
@@ -425,21 +425,17 @@ func (s *syncWriter) String() string {
 
 // tlsBackend is an HTTPS server standing in for an auth node: it accepts a
 // PROXY header (as a node with proxy_protocol enabled does), answers
-// /readyz, and /whoami with its name and the client address it sees.
+// /readyz, and /whoami with its name and the client address it sees. Its
+// certificate, which ca issued, names name.example.test and lb.example.test.
 type tlsBackend struct {
 	name string
 	addr string
 	cert []byte // DER, to recognise it on the client's side
 }
 
-func startTLSBackend(t *testing.T, dir, name string) tlsBackend {
+func startTLSBackend(t *testing.T, ca *testpki.Cert, name string) tlsBackend {
 	t.Helper()
-	fqdn := name + ".example.test"
-	configtest.WriteCertNames(t, dir, name+".pem", name+".key", time.Now().Add(time.Hour), fqdn, "lb.example.test")
-	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := ca.Issue(t, name+".example.test", "lb.example.test")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -451,7 +447,7 @@ func startTLSBackend(t *testing.T, dir, name string) tlsBackend {
 	})
 	srv := &http.Server{
 		Handler:   mux,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert.TLS()}},
 		ErrorLog:  log.New(io.Discard, "", 0),
 	}
 	// USE: a header is optional, as for the balancers an auth node trusts;
@@ -459,7 +455,7 @@ func startTLSBackend(t *testing.T, dir, name string) tlsBackend {
 	use := func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.USE, nil }
 	go srv.ServeTLS(&proxyproto.Listener{Listener: ln, ConnPolicy: use}, "", "")
 	t.Cleanup(func() { srv.Close() })
-	return tlsBackend{name: name, addr: ln.Addr().String(), cert: pair.Certificate[0]}
+	return tlsBackend{name: name, addr: ln.Addr().String(), cert: cert.X509.Raw}
 }
 
 // metricsText returns the body of GET /metrics.
@@ -537,14 +533,10 @@ func whoami(t *testing.T, conn *tls.Conn, br *bufio.Reader) string {
 // once, lets the open connection finish, and exits 0.
 func TestRunL4Passthrough(t *testing.T) {
 	dir := t.TempDir()
-	auth1, auth2 := startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
-	var ca []byte
-	for _, b := range []tlsBackend{auth1, auth2} {
-		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
-	}
-	configtest.WriteFile(t, dir, "tls/ca.pem", ca)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
+	ca := testpki.NewCA(t, "iwalb test CA")
+	auth1, auth2 := startTLSBackend(t, ca, "auth1"), startTLSBackend(t, ca, "auth2")
+	ca.WriteFiles(t, dir, "tls/ca.pem", "")
+	roots := ca.Pool()
 
 	front, metrics := freePort(t), freePort(t)
 	path := configtest.WriteFile(t, dir, "l4.yaml", []byte(fmt.Sprintf(`log: {level: debug}
@@ -782,27 +774,18 @@ l4:
 }
 
 // frontDoorFiles starts two TLS backends, auth1 and auth2, and writes the
-// files a front door over them needs into dir: tls/ca.pem (the backends'
-// certificates, for the health checks) and tls/sso.pem with tls/sso.key
-// (the front door's own certificate, whose DER is sso). roots trusts all
-// three.
+// files a front door over them needs into dir: tls/ca.pem (the CA of the
+// backends' certificates, for the health checks) and tls/sso.pem with
+// tls/sso.key (the front door's own certificate, whose DER is sso). roots
+// trusts that CA, which issued all three.
 func frontDoorFiles(t *testing.T, dir string) (auth1, auth2 tlsBackend, sso []byte, roots *x509.CertPool) {
 	t.Helper()
-	auth1, auth2 = startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
-	var ca []byte
-	for _, b := range []tlsBackend{auth1, auth2} {
-		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
-	}
-	configtest.WriteFile(t, dir, "tls/ca.pem", ca)
-	configtest.WriteCert(t, dir, "tls/sso.pem", "tls/sso.key", "sso.example.test", time.Now().Add(time.Hour))
-	ssoPair, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls/sso.pem"), filepath.Join(dir, "tls/sso.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots = x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
-	roots.AddCert(ssoPair.Leaf)
-	return auth1, auth2, ssoPair.Certificate[0], roots
+	ca := testpki.NewCA(t, "iwalb test CA")
+	auth1, auth2 = startTLSBackend(t, ca, "auth1"), startTLSBackend(t, ca, "auth2")
+	ca.WriteFiles(t, dir, "tls/ca.pem", "")
+	ssoCert := ca.Issue(t, "sso.example.test")
+	ssoCert.WriteFiles(t, dir, "tls/sso.pem", "tls/sso.key")
+	return auth1, auth2, ssoCert.X509.Raw, ca.Pool()
 }
 
 // TestRunL7Redirect runs the front doors in-process over two real HTTPS
