@@ -2,15 +2,12 @@ package l4
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +21,7 @@ import (
 	"github.com/iwalb/iwalb/lb"
 )
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // tlsBackend is a real TLS server on 127.0.0.1. After the handshake it
 // writes its name and a newline, then echoes. It records any PROXY header.
@@ -232,92 +229,6 @@ func runServer(t testing.TB, cfg Config, logger *slog.Logger) (addr string, reg 
 	}
 	t.Cleanup(stop)
 	return ln.Addr().String(), reg, stop
-}
-
-// logSink collects a JSON slog handler's output.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-// logger logs everything, debug included, to s as JSON lines.
-func (s *logSink) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(s, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// records returns the lines whose msg is msg, decoded.
-func (s *logSink) records(t testing.TB, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(s.String()) {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("log line is not JSON: %v: %q", err, line)
-		}
-		if r["msg"] == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// metricValue sums the samples of a counter or gauge family whose labels
-// include all of want ("name=value").
-func metricValue(t testing.TB, g prometheus.Gatherer, name string, want ...string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, l.GetName()+"="+l.GetValue())
-			}
-			sort.Strings(ls)
-			for _, w := range want {
-				if !contains(ls, w) {
-					continue metrics
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				sum += m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {

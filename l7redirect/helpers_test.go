@@ -2,7 +2,6 @@ package l7redirect
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -10,9 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,7 +20,7 @@ import (
 	"github.com/iwalb/iwalb/lb"
 )
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // testNode is a real TCP listener standing in for an auth node: the pool's
 // TCP health checks see it up while it listens and down once it stops.
@@ -248,56 +245,4 @@ func location(t *testing.T, resp *http.Response) *url.URL {
 		t.Fatalf("Location %q does not parse: %v", locs[0], err)
 	}
 	return u
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger used by server goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// gatherValues returns every sample of the named metric family as
-// "label=value,..." → value, labels sorted by name.
-func gatherValues(t *testing.T, g prometheus.Gatherer, name string) map[string]float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, l.GetName()+"="+l.GetValue())
-			}
-			sort.Strings(ls)
-			var v float64
-			switch {
-			case m.Counter != nil:
-				v = m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				v = m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				v = float64(m.GetHistogram().GetSampleCount())
-			}
-			out[strings.Join(ls, ",")] = v
-		}
-	}
-	return out
 }

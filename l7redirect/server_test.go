@@ -16,11 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
 
 func TestHTTPToHTTPS(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testkit.Buffer
 	r, err := NewHTTPSRedirect([]string{"sso.example.test", "*.corp.example.test"}, 8443,
 		slog.New(slog.NewTextHandler(&logBuf, nil)))
 	if err != nil {
@@ -93,7 +94,7 @@ func TestSNIPicksCertificate(t *testing.T) {
 }
 
 func TestAccessLog(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testkit.Buffer
 	a := startNode(t, "auth1")
 	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{a})
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Name: "auth", Pool: p}}},
@@ -160,7 +161,7 @@ func TestCurl(t *testing.T) {
 // one access-log line and a count; one at the bound is redirected. The
 // 48 KB dot-segment path that once cost seconds is one of them.
 func TestRequestTargetBound(t *testing.T) {
-	var httpsLog, httpLog syncBuffer
+	var httpsLog, httpLog testkit.Buffer
 	n := startNode(t, "auth1")
 	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{n})
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Pool: p}}}, slog.New(slog.NewTextHandler(&httpsLog, nil)))
@@ -248,13 +249,13 @@ func TestRequestTargetBound(t *testing.T) {
 		}
 	}()
 
-	refused := gatherValues(t, fd.reg, "iwalb_l7redirect_requests_refused_total")
+	refused := testkit.Samples(t, fd.reg, "iwalb_l7redirect_requests_refused_total")
 	for _, l := range []string{"https", "http"} {
 		if v := refused["frontdoor=sso,listener="+l+",reason=uri_too_long"]; v != 3 {
 			t.Errorf("requests_refused_total{listener=%s} = %v, want 3 (all: %v)", l, v, refused)
 		}
 	}
-	if v := gatherValues(t, fd.reg, "iwalb_l7redirect_request_duration_seconds")["frontdoor=sso,status=414"]; v != 3 {
+	if v := testkit.Samples(t, fd.reg, "iwalb_l7redirect_request_duration_seconds")["frontdoor=sso,status=414"]; v != 3 {
 		t.Errorf("request_duration_seconds{status=414} count = %v, want 3", v)
 	}
 	for name, logs := range map[string]string{"https": httpsLog.String(), "http": httpLog.String()} {

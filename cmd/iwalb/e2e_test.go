@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -16,13 +15,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/browser"
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/internal/testpki"
 )
 
@@ -77,7 +76,7 @@ func (e *e2e) write(name, content string) string {
 
 // freePortNum returns a loopback port that was free a moment ago.
 func freePortNum(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(freePort(t))
+	_, p, _ := net.SplitHostPort(testkit.FreePort(t))
 	n, _ := strconv.Atoi(p)
 	return n
 }
@@ -118,7 +117,7 @@ authnode:
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *testkit.Buffer
 	done   chan error
 	killed bool
 }
@@ -129,28 +128,11 @@ func (p *proc) kill() {
 	_ = p.cmd.Process.Kill()
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start runs a program; at cleanup it gets SIGTERM and must exit 0 within
 // 15 s, as an operator's stop would.
 func (e *e2e) start(name, program string, args ...string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(filepath.Join(e.bin, program), args...), out: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &proc{name: name, cmd: exec.Command(filepath.Join(e.bin, program), args...), out: &testkit.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Dir = e.dir
 	if err := p.cmd.Start(); err != nil {
