@@ -217,7 +217,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := b.removeDir
+	dir := b.dir
 	if _, err := os.Stat(filepath.Join(dir, "Local State")); err != nil {
 		t.Errorf("profile seed not written: %v", err)
 	}
