@@ -1,9 +1,16 @@
-package main
+// Package e2e holds the end-to-end tests: the real iwalb binary and the
+// demo application, started as processes, driven by the real clients a user
+// has (kinit, curl --negotiate, headless Chromium) against the test Active
+// Directory of scripts/ad-up. It has test files only. The tests skip under
+// -short or when IWALB_AD_ENV is unset; otherwise TestMain builds both
+// binaries once for all of them.
+package e2e
 
 import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -25,9 +32,37 @@ import (
 	"github.com/iwalb/iwalb/internal/testpki"
 )
 
-// End-to-end tests: the real iwalb binary and the demo application, started
-// as processes, driven by the real clients a user has (kinit, curl
-// --negotiate) against the test Active Directory of scripts/ad-up.
+// binDir is the folder where TestMain built iwalb and iwalb-demoapp; it
+// is set before any test runs and never changed.
+var binDir string
+
+func TestMain(m *testing.M) {
+	flag.Parse() // for testing.Short
+	if testing.Short() || os.Getenv(adtest.EnvVar) == "" {
+		// Every test skips, and adtest.Env says why: nothing to build.
+		os.Exit(m.Run())
+	}
+	os.Exit(buildAndRun(m))
+}
+
+// buildAndRun builds the binaries into a temporary folder, runs the tests
+// and removes the folder.
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "iwalb-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+		"github.com/iwalb/iwalb/cmd/iwalb", "github.com/iwalb/iwalb/cmd/iwalb-demoapp")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %s: %v\n%s", build, err, out)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
 
 // e2e is one test's set of processes and files.
 type e2e struct {
@@ -35,7 +70,6 @@ type e2e struct {
 	env map[string]string
 	dir string
 	pki testpki.Files
-	bin string // folder with iwalb and iwalb-demoapp
 }
 
 func newE2E(t *testing.T) *e2e {
@@ -43,13 +77,6 @@ func newE2E(t *testing.T) *e2e {
 	env := adtest.Env(t)
 	e := &e2e{t: t, env: env, dir: t.TempDir(),
 		pki: testpki.NewFiles(t, "auth1.example.test", "auth2.example.test", "lb.example.test", "sso.example.test", "app.example.test")}
-	e.bin = filepath.Join(e.dir, "bin")
-	for _, pkg := range []string{".", "../iwalb-demoapp"} {
-		out, err := exec.Command("go", "build", "-o", e.bin+"/", pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
 	// The test domain's keytab is readable by all, so that tests need not
 	// run as root; iwalb run refuses that, so the nodes get a private copy.
 	kt, err := os.ReadFile(env["AD_HTTP_KEYTAB"])
@@ -132,7 +159,7 @@ func (p *proc) kill() {
 // 15 s, as an operator's stop would.
 func (e *e2e) start(name, program string, args ...string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(filepath.Join(e.bin, program), args...), out: &testkit.Buffer{}, done: make(chan error, 1)}
+	p := &proc{name: name, cmd: exec.Command(filepath.Join(binDir, program), args...), out: &testkit.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Dir = e.dir
 	if err := p.cmd.Start(); err != nil {
@@ -274,7 +301,7 @@ func (e *e2e) startAuthNodeOn(name string, port, metricsPort, appPort int, extra
 	e.t.Helper()
 	appURL := fmt.Sprintf("https://app.example.test:%d/sso/callback", appPort)
 	cfg := e.authNodeConfig(name, name+".example.test", port, metricsPort, appURL, extra)
-	if out, err := exec.Command(filepath.Join(e.bin, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
+	if out, err := exec.Command(filepath.Join(binDir, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
 		e.t.Fatalf("iwalb check: %v\n%s", err, out)
 	}
 	n := e.start("iwalb run "+name, "iwalb", "run", "-config", cfg)
