@@ -11,6 +11,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -152,9 +153,9 @@ func TestRelayedConnectionLogLine(t *testing.T) {
 			}()
 			router, _ := NewRouter([]Route{{Name: "auth", ServerNames: []string{"a.example.test"}, ProxyProtocol: 1,
 				Pool: newPool(t, "p", "", lb.HealthCheck{}, ln.Addr().String())}}, nil)
-			var logs logSink
+			var logs testkit.Buffer
 			addr, _, stop := runServer(t, Config{Name: "public", Router: router, IdleTimeout: tt.idle,
-				TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, logs.logger())
+				TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, logs.JSONLogger())
 
 			start := time.Now() // before the balancer can accept
 			c, err := net.Dial("tcp", addr)
@@ -179,10 +180,10 @@ func TestRelayedConnectionLogLine(t *testing.T) {
 				t.Fatal("the backend never finished")
 			}
 			received := <-clientGot
-			waitFor(t, "the log line", 5*time.Second, func() bool { return len(logs.records(t, "connection relayed")) > 0 })
+			waitFor(t, "the log line", 5*time.Second, func() bool { return len(logs.Records(t, "connection relayed")) > 0 })
 			took := time.Since(start)
 
-			lines := logs.records(t, "connection relayed")
+			lines := logs.Records(t, "connection relayed")
 			if len(lines) != 1 {
 				t.Fatalf("%d log lines for one connection, want 1", len(lines))
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -81,7 +82,7 @@ func TestHelloCostIsLinear(t *testing.T) {
 			if tt.reason == RejectNoRoute {
 				want += reps + 1 // the ordinary hellos
 			}
-			if got := metricValue(t, reg, "iwalb_l4_rejected_total", "reason="+tt.reason); got != want {
+			if got := testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason="+tt.reason); got != want {
 				t.Errorf("%s rejects = %v, want %v", tt.reason, got, want)
 			}
 		})

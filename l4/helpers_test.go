@@ -2,20 +2,12 @@ package l4
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,37 +17,11 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// testCert is a self-signed certificate whose CommonName names the backend
-// holding it, so a client can tell which node completed its handshake.
-func testCert(t testing.TB, cn string, dnsNames ...string) (tls.Certificate, *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: cn},
-		DNSNames:              dnsNames,
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, leaf
-}
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // tlsBackend is a real TLS server on 127.0.0.1. After the handshake it
 // writes its name and a newline, then echoes. It records any PROXY header.
@@ -63,8 +29,8 @@ type tlsBackend struct {
 	name     string
 	addr     string
 	cert     tls.Certificate
-	leaf     *x509.Certificate
-	proxy    bool // expect a PROXY header before TLS
+	ca       *testpki.Cert // the backend's own CA, so a client can trust one backend and not another
+	proxy    bool          // expect a PROXY header before TLS
 	accepted atomic.Int64
 
 	mu      sync.Mutex
@@ -75,8 +41,11 @@ type tlsBackend struct {
 
 func startTLSBackend(t *testing.T, name string, proxy bool) *tlsBackend {
 	t.Helper()
-	cert, leaf := testCert(t, name, "*.example.test", "example.test", "a.example.test", "x.wild.example.test", "deeper.x.wild.example.test")
-	b := &tlsBackend{name: name, cert: cert, leaf: leaf, proxy: proxy}
+	// The certificate's CN names the backend holding it, so that a client
+	// can tell which node completed its handshake.
+	ca := testpki.NewCA(t, name+" CA")
+	cert := ca.Issue(t, name, "*.example.test", "example.test", "a.example.test", "x.wild.example.test", "deeper.x.wild.example.test")
+	b := &tlsBackend{name: name, cert: cert.TLS(), ca: ca, proxy: proxy}
 	b.start(t)
 	t.Cleanup(b.stop)
 	return b
@@ -152,11 +121,11 @@ func (b *tlsBackend) proxyHeaders() []*proxyproto.Header {
 	return append([]*proxyproto.Header(nil), b.headers...)
 }
 
-// rootsOf trusts the given backends' self-signed certificates.
+// rootsOf trusts the given backends' CAs.
 func rootsOf(bs ...*tlsBackend) *x509.CertPool {
 	p := x509.NewCertPool()
 	for _, b := range bs {
-		p.AddCert(b.leaf)
+		p.AddCert(b.ca.X509)
 	}
 	return p
 }
@@ -260,92 +229,6 @@ func runServer(t testing.TB, cfg Config, logger *slog.Logger) (addr string, reg 
 	}
 	t.Cleanup(stop)
 	return ln.Addr().String(), reg, stop
-}
-
-// logSink collects a JSON slog handler's output.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-// logger logs everything, debug included, to s as JSON lines.
-func (s *logSink) logger() *slog.Logger {
-	return slog.New(slog.NewJSONHandler(s, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// records returns the lines whose msg is msg, decoded.
-func (s *logSink) records(t testing.TB, msg string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for line := range strings.Lines(s.String()) {
-		var r map[string]any
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("log line is not JSON: %v: %q", err, line)
-		}
-		if r["msg"] == msg {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// metricValue sums the samples of a counter or gauge family whose labels
-// include all of want ("name=value").
-func metricValue(t testing.TB, g prometheus.Gatherer, name string, want ...string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, l.GetName()+"="+l.GetValue())
-			}
-			sort.Strings(ls)
-			for _, w := range want {
-				if !contains(ls, w) {
-					continue metrics
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				sum += m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return sum
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {

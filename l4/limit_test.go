@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -21,11 +22,11 @@ import (
 func TestMaxConnsCountsConnectionsInTheirPeek(t *testing.T) {
 	be := startTLSBackend(t, "node-a", false)
 	router, _ := NewRouter(nil, &Route{Name: "all", Pool: newPool(t, "p", "", lb.HealthCheck{}, be.addr)})
-	var logs logSink
+	var logs testkit.Buffer
 	const peekTimeout = 20 * time.Second // far longer than "at once"
-	addr, reg, _ := runServer(t, Config{Router: router, MaxConns: 3, PeekTimeout: peekTimeout}, logs.logger())
-	open := func() float64 { return metricValue(t, reg, "iwalb_l4_connections_open", "listener=test") }
-	overLimit := func() float64 { return metricValue(t, reg, "iwalb_l4_rejected_total", "reason=over_limit") }
+	addr, reg, _ := runServer(t, Config{Router: router, MaxConns: 3, PeekTimeout: peekTimeout}, logs.JSONLogger())
+	open := func() float64 { return testkit.Sum(t, reg, "iwalb_l4_connections_open", "listener=test") }
+	overLimit := func() float64 { return testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason=over_limit") }
 
 	// Three slowloris clients: a few bytes of a ClientHello, then nothing.
 	hello := captureHello(t, &tls.Config{ServerName: "a.example.test"})
@@ -52,7 +53,7 @@ func TestMaxConnsCountsConnectionsInTheirPeek(t *testing.T) {
 	// A refused connection was accepted first. (The held ones count as
 	// accepted in their own goroutines: wait for them.)
 	waitFor(t, "4 accepted connections", 5*time.Second, func() bool {
-		return metricValue(t, reg, "iwalb_l4_connections_accepted_total") == 4
+		return testkit.Sum(t, reg, "iwalb_l4_connections_accepted_total") == 4
 	})
 	if be.accepted.Load() != 0 {
 		t.Error("the backend was dialed")
@@ -66,7 +67,7 @@ func TestMaxConnsCountsConnectionsInTheirPeek(t *testing.T) {
 	if got := overLimit(); got != 1+flood {
 		t.Errorf("over_limit rejects = %v, want %d", got, 1+flood)
 	}
-	warnings := logs.records(t, "max_conns reached: refusing new connections")
+	warnings := logs.Records(t, "max_conns reached: refusing new connections")
 	if len(warnings) != 1 {
 		t.Fatalf("%d over-limit warnings for %d refused connections, want 1 (rate-limited)", len(warnings), 1+flood)
 	}
@@ -160,17 +161,17 @@ func from(ip string) *net.Dialer {
 func TestMaxConnsPerSource(t *testing.T) {
 	be := startTLSBackend(t, "node-a", false)
 	router, _ := NewRouter(nil, &Route{Name: "all", Pool: newPool(t, "p", "", lb.HealthCheck{}, be.addr)})
-	var logs logSink
+	var logs testkit.Buffer
 	addr, reg, _ := runServer(t, Config{
 		Router:            router,
 		MaxConns:          6,
 		MaxConnsPerSource: 2,
 		TrustedProxies:    []netip.Prefix{netip.MustParsePrefix("127.0.0.4/32")},
 		PeekTimeout:       20 * time.Second, // far longer than "at once"
-	}, logs.logger())
-	open := func() float64 { return metricValue(t, reg, "iwalb_l4_connections_open", "listener=test") }
+	}, logs.JSONLogger())
+	open := func() float64 { return testkit.Sum(t, reg, "iwalb_l4_connections_open", "listener=test") }
 	rejected := func(reason string) float64 {
-		return metricValue(t, reg, "iwalb_l4_rejected_total", "reason="+reason)
+		return testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason="+reason)
 	}
 	hello := captureHello(t, &tls.Config{ServerName: "a.example.test"})
 	hold := func(ip string) net.Conn {
@@ -208,7 +209,7 @@ func TestMaxConnsPerSource(t *testing.T) {
 	if got := rejected(RejectOverLimit); got != 0 {
 		t.Errorf("over_limit rejects = %v, want 0", got)
 	}
-	warnings := logs.records(t, "max_conns_per_source reached: refusing a client's new connections")
+	warnings := logs.Records(t, "max_conns_per_source reached: refusing a client's new connections")
 	if len(warnings) != 1 {
 		t.Fatalf("%d per-source warnings for %d refused connections, want 1 (rate-limited)", len(warnings), 1+flood)
 	}
@@ -217,7 +218,7 @@ func TestMaxConnsPerSource(t *testing.T) {
 		w["refused"] != 1.0 || !strings.HasPrefix(client, "127.0.0.2:") {
 		t.Errorf("warning = %v, want level WARN, listener test, max_conns_per_source 2, refused 1, client 127.0.0.2:port", w)
 	}
-	if len(logs.records(t, "max_conns reached: refusing new connections")) != 0 {
+	if len(logs.Records(t, "max_conns reached: refusing new connections")) != 0 {
 		t.Error("the per-source refusals were logged as max_conns")
 	}
 	stillOpen("held connection", held...)

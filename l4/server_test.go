@@ -18,6 +18,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -60,16 +61,16 @@ func TestSNIRoutingIsPassthrough(t *testing.T) {
 			}
 		})
 	}
-	if got := metricValue(t, reg, "iwalb_l4_connections_routed_total", "route=default"); got != 3 {
+	if got := testkit.Sum(t, reg, "iwalb_l4_connections_routed_total", "route=default"); got != 3 {
 		t.Errorf("routed to default = %v, want 3", got)
 	}
 	waitFor(t, "active gauge to drop", 2*time.Second, func() bool {
-		return metricValue(t, reg, "iwalb_l4_connections_active") == 0
+		return testkit.Sum(t, reg, "iwalb_l4_connections_active") == 0
 	})
-	if up := metricValue(t, reg, "iwalb_l4_bytes_total", "direction=client_to_backend"); up == 0 {
+	if up := testkit.Sum(t, reg, "iwalb_l4_bytes_total", "direction=client_to_backend"); up == 0 {
 		t.Error("no client_to_backend bytes counted")
 	}
-	if n := metricValue(t, reg, "iwalb_l4_connection_duration_seconds"); n != float64(len(tests)) {
+	if n := testkit.Sum(t, reg, "iwalb_l4_connection_duration_seconds"); n != float64(len(tests)) {
 		t.Errorf("duration samples = %v, want %d", n, len(tests))
 	}
 }
@@ -84,7 +85,7 @@ func TestNoRouteNoDefaultCloses(t *testing.T) {
 	if _, _, err := tlsThrough(addr, "other.example.test", rootsOf(a)); err == nil {
 		t.Fatal("unrouted name reached a backend")
 	}
-	if got := metricValue(t, reg, "iwalb_l4_rejected_total", "reason=no_route"); got != 1 {
+	if got := testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason=no_route"); got != 1 {
 		t.Errorf("no_route rejects = %v, want 1", got)
 	}
 	if a.accepted.Load() != 0 {
@@ -205,7 +206,7 @@ func TestProxyProtocolFromTrustedUpstream(t *testing.T) {
 	if err := via(untrusted); err == nil {
 		t.Fatal("a PROXY header from an untrusted peer was accepted")
 	}
-	if got := metricValue(t, reg, "iwalb_l4_rejected_total", "reason=not_tls"); got != 1 {
+	if got := testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason=not_tls"); got != 1 {
 		t.Errorf("not_tls rejects = %v, want 1", got)
 	}
 	if len(be.proxyHeaders()) != 1 {
@@ -229,7 +230,7 @@ func TestDialFailureTriesNextBackend(t *testing.T) {
 	}
 	// Round-robin tried the dead node until the fall count ejected it; the
 	// clients never noticed.
-	if got := metricValue(t, reg, "iwalb_l4_dial_errors_total", "backend=p-1"); got != 2 {
+	if got := testkit.Sum(t, reg, "iwalb_l4_dial_errors_total", "backend=p-1"); got != 2 {
 		t.Errorf("dial errors = %v, want the fall count 2", got)
 	}
 	if st := pool.Backend("p-1").State(); st != lb.StateDown {
@@ -267,11 +268,11 @@ func TestKilledBackendEjectedAndRestored(t *testing.T) {
 	n1.stop()
 	b1 := pool.Backend("auth-1")
 	waitFor(t, "node-1 ejected", 5*time.Second, func() bool { return b1.State() == lb.StateDown })
-	errsBefore := metricValue(t, reg, "iwalb_l4_dial_errors_total")
+	errsBefore := testkit.Sum(t, reg, "iwalb_l4_dial_errors_total")
 	if seen := connect(6); seen["node-2"] != 6 {
 		t.Fatalf("with node-1 down, connections went to %v", seen)
 	}
-	if got := metricValue(t, reg, "iwalb_l4_dial_errors_total"); got != errsBefore {
+	if got := testkit.Sum(t, reg, "iwalb_l4_dial_errors_total"); got != errsBefore {
 		t.Errorf("the balancer still dialed the ejected node (%v dial errors, was %v)", got, errsBefore)
 	}
 
@@ -320,7 +321,7 @@ func TestSlowClientClosedAtPeekTimeout(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("slow client was never closed")
 	}
-	if got := metricValue(t, reg, "iwalb_l4_rejected_total", "reason=peek_timeout"); got != 1 {
+	if got := testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason=peek_timeout"); got != 1 {
 		t.Errorf("peek_timeout rejects = %v, want 1", got)
 	}
 	if be.accepted.Load() != 0 {
@@ -355,7 +356,7 @@ func TestRejectsNonTLSAndOversizedHello(t *testing.T) {
 				t.Fatalf("connection not closed: %d, %v", n, err)
 			}
 			waitFor(t, tt.reason+" counted", 2*time.Second, func() bool {
-				return metricValue(t, reg, "iwalb_l4_rejected_total", "reason="+tt.reason) == 1
+				return testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason="+tt.reason) == 1
 			})
 		})
 	}
@@ -448,13 +449,13 @@ func TestThousandConnectionsNoLeak(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if got := metricValue(t, reg, "iwalb_l4_connections_routed_total"); got != n {
+	if got := testkit.Sum(t, reg, "iwalb_l4_connections_routed_total"); got != n {
 		t.Fatalf("routed %v connections, want %d", got, n)
 	}
 	// The last handlers may still be returning when the clients are done:
 	// wait, bounded, for the gauge and the goroutines to settle together.
 	waitFor(t, "active gauge at 0 and goroutines back to baseline", 10*time.Second, func() bool {
-		return metricValue(t, reg, "iwalb_l4_connections_active") == 0 && runtime.NumGoroutine() <= base
+		return testkit.Sum(t, reg, "iwalb_l4_connections_active") == 0 && runtime.NumGoroutine() <= base
 	})
 }
 
@@ -665,7 +666,7 @@ func TestHalfClosedClientThatStopsReading(t *testing.T) {
 	b := pool.Backend("p-1")
 	waitFor(t, "the relay to start", 5*time.Second, func() bool { return b.Active() == 1 })
 	waitFor(t, "the stalled relay to end", 5*time.Second, func() bool {
-		return b.Active() == 0 && metricValue(t, reg, "iwalb_l4_connections_active") == 0
+		return b.Active() == 0 && testkit.Sum(t, reg, "iwalb_l4_connections_active") == 0
 	})
 	select {
 	case <-backendDone:
@@ -716,8 +717,8 @@ func TestBytesCountedIncludeFirstWrite(t *testing.T) {
 	if received <= len(hello)+len("application bytesmore application bytes") {
 		t.Fatalf("backend received %d bytes: no PROXY header?", received)
 	}
-	waitFor(t, "the relay to end", 5*time.Second, func() bool { return metricValue(t, reg, "iwalb_l4_connections_active") == 0 })
-	if n := metricValue(t, reg, "iwalb_l4_bytes_total", "direction=client_to_backend"); n != float64(received) {
+	waitFor(t, "the relay to end", 5*time.Second, func() bool { return testkit.Sum(t, reg, "iwalb_l4_connections_active") == 0 })
+	if n := testkit.Sum(t, reg, "iwalb_l4_bytes_total", "direction=client_to_backend"); n != float64(received) {
 		t.Errorf("client_to_backend bytes = %v, the backend received %d", n, received)
 	}
 }
@@ -750,11 +751,11 @@ func TestPeekTimeoutBehindTrustedUpstream(t *testing.T) {
 				t.Fatalf("stalled connection not closed: %d, %v", n, err)
 			}
 			waitFor(t, "the reject to be counted", 2*time.Second, func() bool {
-				return metricValue(t, reg, "iwalb_l4_rejected_total") == float64(i+1)
+				return testkit.Sum(t, reg, "iwalb_l4_rejected_total") == float64(i+1)
 			})
-			if got := metricValue(t, reg, "iwalb_l4_rejected_total", "reason=peek_timeout"); got != float64(i+1) {
+			if got := testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason=peek_timeout"); got != float64(i+1) {
 				t.Errorf("peek_timeout rejects = %v, want %d (bad_proxy_header: %v)", got, i+1,
-					metricValue(t, reg, "iwalb_l4_rejected_total", "reason=bad_proxy_header"))
+					testkit.Sum(t, reg, "iwalb_l4_rejected_total", "reason=bad_proxy_header"))
 			}
 		})
 	}

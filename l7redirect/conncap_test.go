@@ -19,6 +19,8 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iwalb/iwalb/internal/testkit"
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -147,10 +149,10 @@ func TestConnectionFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newCA(t)
-	tlsConfig := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "sso.example.test")}}
+	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}}
 	const maxConns, perSource = 10, 4
-	var logBuf syncBuffer
+	var logBuf testkit.Buffer
 	srv := &Server{Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MaxConns: maxConns, MaxConnsPerSource: perSource, Metrics: m,
 		// The flood's silent connections stay open for the whole test,
 		// however slow the machine.
@@ -164,13 +166,13 @@ func TestConnectionFlood(t *testing.T) {
 		wrap       func(net.Conn) net.Conn
 	}{
 		{"https", httpsAddr, 302, func(c net.Conn) net.Conn {
-			return tls.Client(c, &tls.Config{RootCAs: ca.pool, ServerName: "sso.example.test"})
+			return tls.Client(c, &tls.Config{RootCAs: ca.Pool(), ServerName: "sso.example.test"})
 		}},
 		{"http", httpAddr, 301, func(c net.Conn) net.Conn { return c }},
 	} {
 		t.Run(l.name, func(t *testing.T) {
 			metric := func(name, labels string) float64 {
-				return gatherValues(t, reg, "iwalb_l7redirect_"+name)["frontdoor=sso,listener="+l.name+labels]
+				return testkit.Samples(t, reg, "iwalb_l7redirect_"+name)["frontdoor=sso,listener="+l.name+labels]
 			}
 			open := func() float64 { return metric("connections_open", "") }
 			refused := func(reason string) float64 { return metric("connections_refused_total", ",reason="+reason) }
@@ -249,13 +251,13 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newCA(t)
+	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
 	cl := NewConnListener(nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
 	srv := &Server{Logger: quietLogger(), MaxConns: 1, MaxConnsPerSource: 1, Metrics: m}
 	go func() {
-		served <- srv.Serve(ctx, cl, h, &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "sso.example.test")}})
+		served <- srv.Serve(ctx, cl, h, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}})
 	}()
 	t.Cleanup(func() { cancel(); <-served })
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
@@ -274,17 +276,17 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 	}()
 	// Three connections from one address, all held open at once.
 	for i := range 3 {
-		c := tls.Client(dialFrom(t, "127.0.0.2", tcp.Addr().String()), &tls.Config{RootCAs: ca.pool, ServerName: "sso.example.test"})
+		c := tls.Client(dialFrom(t, "127.0.0.2", tcp.Addr().String()), &tls.Config{RootCAs: ca.Pool(), ServerName: "sso.example.test"})
 		if got := request(t, c, false); got != 302 {
 			t.Fatalf("handed connection %d: status %d, want 302", i+1, got)
 		}
 	}
-	for name, v := range gatherValues(t, reg, "iwalb_l7redirect_connections_refused_total") {
+	for name, v := range testkit.Samples(t, reg, "iwalb_l7redirect_connections_refused_total") {
 		if v != 0 {
 			t.Errorf("connections_refused_total{%s} = %v for handed connections", name, v)
 		}
 	}
-	if got := gatherValues(t, reg, "iwalb_l7redirect_connections_open"); len(got) != 0 {
+	if got := testkit.Samples(t, reg, "iwalb_l7redirect_connections_open"); len(got) != 0 {
 		t.Errorf("connections_open %v for handed connections, want no series", got)
 	}
 }
@@ -294,7 +296,7 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 // (it carries many clients), other peers are not, and a balancer
 // connection whose header has not come yet holds up no one else.
 func TestConnectionCapsBehindProxy(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testkit.Buffer
 	balancer := netip.MustParsePrefix("127.0.0.1/32")
 	plain, err := NewRedirect(RedirectConfig{Name: "sso", Names: []string{"sso.example.test"}},
 		Options{Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
@@ -344,7 +346,7 @@ func TestConnectionCapsBehindProxy(t *testing.T) {
 
 	other := flood(t, "127.0.0.2", addr, perSource+1)
 	refused := func() float64 {
-		return gatherValues(t, reg, "iwalb_l7redirect_connections_refused_total")["frontdoor=sso,listener=http,reason=over_source_limit"]
+		return testkit.Samples(t, reg, "iwalb_l7redirect_connections_refused_total")["frontdoor=sso,listener=http,reason=over_source_limit"]
 	}
 	waitFor(t, "one connection from the untrusted peer refused", func() bool { return refused() == 1 })
 	if got := resets(t, other); got != 1 {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -26,8 +27,8 @@ func TestConnListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newCA(t)
-	cert := ca.issue(t, "sso.example.test")
+	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
+	cert := ca.Issue(t, "sso.example.test").TLS()
 
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,7 +62,7 @@ func TestConnListener(t *testing.T) {
 		}
 	}()
 
-	conn, err := tls.Dial("tcp", tcp.Addr().String(), &tls.Config{ServerName: "sso.example.test", RootCAs: ca.pool})
+	conn, err := tls.Dial("tcp", tcp.Addr().String(), &tls.Config{ServerName: "sso.example.test", RootCAs: ca.Pool()})
 	if err != nil {
 		t.Fatalf("TLS through the handed connection: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -125,14 +126,14 @@ func TestMethodsAndAnswer(t *testing.T) {
 			}
 		})
 	}
-	got := gatherValues(t, fd.reg, "iwalb_l7redirect_redirects_total")
+	got := testkit.Samples(t, fd.reg, "iwalb_l7redirect_redirects_total")
 	if v := got["frontdoor=sso,node=auth1,rule=auth,status=302"]; v != 2 {
 		t.Errorf("redirects_total 302 = %v, want 2 (all: %v)", v, got)
 	}
 	if v := got["frontdoor=sso,node=auth1,rule=auth,status=307"]; v != 4 {
 		t.Errorf("redirects_total 307 = %v, want 4 (all: %v)", v, got)
 	}
-	if v := gatherValues(t, fd.reg, "iwalb_l7redirect_request_duration_seconds")["frontdoor=sso,status=302"]; v != 2 {
+	if v := testkit.Samples(t, fd.reg, "iwalb_l7redirect_request_duration_seconds")["frontdoor=sso,status=302"]; v != 2 {
 		t.Errorf("request_duration_seconds{status=302} count = %v, want 2", v)
 	}
 }
@@ -352,7 +353,7 @@ func TestNoHealthyNode(t *testing.T) {
 			t.Errorf("503 page %q does not tell the user to try again", body)
 		}
 	}
-	if v := gatherValues(t, fd.reg, "iwalb_l7redirect_no_healthy_node_total")["frontdoor=sso,rule=auth"]; v != 2 {
+	if v := testkit.Samples(t, fd.reg, "iwalb_l7redirect_no_healthy_node_total")["frontdoor=sso,rule=auth"]; v != 2 {
 		t.Errorf("no_healthy_node_total = %v, want 2", v)
 	}
 

@@ -2,97 +2,25 @@ package l7redirect
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert  *x509.Certificate
-	key   *ecdsa.PrivateKey
-	pool  *x509.CertPool
-	pemFn string // the CA certificate as a PEM file, for curl
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "iwalb l7redirect test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool()}
-	ca.pool.AddCert(cert)
-	ca.pemFn = filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca.pemFn, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
-
-// issue returns a server certificate for names, signed by the CA.
-func (ca *testCA) issue(t *testing.T, names ...string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // testNode is a real TCP listener standing in for an auth node: the pool's
 // TCP health checks see it up while it listens and down once it stops.
@@ -194,7 +122,7 @@ func waitState(t *testing.T, p *lb.Pool, name string, want lb.State) {
 type frontDoor struct {
 	h    *Handler
 	addr string
-	ca   *testCA
+	ca   *testpki.Cert
 	reg  *prometheus.Registry
 }
 
@@ -211,10 +139,10 @@ func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca := newCA(t)
+	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
 	tlsConfig := &tls.Config{Certificates: []tls.Certificate{
-		ca.issue(t, frontDoorNames[0]),
-		ca.issue(t, frontDoorNames[1]),
+		ca.Issue(t, frontDoorNames[0]).TLS(),
+		ca.Issue(t, frontDoorNames[1]).TLS(),
 	}}
 	fd := &frontDoor{h: h, ca: ca, reg: reg}
 	fd.addr = serve(t, h, tlsConfig)
@@ -253,7 +181,7 @@ func (fd *frontDoor) client(jar http.CookieJar) *http.Client {
 		Jar:     jar,
 		Timeout: 5 * time.Second,
 		Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: fd.ca.pool},
+			TLSClientConfig: &tls.Config{RootCAs: fd.ca.Pool()},
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 				var d net.Dialer
 				return d.DialContext(ctx, network, fd.addr)
@@ -287,7 +215,7 @@ func (fd *frontDoor) do(t *testing.T, c *http.Client, method, host, target strin
 // SNI sso.example.test and returns the response.
 func (fd *frontDoor) raw(t *testing.T, req string) *http.Response {
 	t.Helper()
-	conn, err := tls.Dial("tcp", fd.addr, &tls.Config{RootCAs: fd.ca.pool, ServerName: "sso.example.test"})
+	conn, err := tls.Dial("tcp", fd.addr, &tls.Config{RootCAs: fd.ca.Pool(), ServerName: "sso.example.test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,56 +245,4 @@ func location(t *testing.T, resp *http.Response) *url.URL {
 		t.Fatalf("Location %q does not parse: %v", locs[0], err)
 	}
 	return u
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger used by server goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// gatherValues returns every sample of the named metric family as
-// "label=value,..." → value, labels sorted by name.
-func gatherValues(t *testing.T, g prometheus.Gatherer, name string) map[string]float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var ls []string
-			for _, l := range m.GetLabel() {
-				ls = append(ls, l.GetName()+"="+l.GetValue())
-			}
-			sort.Strings(ls)
-			var v float64
-			switch {
-			case m.Counter != nil:
-				v = m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				v = m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				v = float64(m.GetHistogram().GetSampleCount())
-			}
-			out[strings.Join(ls, ",")] = v
-		}
-	}
-	return out
 }

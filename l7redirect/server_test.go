@@ -16,11 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
 
 func TestHTTPToHTTPS(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testkit.Buffer
 	r, err := NewHTTPSRedirect([]string{"sso.example.test", "*.corp.example.test"}, 8443,
 		slog.New(slog.NewTextHandler(&logBuf, nil)))
 	if err != nil {
@@ -79,7 +80,7 @@ func TestSNIPicksCertificate(t *testing.T) {
 	for _, name := range frontDoorNames {
 		t.Run(name, func(t *testing.T) {
 			// Verification against the test CA for this exact name is the check.
-			conn, err := tls.Dial("tcp", fd.addr, &tls.Config{RootCAs: fd.ca.pool, ServerName: name})
+			conn, err := tls.Dial("tcp", fd.addr, &tls.Config{RootCAs: fd.ca.Pool(), ServerName: name})
 			if err != nil {
 				t.Fatalf("TLS to %s: %v", name, err)
 			}
@@ -93,7 +94,7 @@ func TestSNIPicksCertificate(t *testing.T) {
 }
 
 func TestAccessLog(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testkit.Buffer
 	a := startNode(t, "auth1")
 	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{a})
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Name: "auth", Pool: p}}},
@@ -145,7 +146,7 @@ func TestCurl(t *testing.T) {
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Host: "sso.example.test", Pool: p}}}, nil)
 	_, port, _ := net.SplitHostPort(fd.addr)
 	out, err := exec.Command(curl, "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
-		"--resolve", "sso.example.test:"+port+":127.0.0.1", "--cacert", fd.ca.pemFn,
+		"--resolve", "sso.example.test:"+port+":127.0.0.1", "--cacert", fd.ca.CertFile(t),
 		"https://sso.example.test:"+port+"/app?x=1").CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl: %v\n%s", err, out)
@@ -160,7 +161,7 @@ func TestCurl(t *testing.T) {
 // one access-log line and a count; one at the bound is redirected. The
 // 48 KB dot-segment path that once cost seconds is one of them.
 func TestRequestTargetBound(t *testing.T) {
-	var httpsLog, httpLog syncBuffer
+	var httpsLog, httpLog testkit.Buffer
 	n := startNode(t, "auth1")
 	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{n})
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Pool: p}}}, slog.New(slog.NewTextHandler(&httpsLog, nil)))
@@ -248,13 +249,13 @@ func TestRequestTargetBound(t *testing.T) {
 		}
 	}()
 
-	refused := gatherValues(t, fd.reg, "iwalb_l7redirect_requests_refused_total")
+	refused := testkit.Samples(t, fd.reg, "iwalb_l7redirect_requests_refused_total")
 	for _, l := range []string{"https", "http"} {
 		if v := refused["frontdoor=sso,listener="+l+",reason=uri_too_long"]; v != 3 {
 			t.Errorf("requests_refused_total{listener=%s} = %v, want 3 (all: %v)", l, v, refused)
 		}
 	}
-	if v := gatherValues(t, fd.reg, "iwalb_l7redirect_request_duration_seconds")["frontdoor=sso,status=414"]; v != 3 {
+	if v := testkit.Samples(t, fd.reg, "iwalb_l7redirect_request_duration_seconds")["frontdoor=sso,status=414"]; v != 3 {
 		t.Errorf("request_duration_seconds{status=414} count = %v, want 3", v)
 	}
 	for name, logs := range map[string]string{"https": httpsLog.String(), "http": httpLog.String()} {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -15,9 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func newTestPool(t *testing.T, policy PolicyName, bcs ...BackendConfig) *Pool {
 	t.Helper()
@@ -413,11 +414,11 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 		t.Fatalf("pick after return: %v", err)
 	}
 
-	changes := gatherValues(t, reg, "iwalb_lb_backend_state_changes_total")
+	changes := testkit.Samples(t, reg, "iwalb_lb_backend_state_changes_total")
 	if changes["backend=n1,pool=auth,state=down"] != 1 || changes["backend=n1,pool=auth,state=up"] != 1 {
 		t.Errorf("state changes = %v, want one down and one up", changes)
 	}
-	if up := gatherValues(t, reg, "iwalb_lb_backend_up"); up["backend=n1,pool=auth"] != 1 {
+	if up := testkit.Samples(t, reg, "iwalb_lb_backend_up"); up["backend=n1,pool=auth"] != 1 {
 		t.Errorf("iwalb_lb_backend_up = %v", up)
 	}
 
@@ -451,7 +452,7 @@ func TestSetSharesOneRegistryAndView(t *testing.T) {
 	if len(st) != 2 || st[0].Healthy() != 2 || st[1].Healthy() != 1 || !st[1].Backends[1].Drained {
 		t.Fatalf("status = %+v", st)
 	}
-	if up := gatherValues(t, reg, "iwalb_lb_backend_up"); len(up) != 4 {
+	if up := testkit.Samples(t, reg, "iwalb_lb_backend_up"); len(up) != 4 {
 		t.Fatalf("iwalb_lb_backend_up = %v, want 4 series", up)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
 // TestRunConnectionFloods runs every role in one `iwalb run` process (an
@@ -39,7 +40,7 @@ func TestRunConnectionFloods(t *testing.T) {
 	}
 
 	const perSource, total, private = 5, 40, 4
-	node, front4, front7, plain, admin, metrics := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	node, front4, front7, plain, admin, metrics := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	text := strings.Replace(authNodeYAML, "listen: 127.0.0.1:8443", fmt.Sprintf("listen: %q\n  max_conns: %d\n  max_conns_per_source: %d", node, total, perSource), 1)
 	text += fmt.Sprintf(`log: {level: warn}
 metrics: {listen: %q, max_conns: %d}
@@ -74,8 +75,7 @@ l4:
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stderr strings.Builder
-	errw := &syncWriter{w: &stderr}
+	errw := &testkit.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- serve(ctx, path, errw) }()
 	stopped := false

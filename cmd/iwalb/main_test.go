@@ -6,13 +6,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -22,7 +20,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,8 +27,11 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/internal/testkit"
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/l4"
 	"github.com/iwalb/iwalb/lb"
 )
@@ -58,7 +58,7 @@ const authNodeYAML = `authnode:
 func validConfig(t *testing.T) (valid, invalid string) {
 	t.Helper()
 	dir := t.TempDir()
-	configtest.WriteCert(t, dir, "tls/auth1.pem", "tls/auth1.key", "auth1.example.test", time.Now().Add(time.Hour))
+	testpki.NewCA(t, "iwalb test CA").Issue(t, "auth1.example.test").WriteFiles(t, dir, "tls/auth1.pem", "tls/auth1.key")
 	configtest.WriteKeytab(t, dir, "http.keytab", "EXAMPLE.TEST", "HTTP/auth1.example.test")
 	configtest.WriteFile(t, dir, "krb5.conf", []byte(configtest.Krb5Conf))
 	configtest.WriteFile(t, dir, "bind", []byte("SvcLdap-Passw0rd1\n"))
@@ -301,7 +301,7 @@ func TestPrivateListenerLimits(t *testing.T) {
 		}
 		c.Close()
 	}
-	if got := counterValue(t, reg, "iwalb_private_connections_refused_total", map[string]string{"listener": "metrics", "reason": "over_limit"}); got != 20 {
+	if got := testutil.ToFloat64(srv.metrics.refused.WithLabelValues("metrics", "over_limit")); got != 20 {
 		t.Errorf("refused connections counted: %v, want 20", got)
 	}
 
@@ -335,50 +335,20 @@ func TestPrivateListenerLimits(t *testing.T) {
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// freePort returns a loopback address that was free a moment ago, for a
-// process the test starts later. It is taken below the kernel's ephemeral
-// range (32768 and up), where the ":0" listeners of tests running in
-// parallel cannot take it first, and never twice in one test binary.
-func freePort(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		p := 20000 + rand.IntN(12000)
-		if portsGiven[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		portsGiven[p] = true
-		return ln.Addr().String()
-	}
-	t.Fatal("no free port between 20000 and 32000")
-	return ""
-}
-
-var (
-	portsMu    sync.Mutex
-	portsGiven = map[int]bool{}
-)
-
 // TestServeShutsDown starts the auth node and the metrics server from a
 // file, checks that /metrics answers, and that cancelling (what SIGTERM
 // does) stops everything with exit code 0.
 func TestServeShutsDown(t *testing.T) {
 	valid, _ := validConfig(t)
-	node, metrics := freePort(t), freePort(t)
+	node, metrics := testkit.FreePort(t), testkit.FreePort(t)
 	text := strings.Replace(authNodeYAML, "127.0.0.1:8443", node, 1)
 	path := configtest.WriteFile(t, filepath.Dir(valid), "serve.yaml", []byte("metrics: {listen: \""+metrics+"\"}\n"+text))
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stderr strings.Builder
+	var stderr testkit.Buffer
 	done := make(chan int, 1)
-	go func() { done <- serve(ctx, path, &syncWriter{w: &stderr}) }()
+	go func() { done <- serve(ctx, path, &stderr) }()
 
 	var resp *http.Response
 	var err error
@@ -404,42 +374,19 @@ func TestServeShutsDown(t *testing.T) {
 	}
 }
 
-// syncWriter serialises writes from the roles' loggers.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-// String returns what was written so far.
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return fmt.Sprint(s.w)
-}
-
 // tlsBackend is an HTTPS server standing in for an auth node: it accepts a
 // PROXY header (as a node with proxy_protocol enabled does), answers
-// /readyz, and /whoami with its name and the client address it sees.
+// /readyz, and /whoami with its name and the client address it sees. Its
+// certificate, which ca issued, names name.example.test and lb.example.test.
 type tlsBackend struct {
 	name string
 	addr string
 	cert []byte // DER, to recognise it on the client's side
 }
 
-func startTLSBackend(t *testing.T, dir, name string) tlsBackend {
+func startTLSBackend(t *testing.T, ca *testpki.Cert, name string) tlsBackend {
 	t.Helper()
-	fqdn := name + ".example.test"
-	configtest.WriteCertNames(t, dir, name+".pem", name+".key", time.Now().Add(time.Hour), fqdn, "lb.example.test")
-	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := ca.Issue(t, name+".example.test", "lb.example.test")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -451,7 +398,7 @@ func startTLSBackend(t *testing.T, dir, name string) tlsBackend {
 	})
 	srv := &http.Server{
 		Handler:   mux,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}},
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert.TLS()}},
 		ErrorLog:  log.New(io.Discard, "", 0),
 	}
 	// USE: a header is optional, as for the balancers an auth node trusts;
@@ -459,7 +406,7 @@ func startTLSBackend(t *testing.T, dir, name string) tlsBackend {
 	use := func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.USE, nil }
 	go srv.ServeTLS(&proxyproto.Listener{Listener: ln, ConnPolicy: use}, "", "")
 	t.Cleanup(func() { srv.Close() })
-	return tlsBackend{name: name, addr: ln.Addr().String(), cert: pair.Certificate[0]}
+	return tlsBackend{name: name, addr: ln.Addr().String(), cert: cert.X509.Raw}
 }
 
 // metricsText returns the body of GET /metrics.
@@ -477,7 +424,7 @@ func metricsText(t *testing.T, addr string) string {
 // waitChecked waits until the pool's backends auth1 and auth2 have each
 // passed a health check, as /metrics on metrics tells; it fails the test if
 // iwalb (whose exit code arrives on done) exits first.
-func waitChecked(t *testing.T, metrics string, done <-chan int, stopped *bool, errw *syncWriter) {
+func waitChecked(t *testing.T, metrics string, done <-chan int, stopped *bool, errw *testkit.Buffer) {
 	t.Helper()
 	passed := regexp.MustCompile(`(?m)^iwalb_lb_backend_health_checks_total\{backend="(auth[12])",pool="authnodes",result="ok"\} [1-9]`)
 	var text string
@@ -537,16 +484,12 @@ func whoami(t *testing.T, conn *tls.Conn, br *bufio.Reader) string {
 // once, lets the open connection finish, and exits 0.
 func TestRunL4Passthrough(t *testing.T) {
 	dir := t.TempDir()
-	auth1, auth2 := startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
-	var ca []byte
-	for _, b := range []tlsBackend{auth1, auth2} {
-		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
-	}
-	configtest.WriteFile(t, dir, "tls/ca.pem", ca)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
+	ca := testpki.NewCA(t, "iwalb test CA")
+	auth1, auth2 := startTLSBackend(t, ca, "auth1"), startTLSBackend(t, ca, "auth2")
+	ca.WriteFiles(t, dir, "tls/ca.pem", "")
+	roots := ca.Pool()
 
-	front, metrics := freePort(t), freePort(t)
+	front, metrics := testkit.FreePort(t), testkit.FreePort(t)
 	path := configtest.WriteFile(t, dir, "l4.yaml", []byte(fmt.Sprintf(`log: {level: debug}
 metrics: {listen: "%s"}
 pools:
@@ -572,8 +515,7 @@ l4:
 	signal.Notify(sigs, syscall.SIGINT)
 	defer signal.Stop(sigs)
 
-	var stderr strings.Builder
-	errw := &syncWriter{w: &stderr}
+	errw := &testkit.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run([]string{"run", "-config", path}, io.Discard, errw) }()
 	stopped := false
@@ -752,7 +694,7 @@ func TestRunBindErrorStartsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	first, metrics := freePort(t), freePort(t)
+	first, metrics := testkit.FreePort(t), testkit.FreePort(t)
 	dir := t.TempDir()
 	path := configtest.WriteFile(t, dir, "l4.yaml", []byte(fmt.Sprintf(`metrics: {listen: "%s"}
 pools:
@@ -782,27 +724,18 @@ l4:
 }
 
 // frontDoorFiles starts two TLS backends, auth1 and auth2, and writes the
-// files a front door over them needs into dir: tls/ca.pem (the backends'
-// certificates, for the health checks) and tls/sso.pem with tls/sso.key
-// (the front door's own certificate, whose DER is sso). roots trusts all
-// three.
+// files a front door over them needs into dir: tls/ca.pem (the CA of the
+// backends' certificates, for the health checks) and tls/sso.pem with
+// tls/sso.key (the front door's own certificate, whose DER is sso). roots
+// trusts that CA, which issued all three.
 func frontDoorFiles(t *testing.T, dir string) (auth1, auth2 tlsBackend, sso []byte, roots *x509.CertPool) {
 	t.Helper()
-	auth1, auth2 = startTLSBackend(t, dir, "auth1"), startTLSBackend(t, dir, "auth2")
-	var ca []byte
-	for _, b := range []tlsBackend{auth1, auth2} {
-		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: b.cert})...)
-	}
-	configtest.WriteFile(t, dir, "tls/ca.pem", ca)
-	configtest.WriteCert(t, dir, "tls/sso.pem", "tls/sso.key", "sso.example.test", time.Now().Add(time.Hour))
-	ssoPair, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls/sso.pem"), filepath.Join(dir, "tls/sso.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots = x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
-	roots.AddCert(ssoPair.Leaf)
-	return auth1, auth2, ssoPair.Certificate[0], roots
+	ca := testpki.NewCA(t, "iwalb test CA")
+	auth1, auth2 = startTLSBackend(t, ca, "auth1"), startTLSBackend(t, ca, "auth2")
+	ca.WriteFiles(t, dir, "tls/ca.pem", "")
+	ssoCert := ca.Issue(t, "sso.example.test")
+	ssoCert.WriteFiles(t, dir, "tls/sso.pem", "tls/sso.key")
+	return auth1, auth2, ssoCert.X509.Raw, ca.Pool()
 }
 
 // TestRunL7Redirect runs the front doors in-process over two real HTTPS
@@ -821,7 +754,7 @@ func TestRunL7Redirect(t *testing.T) {
 		"auth2.example.test:" + port(t, auth2.addr): "auth2",
 	}
 
-	front7, plain, front4, metrics := freePort(t), freePort(t), freePort(t), freePort(t)
+	front7, plain, front4, metrics := testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t), testkit.FreePort(t)
 	path := configtest.WriteFile(t, dir, "l7.yaml", []byte(fmt.Sprintf(`log: {level: debug}
 metrics: {listen: "%s"}
 pools:
@@ -851,8 +784,7 @@ l4:
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stderr strings.Builder
-	errw := &syncWriter{w: &stderr}
+	errw := &testkit.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- serve(ctx, path, errw) }()
 	stopped := false
@@ -1081,36 +1013,4 @@ func TestProxyListener(t *testing.T) {
 			}
 		})
 	}
-}
-
-// counterValue returns the value of the counter or gauge series of name
-// with exactly labels in reg, failing the test when there is none.
-func counterValue(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue series
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no series %s%v", name, labels)
-	return 0
 }

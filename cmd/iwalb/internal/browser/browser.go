@@ -1,8 +1,8 @@
-// Package browser drives Debian's headless Chromium through the DevTools
-// protocol so that end-to-end tests can check what a real browser does
-// against iwalb: follow redirect chains across host names, trust only the
-// test CA, and answer a Negotiate challenge with a Kerberos ticket from the
-// test domain.
+// Package browser drives Debian's headless Chromium through
+// github.com/chromedp/chromedp so that end-to-end tests can check what a
+// real browser does against iwalb: follow redirect chains across host
+// names, trust only the test CA, and answer a Negotiate challenge with a
+// Kerberos ticket from the test domain.
 //
 // It is test support only: it starts a browser with test-only switches
 // (no sandbox, certificate pinning by SPKI hash) and must never be used by
@@ -15,7 +15,7 @@
 // SHA-256 hashes (Chromium honours it only together with --user-data-dir,
 // which Start always passes). Options.CACertFile lists the hashes of the CA
 // certificates in a PEM file, so the test server must send its CA in the
-// chain (tls.Certificate{Certificate: [][]byte{leaf, ca}}); alternatively
+// chain (internal/testpki's certificates do); alternatively
 // Options.IgnoreCertErrorsSPKI lists leaf hashes directly. This was chosen
 // over an NSS database under a private $HOME, which would need certutil
 // (libnss3-tools), and over --ignore-certificate-errors, which accepts any
@@ -23,7 +23,7 @@
 package browser
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -35,12 +35,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // ErrNoChromium is wrapped by Start's error when the Chromium binary does not
@@ -56,18 +57,15 @@ var ErrNavigate = errors.New("navigation failed")
 // empty.
 const DefaultBinary = "/usr/bin/chromium"
 
-// startTimeout bounds the wait for the DevTools line when ctx has no
-// earlier deadline; a healthy Chromium prints it within a second or two.
+// startTimeout bounds Chromium's start when ctx has no earlier deadline; a
+// healthy Chromium is up within a second or two.
 const startTimeout = 30 * time.Second
 
 // Options configures one Chromium process.
 type Options struct {
 	// Binary is the Chromium executable; DefaultBinary when empty.
 	Binary string
-	// UserDataDir is the profile directory. When empty Start creates a
-	// temporary one and Close removes it; a given one is left in place.
-	UserDataDir string
-	// LocalState, when set, is written to "<UserDataDir>/Local State" before
+	// LocalState, when set, is written to "<profile>/Local State" before
 	// Chromium starts: the profile seed that lets it do Negotiate (see the
 	// test domain's chromium-local-state.json).
 	LocalState []byte
@@ -86,18 +84,15 @@ type Options struct {
 	// Env is added to the inherited environment, e.g. KRB5_CONFIG and
 	// KRB5CCNAME so that Chromium's GSSAPI finds the ticket cache.
 	Env []string
-	// ExtraArgs are appended to the command line.
-	ExtraArgs []string
 }
 
-// Browser is a running headless Chromium. Its methods may be called from
-// several goroutines.
+// Browser is a running headless Chromium with a fresh profile. Its methods
+// may be called from several goroutines.
 type Browser struct {
-	cmd       *exec.Cmd
-	cdp       *cdpConn
-	stderr    *stderrWatcher
-	exited    chan struct{} // closed when the process has been waited for
-	removeDir string        // temporary profile to delete on Close, if any
+	ctx    context.Context // chromedp's context of the browser; its tabs derive from it
+	cancel func()          // ends ctx and chromedp's allocator, waiting for both
+	pid    int             // Chromium's, which leads its own process group
+	dir    string          // the temporary profile
 
 	closeOnce sync.Once
 	closeErr  error
@@ -138,13 +133,10 @@ func spkiHashesFromPEM(path string) ([]string, error) {
 	return hashes, nil
 }
 
-// Start launches Chromium with opts and connects to its DevTools endpoint.
-// ctx bounds the start-up only; the process lives until Close.
+// Start launches Chromium with opts in a fresh temporary profile. ctx
+// bounds the start-up only; the process lives until Close.
 func Start(ctx context.Context, opts Options) (*Browser, error) {
-	bin := opts.Binary
-	if bin == "" {
-		bin = DefaultBinary
-	}
+	bin := cmp.Or(opts.Binary, DefaultBinary)
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, exec.ErrNotFound) {
@@ -152,7 +144,6 @@ func Start(ctx context.Context, opts Options) (*Browser, error) {
 		}
 		return nil, fmt.Errorf("browser: %s: %w", bin, err)
 	}
-
 	spki := append([]string(nil), opts.IgnoreCertErrorsSPKI...)
 	if opts.CACertFile != "" {
 		h, err := spkiHashesFromPEM(opts.CACertFile)
@@ -162,17 +153,12 @@ func Start(ctx context.Context, opts Options) (*Browser, error) {
 		spki = append(spki, h...)
 	}
 
-	b := &Browser{exited: make(chan struct{})}
-	dir := opts.UserDataDir
-	if dir == "" {
-		dir, err = os.MkdirTemp("", "iwalb-chromium-")
-		if err != nil {
-			return nil, fmt.Errorf("browser: create profile directory: %w", err)
-		}
-		b.removeDir = dir
-	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := os.MkdirTemp("", "iwalb-chromium-")
+	if err != nil {
 		return nil, fmt.Errorf("browser: create profile directory: %w", err)
 	}
+	b := &Browser{dir: dir, cancel: func() {}}
+	var cmd *exec.Cmd // set by chromedp.Do below, on this goroutine
 	fail := func(err error) (*Browser, error) {
 		_ = b.Close()
 		return nil, err
@@ -183,67 +169,60 @@ func Start(ctx context.Context, opts Options) (*Browser, error) {
 		}
 	}
 
-	args := []string{
-		"--headless",
-		"--no-sandbox", // the test runs as root in a container, where the sandbox cannot start
-		"--disable-gpu",
-		"--disable-quic",
-		"--no-first-run",
-		"--no-default-browser-check",
-		"--disable-background-networking",
-		"--disable-component-update",
-		"--disable-sync",
-		"--disable-dev-shm-usage", // containers often have a tiny /dev/shm
-		"--password-store=basic",  // no desktop keyring look-ups (they can stall)
-		"--remote-debugging-port=0",
-		"--user-data-dir=" + dir,
+	// Not chromedp.DefaultExecAllocatorOptions: only what these tests need,
+	// so that a default of chromedp's cannot change what they check.
+	alloc := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(dir),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true), // the test runs as root in a container, where the sandbox cannot start
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true), // containers often have a tiny /dev/shm
+		chromedp.Flag("password-store", "basic"),     // no desktop keyring look-ups (they can stall)
+		chromedp.Env(opts.Env...),
+		chromedp.ModifyCmdFunc(func(c *exec.Cmd) {
+			// Its own process group, so that Close kills the renderers
+			// and helpers too; and killed if the test binary dies.
+			c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+			cmd = c
+		}),
 	}
 	if opts.AuthServerAllowlist != "" {
-		args = append(args, "--auth-server-allowlist="+opts.AuthServerAllowlist)
+		alloc = append(alloc, chromedp.Flag("auth-server-allowlist", opts.AuthServerAllowlist))
 	}
 	if opts.HostResolverRules != "" {
-		args = append(args, "--host-resolver-rules="+opts.HostResolverRules)
+		alloc = append(alloc, chromedp.Flag("host-resolver-rules", opts.HostResolverRules))
 	}
 	if len(spki) > 0 {
-		args = append(args, "--ignore-certificate-errors-spki-list="+strings.Join(spki, ","))
+		alloc = append(alloc, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(spki, ",")))
 	}
-	args = append(args, opts.ExtraArgs...)
-	args = append(args, "about:blank")
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), alloc...)
+	bctx, bcancel := chromedp.NewContext(actx)
+	// Once: chromedp's cancel functions wait for the browser, and a second
+	// call of one whose browser never started would wait for ever.
+	b.ctx, b.cancel = bctx, sync.OnceFunc(func() { bcancel(); acancel() })
 
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), opts.Env...)
-	// Own process group, so Close kills the renderers and helpers too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	b.stderr = newStderrWatcher()
-	cmd.Stderr = b.stderr
-	// Helpers that somehow outlive the group kill must not hang Close.
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
+	// The browser lives as long as bctx, so ctx may not be its parent: it
+	// only cuts the start short.
+	sctx, scancel := context.WithTimeout(ctx, startTimeout)
+	defer scancel()
+	stop := context.AfterFunc(sctx, b.cancel)
+	err = chromedp.Do(bctx) // starts Chromium and opens its first tab
+	if cmd != nil && cmd.Process != nil {
+		b.pid = cmd.Process.Pid
+	}
+	if !stop() {
+		err = fmt.Errorf("waiting for chromium to start: %w", context.Cause(sctx))
+	}
+	if err != nil {
 		return fail(fmt.Errorf("browser: start %s: %w", path, err))
 	}
-	b.cmd = cmd
-	go func() {
-		_ = cmd.Wait()
-		close(b.exited)
-	}()
-
-	sctx, cancel := context.WithTimeout(ctx, startTimeout)
-	defer cancel()
-	var wsURL string
-	select {
-	case wsURL = <-b.stderr.url:
-	case <-b.exited:
-		return fail(fmt.Errorf("browser: chromium exited before DevTools was ready (%s); stderr: %s",
-			cmd.ProcessState, b.stderr.tail()))
-	case <-sctx.Done():
-		return fail(fmt.Errorf("browser: waiting for the DevTools line on stderr: %w; stderr: %s",
-			context.Cause(sctx), b.stderr.tail()))
-	}
-	ws, err := dialWS(sctx, wsURL)
-	if err != nil {
-		return fail(fmt.Errorf("browser: %w", err))
-	}
-	b.cdp = newCDPConn(ws)
 	return b, nil
 }
 
@@ -269,82 +248,21 @@ func StartT(t testing.TB, opts Options) *Browser {
 	return b
 }
 
-// Close kills Chromium's process group, waits for it, and removes the
-// temporary profile directory. It is safe to call more than once.
+// Close kills Chromium's process group, waits for chromedp to let go of
+// it, and removes the temporary profile. It is safe to call more than once.
 func (b *Browser) Close() error {
 	b.closeOnce.Do(func() {
-		if b.cdp != nil {
-			b.cdp.close()
-		}
-		if b.cmd != nil {
+		if b.pid > 0 {
 			// Negative pid: the whole group (renderers, zygote, crashpad).
-			if err := syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-				b.closeErr = fmt.Errorf("browser: kill chromium process group %d: %w", b.cmd.Process.Pid, err)
+			// A graceful close could wait on a tab whose request never ends.
+			if err := syscall.Kill(-b.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				b.closeErr = fmt.Errorf("browser: kill chromium process group %d: %w", b.pid, err)
 			}
-			<-b.exited
 		}
-		if b.removeDir != "" {
-			if err := os.RemoveAll(b.removeDir); err != nil {
-				b.closeErr = errors.Join(b.closeErr, fmt.Errorf("browser: remove profile directory: %w", err))
-			}
+		b.cancel()
+		if err := os.RemoveAll(b.dir); err != nil {
+			b.closeErr = errors.Join(b.closeErr, fmt.Errorf("browser: remove profile directory: %w", err))
 		}
 	})
 	return b.closeErr
-}
-
-// devtoolsLine is how Chromium announces its DevTools endpoint on stderr.
-var devtoolsLine = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
-
-// stderrWatcher receives Chromium's stderr: it hands over the DevTools URL
-// once and keeps the last few kilobytes for error messages.
-type stderrWatcher struct {
-	url chan string // buffered; receives the DevTools URL once
-
-	mu      sync.Mutex
-	partial []byte // incomplete last line
-	last    []byte // tail of the output
-	found   bool
-}
-
-const stderrTail = 4 << 10
-
-func newStderrWatcher() *stderrWatcher {
-	return &stderrWatcher{url: make(chan string, 1)}
-}
-
-func (w *stderrWatcher) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.last = append(w.last, p...)
-	if len(w.last) > stderrTail {
-		w.last = w.last[len(w.last)-stderrTail:]
-	}
-	if w.found {
-		return len(p), nil
-	}
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			break // incomplete last line: wait for the rest
-		}
-		line := w.partial[:i]
-		w.partial = w.partial[i+1:]
-		if m := devtoolsLine.FindSubmatch(line); m != nil {
-			w.found = true
-			w.url <- string(m[1])
-			w.partial = nil
-			break
-		}
-	}
-	if len(w.partial) > stderrTail {
-		w.partial = append([]byte(nil), w.partial[len(w.partial)-stderrTail:]...)
-	}
-	return len(p), nil
-}
-
-func (w *stderrWatcher) tail() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return strings.TrimSpace(string(w.last))
 }

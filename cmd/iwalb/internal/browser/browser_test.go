@@ -2,19 +2,12 @@ package browser
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -31,74 +24,18 @@ import (
 	"github.com/jcmturner/gokrb5/v8/spnego"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
+	"github.com/iwalb/iwalb/internal/testpki"
 )
 
 // resolverRules sends the test domain to loopback and nothing else anywhere.
 const resolverRules = "MAP *.example.test 127.0.0.1, MAP * ~NOTFOUND"
 
-// testPKI is a throw-away CA and one leaf for the test host names.
-type testPKI struct {
-	ca     *x509.Certificate
-	caFile string // PEM of ca
-	leaf   *x509.Certificate
-	chain  tls.Certificate // leaf + CA, as Options.CACertFile requires
-}
-
-func newTestPKI(t *testing.T, hosts ...string) *testPKI {
+// newTestPKI returns the file of a throw-away CA and a certificate it
+// issued for hosts, whose chain holds the CA as Options.CACertFile requires.
+func newTestPKI(t *testing.T, hosts ...string) (caFile string, leaf *testpki.Cert) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "iwalb browser test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		DNSNames:     hosts,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(leafDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &testPKI{
-		ca:     ca,
-		caFile: caFile,
-		leaf:   leaf,
-		chain:  tls.Certificate{Certificate: [][]byte{leafDER, caDER}, PrivateKey: leafKey, Leaf: leaf},
-	}
+	ca := testpki.NewCA(t, "iwalb browser test CA")
+	return ca.CertFile(t), ca.Issue(t, hosts...)
 }
 
 // serveTLS serves h over HTTPS on 127.0.0.1 and returns the port.
@@ -138,7 +75,7 @@ func TestStartWithoutChromium(t *testing.T) {
 // bring example.test names to the local server, and that only the intended
 // certificate trust makes Chromium accept it.
 func TestNavigateRedirects(t *testing.T) {
-	pki := newTestPKI(t, "app.example.test", "login.example.test")
+	caFile, leaf := newTestPKI(t, "app.example.test", "login.example.test")
 	var mu sync.Mutex
 	var hosts []string
 	mux := http.NewServeMux()
@@ -152,7 +89,7 @@ func TestNavigateRedirects(t *testing.T) {
 	mux.HandleFunc("/final", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "<html><head><title>Final</title></head><body><p>Hello from final</p><p>x=%s</p></body></html>", r.URL.Query().Get("x"))
 	})
-	port = serveTLS(t, pki.chain, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port = serveTLS(t, leaf.TLS(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		hosts = append(hosts, r.Host+r.URL.Path)
 		mu.Unlock()
@@ -160,16 +97,16 @@ func TestNavigateRedirects(t *testing.T) {
 	}))
 	final := "https://app.example.test:" + port + "/final?x=1"
 
-	otherCA := newTestPKI(t, "app.example.test")
+	otherCAFile, _ := newTestPKI(t, "app.example.test")
 	trust := []struct {
 		name    string
 		opts    Options
 		wantErr string // a Chromium net error, or "" for success
 	}{
-		{"CA file", Options{CACertFile: pki.caFile}, ""},
-		{"leaf SPKI", Options{IgnoreCertErrorsSPKI: []string{SPKIHash(pki.leaf)}}, ""},
+		{"CA file", Options{CACertFile: caFile}, ""},
+		{"leaf SPKI", Options{IgnoreCertErrorsSPKI: []string{SPKIHash(leaf.X509)}}, ""},
 		{"no trust", Options{}, "net::ERR_CERT_AUTHORITY_INVALID"},
-		{"other CA", Options{CACertFile: otherCA.caFile}, "net::ERR_CERT_AUTHORITY_INVALID"},
+		{"other CA", Options{CACertFile: otherCAFile}, "net::ERR_CERT_AUTHORITY_INVALID"},
 	}
 	for _, tc := range trust {
 		t.Run(tc.name, func(t *testing.T) {
@@ -219,16 +156,16 @@ func TestNavigateRedirects(t *testing.T) {
 // TestNavigateBoundedByContext: a server that never answers must not hold
 // Navigate past its context.
 func TestNavigateBoundedByContext(t *testing.T) {
-	pki := newTestPKI(t, "slow.example.test")
+	caFile, leaf := newTestPKI(t, "slow.example.test")
 	release := make(chan struct{})
-	port := serveTLS(t, pki.chain, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port := serveTLS(t, leaf.TLS(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
 	}))
 	t.Cleanup(func() { close(release) })
-	b := StartT(t, Options{CACertFile: pki.caFile, HostResolverRules: resolverRules})
+	b := StartT(t, Options{CACertFile: caFile, HostResolverRules: resolverRules})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
@@ -280,7 +217,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := b.removeDir
+	dir := b.dir
 	if _, err := os.Stat(filepath.Join(dir, "Local State")); err != nil {
 		t.Errorf("profile seed not written: %v", err)
 	}
@@ -326,9 +263,9 @@ func TestNegotiateKerberos(t *testing.T) {
 	if err != nil {
 		t.Fatalf("profile seed: %v", err)
 	}
-	pki := newTestPKI(t, "auth1.example.test")
+	caFile, leaf := newTestPKI(t, "auth1.example.test")
 	blobs := make(chan []byte, 10)
-	port := serveTLS(t, pki.chain, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port := serveTLS(t, leaf.TLS(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b64, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Negotiate ")
 		if !ok {
 			w.Header().Set("WWW-Authenticate", "Negotiate")
@@ -349,7 +286,7 @@ func TestNegotiateKerberos(t *testing.T) {
 		LocalState:          seed,
 		AuthServerAllowlist: "*.example.test",
 		HostResolverRules:   resolverRules,
-		CACertFile:          pki.caFile,
+		CACertFile:          caFile,
 		Env: []string{
 			"KRB5_CONFIG=" + env["KRB5_CONFIG"],
 			"KRB5CCNAME=FILE:" + env["AD_ALICE_CCACHE"],

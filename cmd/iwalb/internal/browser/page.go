@@ -2,9 +2,13 @@ package browser
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
 )
 
 // Page is what a tab showed once its navigation settled.
@@ -24,84 +28,98 @@ type Page struct {
 // the load event; this catches script and meta redirects that fire at once.
 const quietPeriod = 250 * time.Millisecond
 
+// readPage is the script that fills a Page.
+const readPage = `({
+	URL: location.href,
+	Title: document.title,
+	Text: document.body ? document.body.innerText : "",
+	HTML: document.documentElement ? document.documentElement.outerHTML : ""
+})`
+
 // Navigate opens a new tab, loads url, waits until the load event has fired
 // and the main frame has been quiet for a short while (so redirect chains
 // end on their final page), reads the page and closes the tab. Cookies stay
 // in the browser for later navigations. ctx bounds every wait. When Chromium
 // reports that the navigation failed the error wraps ErrNavigate.
 func (b *Browser) Navigate(ctx context.Context, url string) (*Page, error) {
-	var target struct {
-		TargetID string `json:"targetId"`
-	}
-	if err := b.cdp.call(ctx, "", "Target.createTarget", map[string]any{"url": "about:blank"}, &target); err != nil {
-		return nil, fmt.Errorf("browser: navigate to %s: open tab: %w", url, err)
-	}
-	defer func() {
-		// Close the tab even when ctx is done, but do not wait long for it.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = b.cdp.call(cctx, "", "Target.closeTarget", map[string]any{"targetId": target.TargetID}, nil)
-	}()
+	// The tab is closed when tab ends; ctx ends only the work in it, so
+	// that a timed-out navigation still closes its tab.
+	tab, closeTab := chromedp.NewContext(b.ctx)
+	defer closeTab()
+	work, stop := context.WithCancelCause(tab)
+	defer stop(nil)
+	defer context.AfterFunc(ctx, func() { stop(context.Cause(ctx)) })()
 
-	var session struct {
-		SessionID string `json:"sessionId"`
-	}
-	if err := b.cdp.call(ctx, "", "Target.attachToTarget",
-		map[string]any{"targetId": target.TargetID, "flatten": true}, &session); err != nil {
-		return nil, fmt.Errorf("browser: navigate to %s: attach to tab: %w", url, err)
-	}
-	sid := session.SessionID
-	events, unsubscribe := b.cdp.subscribe(sid)
-	defer unsubscribe()
-
-	if err := b.cdp.call(ctx, sid, "Page.enable", nil, nil); err != nil {
+	p, err := navigate(work, url)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+		}
 		return nil, fmt.Errorf("browser: navigate to %s: %w", url, err)
+	}
+	return p, nil
+}
+
+func navigate(ctx context.Context, url string) (*Page, error) {
+	events := &frameEvents{notify: make(chan struct{}, 1)}
+	if err := chromedp.Listen(ctx, events.add); err != nil { // opens the tab
+		return nil, fmt.Errorf("open tab: %w", err)
 	}
 	// Events of about:blank may still be queued; only what follows counts.
 	events.drain()
-
-	var nav struct {
-		FrameID   string `json:"frameId"`
-		ErrorText string `json:"errorText"`
-	}
-	if err := b.cdp.call(ctx, sid, "Page.navigate", map[string]any{"url": url}, &nav); err != nil {
-		return nil, fmt.Errorf("browser: navigate to %s: %w", url, err)
+	nav, err := chromedp.Run(ctx, func(ctx context.Context, t *chromedp.Target) (page.NavigateResult, error) {
+		return cdp.Call(ctx, t, page.Navigate, page.NavigateParams{URL: url})
+	})
+	if err != nil {
+		return nil, err
 	}
 	if nav.ErrorText != "" {
-		return nil, fmt.Errorf("browser: navigate to %s: %w: %s", url, ErrNavigate, nav.ErrorText)
+		return nil, fmt.Errorf("%w: %s", ErrNavigate, nav.ErrorText)
 	}
-	if err := waitSettled(ctx, events, nav.FrameID); err != nil {
-		return nil, fmt.Errorf("browser: navigate to %s: %w", url, err)
+	if err := events.waitSettled(ctx, nav.FrameID); err != nil {
+		return nil, err
 	}
-
-	var eval struct {
-		Result struct {
-			Value Page `json:"value"`
-		} `json:"result"`
-		ExceptionDetails *struct {
-			Text string `json:"text"`
-		} `json:"exceptionDetails"`
+	p, err := chromedp.Run(ctx, chromedp.Evaluate[Page](readPage))
+	if err != nil {
+		return nil, fmt.Errorf("read page: %w", err)
 	}
-	const readPage = `({
-		URL: location.href,
-		Title: document.title,
-		Text: document.body ? document.body.innerText : "",
-		HTML: document.documentElement ? document.documentElement.outerHTML : ""
-	})`
-	if err := b.cdp.call(ctx, sid, "Runtime.evaluate",
-		map[string]any{"expression": readPage, "returnByValue": true}, &eval); err != nil {
-		return nil, fmt.Errorf("browser: navigate to %s: read page: %w", url, err)
-	}
-	if eval.ExceptionDetails != nil {
-		return nil, fmt.Errorf("browser: navigate to %s: read page: %s", url, eval.ExceptionDetails.Text)
-	}
-	p := eval.Result.Value
 	return &p, nil
+}
+
+// frameEvents queues a tab's frame and load events. add runs on chromedp's
+// reading goroutine, so it only appends; waitSettled judges them.
+type frameEvents struct {
+	mu     sync.Mutex
+	queue  []any
+	notify chan struct{} // buffered; has a value while queue may be non-empty
+}
+
+func (e *frameEvents) add(ev any) {
+	switch ev.(type) {
+	case *page.EventFrameStartedLoading, *page.EventFrameNavigated, *page.EventLoadEventFired, *page.EventFrameStoppedLoading:
+	default:
+		return
+	}
+	e.mu.Lock()
+	e.queue = append(e.queue, ev)
+	e.mu.Unlock()
+	select {
+	case e.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (e *frameEvents) drain() []any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	q := e.queue
+	e.queue = nil
+	return q
 }
 
 // waitSettled waits until the main frame has fired its load event, stopped
 // loading, and seen no further navigation for quietPeriod.
-func waitSettled(ctx context.Context, events *eventQueue, mainFrame string) error {
+func (e *frameEvents) waitSettled(ctx context.Context, mainFrame cdp.FrameID) error {
 	loaded, loading := false, true
 	quiet := time.NewTimer(time.Hour)
 	quiet.Stop()
@@ -114,33 +132,23 @@ func waitSettled(ctx context.Context, events *eventQueue, mainFrame string) erro
 			if loaded && !loading {
 				return nil
 			}
-		case <-events.notify:
-			for _, ev := range events.drain() {
-				var p struct {
-					FrameID string `json:"frameId"`
-					Frame   struct {
-						ID       string `json:"id"`
-						ParentID string `json:"parentId"`
-					} `json:"frame"`
-				}
-				_ = json.Unmarshal(ev.Params, &p)
-				switch ev.Method {
-				case "Page.frameStartedLoading":
-					if p.FrameID == mainFrame {
+		case <-e.notify:
+			for _, ev := range e.drain() {
+				switch ev := ev.(type) {
+				case *page.EventFrameStartedLoading:
+					if ev.FrameID == mainFrame {
 						loaded, loading = false, true
 					}
-				case "Page.frameNavigated":
-					if p.Frame.ParentID == "" {
+				case *page.EventFrameNavigated:
+					if ev.Frame.ParentID == "" {
 						loaded = false
 					}
-				case "Page.loadEventFired":
+				case *page.EventLoadEventFired:
 					loaded = true
-				case "Page.frameStoppedLoading":
-					if p.FrameID == mainFrame {
+				case *page.EventFrameStoppedLoading:
+					if ev.FrameID == mainFrame {
 						loading = false
 					}
-				default:
-					continue
 				}
 				quiet.Reset(quietPeriod)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/internal/testpki"
 )
 
 // base is a valid file. Cases edit it line by line (replacing a line with
@@ -53,11 +54,12 @@ const appKey = "0123456789abcdef0123456789abcdef"
 func fixture(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	valid := time.Now().Add(365 * 24 * time.Hour)
-	configtest.WriteCert(t, dir, "tls/auth1.pem", "tls/auth1.key", "auth1.example.test", valid)
-	configtest.WriteCert(t, dir, "tls/other.pem", "tls/other.key", "other.example.test", valid)
-	configtest.WriteCert(t, dir, "tls/expired.pem", "tls/expired.key", "auth1.example.test", time.Now().Add(-24*time.Hour))
-	configtest.WriteCert(t, dir, "tls/ca.pem", "tls/ca.key", "ca.example.test", valid)
+	ca := testpki.NewCA(t, "ca.example.test")
+	ca.WriteFiles(t, dir, "tls/ca.pem", "")
+	ca.Issue(t, "auth1.example.test").WriteFiles(t, dir, "tls/auth1.pem", "tls/auth1.key")
+	ca.Issue(t, "other.example.test").WriteFiles(t, dir, "tls/other.pem", "tls/other.key")
+	now := time.Now()
+	ca.IssueValid(t, now.Add(-48*time.Hour), now.Add(-24*time.Hour), "auth1.example.test").WriteFiles(t, dir, "tls/expired.pem", "tls/expired.key")
 	configtest.WriteKeytab(t, dir, "http.keytab", "EXAMPLE.TEST", "HTTP/auth1.example.test", "HTTP/auth2.example.test")
 	configtest.WriteKeytab(t, dir, "other.keytab", "EXAMPLE.TEST", "HTTP/other.example.test")
 	configtest.WriteFile(t, dir, "bad.keytab", []byte("not a keytab\n"))
@@ -797,10 +799,10 @@ func materialize(t *testing.T, dir string, data []byte) {
 	if len(c.problems) > 0 {
 		t.Fatalf("example does not decode:\n%v", c.problems)
 	}
-	valid := time.Now().Add(24 * time.Hour)
+	ca := testpki.NewCA(t, "ca.example.test")
 	for _, p := range raw.Pools {
-		if ca := p.Health.CAFile; ca.Set {
-			configtest.WriteCert(t, dir, ca.V, ca.V+".key", "ca.example.test", valid)
+		if caFile := p.Health.CAFile; caFile.Set {
+			ca.WriteFiles(t, dir, caFile.V, "")
 		}
 	}
 	for _, l := range raw.L7.Listeners {
@@ -809,17 +811,17 @@ func materialize(t *testing.T, dir string, data []byte) {
 			names = append(names, n.V)
 		}
 		for _, ck := range l.Certificates {
-			configtest.WriteCertNames(t, dir, ck.Cert.V, ck.Key.V, valid, names...)
+			ca.Issue(t, names...).WriteFiles(t, dir, ck.Cert.V, ck.Key.V)
 		}
 	}
 	a := raw.AuthNode
 	if !a.At.Set {
 		return
 	}
-	configtest.WriteCert(t, dir, a.TLS.Cert.V, a.TLS.Key.V, a.FQDN.V, valid)
-	for _, ca := range []str{a.TLS.ClientCA, a.LDAP.CAFile} {
-		if ca.Set {
-			configtest.WriteCert(t, dir, ca.V, ca.V+".key", "ca.example.test", valid)
+	ca.Issue(t, a.FQDN.V).WriteFiles(t, dir, a.TLS.Cert.V, a.TLS.Key.V)
+	for _, caFile := range []str{a.TLS.ClientCA, a.LDAP.CAFile} {
+		if caFile.Set {
+			ca.WriteFiles(t, dir, caFile.V, "")
 		}
 	}
 	configtest.WriteKeytab(t, dir, a.Kerberos.Keytab.V, a.Kerberos.Realm.V, "HTTP/"+a.FQDN.V)

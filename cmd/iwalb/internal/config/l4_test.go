@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -233,7 +234,7 @@ func TestHealthProbeFromConfig(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	configtest.WriteFile(t, dir, "ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
-	configtest.WriteCert(t, dir, "other-ca.pem", "other-ca.key", "ca.example.test", time.Now().Add(time.Hour))
+	testpki.NewCA(t, "ca.example.test").WriteFiles(t, dir, "other-ca.pem", "")
 	addr := srv.Listener.Addr().String()
 
 	tests := []struct {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/l4"
 	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
@@ -70,10 +70,11 @@ func editL7(lines map[int]string, extra string) string {
 func l7Fixture(t *testing.T) string {
 	t.Helper()
 	dir := fixture(t)
-	valid := time.Now().Add(24 * time.Hour)
-	configtest.WriteCert(t, dir, "tls/sso.pem", "tls/sso.key", "sso.example.test", valid)
-	configtest.WriteCertNames(t, dir, "tls/wild.pem", "tls/wild.key", valid, "*.example.test")
-	configtest.WriteCert(t, dir, "tls/sso-expired.pem", "tls/sso-expired.key", "sso.example.test", time.Now().Add(-time.Hour))
+	ca := testpki.NewCA(t, "ca.example.test")
+	ca.Issue(t, "sso.example.test").WriteFiles(t, dir, "tls/sso.pem", "tls/sso.key")
+	ca.Issue(t, "*.example.test").WriteFiles(t, dir, "tls/wild.pem", "tls/wild.key")
+	now := time.Now()
+	ca.IssueValid(t, now.Add(-48*time.Hour), now.Add(-time.Hour), "sso.example.test").WriteFiles(t, dir, "tls/sso-expired.pem", "tls/sso-expired.key")
 	return dir
 }
 

@@ -1,17 +1,10 @@
 // Package configtest writes the files an iwalb configuration refers to
-// (certificates, keytabs, krb5.conf, secrets) so that tests of the config
-// loader and of the command can build valid configurations. It is for tests
-// only.
+// (keytabs, krb5.conf, secrets) so that tests of the config loader and of
+// the command can build valid configurations; certificates come from
+// internal/testpki. It is for tests only.
 package configtest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -44,44 +37,6 @@ func WriteFile(t testing.TB, dir, name string, data []byte) string {
 		t.Fatal(err)
 	}
 	return p
-}
-
-// WriteCert writes a self-signed certificate naming dnsName (PEM, at
-// certName) and its key (at keyName).
-func WriteCert(t testing.TB, dir, certName, keyName, dnsName string, notAfter time.Time) {
-	t.Helper()
-	WriteCertNames(t, dir, certName, keyName, notAfter, dnsName)
-}
-
-// WriteCertNames is WriteCert for a certificate naming several hosts, as an
-// auth node's names both itself and the balancer; the first is its CN.
-func WriteCertNames(t testing.TB, dir, certName, keyName string, notAfter time.Time, dnsNames ...string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: dnsNames[0]},
-		DNSNames:              dnsNames,
-		NotBefore:             notAfter.Add(-48 * time.Hour),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	WriteFile(t, dir, certName, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	WriteFile(t, dir, keyName, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
 }
 
 // WriteKeytab writes a keytab holding AES256 keys for the given principals

@@ -1,10 +1,16 @@
-package main
+// Package e2e holds the end-to-end tests: the real iwalb binary and the
+// demo application, started as processes, driven by the real clients a user
+// has (kinit, curl --negotiate, headless Chromium) against the test Active
+// Directory of scripts/ad-up. It has test files only. The tests skip under
+// -short or when IWALB_AD_ENV is unset; otherwise TestMain builds both
+// binaries once for all of them.
+package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,40 +22,61 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/browser"
+	"github.com/iwalb/iwalb/internal/testkit"
+	"github.com/iwalb/iwalb/internal/testpki"
 )
 
-// End-to-end tests: the real iwalb binary and the demo application, started
-// as processes, driven by the real clients a user has (kinit, curl
-// --negotiate) against the test Active Directory of scripts/ad-up.
+// binDir is the folder where TestMain built iwalb and iwalb-demoapp; it
+// is set before any test runs and never changed.
+var binDir string
+
+func TestMain(m *testing.M) {
+	flag.Parse() // for testing.Short
+	if testing.Short() || os.Getenv(adtest.EnvVar) == "" {
+		// Every test skips, and adtest.Env says why: nothing to build.
+		os.Exit(m.Run())
+	}
+	os.Exit(buildAndRun(m))
+}
+
+// buildAndRun builds the binaries into a temporary folder, runs the tests
+// and removes the folder.
+func buildAndRun(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "iwalb-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+		"github.com/iwalb/iwalb/cmd/iwalb", "github.com/iwalb/iwalb/cmd/iwalb-demoapp")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %s: %v\n%s", build, err, out)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
 
 // e2e is one test's set of processes and files.
 type e2e struct {
 	t   *testing.T
 	env map[string]string
 	dir string
-	pki adtest.PKI
-	bin string // folder with iwalb and iwalb-demoapp
+	pki testpki.Files
 }
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
 	env := adtest.Env(t)
 	e := &e2e{t: t, env: env, dir: t.TempDir(),
-		pki: adtest.NewPKI(t, "auth1.example.test", "auth2.example.test", "lb.example.test", "sso.example.test", "app.example.test")}
-	e.bin = filepath.Join(e.dir, "bin")
-	for _, pkg := range []string{".", "../iwalb-demoapp"} {
-		out, err := exec.Command("go", "build", "-o", e.bin+"/", pkg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
-	}
+		pki: testpki.NewFiles(t, "auth1.example.test", "auth2.example.test", "lb.example.test", "sso.example.test", "app.example.test")}
 	// The test domain's keytab is readable by all, so that tests need not
 	// run as root; iwalb run refuses that, so the nodes get a private copy.
 	kt, err := os.ReadFile(env["AD_HTTP_KEYTAB"])
@@ -76,7 +103,7 @@ func (e *e2e) write(name, content string) string {
 
 // freePortNum returns a loopback port that was free a moment ago.
 func freePortNum(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(freePort(t))
+	_, p, _ := net.SplitHostPort(testkit.FreePort(t))
 	n, _ := strconv.Atoi(p)
 	return n
 }
@@ -117,7 +144,7 @@ authnode:
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *testkit.Buffer
 	done   chan error
 	killed bool
 }
@@ -128,28 +155,11 @@ func (p *proc) kill() {
 	_ = p.cmd.Process.Kill()
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start runs a program; at cleanup it gets SIGTERM and must exit 0 within
 // 15 s, as an operator's stop would.
 func (e *e2e) start(name, program string, args ...string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(filepath.Join(e.bin, program), args...), out: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &proc{name: name, cmd: exec.Command(filepath.Join(binDir, program), args...), out: &testkit.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Dir = e.dir
 	if err := p.cmd.Start(); err != nil {
@@ -291,7 +301,7 @@ func (e *e2e) startAuthNodeOn(name string, port, metricsPort, appPort int, extra
 	e.t.Helper()
 	appURL := fmt.Sprintf("https://app.example.test:%d/sso/callback", appPort)
 	cfg := e.authNodeConfig(name, name+".example.test", port, metricsPort, appURL, extra)
-	if out, err := exec.Command(filepath.Join(e.bin, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
+	if out, err := exec.Command(filepath.Join(binDir, "iwalb"), "check", "-config", cfg).CombinedOutput(); err != nil {
 		e.t.Fatalf("iwalb check: %v\n%s", err, out)
 	}
 	n := e.start("iwalb run "+name, "iwalb", "run", "-config", cfg)
