@@ -119,8 +119,8 @@ type Server struct {
 	name string
 	cfg  atomic.Pointer[Config] // with defaults; Update swaps it
 	log  *slog.Logger
-	m      *Metrics
-	wg     sync.WaitGroup
+	m    *Metrics
+	wg   sync.WaitGroup
 
 	// Connections open (MaxConns, MaxConnsPerSource), and the listener's
 	// series that every accept touches.

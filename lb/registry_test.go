@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
 // TestRegistryKeepsStateAcrossReloads: a reload that keeps a backend keeps
@@ -49,7 +51,7 @@ func TestRegistryKeepsStateAcrossReloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := gatherValues(t, reg, "iwalb_lb_backend_up"); len(got) != 3 {
+	if got := testkit.Samples(t, reg, "iwalb_lb_backend_up"); len(got) != 3 {
 		t.Fatalf("before Activate the metrics show %d backends, want the active Set's 3", len(got))
 	}
 	r.Activate(second)
@@ -71,11 +73,11 @@ func TestRegistryKeepsStateAcrossReloads(t *testing.T) {
 	if n := q.Backend("n1").Active(); n != 0 {
 		t.Errorf("n1 has %d active after the old lease was released, want 0", n)
 	}
-	picks := gatherValues(t, reg, "iwalb_lb_backend_picks_total")
+	picks := testkit.Samples(t, reg, "iwalb_lb_backend_picks_total")
 	if picks["backend=n1,pool=auth"] != 1 || picks["backend=n3,pool=auth"] != 1 || picks["backend=w1,pool=web"] != 0 {
 		t.Errorf("picks after the reload = %v; want the counts kept", picks)
 	}
-	if fails := gatherValues(t, reg, "iwalb_lb_backend_dial_failures_total"); fails["backend=n3,pool=auth"] != 1 {
+	if fails := testkit.Samples(t, reg, "iwalb_lb_backend_dial_failures_total"); fails["backend=n3,pool=auth"] != 1 {
 		t.Errorf("dial failures after the reload = %v", fails)
 	}
 
@@ -85,7 +87,7 @@ func TestRegistryKeepsStateAcrossReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Activate(third)
-	if up := gatherValues(t, reg, "iwalb_lb_backend_up"); len(up) != 1 || up["backend=n1,pool=auth"] != 1 {
+	if up := testkit.Samples(t, reg, "iwalb_lb_backend_up"); len(up) != 1 || up["backend=n1,pool=auth"] != 1 {
 		t.Errorf("after dropping backends and a pool: %v", up)
 	}
 	// A bad configuration builds nothing and leaves the active Set alone.
