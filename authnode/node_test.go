@@ -368,6 +368,38 @@ func TestReadyzReflectsChecks(t *testing.T) {
 	}
 }
 
+// TestCheckLoopRetriesSoonWhenNotReady: one missed answer from the KDC
+// keeps the node out of its pools for seconds, not for the whole
+// self-test interval.
+func TestCheckLoopRetriesSoonWhenNotReady(t *testing.T) {
+	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+	n.cfg.SelfTestInterval = time.Hour
+	var calls atomic.Int32
+	n.selfTest = func(context.Context) error {
+		if calls.Add(1) == 1 {
+			return errors.New("KDC unreachable: i/o timeout")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.checkLoop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(notReadyRecheck + 10*time.Second)
+	for {
+		if rep := n.ready.last.Load(); rep != nil && rep.Ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready %v after a failed self-test (interval 1h, %d self-tests run)", notReadyRecheck+10*time.Second, calls.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c := calls.Load(); c != 2 {
+		t.Fatalf("%d self-tests run, want 2 (the failure and the early retry)", c)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for a logger and a test to share.
 type syncBuffer struct {
 	mu sync.Mutex

@@ -44,20 +44,33 @@ type readyView struct {
 }
 
 // checkLoop runs the readiness checks at once and then every
-// SelfTestInterval until ctx ends. It also sweeps the stores.
+// SelfTestInterval (every notReadyRecheck at most while the node is not
+// ready) until ctx ends. It also sweeps the stores.
 func (n *Node) checkLoop(ctx context.Context) {
-	t := time.NewTicker(n.cfg.SelfTestInterval)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
-		n.runChecks(ctx)
-		n.sweepStores()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		rep := n.runChecks(ctx)
+		n.sweepStores()
+		next := n.cfg.SelfTestInterval
+		if !rep.Ready {
+			// A KDC or DC that missed one answer should not keep the
+			// node out of its pools for a whole interval.
+			next = min(next, notReadyRecheck)
+		}
+		t.Reset(next)
 	}
 }
+
+// notReadyRecheck is how soon the checks run again after a round that
+// found the node not ready, as a balancer's faster interval for a down
+// backend.
+const notReadyRecheck = 5 * time.Second
 
 // runChecks proves, in order, that the keytab is loaded, that the proxy
 // account can bind, that our clock is within the allowed skew of the DC's,
