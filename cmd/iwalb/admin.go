@@ -17,20 +17,23 @@ import (
 //	GET  /pools                                       the health view of every pool
 //	POST /pools/{pool}/backends/{backend}/drain       no new connections; existing ones finish
 //	POST /pools/{pool}/backends/{backend}/undrain     take new connections again
+//	POST /reload                                      load the configuration file again (as SIGHUP)
 //
-// Draining is how a node leaves for maintenance without cutting anyone off.
+// Draining is how a node leaves for maintenance without cutting anyone
+// off; it lasts across reloads. active returns the pools in use; reload
+// reloads the process.
 //
 // The API has no authentication; it listens on loopback only, and refuses
 // what a web page in a browser on the same host could send it: requests for
 // another Host (DNS rebinding) and cross-origin POSTs (CSRF).
-func adminHandler(set *lb.Set, log *slog.Logger) http.Handler {
+func adminHandler(active func() *lb.Set, reload func() (reloadResult, error), log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /pools", func(w http.ResponseWriter, _ *http.Request) {
-		writeAdminJSON(w, http.StatusOK, poolsView(set.Status()))
+		writeAdminJSON(w, http.StatusOK, poolsView(active().Status()))
 	})
 	drain := func(on bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			p := set.Pool(r.PathValue("pool"))
+			p := active().Pool(r.PathValue("pool"))
 			if p == nil {
 				writeAdminJSON(w, http.StatusNotFound, map[string]string{"error": "no pool " + r.PathValue("pool")})
 				return
@@ -50,7 +53,24 @@ func adminHandler(set *lb.Set, log *slog.Logger) http.Handler {
 	}
 	mux.HandleFunc("POST /pools/{pool}/backends/{backend}/drain", drain(true))
 	mux.HandleFunc("POST /pools/{pool}/backends/{backend}/undrain", drain(false))
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		log.Info("reload asked over the admin API", "client", r.RemoteAddr)
+		res, err := reload()
+		if err != nil {
+			writeAdminJSON(w, http.StatusUnprocessableEntity, adminReload{reloadResult: res, Error: err.Error()})
+			return
+		}
+		writeAdminJSON(w, http.StatusOK, adminReload{reloadResult: res})
+	})
 	return loopbackHostOnly(http.NewCrossOriginProtection().Handler(mux))
+}
+
+// adminReload is the answer to POST /reload: the configuration running
+// afterwards and, when the reload was refused, why (FILE:LINE: reason
+// lines).
+type adminReload struct {
+	reloadResult
+	Error string `json:"error,omitempty"`
 }
 
 // loopbackHostOnly refuses requests whose Host is not a loopback name: a

@@ -22,7 +22,11 @@ func TestAdminDrainsAndShowsPools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := adminHandler(set, discardLogger())
+	reloads := 0
+	h := adminHandler(func() *lb.Set { return set }, func() (reloadResult, error) {
+		reloads++
+		return reloadResult{Generation: 2, Hash: "0123456789ab"}, nil
+	}, discardLogger())
 	do := func(method, path string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, path, nil)
 		r.Host = "127.0.0.1:9110"

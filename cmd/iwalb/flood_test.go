@@ -77,7 +77,7 @@ l4:
 	defer cancel()
 	errw := &testkit.Buffer{}
 	done := make(chan int, 1)
-	go func() { done <- serve(ctx, path, errw) }()
+	go func() { done <- serve(ctx, path, nil, errw) }()
 	stopped := false
 	defer func() {
 		if !stopped {

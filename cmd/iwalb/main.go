@@ -1,8 +1,9 @@
 // Command iwalb runs the roles of one iwalb appliance (auth node, pools,
 // L4 balancer, L7 front door) from one YAML file.
 //
-//	iwalb check -config /etc/iwalb/iwalb.yaml   # FILE:LINE: reason per problem
-//	iwalb run   -config /etc/iwalb/iwalb.yaml   # until SIGINT or SIGTERM
+//	iwalb check  -config /etc/iwalb/iwalb.yaml  # FILE:LINE: reason per problem
+//	iwalb run    -config /etc/iwalb/iwalb.yaml  # until SIGINT or SIGTERM; SIGHUP reloads
+//	iwalb reload -config /etc/iwalb/iwalb.yaml  # a running process reloads, over its admin API
 //	iwalb version
 //
 // It owns the process: flags, signals, logging, the metrics listener and
@@ -28,9 +29,12 @@ import (
 var version = "dev"
 
 const usage = `usage:
-  iwalb run -config FILE     start the roles configured in FILE; stop on SIGINT or SIGTERM
-  iwalb check -config FILE   print each problem in FILE as FILE:LINE: reason
-  iwalb version              print the version
+  iwalb run -config FILE      start the roles configured in FILE; stop on SIGINT or SIGTERM,
+                              load FILE again on SIGHUP
+  iwalb check -config FILE    print each problem in FILE as FILE:LINE: reason
+  iwalb reload -config FILE   ask the iwalb running FILE to load it again (through its admin API)
+                              and print the outcome
+  iwalb version               print the version
 `
 
 // Exit codes.
@@ -66,7 +70,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// After the first signal, a second one kills the process at once,
 		// in case a graceful shutdown hangs.
 		context.AfterFunc(ctx, stop)
-		return serve(ctx, path, stderr)
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		return serve(ctx, path, reloadSignals(ctx, hup), stderr)
+	case "reload":
+		path, code, ok := configFlag(cmd, args, stderr)
+		if !ok {
+			return code
+		}
+		return askReload(path, stdout, stderr)
 	case "check":
 		path, code, ok := configFlag(cmd, args, stderr)
 		if !ok {
@@ -160,4 +173,24 @@ func printVersion(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "go %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// reloadSignals turns SIGHUPs into reload requests until ctx ends. Signals
+// that arrive while a reload is pending are one reload.
+func reloadSignals(ctx context.Context, hup <-chan os.Signal) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
 }

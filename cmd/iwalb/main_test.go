@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -29,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
 	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/internal/testpki"
@@ -149,70 +149,6 @@ func containsInOrder(t *testing.T, name, got string, want []string) {
 	}
 }
 
-func TestRunRoles(t *testing.T) {
-	errBoom := errors.New("boom")
-	untilCancelled := func(ctx context.Context) error { <-ctx.Done(); return nil }
-	tests := []struct {
-		name    string
-		roles   []role
-		cancel  bool // cancel the parent context (a signal)
-		wantErr string
-	}{
-		{
-			name:   "all stop on shutdown",
-			roles:  []role{{"a", untilCancelled}, {"b", untilCancelled}},
-			cancel: true,
-		},
-		{
-			name:    "a failing role stops the others",
-			roles:   []role{{"a", untilCancelled}, {"b", func(context.Context) error { return errBoom }}},
-			wantErr: "b: boom",
-		},
-		{
-			name:    "a role that returns early has failed",
-			roles:   []role{{"a", untilCancelled}, {"b", func(context.Context) error { return nil }}},
-			wantErr: "b: stopped before shutdown",
-		},
-		{
-			name: "only the first error is returned",
-			roles: []role{
-				{"a", func(context.Context) error { return errBoom }},
-				{"b", func(ctx context.Context) error { <-ctx.Done(); return errors.New("late") }},
-			},
-			wantErr: "a: boom",
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			if tt.cancel {
-				time.AfterFunc(10*time.Millisecond, cancel)
-			}
-			done := make(chan error, 1)
-			go func() { done <- runRoles(ctx, tt.roles) }()
-			select {
-			case err := <-done:
-				if got := errString(err); got != tt.wantErr {
-					t.Errorf("runRoles = %q, want %q", got, tt.wantErr)
-				}
-				if tt.wantErr == "a: boom" && !errors.Is(err, errBoom) {
-					t.Errorf("runRoles error %v does not wrap the role's error", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("runRoles did not return")
-			}
-		})
-	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
 func TestServeMetrics(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -220,11 +156,10 @@ func TestServeMetrics(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())
-	srv := privateServer{what: "metrics", handler: metricsHandler(reg), maxConns: 4,
-		metrics: newPrivateMetrics(reg), log: discardLogger()}
+	srv := newPrivateServer("metrics", config.PrivateListener{MaxConns: 4}, metricsHandler(reg), newPrivateMetrics(reg), discardLogger())
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- srv.serve(ctx, ln) }()
+	go func() { done <- srv.serve(ctx, []net.Listener{ln}) }()
 
 	url := "http://" + ln.Addr().String() + "/metrics"
 	resp, err := http.Get(url)
@@ -263,9 +198,9 @@ func TestPrivateListenerLimits(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	const maxConns = 8
 	const idle = 300 * time.Millisecond
-	srv := privateServer{what: "metrics", handler: metricsHandler(reg), maxConns: maxConns, idleTimeout: idle,
-		metrics: newPrivateMetrics(reg), log: discardLogger()}
-	go srv.serve(t.Context(), ln)
+	srv := newPrivateServer("metrics", config.PrivateListener{MaxConns: maxConns}, metricsHandler(reg), newPrivateMetrics(reg), discardLogger())
+	srv.idleTimeout = idle
+	go srv.serve(t.Context(), []net.Listener{ln})
 	addr := ln.Addr().String()
 
 	// Each held connection has sent one request and read its answer: an
@@ -348,7 +283,7 @@ func TestServeShutsDown(t *testing.T) {
 	defer cancel()
 	var stderr testkit.Buffer
 	done := make(chan int, 1)
-	go func() { done <- serve(ctx, path, &stderr) }()
+	go func() { done <- serve(ctx, path, nil, &stderr) }()
 
 	var resp *http.Response
 	var err error
@@ -600,10 +535,10 @@ l4:
 		if code != 0 {
 			t.Errorf("iwalb run exit code = %d, want 0\n%s", code, errw.String())
 		}
-		if took := time.Since(start); took > l4DrainTimeout/2 {
+		if took := time.Since(start); took > config.DefaultDrainTimeout/2 {
 			t.Errorf("run took %s to stop after the last connection closed", took)
 		}
-	case <-time.After(l4DrainTimeout + 5*time.Second):
+	case <-time.After(config.DefaultDrainTimeout + 5*time.Second):
 		t.Fatalf("iwalb run did not stop\n%s", errw.String())
 	}
 	if !strings.Contains(errw.String(), "msg=\"l4 drained\"") {
@@ -786,7 +721,7 @@ l4:
 	defer cancel()
 	errw := &testkit.Buffer{}
 	done := make(chan int, 1)
-	go func() { done <- serve(ctx, path, errw) }()
+	go func() { done <- serve(ctx, path, nil, errw) }()
 	stopped := false
 	defer func() {
 		if !stopped {

@@ -71,6 +71,13 @@ func (l *Limiter) SetLimits(lim Limits) {
 	l.lim = lim
 }
 
+// Limits returns the limits in force.
+func (l *Limiter) Limits() Limits {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lim
+}
+
 // Acquire takes a slot for a connection from src (the zero Addr when the
 // peer is not an IP address). It returns false, and the limit that refused
 // it, when a limit is reached; otherwise the caller must call the returned

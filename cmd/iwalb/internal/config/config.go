@@ -10,7 +10,7 @@
 //		fmt.Fprintln(os.Stderr, err) // config.Problems, one line each
 //		os.Exit(2)
 //	}
-//	logger := f.Logger(os.Stderr)
+//	logger := f.Logger(os.Stderr, nil)
 //	if cfg, ok := f.AuthNode(); ok {
 //		node, err := authnode.New(cfg, authnode.Options{Logger: logger})
 //		...
@@ -35,6 +35,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -65,7 +68,17 @@ type rawFile struct {
 	L4       rawL4       `yaml:"l4"`
 	L7       rawL7       `yaml:"l7redirect"`
 	Admin    rawAdmin    `yaml:"admin"`
+	Shutdown rawShutdown `yaml:"shutdown"`
 }
+
+type rawShutdown struct {
+	At           pos      `yaml:"-"`
+	DrainTimeout duration `yaml:"drain_timeout"`
+}
+
+// DefaultDrainTimeout is shutdown.drain_timeout when the file sets none:
+// browsers reconnect, and a Negotiate exchange in flight needs a moment.
+const DefaultDrainTimeout = 10 * time.Second
 
 type rawLog struct {
 	At     pos `yaml:"-"`
@@ -111,6 +124,8 @@ type File struct {
 	pools    []poolConfig
 	l4       []l4Listener
 	l7       []l7Listener
+	drain    time.Duration
+	hash     string
 	warnings Problems
 }
 
@@ -143,8 +158,19 @@ func Load(path string) (*File, error) {
 		return nil, append(c.problems, c.warnings...).sorted()
 	}
 	f.warnings = c.warnings.sorted()
+	sum := sha256.Sum256(data)
+	f.hash = hex.EncodeToString(sum[:6])
 	return f, nil
 }
+
+// Hash names the file's contents (the first 12 hex digits of their
+// SHA-256), so that an operator can tell which version a process runs.
+// Files it names (keytabs, certificates) are not part of it.
+func (f *File) Hash() string { return f.hash }
+
+// DrainTimeout is how long a stopping process lets connections and
+// requests in flight finish (shutdown.drain_timeout).
+func (f *File) DrainTimeout() time.Duration { return f.drain }
 
 // Warnings returns the problems of a loaded file that `iwalb check` only
 // reports and `iwalb run` refuses (see Problem.Warning).
@@ -214,6 +240,7 @@ func (c *checker) addYAMLError(err error) {
 func (c *checker) build(raw *rawFile) *File {
 	f := &File{}
 	f.logLevel, f.logJSON = c.log(raw.Log)
+	f.drain = c.positive(raw.Shutdown.DrainTimeout, "shutdown.drain_timeout", DefaultDrainTimeout)
 	f.metrics = c.metrics(raw.Metrics)
 	f.admin = c.admin(raw.Admin)
 	if raw.AuthNode.At.Set {
@@ -454,11 +481,39 @@ func (f *File) Metrics() PrivateListener { return f.metrics }
 // API is not served.
 func (f *File) Admin() PrivateListener { return f.admin }
 
-// Logger returns a logger writing to w at the configured level and format.
-func (f *File) Logger(w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: f.logLevel}
+// LogLevel is the configured log level (log.level).
+func (f *File) LogLevel() slog.Level { return f.logLevel }
+
+// Logger returns a logger writing to w at the configured level and format;
+// level, when not nil, is the level instead of the file's: a slog.LevelVar
+// lets a reload change it.
+func (f *File) Logger(w io.Writer, level slog.Leveler) *slog.Logger {
+	if level == nil {
+		level = f.logLevel
+	}
+	opts := &slog.HandlerOptions{Level: level}
 	if f.logJSON {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// AdminListen returns admin.listen of the file at path ("" when it has
+// none), read even when the rest of the file has problems: `iwalb reload`
+// asks the running process through it, and the process reports the
+// problems.
+func AdminListen(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", Problems{{File: path, Msg: "cannot read: " + reason(err)}}
+	}
+	var f struct {
+		Admin struct {
+			Listen string `yaml:"listen"`
+		} `yaml:"admin"`
+	}
+	if err := yaml.Unmarshal(data, &f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Admin.Listen, nil
 }

@@ -167,6 +167,30 @@ func TestLDAPKeys(t *testing.T) {
 	}
 }
 
+// TestHashAndDrainTimeout: the hash names the file's contents, and the
+// drain timeout is read or defaulted.
+func TestHashAndDrainTimeout(t *testing.T) {
+	dir := fixture(t)
+	f1, err := Load(writeConfig(t, dir, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2, err := Load(writeConfig(t, dir, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f3, err := Load(writeConfig(t, dir, base+"shutdown: {drain_timeout: 30s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f1.Hash()) != 12 || f1.Hash() != f2.Hash() || f1.Hash() == f3.Hash() {
+		t.Errorf("hashes %q %q %q: want 12 hex digits, equal for equal files only", f1.Hash(), f2.Hash(), f3.Hash())
+	}
+	if f1.DrainTimeout() != DefaultDrainTimeout || f3.DrainTimeout() != 30*time.Second {
+		t.Errorf("drain timeouts %v and %v, want the default and 30s", f1.DrainTimeout(), f3.DrainTimeout())
+	}
+}
+
 func TestLoadValid(t *testing.T) {
 	dir := fixture(t)
 	t.Setenv("IWALB_TEST_APP2_KEY", " fedcba9876543210fedcba9876543210\n")
@@ -424,6 +448,11 @@ func TestLoadProblems(t *testing.T) {
 				`6: metrics.max_conns: must be a positive number, got 0`,
 				`29: admin.max_conns: must be a positive number, got -3`,
 			},
+		},
+		{
+			name:  "drain timeout not positive",
+			extra: "shutdown: {drain_timeout: 0s}\n",
+			want:  []string{`28: shutdown.drain_timeout: must be more than zero, got 0s`},
 		},
 		{
 			name:  "metrics section without listen",
@@ -753,7 +782,7 @@ func TestLogger(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	log := f.Logger(&b)
+	log := f.Logger(&b, nil)
 	log.Info("hidden")
 	log.Warn("shown", "k", "v")
 	if got := b.String(); strings.Contains(got, "hidden") || !strings.Contains(got, `"msg":"shown","k":"v"`) {
