@@ -157,11 +157,14 @@ type RedisConfig struct {
 	MasterName string
 	// Username (optional) and Password authenticate to Redis.
 	Username, Password string
+	// SentinelUsername and SentinelPassword, when set, authenticate to
+	// the Sentinels.
+	SentinelUsername, SentinelPassword string
 	// DB is the database number (0 with a Cluster).
 	DB int
 	// Prefix starts every key (default store.DefaultRedisPrefix).
 	Prefix string
-	// TLS makes every connection TLS. CAFile verifies the server (empty:
+	// TLS makes every connection TLS, to the Sentinels too. CAFile verifies the server (empty:
 	// the system's roots), ServerName is the name checked in its
 	// certificate (empty: the host of the address dialled), and CertFile
 	// and KeyFile, when set, are the client certificate presented.

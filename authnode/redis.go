@@ -18,6 +18,7 @@ type storeChecker interface {
 func openRedis(c RedisConfig) (*store.Redis, error) {
 	sc := store.RedisConfig{
 		Addrs: c.Addrs, MasterName: c.MasterName, Username: c.Username, Password: c.Password,
+		SentinelUsername: c.SentinelUsername, SentinelPassword: c.SentinelPassword,
 		DB: c.DB, Prefix: c.Prefix,
 		DialTimeout: c.DialTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout,
 		PoolSize: c.PoolSize,

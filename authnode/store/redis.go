@@ -45,12 +45,16 @@ type RedisConfig struct {
 	MasterName string
 	// Username and Password authenticate to Redis (AUTH); both optional.
 	Username, Password string
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels;
+	// both optional.
+	SentinelUsername, SentinelPassword string
 	// DB is the database number (0 with a Cluster).
 	DB int
 	// Prefix starts every key (default DefaultRedisPrefix). It may not hold
 	// '{' or '}', which would break the keys' Cluster hash tags.
 	Prefix string
-	// TLS, when set, makes every connection TLS with it.
+	// TLS, when set, makes every connection TLS with it, to the
+	// Sentinels too.
 	TLS *tls.Config
 	// DialTimeout bounds a connect (default DefaultRedisDialTimeout);
 	// ReadTimeout and WriteTimeout a command's reply and its sending
@@ -122,16 +126,19 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		cfg.WriteTimeout = DefaultRedisWriteTimeout
 	}
 	client := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:        cfg.Addrs,
-		MasterName:   cfg.MasterName,
-		Username:     cfg.Username,
-		Password:     cfg.Password,
-		DB:           cfg.DB,
-		TLSConfig:    cfg.TLS,
-		DialTimeout:  cfg.DialTimeout,
-		ReadTimeout:  cfg.ReadTimeout,
-		WriteTimeout: cfg.WriteTimeout,
-		PoolSize:     cfg.PoolSize,
+		Addrs:      cfg.Addrs,
+		MasterName: cfg.MasterName,
+		Username:   cfg.Username,
+		Password:   cfg.Password,
+		// Not Password: Sentinels often have none, and AUTH would fail.
+		SentinelUsername: cfg.SentinelUsername,
+		SentinelPassword: cfg.SentinelPassword,
+		DB:               cfg.DB,
+		TLSConfig:        cfg.TLS,
+		DialTimeout:      cfg.DialTimeout,
+		ReadTimeout:      cfg.ReadTimeout,
+		WriteTimeout:     cfg.WriteTimeout,
+		PoolSize:         cfg.PoolSize,
 		// Retries happen within the operation's deadline.
 		ContextTimeoutEnabled: true,
 		// One dial attempt per try: a down server costs DialTimeout, not
