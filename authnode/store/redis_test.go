@@ -501,6 +501,63 @@ func TestRedisSentinelFailover(t *testing.T) {
 	}
 }
 
+// TestRedisCluster: on a Redis Cluster of three masters the keys spread
+// over the nodes, each script's keys in one slot (their hash tag), and a
+// token still redeems exactly once across two connections; the replay
+// cache and the readiness check work there too.
+func TestRedisCluster(t *testing.T) {
+	env := redistest.Env(t)
+	addrs := redistest.StartCluster(t, env, "pw-cluster")
+	cfg := store.RedisConfig{Addrs: addrs, Password: "pw-cluster"}
+	a, b := twoNodes(t, cfg)
+	ctx := context.Background()
+	if err := a.Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	const tokens = 64
+	for i := range tokens {
+		if err := a.Store("tok").Put(ctx, fmt.Sprint("t", i), []byte("v"), time.Minute); err != nil {
+			t.Fatalf("Put %d: %v", i, err)
+		}
+	}
+	held := 0
+	for _, addr := range addrs {
+		if n := redistest.Client(t, addr, "pw-cluster").DBSize(ctx).Val(); n > 0 {
+			held++
+			if n%2 != 0 {
+				t.Errorf("%s holds %d keys: a value and its marker were split", addr, n)
+			}
+		}
+	}
+	if held < 2 {
+		t.Fatalf("%d tokens landed on %d of 3 nodes", tokens, held)
+	}
+	var won atomic.Int32
+	var wg sync.WaitGroup
+	for i := range tokens {
+		for _, r := range []*store.Redis{a, b} {
+			wg.Go(func() {
+				if _, err := r.Store("tok").Take(ctx, fmt.Sprint("t", i)); err == nil {
+					won.Add(1)
+				} else if !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("Take: %v", err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if won.Load() != tokens {
+		t.Fatalf("%d tokens, each taken at once at two nodes: %d Takes won, want %d", tokens, won.Load(), tokens)
+	}
+	now := time.Now()
+	if res, _, err := a.ReplayCache(5).Record(ctx, rk("alice", 0), now, now.Add(time.Minute)); err != nil || res != negotiate.ReplayRecorded {
+		t.Fatalf("Record: %v %v", res, err)
+	}
+	if res, _, err := b.ReplayCache(5).Record(ctx, rk("alice", 0), now, now.Add(time.Minute)); err != nil || res != negotiate.ReplayReplayed {
+		t.Fatalf("Record at the other node: %v %v, want a replay", res, err)
+	}
+}
+
 func TestNewRedisRefuses(t *testing.T) {
 	for _, c := range []struct {
 		cfg  store.RedisConfig

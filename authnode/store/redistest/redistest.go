@@ -406,3 +406,45 @@ func (g *Sentinels) waitForFunc(d time.Duration, what string, check func(context
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// StartCluster starts a Redis Cluster of three masters (no replicas) of the
+// test's own with password, made with redis-cli --cluster create, and
+// returns their addresses once every node says the cluster is ok.
+func StartCluster(t testing.TB, env map[string]string, password string) []string {
+	t.Helper()
+	if env["IWALB_REDIS_CLI"] == "" {
+		t.Skip("the test Redis settings name no redis-cli")
+	}
+	var addrs []string
+	for range 3 {
+		busPort := freePort(t)
+		s := startProcess(t, env, password, false, func(int) []string {
+			return []string{"requirepass " + password, "masterauth " + password, "maxmemory-policy noeviction",
+				"cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 5000",
+				"cluster-port " + strconv.Itoa(busPort)}
+		})
+		addrs = append(addrs, s.Addr())
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	cmd := exec.Command(env["IWALB_REDIS_CLI"], append(args, "--cluster-yes", "--no-auth-warning", "-a", password)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, a := range addrs {
+		c := Client(t, a, password)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			info, err := c.ClusterInfo(ctx).Result()
+			cancel()
+			if err == nil && strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the cluster at %s is not ok after 60 s: %v %s", a, err, info)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return addrs
+}
