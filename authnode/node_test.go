@@ -49,7 +49,7 @@ func (f fakeDirectory) ServerTime(context.Context) (time.Time, error) { return t
 
 const testAPIKey = "test-api-key-0123456789abcdef"
 
-func newTestNode(t *testing.T, v ticketValidator, d userDirectory, logs io.Writer) *Node {
+func newTestNode(t testing.TB, v ticketValidator, d userDirectory, logs io.Writer) *Node {
 	t.Helper()
 	cfg := Config{FQDN: "auth1.example.test", Realm: "EXAMPLE.TEST", ApplicationURL: "https://app.example.test/cb?x=1"}
 	cfg.setDefaults()

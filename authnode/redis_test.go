@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,5 +204,35 @@ func TestRedisDownAnswers503(t *testing.T) {
 	}
 	if w := redeem(n, testAPIKey, tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))); w.Code != http.StatusOK {
 		t.Fatalf("login and redeem after Redis came back: %d %s", w.Code, w.Body)
+	}
+}
+
+// BenchmarkLoginAndRedeem is a login (token stored) and its redemption
+// (token taken, session stored) through the handlers, with the in-memory
+// store and with Redis.
+func BenchmarkLoginAndRedeem(b *testing.B) {
+	for _, kind := range []string{"memory", "redis"} {
+		b.Run(kind, func(b *testing.B) {
+			n := newTestNode(b, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
+			if kind == "redis" {
+				env := redistest.Env(b)
+				r, err := store.NewRedis(redistest.Config(b, env))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				n.tokens, n.sessions = r.Store("tok"), r.Store("sess")
+			}
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					w := ssoRequest(n, "Negotiate YQ==")
+					loc, _ := url.Parse(w.Header().Get("Location"))
+					if c := redeem(n, testAPIKey, loc.Query().Get("ssoToken")).Code; c != http.StatusOK {
+						b.Fatalf("redeem: %d", c)
+					}
+				}
+			})
+		})
 	}
 }
