@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,12 @@ import (
 // These tests run the node's handlers on a real Redis (scripts/redis-up, or
 // a private redis-server), with stand-ins for Kerberos and the directory;
 // redis_ad_test.go runs the same flows with real tickets.
+
+func TestMain(m *testing.M) {
+	// go-redis logs each failed dial; the tests that stop Redis make many.
+	store.LogRedisTo(slog.New(slog.DiscardHandler))
+	os.Exit(m.Run())
+}
 
 // redisNode is newTestNode with its tokens and sessions in r.
 func redisNode(t *testing.T, r *store.Redis, logs *syncBuffer) *Node {

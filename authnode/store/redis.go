@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -318,11 +319,15 @@ return {0, redis.call('EXISTS', KEYS[2])}`
 
 // LogRedisTo sends go-redis's own log lines (dial failures, Sentinel
 // master switches) to log at debug level; iwalb logs what they mean (a
-// store failing readiness, a login refused) itself. go-redis has one logger
-// per process, so this sets it for every Redis of the process.
+// store failing readiness, a login refused) itself. go-redis has one
+// logger per process, which it reads unlocked: the first call sets it for
+// every Redis of the process, and later calls do nothing.
 func LogRedisTo(log *slog.Logger) {
-	redis.SetLogger(redisLogger{log})
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{log}) })
 }
+
+// redisLogOnce guards go-redis's process-wide logger.
+var redisLogOnce sync.Once
 
 type redisLogger struct{ log *slog.Logger }
 
