@@ -426,6 +426,36 @@ func TestRedisDownAndBack(t *testing.T) {
 	}
 }
 
+// TestRedisSlowIsUnavailable: a Redis that does not answer (paused) fails
+// each operation with ErrUnavailable once the configured timeouts pass,
+// not when Redis wakes up; then it works again.
+func TestRedisSlowIsUnavailable(t *testing.T) {
+	env := redistest.Env(t)
+	srv := redistest.StartServer(t, env, "pw-slow")
+	r := openRedis(t, store.RedisConfig{Addrs: []string{srv.Addr()}, Password: "pw-slow",
+		DialTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
+	ctx := context.Background()
+	s := r.Store("tok")
+	if err := s.Put(ctx, "k", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	const pause = 6 * time.Second
+	c := redistest.Client(t, srv.Addr(), "pw-slow")
+	if err := c.Do(ctx, "CLIENT", "PAUSE", pause.Milliseconds(), "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	_, err := s.Take(ctx, "k")
+	if took := time.Since(paused); !errors.Is(err, store.ErrUnavailable) || took > pause/2 {
+		t.Fatalf("Take from a paused Redis: %v after %s; want ErrUnavailable well before the %s pause ends", err, took, pause)
+	}
+	// A paused Redis pauses every client, UNPAUSE too: wait it out.
+	time.Sleep(time.Until(paused.Add(pause)))
+	if v, err := s.Take(ctx, "k"); err != nil || string(v) != "v" {
+		t.Fatalf("Take once Redis answers again: %q, %v (the failed Take must not have taken it)", v, err)
+	}
+}
+
 // TestRedisFullWritesNothing: a Redis past its maxmemory (noeviction)
 // refuses a Put and a replay record whole, with ErrFull: nothing of them
 // is left. Taking and deleting still work, and free room.
