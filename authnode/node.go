@@ -85,22 +85,16 @@ type apiClient struct {
 
 // Node is one auth node. Create it with New and start it with Run.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	metrics   *metrics
-	appURL    *url.URL
-	keytab    *keytab.Keytab
-	krb5      *krbconfig.Config
-	validator ticketValidator
-	dir       userDirectory
-	tokens    Store
-	sessions  Store
-	// redis is the connection of the stores and the replay cache when
-	// they are in Redis; Serve closes it.
-	redis *store.Redis
-	// storeCheck proves a shared store reachable, for readiness; nil for
-	// the in-memory one.
-	storeCheck func(ctx context.Context) error
+	cfg        Config
+	log        *slog.Logger
+	metrics    *metrics
+	appURL     *url.URL
+	keytab     *keytab.Keytab
+	krb5       *krbconfig.Config
+	validator  ticketValidator
+	dir        userDirectory
+	tokens     Store
+	sessions   Store
 	apiClients []apiClient
 	tlsConfig  *tls.Config
 	ready      readiness
@@ -111,6 +105,13 @@ type Node struct {
 	// selfTest proves the keytab against the KDC; a field so tests can
 	// observe it without a KDC.
 	selfTest func(ctx context.Context) error
+
+	// redis is the connection of the stores and the replay cache when
+	// they are in Redis; Serve closes it.
+	redis *store.Redis
+	// storeCheck proves a shared store reachable, for readiness; nil for
+	// the in-memory one.
+	storeCheck func(ctx context.Context) error
 }
 
 // New checks cfg, loads the keytab and certificates and returns a Node that

@@ -134,9 +134,12 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 	return rep
 }
 
-// ready says whether the node can log users in: the latest round of checks
-// passed and the shared store, if any, answers.
+// isReady says whether the node can log users in: it is not shutting down,
+// the latest round of checks passed, and the shared store, if any, answers.
 func (n *Node) isReady() bool {
+	if n.ready.draining.Load() {
+		return false
+	}
 	rep := n.ready.last.Load()
 	if rep == nil || !rep.Ready {
 		return false
