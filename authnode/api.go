@@ -92,9 +92,10 @@ func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusNotFound, "unknown", "the token is unknown or was already redeemed")
 		return
 	case err != nil:
-		n.metrics.redeemFailures.WithLabelValues("store").Inc()
-		log.Error("redeem", "outcome", "failure", "reason", "store", "err", err.Error())
-		writeJSONError(w, http.StatusServiceUnavailable, "store", "the token store is unavailable")
+		reason := storeReason(err)
+		n.metrics.redeemFailures.WithLabelValues(reason).Inc()
+		log.Error("redeem", "outcome", "failure", "reason", reason, "err", err.Error())
+		writeJSONError(w, http.StatusServiceUnavailable, reason, "the token store is unavailable; the token was not redeemed, try again shortly")
 		return
 	}
 	var rec tokenRecord
@@ -127,9 +128,20 @@ func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "store_full", "the node holds as many sessions as it may; try again later")
 		return
 	}
-	n.metrics.redeemFailures.WithLabelValues("store").Inc()
-	log.Error("redeem", "outcome", "failure", "reason", "store", "err", err.Error())
-	writeJSONError(w, http.StatusServiceUnavailable, "store", "the session could not be stored")
+	// The token is spent: the user signs in again.
+	reason := storeReason(err)
+	n.metrics.redeemFailures.WithLabelValues(reason).Inc()
+	log.Error("redeem", "outcome", "failure", "reason", reason, "err", err.Error())
+	writeJSONError(w, http.StatusServiceUnavailable, reason, "the session could not be stored; send the user through sign-in again")
+}
+
+// storeReason names a store failure for answers and metrics:
+// store_unavailable when a shared store could not be reached, else store.
+func storeReason(err error) string {
+	if errors.Is(err, store.ErrUnavailable) {
+		return "store_unavailable"
+	}
+	return "store"
 }
 
 // handleSessionValidate tells an application whether a session is live and
@@ -156,7 +168,7 @@ func (n *Node) handleSessionValidate(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		n.log.Error("session validate", "err", err.Error())
-		writeJSONError(w, http.StatusServiceUnavailable, "store", "the session store is unavailable")
+		writeJSONError(w, http.StatusServiceUnavailable, storeReason(err), "the session store is unavailable")
 		return
 	}
 	// A session belongs to the application that redeemed its token; to any
@@ -184,7 +196,7 @@ func (n *Node) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		if derr := n.sessions.Delete(r.Context(), storeKey(sid)); derr != nil {
 			n.log.Error("logout", "err", derr.Error())
-			writeJSONError(w, http.StatusServiceUnavailable, "store", "the session store is unavailable")
+			writeJSONError(w, http.StatusServiceUnavailable, storeReason(derr), "the session store is unavailable")
 			return
 		}
 		n.metrics.sessions.WithLabelValues("ended").Inc()

@@ -67,6 +67,16 @@ type Config struct {
 	// Options.Sessions.
 	StoreMaxEntries int
 	StoreMaxBytes   int64
+	// Redis, when set, keeps the tokens, the sessions and the Kerberos
+	// replay cache in Redis, shared by every node that uses the same
+	// Redis and Prefix: a token redeems at any node, once, and an
+	// authenticator accepted at one node is refused at all. When Redis
+	// cannot be reached, logins and redemptions fail (503
+	// store_unavailable) and the node is not ready; nothing falls back to
+	// memory. StoreMaxEntries, StoreMaxBytes and ReplayCacheMax do not
+	// apply: Redis's maxmemory bounds it all. Unused with Options.Tokens
+	// and Options.Sessions.
+	Redis *RedisConfig
 
 	// Keytab is the path of the keytab holding the node's SPNs.
 	Keytab string
@@ -149,4 +159,36 @@ type APIClient struct {
 	// CertName, when set, is the subject CN or DNS name of a client
 	// certificate that also authenticates this application.
 	CertName string
+}
+
+// RedisConfig says how an auth node reaches Redis. Zero durations and sizes
+// take the defaults of store.RedisConfig.
+type RedisConfig struct {
+	// Addrs are host:port addresses: one Redis server; several: the seed
+	// nodes of a Redis Cluster; with MasterName: the Sentinels.
+	Addrs []string
+	// MasterName, when set, is the name the Sentinels know the master by.
+	MasterName string
+	// Username (optional) and Password authenticate to Redis.
+	Username, Password string
+	// SentinelUsername and SentinelPassword, when set, authenticate to
+	// the Sentinels.
+	SentinelUsername, SentinelPassword string
+	// DB is the database number (0 with a Cluster).
+	DB int
+	// Prefix starts every key (default store.DefaultRedisPrefix).
+	Prefix string
+	// TLS makes every connection TLS, to the Sentinels too. CAFile verifies the server (empty:
+	// the system's roots), ServerName is the name checked in its
+	// certificate (empty: the host of the address dialled), and CertFile
+	// and KeyFile, when set, are the client certificate presented.
+	TLS                bool
+	CAFile, ServerName string
+	CertFile, KeyFile  string
+	// DialTimeout, ReadTimeout and WriteTimeout bound a connect, a reply
+	// and a send; their sum bounds each store operation.
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+	// PoolSize is the connections kept per server (default: go-redis's,
+	// 10 per CPU).
+	PoolSize int
 }

@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		redeemFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "token_redeem_failures_total",
-			Help: "Failed redeem calls by reason (unauthorized, malformed, unknown, expired, store).",
+			Help: "Failed redeem calls by reason (unauthorized, malformed, unknown, expired, store_full, store_unavailable: a shared store could not be reached, store).",
 		}, []string{"reason"}),
 		tokensExpired: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "tokens_expired_total",
@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "ready",
-			Help: "1 when the readiness check passes, per check (keytab, ldap, clock, kdc_self_test) and overall.",
+			Help: "1 when the readiness check passes, per check (keytab, ldap, clock, kdc_self_test, store with a shared store) and overall.",
 		}, []string{"check"}),
 		storeFull: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "store_full_total",

@@ -106,11 +106,18 @@ type Node struct {
 	// selfTest proves the keytab against the KDC; a field so tests can
 	// observe it without a KDC.
 	selfTest func(ctx context.Context) error
+
+	// redis is the connection of the stores and the replay cache when
+	// they are in Redis; Serve closes it.
+	redis *store.Redis
+	// storeCheck proves a shared store reachable, for readiness; nil for
+	// the in-memory one.
+	storeCheck func(ctx context.Context) error
 }
 
 // New checks cfg, loads the keytab and certificates and returns a Node that
 // is ready to Run. Nothing listens and nothing is dialed until Run.
-func New(cfg Config, opts Options) (*Node, error) {
+func New(cfg Config, opts Options) (_ *Node, err error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -123,7 +130,6 @@ func New(cfg Config, opts Options) (*Node, error) {
 		n.log = slog.Default()
 	}
 	n.log = n.log.With("role", "authnode", "node", cfg.FQDN)
-	var err error
 	if n.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("register auth node metrics: %w", err)
 	}
@@ -137,12 +143,34 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if n.krb5, err = krbconfig.Load(cfg.Krb5Conf); err != nil {
 		return nil, fmt.Errorf("load krb5.conf %s: %w", cfg.Krb5Conf, err)
 	}
-	v := negotiate.NewValidator(n.keytab, negotiate.Options{
+	vopts := negotiate.Options{
 		MaxClockSkew: cfg.MaxClockSkew, MaxFutureSkew: cfg.MaxFutureSkew, Now: n.now,
 		ReplayCacheMax: cfg.ReplayCacheMax, ReplayQuota: cfg.ReplayQuota,
-	})
-	if err := registerReplayCache(opts.Registerer, v); err != nil {
-		return nil, fmt.Errorf("register auth node metrics: %w", err)
+	}
+	if cfg.Redis != nil {
+		if n.redis, err = openRedis(*cfg.Redis); err != nil {
+			return nil, err
+		}
+		store.LogRedisTo(n.log)
+		defer func() {
+			if err != nil {
+				_ = n.redis.Close()
+			}
+		}()
+		vopts.ReplayStore = n.redis.ReplayCache(cfg.ReplayQuota)
+		if n.tokens == nil {
+			n.tokens = n.redis.Store("tok")
+		}
+		if n.sessions == nil {
+			n.sessions = n.redis.Store("sess")
+		}
+	}
+	v := negotiate.NewValidator(n.keytab, vopts)
+	// In Redis, the replay cache is not the validator's to count.
+	if cfg.Redis == nil {
+		if err := registerReplayCache(opts.Registerer, v); err != nil {
+			return nil, fmt.Errorf("register auth node metrics: %w", err)
+		}
 	}
 	n.validator = v
 	n.selfTest = func(ctx context.Context) error {
@@ -183,6 +211,10 @@ func New(cfg Config, opts Options) (*Node, error) {
 	}
 	if n.sessions == nil {
 		n.sessions = store.NewMemory(store.Options{Budget: budget})
+	}
+	if c, ok := n.tokens.(storeChecker); ok {
+		n.storeCheck = c.Check
+		n.ready.store.Store(&checkResult{Detail: "not checked yet"})
 	}
 	if err := n.registerGauges(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("register auth node metrics: %w", err)
@@ -268,13 +300,18 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		ConnContext:  n.connContext,
 		ErrorLog:     slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
-	checksDone := make(chan struct{})
+	checksDone := make(chan struct{}, 2)
 	checkCtx, stopChecks := context.WithCancel(ctx)
 	defer stopChecks()
 	go func() {
-		defer close(checksDone)
+		defer func() { checksDone <- struct{}{} }()
 		n.checkLoop(checkCtx)
 	}()
+	go func() {
+		defer func() { checksDone <- struct{}{} }()
+		n.storeCheckLoop(checkCtx)
+	}()
+	waitChecks := func() { <-checksDone; <-checksDone }
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
@@ -284,7 +321,10 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	select {
 	case err := <-serveErr:
 		stopChecks()
-		<-checksDone
+		waitChecks()
+		if n.redis != nil {
+			_ = n.redis.Close()
+		}
 		return fmt.Errorf("auth node serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -294,9 +334,12 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	err := srv.Shutdown(shutCtx)
 	<-serveErr
-	<-checksDone
+	waitChecks()
 	if closer, ok := n.dir.(interface{ Close() error }); ok {
 		_ = closer.Close()
+	}
+	if n.redis != nil {
+		_ = n.redis.Close()
 	}
 	n.log.Info("auth node stopped")
 	if err != nil {

@@ -14,9 +14,17 @@ import (
 // checkers poll /readyz often; they read this snapshot and never wait on
 // the KDC or the directory.
 type readiness struct {
-	last     atomic.Pointer[readyReport]
+	last atomic.Pointer[readyReport]
+	// store is the latest check of a shared store, made more often than
+	// the others (storeCheckInterval); nil without one.
+	store    atomic.Pointer[checkResult]
 	draining atomic.Bool
 }
+
+// storeCheckInterval is how often a shared store is pinged: a node whose
+// Redis is gone fails every login, so balancers must learn it within
+// seconds, not at the next round of the KDC self-test.
+const storeCheckInterval = 2 * time.Second
 
 // readyReport is the result of one round of readiness checks. Its details
 // name servers, accounts and keytab entries, so they go to the log; /readyz
@@ -134,13 +142,76 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 	}
 	rep.CheckedAt = time.Now().UTC()
 	prev := n.ready.last.Swap(rep)
+	n.publishOverall()
+	n.logReadiness(prev, rep)
+	return rep
+}
+
+// isReady says whether the node can log users in: it is not shutting down,
+// the latest round of checks passed, and the shared store, if any, answers.
+func (n *Node) isReady() bool {
+	if n.ready.draining.Load() {
+		return false
+	}
+	rep := n.ready.last.Load()
+	if rep == nil || !rep.Ready {
+		return false
+	}
+	s := n.ready.store.Load()
+	return s == nil || s.OK
+}
+
+// publishOverall sets the overall readiness gauge.
+func (n *Node) publishOverall() {
 	v := 0.0
-	if rep.Ready {
+	if n.isReady() {
 		v = 1
 	}
 	n.metrics.ready.WithLabelValues("overall").Set(v)
-	n.logReadiness(prev, rep)
-	return rep
+}
+
+// storeCheckLoop pings the shared store at once and then every
+// storeCheckInterval until ctx ends; without a shared store it returns.
+func (n *Node) storeCheckLoop(ctx context.Context) {
+	if n.storeCheck == nil {
+		return
+	}
+	t := time.NewTicker(storeCheckInterval)
+	defer t.Stop()
+	for {
+		err := n.storeCheck(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		n.setStoreCheck(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// setStoreCheck records a check of the shared store, logging a change.
+func (n *Node) setStoreCheck(err error) {
+	r := &checkResult{OK: err == nil, Detail: "answers"}
+	if err != nil {
+		r.Detail = err.Error()
+	}
+	prev := n.ready.store.Swap(r)
+	v := 0.0
+	if r.OK {
+		v = 1
+	}
+	n.metrics.ready.WithLabelValues("store").Set(v)
+	wasReady := prev != nil && prev.OK
+	switch {
+	case !r.OK && (wasReady || prev == nil || prev.Detail != r.Detail):
+		n.log.Warn("readiness check failing", "check", "store", "err", r.Detail)
+	case r.OK && !wasReady:
+		n.log.Info("readiness check passing", "check", "store")
+	}
+	n.publishOverall()
 }
 
 // logReadiness logs what changed since the previous round: readiness
@@ -196,11 +267,14 @@ func (n *Node) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	case n.ready.draining.Load():
 		view.Detail = "shutting down"
 	default:
-		view = readyView{Ready: rep.Ready, CheckedAt: rep.CheckedAt, Checks: map[string]bool{}, ClockOffset: rep.ClockOffset.Seconds()}
+		view = readyView{Ready: n.isReady(), CheckedAt: rep.CheckedAt, Checks: map[string]bool{}, ClockOffset: rep.ClockOffset.Seconds()}
 		for name, c := range rep.Checks {
 			view.Checks[name] = c.OK
 		}
-		if !rep.Ready {
+		if s := n.ready.store.Load(); s != nil {
+			view.Checks["store"] = s.OK
+		}
+		if !view.Ready {
 			view.Detail = "see the node's log for why"
 		}
 	}

@@ -122,6 +122,8 @@ var (
 		"You are not allowed to use this application", "Your account is not a member of the group this application requires."}
 	failStoreFull = failure{"store_full", http.StatusServiceUnavailable, false,
 		"The server is busy", "Too many sign-ins are held here; try again in a few minutes."}
+	failStoreUnavailable = failure{"store_unavailable", http.StatusServiceUnavailable, false,
+		"Sign-in is unavailable for a moment", "The store this server shares with the other sign-in servers cannot be reached. Try again shortly."}
 	failInternal = failure{"internal", http.StatusInternalServerError, false,
 		"Sign-in failed", "An internal error occurred; the administrator can find it in the log."}
 )
@@ -157,6 +159,10 @@ func classify(err error) failure {
 		{directory.ErrDisabled, failUserDisabled},
 		{directory.ErrNotInGroup, failNotInGroup},
 		{store.ErrFull, failStoreFull},
+		// After ErrFull: a Redis at its maxmemory fails the replay cache
+		// too, and is full rather than unavailable.
+		{store.ErrUnavailable, failStoreUnavailable},
+		{negotiate.ErrReplayUnavailable, failStoreUnavailable},
 	} {
 		if errors.Is(err, c.target) {
 			return c.f

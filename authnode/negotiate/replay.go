@@ -2,9 +2,61 @@ package negotiate
 
 import (
 	"container/heap"
+	"context"
+	"errors"
 	"sync"
 	"time"
 )
+
+// ErrReplayUnavailable: the shared replay cache (Options.ReplayStore) could
+// not be reached, so the authenticator could not be recorded; it is refused
+// rather than accepted unprotected.
+var ErrReplayUnavailable = errors.New("replay cache unavailable")
+
+// ReplayStore remembers accepted authenticators for as long as they could
+// be accepted, with a quota of live ones per client. The Validator's own
+// in-memory cache is one; a store shared by several nodes (Redis) makes an
+// authenticator accepted at any node refused at every other.
+type ReplayStore interface {
+	// Record remembers k through until (the last instant it could still
+	// be accepted) and says how that went at now: ReplayRecorded, or
+	// ReplayReplayed when k is remembered already; ReplayOverQuota when
+	// k's client has its quota of live entries, and ReplayCacheFull when
+	// there is no room at all, each with how long the refusal lasts at
+	// most. Nothing is recorded unless the result is ReplayRecorded. An
+	// error means the store could not be asked.
+	Record(ctx context.Context, k ReplayKey, now, until time.Time) (ReplayResult, time.Duration, error)
+}
+
+// ReplayKey identifies one authenticator.
+type ReplayKey struct {
+	// Client is the client's quota identity: its PAC's user SID, or its
+	// principal name in lower case without a PAC.
+	Client string
+	// CTime (Unix seconds) and Cusec are the authenticator's time.
+	CTime int64
+	Cusec int32
+	// Key names the service key that decrypted the ticket, by its
+	// fingerprint: the same on every node holding the key.
+	Key uint32
+}
+
+// ReplayResult is the outcome of ReplayStore.Record.
+type ReplayResult int
+
+// Outcomes of ReplayStore.Record.
+const (
+	ReplayRecorded  ReplayResult = iota // new authenticator, now remembered
+	ReplayReplayed                      // already seen and still live
+	ReplayOverQuota                     // the client holds its quota of live entries
+	ReplayCacheFull                     // no room without forgetting a protected entry
+)
+
+// Record is ReplayStore.Record for the in-memory cache; it never fails.
+func (c *replayCache) Record(_ context.Context, k ReplayKey, now, until time.Time) (ReplayResult, time.Duration, error) {
+	res, retry := c.insert(replayKey{client: k.Client, ctime: k.CTime, cusec: k.Cusec, key: k.Key}, now, until)
+	return res, retry, nil
+}
 
 // replayKey identifies one authenticator. The client is named by its quota
 // identity (see quotaID), so that case variants of one account's name are
@@ -79,13 +131,13 @@ func (h *clientHeap) Pop() any {
 }
 
 // replayResult is the outcome of replayCache.insert.
-type replayResult int
+type replayResult = ReplayResult
 
 const (
-	recorded  replayResult = iota // new authenticator, now remembered
-	replayed                      // already seen and still live
-	overQuota                     // the client holds quota live entries
-	cacheFull                     // no room without evicting a protected entry
+	recorded  = ReplayRecorded
+	replayed  = ReplayReplayed
+	overQuota = ReplayOverQuota
+	cacheFull = ReplayCacheFull
 )
 
 // sweepBatch is how many expired entries each insert removes besides its
@@ -220,4 +272,14 @@ func (c *replayCache) stats() (live int, evicted uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n, c.evictions
+}
+
+// record asks the replay store (Options.ReplayStore, else the in-memory
+// cache) about k. Validate takes no context; a shared store bounds each
+// call by its own timeouts.
+func (v *Validator) record(k ReplayKey, now, until time.Time) (ReplayResult, time.Duration, error) {
+	if v.seen != nil {
+		return v.seen.Record(context.Background(), k, now, until)
+	}
+	return v.replay.Record(context.Background(), k, now, until)
 }

@@ -118,6 +118,11 @@ type Options struct {
 	// ReplayCacheMax). A client is its PAC's user SID, or its principal
 	// name without a PAC.
 	ReplayQuota int
+	// ReplayStore, when set, remembers authenticators in place of the
+	// Validator's in-memory cache (ReplayCacheMax does not apply to it):
+	// a store shared by several nodes refuses at each an authenticator
+	// accepted at any. It should enforce ReplayQuota.
+	ReplayStore ReplayStore
 	// Logger receives gokrb5's PAC-decoding remarks at debug level
 	// (default: discarded).
 	Logger *slog.Logger
@@ -159,6 +164,7 @@ type Validator struct {
 	future time.Duration
 	now    func() time.Time
 	replay *replayCache
+	seen   ReplayStore // Options.ReplayStore; nil: replay
 	pacLog *log.Logger
 }
 
@@ -195,6 +201,7 @@ func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
 		future: opts.MaxFutureSkew,
 		now:    opts.Now,
 		replay: newReplayCache(opts.ReplayCacheMax, opts.ReplayQuota),
+		seen:   opts.ReplayStore,
 		pacLog: pacLog,
 	}
 }
@@ -394,20 +401,16 @@ func (v *Validator) decryptTicket(tkt *messages.Ticket) (tk ticketKey, err error
 		ErrDecrypt, known, etypeLabel(etype), kvno, clip.String(lastErr.Error()))
 }
 
-// keyIDs numbers the distinct keys of kt (type and bytes), one number per
-// entry: the replay cache names the decrypting key by it, so that every SPN
-// of an account (they share its key) is one service.
+// keyIDs names the keys of kt (type and bytes), one name per entry: the
+// replay cache names the decrypting key by it, so that every SPN of an
+// account (they share its key) is one service. The name is taken from the
+// key's fingerprint, so it is the same on every node that holds the key,
+// whatever its keytab's order: a replay cache shared by nodes needs that.
 func keyIDs(kt *keytab.Keytab) []uint32 {
 	ids := make([]uint32, len(kt.Entries))
-	seen := make(map[[sha256.Size]byte]uint32, len(kt.Entries))
 	for i, e := range kt.Entries {
 		fp := keyFingerprint(e.Key)
-		id, ok := seen[fp]
-		if !ok {
-			id = uint32(len(seen))
-			seen[fp] = id
-		}
-		ids[i] = id
+		ids[i] = binary.BigEndian.Uint32(fp[:4])
 	}
 	return ids
 }
@@ -510,20 +513,24 @@ func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Ident
 		return nil, fmt.Errorf("%w: ticket of %s for %s: %s", ErrPAC, client, tk.principal, clip.String(err.Error()))
 	}
 
-	key := replayKey{
-		client: quotaID(info.userSID, ep.CName.PrincipalNameString(), ep.CRealm),
-		ctime:  auth.CTime.Unix(),
-		cusec:  int32(auth.Cusec),
-		key:    tk.keyID,
+	key := ReplayKey{
+		Client: quotaID(info.userSID, ep.CName.PrincipalNameString(), ep.CRealm),
+		CTime:  auth.CTime.Unix(),
+		Cusec:  int32(auth.Cusec),
+		Key:    tk.keyID,
 	}
 	// The authenticator stays acceptable until ctime+skew (it is at most
 	// MaxFutureSkew ahead, so that is at most skew+MaxFutureSkew away):
 	// that is exactly how long it must be remembered.
-	switch res, retry := v.replay.insert(key, now, ctime.Add(v.skew)); res {
+	res, retry, err := v.record(key, now, ctime.Add(v.skew))
+	if err != nil {
+		return nil, fmt.Errorf("%w: authenticator of %s for %s not recorded, so refused: %w", ErrReplayUnavailable, client, tk.principal, err)
+	}
+	switch res {
 	case replayed:
 		return nil, fmt.Errorf("%w: authenticator of %s for %s made at %s was already used", ErrReplay, client, tk.principal, ctime.UTC().Format(time.RFC3339Nano))
 	case overQuota:
-		return nil, &ticketError{retry: retry, err: fmt.Errorf("%w: %s already has %d live authenticators at this node (logins within %s); refused for up to %s",
+		return nil, &ticketError{retry: retry, err: fmt.Errorf("%w: %s already has %d live authenticators (logins within %s); refused for up to %s",
 			ErrReplayQuota, client, v.replay.quota, v.skew+v.future, retry.Round(time.Second))}
 	case cacheFull:
 		return nil, &ticketError{retry: retry, err: fmt.Errorf("%w: %d live authenticators within the %s window, none of a client at its quota; refusing %s rather than risk a replay (raise the replay cache size)",

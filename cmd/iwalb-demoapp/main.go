@@ -39,8 +39,10 @@ type app struct {
 	// nodes are the base URLs of the auth nodes' API, e.g.
 	// https://auth1.example.test:8443. With the in-memory store a token and
 	// its session live on the node that issued them, so the app asks each
-	// in turn; with a shared store any one answers.
+	// in turn; with a shared store (shared) any one answers, and the next
+	// is asked only when one cannot answer at all.
 	nodes    []string
+	shared   bool
 	loginURL string // where "Sign in" sends the browser
 	apiKey   string
 	client   *http.Client
@@ -67,6 +69,7 @@ func run(args []string) error {
 	ca := fs.String("ca", "", "CA file that signed the auth node's certificate")
 	keyFile := fs.String("api-key-file", "", "file holding this application's API key")
 	loginURL := fs.String("login-url", "", "sign-in URL (the front door or the node's /sso)")
+	shared := fs.Bool("shared-store", false, "the nodes share their store (Redis): ask the first node, and the next only when one cannot be reached or answers 503")
 	cert := fs.String("cert", "", "TLS certificate (serve HTTPS when set)")
 	key := fs.String("key", "", "TLS key")
 	if err := fs.Parse(args); err != nil {
@@ -100,6 +103,7 @@ func run(args []string) error {
 	}}
 	a := &app{
 		nodes:    nodes,
+		shared:   *shared,
 		loginURL: *loginURL,
 		apiKey:   strings.TrimSpace(string(k)),
 		client:   &http.Client{Transport: tr, Timeout: 10 * time.Second},
@@ -147,8 +151,10 @@ type identity struct {
 	} `json:"session"`
 }
 
-// call posts one secret to the auth nodes' API in turn and decodes the
-// identity from the first that knows it.
+// call posts one secret to the auth nodes' API and decodes the identity.
+// With per-node stores it asks each node in turn until one knows the
+// secret; with a shared store every node knows every secret, so it asks
+// another only when a node could not answer.
 func (a *app) call(ctx context.Context, path, field, secret string) (*identity, error) {
 	var errs []error
 	for _, node := range a.nodes {
@@ -157,11 +163,20 @@ func (a *app) call(ctx context.Context, path, field, secret string) (*identity, 
 			return id, nil
 		}
 		errs = append(errs, err)
-		if status != http.StatusNotFound {
-			break // only "not here" is worth asking the next node about
+		if !a.next(status) {
+			break
 		}
 	}
 	return nil, errors.Join(errs...)
+}
+
+// next says whether a failed call with status (0: no answer) is worth
+// making at the next node.
+func (a *app) next(status int) bool {
+	if a.shared {
+		return status == 0 || status == http.StatusServiceUnavailable || status == http.StatusBadGateway
+	}
+	return status == http.StatusNotFound // only "not here"
 }
 
 func (a *app) callNode(ctx context.Context, node, path, field, secret string) (*identity, int, error) {
@@ -217,14 +232,20 @@ func (a *app) home(w http.ResponseWriter, r *http.Request) {
 
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie("demo_session"); err == nil {
-		// Ending an unknown session is no error, so tell every node.
+		// Ending an unknown session is no error, so with per-node stores
+		// tell every node; with a shared store, the first that answers.
 		for _, node := range a.nodes {
 			body, _ := json.Marshal(map[string]string{"session": c.Value})
 			req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, node+"/logout", bytes.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+a.apiKey)
+			status := 0
 			if resp, err := a.client.Do(req); err == nil {
+				status = resp.StatusCode
 				resp.Body.Close()
+			}
+			if a.shared && status == http.StatusOK {
+				break
 			}
 		}
 	}

@@ -4,10 +4,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,10 +60,40 @@ type rawProxyProtocol struct {
 }
 
 type rawStore struct {
-	At         pos     `yaml:"-"`
-	Type       str     `yaml:"type"`
-	MaxEntries integer `yaml:"max_entries"`
-	MaxBytes   integer `yaml:"max_bytes"`
+	At         pos      `yaml:"-"`
+	Type       str      `yaml:"type"`
+	MaxEntries integer  `yaml:"max_entries"`
+	MaxBytes   integer  `yaml:"max_bytes"`
+	Redis      rawRedis `yaml:"redis"`
+}
+
+type rawRedis struct {
+	At                   pos         `yaml:"-"`
+	Addrs                strList     `yaml:"addrs"`
+	MasterName           str         `yaml:"master_name"`
+	Username             str         `yaml:"username"`
+	Password             refused     `yaml:"password" refuse:"inline secrets are not allowed; use password_file or password_env"`
+	PasswordFile         str         `yaml:"password_file"`
+	PasswordEnv          str         `yaml:"password_env"`
+	SentinelUsername     str         `yaml:"sentinel_username"`
+	SentinelPassword     refused     `yaml:"sentinel_password" refuse:"inline secrets are not allowed; use sentinel_password_file or sentinel_password_env"`
+	SentinelPasswordFile str         `yaml:"sentinel_password_file"`
+	SentinelPasswordEnv  str         `yaml:"sentinel_password_env"`
+	DB                   integer     `yaml:"db"`
+	Prefix               str         `yaml:"prefix"`
+	TLS                  rawRedisTLS `yaml:"tls"`
+	DialTimeout          duration    `yaml:"dial_timeout"`
+	ReadTimeout          duration    `yaml:"read_timeout"`
+	WriteTimeout         duration    `yaml:"write_timeout"`
+	PoolSize             integer     `yaml:"pool_size"`
+}
+
+type rawRedisTLS struct {
+	At         pos `yaml:"-"`
+	CAFile     str `yaml:"ca_file"`
+	ServerName str `yaml:"server_name"`
+	Cert       str `yaml:"cert"`
+	Key        str `yaml:"key"`
 }
 
 type rawKerberos struct {
@@ -238,12 +270,28 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 		}
 	}
 
+	inRedis := false
 	switch t := r.Store.Type; {
 	case !t.Set || t.V == "memory":
+		if r.Store.Redis.At.Set {
+			c.warn(r.Store.Redis.At.Line, "%s.store.redis: ignored: store.type is memory", p)
+		}
 	case t.V == "redis":
-		c.add(t.Line, "%s.store.type: %q is not supported yet; use memory", p, t.V)
+		inRedis = true
+		cfg.Redis = c.authNodeRedis(r.Store)
 	default:
-		c.add(t.Line, "%s.store.type: unknown store %q; use memory", p, t.V)
+		c.add(t.Line, "%s.store.type: unknown store %q; use memory or redis", p, t.V)
+	}
+	if inRedis {
+		for _, m := range []integer{r.Store.MaxEntries, r.Store.MaxBytes} {
+			if m.Set {
+				c.warn(m.Line, "%s.store: max_entries and max_bytes bound the in-memory store only; Redis's maxmemory bounds this one", p)
+				break
+			}
+		}
+		if n := r.Kerberos.ReplayCacheSize; n.Set {
+			c.warn(n.Line, "%s.kerberos.replay_cache_size: bounds the in-memory replay cache only; with store.type redis the replay cache is in Redis (replay_quota still applies)", p)
+		}
 	}
 	if m := r.Store.MaxEntries; m.Set {
 		cfg.StoreMaxEntries = m.V
@@ -626,4 +674,159 @@ func (c *checker) authNodeAPI(r rawAuthNode) []authnode.APIClient {
 		out = append(out, cl)
 	}
 	return out
+}
+
+// Defaults and bounds of authnode.store.redis.
+const (
+	defaultRedisDialTimeout  = 2 * time.Second
+	defaultRedisReadTimeout  = time.Second
+	defaultRedisWriteTimeout = time.Second
+	// maxRedisTimeout: every login waits for Redis; past this a slow
+	// Redis would hold connections rather than fail them.
+	maxRedisTimeout = time.Minute
+)
+
+// authNodeRedis checks how the node reaches Redis: addresses, the Sentinel
+// master name, credentials (files or environment only), TLS files,
+// timeouts and the key prefix.
+func (c *checker) authNodeRedis(s rawStore) *authnode.RedisConfig {
+	const p = "authnode.store.redis"
+	r := s.Redis
+	cfg := &authnode.RedisConfig{
+		Prefix:       store.DefaultRedisPrefix,
+		DialTimeout:  c.redisTimeout(r.DialTimeout, p+".dial_timeout", defaultRedisDialTimeout),
+		ReadTimeout:  c.redisTimeout(r.ReadTimeout, p+".read_timeout", defaultRedisReadTimeout),
+		WriteTimeout: c.redisTimeout(r.WriteTimeout, p+".write_timeout", defaultRedisWriteTimeout),
+	}
+	if !r.At.Set {
+		c.add(s.Type.Line, "authnode.store: type redis needs a redis section with addrs")
+		return cfg
+	}
+	if !r.Addrs.Set || len(r.Addrs.V) == 0 {
+		line := r.Addrs.Line
+		if line == 0 {
+			line = r.At.Line
+		}
+		c.add(line, "%s.addrs: at least one host:port is required (a server; a Cluster's nodes; or, with master_name, the Sentinels)", p)
+	}
+	seen := map[string]int{}
+	for _, a := range r.Addrs.V {
+		host, port, err := net.SplitHostPort(a.V)
+		switch n, perr := strconv.Atoi(port); {
+		case err != nil || host == "":
+			c.add(a.Line, "%s.addrs: %q is not host:port (like 10.0.0.5:6379 or redis1.example.test:6379)", p, a.V)
+			continue
+		case perr != nil || n < 1 || n > 65535:
+			c.add(a.Line, "%s.addrs: port %q in %q is not a number from 1 to 65535", p, port, a.V)
+			continue
+		}
+		if first, dup := seen[a.V]; dup {
+			c.add(a.Line, "%s.addrs: %s is listed twice (first at line %d)", p, a.V, first)
+			continue
+		}
+		seen[a.V] = a.Line
+		cfg.Addrs = append(cfg.Addrs, a.V)
+	}
+	if r.MasterName.Set {
+		if c.needStr(r.MasterName, r.At, p, "master_name") {
+			cfg.MasterName = r.MasterName.V
+		}
+	}
+	if r.DB.Set {
+		cfg.DB = r.DB.V
+		switch {
+		case r.DB.V < 0:
+			c.add(r.DB.Line, "%s.db: must be 0 or more, got %d", p, r.DB.V)
+		case r.DB.V != 0 && !r.MasterName.Set && len(r.Addrs.V) > 1:
+			c.add(r.DB.Line, "%s.db: several addrs without master_name is a Redis Cluster, which has database 0 only", p)
+		}
+	}
+	if r.Prefix.Set {
+		cfg.Prefix = r.Prefix.V
+		if err := store.CheckPrefix(r.Prefix.V); err != nil || r.Prefix.V == "" {
+			if err == nil {
+				err = errors.New("is empty; keys of other programs could collide with iwalb's")
+			}
+			c.add(r.Prefix.Line, "%s.prefix: %q %v", p, r.Prefix.V, err)
+		}
+	}
+
+	if r.PasswordFile.Set || r.PasswordEnv.Set {
+		cfg.Password, _ = c.secret(r.PasswordFile, r.PasswordEnv, r.At, p, "password_file", "password_env")
+	} else {
+		c.warn(r.At.Line, "%s: no password_file or password_env: anyone who reaches Redis can read the sessions and make tokens", p)
+	}
+	if r.Username.Set {
+		if c.needStr(r.Username, r.At, p, "username") {
+			cfg.Username = r.Username.V
+		}
+		if !r.PasswordFile.Set && !r.PasswordEnv.Set {
+			c.add(r.Username.Line, "%s.username: needs password_file or password_env", p)
+		}
+	}
+	sentinelKeys := []str{r.SentinelUsername, r.SentinelPasswordFile, r.SentinelPasswordEnv}
+	for _, k := range sentinelKeys {
+		if k.Set && !r.MasterName.Set {
+			c.add(k.Line, "%s: sentinel_username and sentinel_password_* apply with master_name only", p)
+			break
+		}
+	}
+	if r.SentinelPasswordFile.Set || r.SentinelPasswordEnv.Set {
+		cfg.SentinelPassword, _ = c.secret(r.SentinelPasswordFile, r.SentinelPasswordEnv, r.At, p, "sentinel_password_file", "sentinel_password_env")
+	}
+	if r.SentinelUsername.Set {
+		if c.needStr(r.SentinelUsername, r.At, p, "sentinel_username") {
+			cfg.SentinelUsername = r.SentinelUsername.V
+		}
+		if !r.SentinelPasswordFile.Set && !r.SentinelPasswordEnv.Set {
+			c.add(r.SentinelUsername.Line, "%s.sentinel_username: needs sentinel_password_file or sentinel_password_env", p)
+		}
+	}
+
+	if t := r.TLS; t.At.Set {
+		cfg.TLS = true
+		const tp = p + ".tls"
+		if t.CAFile.Set {
+			cfg.CAFile, _ = c.readCAs(t.CAFile, tp+".ca_file")
+		}
+		if t.ServerName.Set && c.needStr(t.ServerName, t.At, tp, "server_name") {
+			cfg.ServerName = t.ServerName.V
+		}
+		switch {
+		case t.Cert.Set != t.Key.Set:
+			line := t.Cert.Line
+			if !t.Cert.Set {
+				line = t.Key.Line
+			}
+			c.add(line, "%s: a client certificate needs both cert and key", tp)
+		case t.Cert.Set:
+			var certPEM, keyPEM []byte
+			var certOK, keyOK bool
+			certPEM, cfg.CertFile, certOK = c.readFile(t.Cert, tp+".cert")
+			keyPEM, cfg.KeyFile, keyOK = c.readPrivateFile(t.Key, tp+".key")
+			if certOK && keyOK {
+				if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+					c.add(t.Cert.Line, "%s: cert %s and key %s do not load as a pair: %v", tp, showPath(t.Cert.V, cfg.CertFile), showPath(t.Key.V, cfg.KeyFile), err)
+				}
+			}
+		}
+	}
+
+	if r.PoolSize.Set {
+		cfg.PoolSize = r.PoolSize.V
+		if r.PoolSize.V < 1 {
+			c.add(r.PoolSize.Line, "%s.pool_size: must be at least 1, got %d", p, r.PoolSize.V)
+		}
+	}
+	return cfg
+}
+
+// redisTimeout is positive with an upper bound.
+func (c *checker) redisTimeout(d duration, path string, def time.Duration) time.Duration {
+	v := c.positive(d, path, def)
+	if v > maxRedisTimeout {
+		c.add(d.Line, "%s: %s is too long; logins wait on Redis (at most %s)", path, v, maxRedisTimeout)
+		return def
+	}
+	return v
 }

@@ -602,14 +602,61 @@ func TestLoadProblems(t *testing.T) {
 			want:  []string{`28: authnode.sso_path: "/readyz" is taken by the node's own endpoints (/healthz, /readyz, /logout, /api/)`},
 		},
 		{
-			name:  "store redis",
+			name:  "store redis without its section",
 			extra: "  store:\n    type: redis\n",
-			want:  []string{`29: authnode.store.type: "redis" is not supported yet; use memory`},
+			want:  []string{`29: authnode.store: type redis needs a redis section with addrs`},
+		},
+		{
+			name: "store redis addresses, prefix, db and timeouts",
+			extra: "  store:\n    type: redis\n    redis:\n      addrs: [redis1:6379, 'redis2', ':6379', 'redis3:0', redis1:6379]\n" +
+				"      password_file: secrets/bind\n      db: 3\n      prefix: 'iwalb{1}:'\n" +
+				"      dial_timeout: 0s\n      read_timeout: 2m\n      pool_size: 0\n",
+			want: []string{
+				`31: authnode.store.redis.addrs: "redis2" is not host:port`,
+				`31: authnode.store.redis.addrs: ":6379" is not host:port`,
+				`31: authnode.store.redis.addrs: port "0" in "redis3:0" is not a number from 1 to 65535`,
+				`31: authnode.store.redis.addrs: redis1:6379 is listed twice (first at line 31)`,
+				`33: authnode.store.redis.db: several addrs without master_name is a Redis Cluster, which has database 0 only`,
+				`34: authnode.store.redis.prefix: "iwalb{1}:" may not hold '{' or '}'`,
+				`35: authnode.store.redis.dial_timeout: must be more than zero, got 0s`,
+				`36: authnode.store.redis.read_timeout: 2m0s is too long; logins wait on Redis (at most 1m0s)`,
+				`37: authnode.store.redis.pool_size: must be at least 1, got 0`,
+			},
+		},
+		{
+			name: "store redis secrets: never inline, username needs a password, sentinel keys need master_name",
+			extra: "  store:\n    type: redis\n    redis:\n      addrs: [redis1:6379]\n      password: hunter2\n" +
+				"      username: iwalb\n      sentinel_password_env: NOT_SET_ANYWHERE\n",
+			want: []string{
+				`32: authnode.store.redis.password: inline secrets are not allowed; use password_file or password_env`,
+				`33: authnode.store.redis.username: needs password_file or password_env`,
+				`34: authnode.store.redis: sentinel_username and sentinel_password_* apply with master_name only`,
+				`34: authnode.store.redis.sentinel_password_env: environment variable NOT_SET_ANYWHERE is not set`,
+				`30: warning: authnode.store.redis: no password_file or password_env`,
+			},
+		},
+		{
+			name: "store redis TLS files",
+			extra: "  store:\n    type: redis\n    redis:\n      addrs: [redis1:6379]\n      password_file: secrets/bind\n" +
+				"      tls:\n        ca_file: secrets/bind\n        cert: tls/auth1.pem\n        key: tls/other.key\n        server_name: ''\n" +
+				"      sentinel_username: x\n",
+			want: []string{
+				`34: authnode.store.redis.tls.ca_file: "secrets/bind" (` + abs("secrets/bind") + `) holds no PEM certificate`,
+				`35: authnode.store.redis.tls: cert "tls/auth1.pem" (` + abs("tls/auth1.pem") + `) and key "tls/other.key" (` + abs("tls/other.key") + `) do not load as a pair`,
+				`37: authnode.store.redis.tls.server_name is empty`,
+				`38: authnode.store.redis: sentinel_username and sentinel_password_* apply with master_name only`,
+				`38: authnode.store.redis.sentinel_username: needs sentinel_password_file or sentinel_password_env`,
+			},
+		},
+		{
+			name:  "store redis client certificate without its key",
+			extra: "  store:\n    type: redis\n    redis:\n      addrs: [redis1:6379]\n      password_file: secrets/bind\n      tls: {cert: tls/auth1.pem}\n",
+			want:  []string{`33: authnode.store.redis.tls: a client certificate needs both cert and key`},
 		},
 		{
 			name:  "store unknown",
 			extra: "  store: {type: etcd}\n",
-			want:  []string{`28: authnode.store.type: unknown store "etcd"; use memory`},
+			want:  []string{`28: authnode.store.type: unknown store "etcd"; use memory or redis`},
 		},
 		{
 			name:  "log level and format",
@@ -866,6 +913,20 @@ func materialize(t *testing.T, dir string, data []byte) {
 		}
 	}
 	secret(a.LDAP.BindPasswordFile, a.LDAP.BindPasswordEnv)
+	if r := a.Store.Redis; r.At.Set {
+		if r.PasswordFile.Set || r.PasswordEnv.Set {
+			secret(r.PasswordFile, r.PasswordEnv)
+		}
+		if r.SentinelPasswordFile.Set || r.SentinelPasswordEnv.Set {
+			secret(r.SentinelPasswordFile, r.SentinelPasswordEnv)
+		}
+		if caFile := r.TLS.CAFile; caFile.Set {
+			ca.WriteFiles(t, dir, caFile.V, "")
+		}
+		if r.TLS.Cert.Set {
+			ca.Issue(t, "client.example.test").WriteFiles(t, dir, r.TLS.Cert.V, r.TLS.Key.V)
+		}
+	}
 	for _, cl := range a.API.Clients {
 		secret(cl.KeyFile, cl.KeyEnv)
 	}
@@ -882,5 +943,65 @@ func TestAuthNodeLimits(t *testing.T) {
 	if cfg.MaxConns != 500 || cfg.MaxConnsPerSource >= 0 || cfg.StoreMaxEntries != 2000 || cfg.StoreMaxBytes != 1<<20 {
 		t.Fatalf("MaxConns %d, MaxConnsPerSource %d (want negative: no bound), StoreMaxEntries %d, StoreMaxBytes %d",
 			cfg.MaxConns, cfg.MaxConnsPerSource, cfg.StoreMaxEntries, cfg.StoreMaxBytes)
+	}
+}
+
+// TestAuthNodeRedis: a redis store section becomes the node's Redis
+// configuration, with defaults, absolute paths and secrets read; keys that
+// then do nothing are warned about.
+func TestAuthNodeRedis(t *testing.T) {
+	dir := fixture(t)
+	t.Setenv("IWALB_TEST_SENTINEL_PASSWORD", "sentinel-secret")
+	path := writeConfig(t, dir, edit(nil, `  store:
+    type: redis
+    max_entries: 5000
+    redis:
+      addrs: [10.0.0.5:26379, 10.0.0.6:26379, 10.0.0.7:26379]
+      master_name: iwalb
+      username: iwalb
+      password_file: secrets/app2-key
+      sentinel_password_env: IWALB_TEST_SENTINEL_PASSWORD
+      db: 2
+      tls:
+        ca_file: tls/ca.pem
+        server_name: redis.example.test
+        cert: tls/auth1.pem
+        key: tls/auth1.key
+      read_timeout: 500ms
+      pool_size: 20
+`))
+	f, err := Load(path)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	cfg, _ := f.AuthNode()
+	want := &authnode.RedisConfig{
+		Addrs: []string{"10.0.0.5:26379", "10.0.0.6:26379", "10.0.0.7:26379"}, MasterName: "iwalb",
+		Username: "iwalb", Password: "fedcba9876543210fedcba9876543210", SentinelPassword: "sentinel-secret",
+		DB: 2, Prefix: "iwalb:", TLS: true, CAFile: filepath.Join(dir, "tls/ca.pem"), ServerName: "redis.example.test",
+		CertFile: filepath.Join(dir, "tls/auth1.pem"), KeyFile: filepath.Join(dir, "tls/auth1.key"),
+		DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: time.Second, PoolSize: 20,
+	}
+	if !reflect.DeepEqual(cfg.Redis, want) {
+		t.Fatalf("Redis config\n%+v\nwant\n%+v", cfg.Redis, want)
+	}
+	var warnings []string
+	for _, w := range f.Warnings() {
+		warnings = append(warnings, w.String())
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], ":30: warning: authnode.store: max_entries and max_bytes bound the in-memory store only") {
+		t.Fatalf("warnings %q, want one about max_entries", warnings)
+	}
+
+	// The default is memory; a redis section with it is ignored, and said so.
+	f, err = Load(writeConfig(t, dir, edit(nil, "  store:\n    redis: {addrs: [redis1:6379]}\n")))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg, _ := f.AuthNode(); cfg.Redis != nil {
+		t.Fatalf("memory store with a Redis config: %+v", cfg.Redis)
+	}
+	if w := f.Warnings(); len(w) != 1 || !strings.Contains(w[0].String(), ":29: warning: authnode.store.redis: ignored: store.type is memory") {
+		t.Fatalf("warnings %v", w)
 	}
 }
