@@ -70,6 +70,9 @@ type e2e struct {
 	env map[string]string
 	dir string
 	pki testpki.Files
+	// replayQuota is the nodes' kerberos.replay_quota; 0 leaves the
+	// default. A load of one user's logins needs more.
+	replayQuota int
 }
 
 func newE2E(t *testing.T) *e2e {
@@ -112,6 +115,10 @@ func freePortNum(t *testing.T) int {
 // returns its path. extra is appended to the authnode section.
 func (e *e2e) authNodeConfig(name, fqdn string, port, metricsPort int, appURL, extra string) string {
 	env := e.env
+	quota := ""
+	if e.replayQuota > 0 {
+		quota = fmt.Sprintf("    replay_quota: %d\n    replay_cache_size: %d\n", e.replayQuota, max(e.replayQuota, 100000))
+	}
 	return e.write(name+".yaml", fmt.Sprintf(`log: {level: debug, format: json}
 metrics: {listen: 127.0.0.1:%d}
 authnode:
@@ -124,7 +131,7 @@ authnode:
     krb5_conf: %s
     realm: %s
     account: %s
-  ldap:
+%s  ldap:
     url: %s
     ca_file: %s
     server_name: %s
@@ -135,7 +142,7 @@ authnode:
   api:
     clients: [{name: demoapp, key_file: secrets/app-key}]
 %s`, metricsPort, fqdn, port, e.pki.CertFile, e.pki.KeyFile, appURL,
-		filepath.Join(e.dir, "secrets/http.keytab"), env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"],
+		filepath.Join(e.dir, "secrets/http.keytab"), env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"], quota,
 		env["AD_LDAPS_URL"], env["AD_LDAP_CA_FILE"], env["AD_LDAP_TLS_SERVER_NAME"],
 		env["AD_BIND_DN"], env["AD_BASE_DN"], env["AD_GROUP_DN"], extra))
 }

@@ -4,13 +4,21 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	krbclient "github.com/jcmturner/gokrb5/v8/client"
+	"github.com/jcmturner/gokrb5/v8/spnego"
+
+	"github.com/iwalb/iwalb/authnode/adtest"
 )
 
 // The L4 front door in front of two real auth nodes: TLS passes through
@@ -179,4 +187,144 @@ func TestE2EChromiumThroughTheL4Balancer(t *testing.T) {
 	if u.Host != fmt.Sprintf("app.example.test:%d", appPort) || !strings.Contains(page.Text, "Signed in as alice") {
 		t.Fatalf("Chromium ended on %s:\n%s", page.URL, page.Text)
 	}
+}
+
+// TestE2ELoginLoadWhileANodeIsKilled: Kerberos logins through the L4
+// balancer to two auth nodes, from several clients at once, while one node
+// is killed with SIGKILL. Once the health checks have taken the node out
+// (their fall window), no login fails; the failures inside the window are
+// counted and reported. The load is bounded in time and count.
+func TestE2ELoginLoadWhileANodeIsKilled(t *testing.T) {
+	e := newE2E(t)
+	e.replayQuota = 100000 // one user makes every login of the load
+	appPort, l4Port := freePortNum(t), freePortNum(t)
+	n1, port1, _ := e.startAuthNode("auth1", appPort, behindL4)
+	_, port2, _ := e.startAuthNode("auth2", appPort, behindL4)
+	lbMetrics, lbAdmin := freePortNum(t), freePortNum(t)
+	lb := e.start("iwalb run (l4)", "iwalb", "run", "-config", e.l4Config(l4Port, lbMetrics, lbAdmin, port1, port2))
+	lbURL := fmt.Sprintf("https://lb.example.test:%d", l4Port)
+	e.waitReady(lb, lbURL+"/readyz")
+
+	type result struct {
+		start, end time.Time
+		err        string // "" for a login that ended in the redirect to the application
+	}
+	const workers, perWorker = 4, 400
+	var mu sync.Mutex
+	var results []result
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	deadline := time.Now().Add(45 * time.Second)
+	for range workers {
+		cl := adtest.Login(t, e.env, e.env["AD_ALICE_USER"], e.env["AD_ALICE_PASSWORD"])
+		client := e.client()
+		client.Transport.(*http.Transport).DisableKeepAlives = true // each login is balanced anew
+		wg.Go(func() {
+			for range perWorker {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if time.Now().After(deadline) {
+					return
+				}
+				r := result{start: time.Now()}
+				if err := loginOnce(client, cl, lbURL); err != nil {
+					r.err = err.Error()
+				}
+				r.end = time.Now()
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
+			}
+		})
+	}
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad()
+
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(results) }
+	for count() < 40 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	killedAt := time.Now()
+	n1.kill()
+	var downAt time.Time
+	for {
+		if metric(scrape(t, lbMetrics), `iwalb_lb_backend_up{backend="auth1",pool="authnodes"}`) == 0 {
+			downAt = time.Now()
+			break
+		}
+		if time.Since(killedAt) > 15*time.Second {
+			t.Fatal("auth1 still counted up 15 s after it was killed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	after := count()
+	for count() < after+80 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopLoad()
+
+	var before, window, later, failedBefore, failedWindow int
+	var lateErrs []string
+	// A login ended before the kill belongs before it; one that started
+	// after the node was taken out belongs after; the rest (in flight at
+	// the kill, or started before the checks noticed) are the window.
+	for _, r := range results {
+		switch {
+		case r.end.Before(killedAt):
+			before++
+			if r.err != "" {
+				failedBefore++
+			}
+		case r.start.Before(downAt):
+			window++
+			if r.err != "" {
+				failedWindow++
+			}
+		default:
+			later++
+			if r.err != "" {
+				lateErrs = append(lateErrs, r.err)
+			}
+		}
+	}
+	t.Logf("logins: %d before the kill (%d failed), %d in the %v fall window (%d failed), %d after it (%d failed)",
+		before, failedBefore, window, downAt.Sub(killedAt).Round(time.Millisecond), failedWindow, later, len(lateErrs))
+	if failedBefore > 0 {
+		t.Errorf("%d logins failed before any node was killed", failedBefore)
+	}
+	if later < 40 {
+		t.Fatalf("only %d logins after the fall window: the load did not go on", later)
+	}
+	if len(lateErrs) > 0 {
+		t.Errorf("%d logins failed after auth1 was taken out, e.g. %s", len(lateErrs), lateErrs[0])
+	}
+}
+
+// loginOnce runs one Kerberos login at base/sso with a fresh authenticator
+// from cl, as a browser does: it must end in a redirect that carries a
+// one-time token.
+func loginOnce(client *http.Client, cl *krbclient.Client, base string) error {
+	tok, err := spnego.SPNEGOClient(cl, "HTTP/lb.example.test").InitSecContext()
+	if err != nil {
+		return fmt.Errorf("make a Negotiate token: %w", err)
+	}
+	blob, err := tok.Marshal()
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequest("GET", base+"/sso", nil)
+	req.Header.Set("Authorization", "Negotiate "+base64.StdEncoding.EncodeToString(blob))
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusFound || !strings.Contains(resp.Header.Get("Location"), "ssoToken=") {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
 }
