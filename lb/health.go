@@ -10,19 +10,31 @@ import (
 	"time"
 )
 
+// Defaults of a HealthCheck's zero fields. DefaultInterval is not one of
+// them (a zero Interval means no active checks): it is what a
+// configuration that asks for active checks without an interval gets.
+const (
+	DefaultInterval        = 2 * time.Second
+	DefaultTimeout         = time.Second
+	DefaultRise            = 2
+	DefaultFall            = 3
+	DefaultPassiveCooldown = 10 * time.Second
+)
+
 // HealthCheck configures a pool's health checks. Active checks run only when
 // Interval is set; passive marking on dial failure is always on unless
 // PassiveFall is negative.
 type HealthCheck struct {
 	// Interval between active checks of one backend; 0 disables active checks.
 	Interval time.Duration
-	// Timeout bounds one probe; 0 means 2s (capped at Interval).
+	// Timeout bounds one probe; 0 means DefaultTimeout (capped at
+	// Interval).
 	Timeout time.Duration
 	// Rise is how many consecutive successful checks bring a down backend up;
-	// 0 means 2.
+	// 0 means DefaultRise.
 	Rise int
 	// Fall is how many consecutive failed active checks take an up backend
-	// down; 0 means 3.
+	// down; 0 means DefaultFall.
 	Fall int
 	// PassiveFall is how many consecutive dial failures reported with
 	// ReportDialFailure take a backend down; 0 means Fall, negative disables
@@ -31,7 +43,7 @@ type HealthCheck struct {
 	PassiveFall int
 	// PassiveCooldown is how long a passively ejected backend stays down when
 	// the pool has no active checks (nothing else would bring it back);
-	// 0 means 10s.
+	// 0 means DefaultPassiveCooldown.
 	PassiveCooldown time.Duration
 	// Probe performs one check; nil means TCPConnect.
 	Probe Prober
@@ -42,22 +54,22 @@ func (h HealthCheck) withDefaults() (HealthCheck, error) {
 		return h, errors.New("health check interval, timeout, rise, fall and passive cooldown must not be negative")
 	}
 	if h.Timeout == 0 {
-		h.Timeout = 2 * time.Second
+		h.Timeout = DefaultTimeout
 	}
 	if h.Interval > 0 && h.Timeout > h.Interval {
 		h.Timeout = h.Interval
 	}
 	if h.Rise == 0 {
-		h.Rise = 2
+		h.Rise = DefaultRise
 	}
 	if h.Fall == 0 {
-		h.Fall = 3
+		h.Fall = DefaultFall
 	}
 	if h.PassiveFall == 0 {
 		h.PassiveFall = h.Fall
 	}
 	if h.PassiveCooldown == 0 {
-		h.PassiveCooldown = 10 * time.Second
+		h.PassiveCooldown = DefaultPassiveCooldown
 	}
 	if h.Probe == nil {
 		h.Probe = TCPConnect

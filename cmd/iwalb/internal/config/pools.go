@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/iwalb/iwalb/lb"
 	"github.com/iwalb/iwalb/lb/probe"
@@ -43,15 +42,11 @@ type rawHealth struct {
 	Fall         integer  `yaml:"fall"`
 }
 
-// Health check defaults when a pool has a health section. Without one a
-// pool has no active checks, only passive marking on dial failures.
-const (
-	defaultHealthInterval = 2 * time.Second
-	defaultHealthTimeout  = 1 * time.Second // or the interval, if shorter
-	defaultHealthRise     = 2
-	defaultHealthFall     = 3
-	defaultHealthPath     = "/readyz"
-)
+// defaultHealthPath is what an https check asks for without a path: the
+// auth node's readiness. The other defaults of a health section are lb's;
+// without one a pool has no active checks, only passive marking on dial
+// failures.
+const defaultHealthPath = "/readyz"
 
 // The active health checks a pool may run.
 const (
@@ -145,10 +140,10 @@ func (c *checker) health(h rawHealth, p string, pc *poolConfig) {
 		pc.Check = h.Check.V
 	}
 	hc := lb.HealthCheck{
-		Interval: c.positive(h.Interval, p+".interval", defaultHealthInterval),
-		Timeout:  c.positive(h.Timeout, p+".timeout", defaultHealthTimeout),
-		Rise:     c.atLeastOne(h.Rise, p+".rise", defaultHealthRise),
-		Fall:     c.atLeastOne(h.Fall, p+".fall", defaultHealthFall),
+		Interval: c.positive(h.Interval, p+".interval", lb.DefaultInterval),
+		Timeout:  c.positive(h.Timeout, p+".timeout", lb.DefaultTimeout),
+		Rise:     c.atLeastOne(h.Rise, p+".rise", lb.DefaultRise),
+		Fall:     c.atLeastOne(h.Fall, p+".fall", lb.DefaultFall),
 	}
 	switch {
 	case !h.Timeout.Set:
