@@ -137,15 +137,15 @@ func TestConnectionFlood(t *testing.T) {
 	node := startNode(t, "auth1")
 	pool := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{node})
 	reg := prometheus.NewRegistry()
-	h, err := New(Config{Name: "sso", Rules: []Rule{{Pool: pool}}}, Options{Logger: quietLogger(), Registerer: reg})
+	m, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := NewRedirect(RedirectConfig{Name: "sso", Names: []string{"sso.example.test"}}, Options{Logger: quietLogger(), Registerer: reg})
+	h, err := New(Config{Name: "sso", Rules: []Rule{{Pool: pool}}}, Options{Logger: quietLogger(), Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewConnMetrics("sso", reg)
+	plain, err := NewRedirect(RedirectConfig{Name: "sso", Names: []string{"sso.example.test"}}, Options{Logger: quietLogger(), Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestConnectionFlood(t *testing.T) {
 	tlsConfig := &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}}
 	const maxConns, perSource = 10, 4
 	var logBuf testkit.Buffer
-	srv := &Server{Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MaxConns: maxConns, MaxConnsPerSource: perSource, Metrics: m,
+	srv := &Server{Name: "sso", Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), MaxConns: maxConns, MaxConnsPerSource: perSource, Metrics: m,
 		// The flood's silent connections stay open for the whole test,
 		// however slow the machine.
 		ReadHeaderTimeout: time.Minute}
@@ -247,7 +247,7 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := NewConnMetrics("sso", reg)
+	m, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 	cl := NewConnListener(nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
-	srv := &Server{Logger: quietLogger(), MaxConns: 1, MaxConnsPerSource: 1, Metrics: m}
+	srv := &Server{Name: "sso", Logger: quietLogger(), MaxConns: 1, MaxConnsPerSource: 1, Metrics: m}
 	go func() {
 		served <- srv.Serve(ctx, cl, h, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}})
 	}()
@@ -304,13 +304,13 @@ func TestConnectionCapsBehindProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	m, err := NewConnMetrics("sso", reg)
+	m, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const perSource = 2
 	srv := &Server{
-		Logger: quietLogger(), MaxConnsPerSource: perSource, Metrics: m,
+		Name: "sso", Logger: quietLogger(), MaxConnsPerSource: perSource, Metrics: m,
 		ExemptSources: []netip.Prefix{balancer},
 		WrapListener: func(ln net.Listener) net.Listener {
 			policy := func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {

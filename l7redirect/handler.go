@@ -3,17 +3,17 @@
 // node's own name, so that authentication then runs directly between the
 // browser and that node.
 //
+//	metrics, err := l7redirect.NewMetrics(reg) // once per process
 //	h, err := l7redirect.New(l7redirect.Config{
 //		Name:         "sso",
 //		Rules:        []l7redirect.Rule{{Host: "sso.example.test", Pool: authPool}},
 //		StickyCookie: "iwalb_node",
-//	}, l7redirect.Options{Logger: logger, Registerer: reg})
-//	conns, err := l7redirect.NewConnMetrics("sso", reg)
-//	srv := &l7redirect.Server{MaxConns: 10000, MaxConnsPerSource: 256, Metrics: conns}
+//	}, l7redirect.Options{Logger: logger, Metrics: metrics})
+//	srv := &l7redirect.Server{Name: "sso", MaxConns: 10000, MaxConnsPerSource: 256, Metrics: metrics}
 //	go srv.Serve(ctx, httpsLn, h, tlsConfig) // certificates chosen by SNI
 //	plain, err := l7redirect.NewRedirect(l7redirect.RedirectConfig{
 //		Name: "sso", Names: []string{"sso.example.test"}, Port: 443,
-//	}, l7redirect.Options{Logger: logger, Registerer: reg})
+//	}, l7redirect.Options{Logger: logger, Metrics: metrics})
 //	go srv.Serve(ctx, httpLn, plain, nil)
 //
 // The redirect target is always https://{node FQDN}[:port]{path}?{query}
@@ -44,8 +44,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iwalb/iwalb/lb"
 )
@@ -133,8 +131,10 @@ type Options struct {
 	// Logger receives one access-log line per request; nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// Registerer receives the metrics; nil means none are exported.
-	Registerer prometheus.Registerer
+	// Metrics counts the requests; nil means a private set that is not
+	// exported. Front doors made again on a reload share the process's
+	// Metrics: nothing is registered twice.
+	Metrics *Metrics
 }
 
 // Handler is the front door's http.Handler. It is safe for concurrent use;
@@ -143,7 +143,7 @@ type Handler struct {
 	name  string
 	table atomic.Pointer[table]
 	log   *slog.Logger
-	m     *metrics
+	m     handlerMetrics
 }
 
 // New validates cfg and returns the front door's handler. All problems are
@@ -153,11 +153,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Name, opts.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("l7redirect %q: register metrics: %w", cfg.Name, err)
-	}
-	h := &Handler{name: cfg.Name, log: opts.Logger, m: m}
+	h := &Handler{name: cfg.Name, log: opts.Logger, m: orPrivate(opts.Metrics).handler(cfg.Name)}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -167,8 +163,9 @@ func New(cfg Config, opts Options) (*Handler, error) {
 }
 
 // Update validates cfg and, if it is sound, makes it the configuration of
-// the requests that start from now on. cfg.Name is ignored: the front door
-// keeps the name it was created with.
+// the requests that start from now on; requests in flight finish under the
+// one they started with, and a cfg refused changes nothing. cfg.Name is
+// ignored: the front door keeps the name it was created with.
 func (h *Handler) Update(cfg Config) error {
 	cfg.Name = h.name
 	t, err := compile(cfg)

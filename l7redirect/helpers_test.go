@@ -124,6 +124,7 @@ type frontDoor struct {
 	addr string
 	ca   *testpki.Cert
 	reg  *prometheus.Registry
+	m    *Metrics
 }
 
 // frontDoorNames are the names the test front door has certificates for.
@@ -135,7 +136,11 @@ func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
 		logger = quietLogger()
 	}
 	reg := prometheus.NewRegistry()
-	h, err := New(cfg, Options{Logger: logger, Registerer: reg})
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(cfg, Options{Logger: logger, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +149,7 @@ func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
 		ca.Issue(t, frontDoorNames[0]).TLS(),
 		ca.Issue(t, frontDoorNames[1]).TLS(),
 	}}
-	fd := &frontDoor{h: h, ca: ca, reg: reg}
+	fd := &frontDoor{h: h, ca: ca, reg: reg, m: m}
 	fd.addr = serve(t, h, tlsConfig)
 	return fd
 }

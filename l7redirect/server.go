@@ -22,6 +22,9 @@ import (
 // listeners. The zero value is ready to use with the defaults stated on
 // each field.
 type Server struct {
+	// Name is the front door's: the "frontdoor" label of the connection
+	// metrics.
+	Name string
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients; 0 means 10s.
 	ReadHeaderTimeout time.Duration
@@ -56,8 +59,9 @@ type Server struct {
 	// goes here: the caps then count the TCP peer, and a client slow to
 	// send its header holds up its own connection, never the accept loop.
 	WrapListener func(net.Listener) net.Listener
-	// Metrics, if set, counts the connections refused and open.
-	Metrics *ConnMetrics
+	// Metrics, if set, counts the connections refused and open under
+	// Name.
+	Metrics *Metrics
 	// Logger receives server errors (TLS handshakes that fail are logged
 	// at debug level); nil means slog.Default().
 	Logger *slog.Logger
@@ -149,14 +153,14 @@ func (s *Server) limit(ln net.Listener, listener string, log *slog.Logger) (net.
 		Exempt:       s.ExemptSources,
 	}
 	lim := connlimit.New(limits)
-	untrack := s.Metrics.track(listener, lim)
+	untrack := s.Metrics.track(s.Name, listener, lim)
 	// A flood is counted in the metrics and summed up in a warning at most
 	// every refusedLogEvery, not logged line by line. The accept loop is
 	// the only caller.
 	var lastWarn time.Time
 	var since int
 	refused := func(reason connlimit.Reason, addr net.Addr) {
-		s.Metrics.refuse(listener, reason)
+		s.Metrics.refuse(s.Name, listener, reason)
 		since++
 		if now := time.Now(); now.Sub(lastWarn) >= refusedLogEvery {
 			log.Warn("connections refused over the limits", "listener", listener, "addr", ln.Addr().String(),
@@ -231,14 +235,14 @@ func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedi
 }
 
 // NewRedirect validates cfg and returns a plain-HTTP handler that
-// redirects to HTTPS; opts.Registerer receives
+// redirects to HTTPS; opts.Metrics counts
 // iwalb_l7redirect_requests_refused_total{listener="http"}.
 func NewRedirect(cfg RedirectConfig, opts Options) (*HTTPSRedirect, error) {
 	var errs []error
 	if len(cfg.Names) == 0 {
 		errs = append(errs, errors.New("l7redirect: HTTPS redirect: no names"))
 	}
-	r := &HTTPSRedirect{port: cfg.Port, maxTarget: cfg.MaxRequestTarget, log: opts.Logger, refused: newRefused(cfg.Name, "http")}
+	r := &HTTPSRedirect{port: cfg.Port, maxTarget: cfg.MaxRequestTarget, log: opts.Logger, refused: orPrivate(opts.Metrics).refusedBy(cfg.Name, "http")}
 	for _, n := range cfg.Names {
 		n = strings.ToLower(strings.TrimSuffix(n, "."))
 		if n == "" || !validHostPattern(n) {
@@ -258,9 +262,6 @@ func NewRedirect(cfg RedirectConfig, opts Options) (*HTTPSRedirect, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
-	}
-	if err := register(opts.Registerer, r.refused); err != nil {
-		return nil, fmt.Errorf("l7redirect %q: HTTPS redirect: register metrics: %w", cfg.Name, err)
 	}
 	if r.log == nil {
 		r.log = slog.Default()

@@ -166,7 +166,7 @@ func TestRequestTargetBound(t *testing.T) {
 	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{n})
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Pool: p}}}, slog.New(slog.NewTextHandler(&httpsLog, nil)))
 	plain, err := NewRedirect(RedirectConfig{Name: "sso", Names: []string{"sso.example.test"}, Port: 443},
-		Options{Logger: slog.New(slog.NewTextHandler(&httpLog, nil)), Registerer: fd.reg})
+		Options{Logger: slog.New(slog.NewTextHandler(&httpLog, nil)), Metrics: fd.m})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -209,18 +209,18 @@ func buildL7(f *config.File, pools *lb.Set, logger *slog.Logger, reg prometheus.
 	}
 	handed = map[string]l4.ConnHandler{}
 	log := logger.With("role", "l7redirect")
+	metrics, err := l7redirect.NewMetrics(reg)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, d := range doors {
-		h, err := l7redirect.New(d.Config, l7redirect.Options{Logger: log, Registerer: reg})
-		if err != nil {
-			return nil, nil, fmt.Errorf("l7redirect: %w", err)
-		}
-		conns, err := l7redirect.NewConnMetrics(d.Name, reg)
+		h, err := l7redirect.New(d.Config, l7redirect.Options{Logger: log, Metrics: metrics})
 		if err != nil {
 			return nil, nil, fmt.Errorf("l7redirect: %w", err)
 		}
 		fd := &frontDoor{name: d.Name, handler: h, tls: d.TLS, handed: l7redirect.NewConnListener(nil),
 			l4Stopped: l4Stopped, log: log.With("frontdoor", d.Name)}
-		fd.server = &l7redirect.Server{Logger: fd.log, MaxConns: d.MaxConns, MaxConnsPerSource: d.MaxConnsPerSource, Metrics: conns}
+		fd.server = &l7redirect.Server{Name: d.Name, Logger: fd.log, MaxConns: d.MaxConns, MaxConnsPerSource: d.MaxConnsPerSource, Metrics: metrics}
 		if d.ProxyProtocol {
 			// Inside the connection caps, which then count the balancer
 			// (exempt from the per-source cap) rather than wait for its
@@ -233,7 +233,7 @@ func buildL7(f *config.File, pools *lb.Set, logger *slog.Logger, reg prometheus.
 		if d.HTTPRedirectListen != "" {
 			fd.redirect, err = l7redirect.NewRedirect(l7redirect.RedirectConfig{
 				Name: d.Name, Names: d.Names, Port: d.HTTPSPort, MaxRequestTarget: d.Config.MaxRequestTarget,
-			}, l7redirect.Options{Logger: log, Registerer: reg})
+			}, l7redirect.Options{Logger: log, Metrics: metrics})
 			if err != nil {
 				return nil, nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
 			}
