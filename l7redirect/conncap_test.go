@@ -389,3 +389,84 @@ func TestIdleKeepAliveClosed(t *testing.T) {
 		t.Errorf("closed after %v of idleness, before the idle timeout %v", waited, idle)
 	}
 }
+
+// TestSetLimits lowers and raises the caps of a listener being served: the
+// connections open keep their slots and are served, the ones accepted next
+// meet the new caps, and a listener served later starts under them.
+func TestSetLimits(t *testing.T) {
+	plain, err := NewHTTPSRedirect([]string{"sso.example.test"}, 0, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Name: "sso", Logger: quietLogger(), Metrics: m, MaxConns: 2, MaxConnsPerSource: 2,
+		// Silent connections stay open however slow the machine.
+		ReadHeaderTimeout: time.Minute}
+	addr := serveWith(t, srv, plain, nil)
+	metric := func(name, labels string) float64 {
+		return testkit.Samples(t, reg, "iwalb_l7redirect_"+name)["frontdoor=sso,listener=http"+labels]
+	}
+	open := func() float64 { return metric("connections_open", "") }
+	refused := func(reason string) float64 { return metric("connections_refused_total", ",reason="+reason) }
+
+	first := flood(t, "127.0.0.2", addr, 3)
+	waitFor(t, "one connection over max_conns 2 refused", func() bool { return refused("over_limit") == 1 })
+	if got := resets(t, first); got != 1 {
+		t.Fatalf("%d of 3 connections reset under max_conns 2, want 1", got)
+	}
+
+	// Raised: two more are held, the one after them refused.
+	srv.SetLimits(4, 4, nil)
+	more := flood(t, "127.0.0.2", addr, 2)
+	waitFor(t, "4 connections open under max_conns 4", func() bool { return open() == 4 })
+	if got := resets(t, more); got != 0 {
+		t.Fatalf("%d connections reset under the raised max_conns 4, want none", got)
+	}
+	if got := resets(t, flood(t, "127.0.0.3", addr, 1)); got != 1 || refused("over_limit") != 2 {
+		t.Fatalf("the fifth connection under max_conns 4: %d reset, over_limit %v; want 1 and 2", got, refused("over_limit"))
+	}
+
+	// Lowered below what is open: the open ones are still served, no new
+	// one is let in until enough have closed.
+	srv.SetLimits(1, 1, nil)
+	if got := request(t, more[0], false); got != 301 {
+		t.Fatalf("an open connection after the cap was lowered: status %d, want 301", got)
+	}
+	if got := resets(t, flood(t, "127.0.0.3", addr, 1)); got != 1 {
+		t.Fatal("a new connection was let in over the lowered max_conns 1")
+	}
+	for _, c := range append(first, more...) {
+		c.Close()
+	}
+	waitFor(t, "every connection closed", func() bool { return open() == 0 })
+	kept := dialFrom(t, "127.0.0.3", addr)
+	if got := request(t, kept, false); got != 301 {
+		t.Fatalf("under max_conns 1 with none open: status %d, want 301", got)
+	}
+	if got := resets(t, flood(t, "127.0.0.4", addr, 1)); got != 1 {
+		t.Fatal("a second connection was let in under max_conns 1")
+	}
+
+	// The per-source cap and its exemptions change too.
+	srv.SetLimits(10, 1, nil)
+	if got := resets(t, flood(t, "127.0.0.3", addr, 1)); got != 1 {
+		t.Fatal("a second connection from one source was let in under max_conns_per_source 1")
+	}
+	before := refused("over_source_limit")
+	srv.SetLimits(10, 1, []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")})
+	exempt := flood(t, "127.0.0.3", addr, 2)
+	waitFor(t, "the exempt source's connections open", func() bool { return open() == 3 })
+	if got := resets(t, exempt); got != 0 || refused("over_source_limit") != before {
+		t.Errorf("an exempt source: %d connections reset, want none", got)
+	}
+
+	// A listener served from now on starts under the current caps.
+	addr2 := serveWith(t, srv, plain, nil)
+	if got := resets(t, flood(t, "127.0.0.5", addr2, 2)); got != 1 {
+		t.Errorf("a listener served after SetLimits: %d of 2 connections from one source reset, want 1 (max_conns_per_source 1)", got)
+	}
+}
