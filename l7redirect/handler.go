@@ -9,12 +9,19 @@
 //		Rules:        []l7redirect.Rule{{Host: "sso.example.test", Pool: authPool}},
 //		StickyCookie: "iwalb_node",
 //	}, l7redirect.Options{Logger: logger, Metrics: metrics})
+//	certs, err := l7redirect.NewTLSSwitch(tlsConfig) // certificates chosen by SNI
 //	srv := &l7redirect.Server{Name: "sso", MaxConns: 10000, MaxConnsPerSource: 256, Metrics: metrics}
-//	go srv.Serve(ctx, httpsLn, h, tlsConfig) // certificates chosen by SNI
+//	go srv.Serve(ctx, httpsLn, h, certs.Config())
 //	plain, err := l7redirect.NewRedirect(l7redirect.RedirectConfig{
 //		Name: "sso", Names: []string{"sso.example.test"}, Port: 443,
 //	}, l7redirect.Options{Logger: logger, Metrics: metrics})
 //	go srv.Serve(ctx, httpLn, plain, nil)
+//
+// A configuration reload changes a front door in place, keeping its
+// listeners and the requests in flight: h.Update and plain.Update take new
+// rules and names for the requests that start next, certs.Set new
+// certificates for the TLS connections that start next, and srv.SetLimits
+// new connection caps for the connections accepted next.
 //
 // The redirect target is always https://{node FQDN}[:port]{path}?{query}
 // with the node's name taken from the pool's configuration; nothing the

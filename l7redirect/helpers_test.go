@@ -118,13 +118,15 @@ func waitState(t *testing.T, p *lb.Pool, name string, want lb.State) {
 	}
 }
 
-// frontDoor is a Handler served over real TLS on 127.0.0.1.
+// frontDoor is a Handler served over real TLS on 127.0.0.1, with its
+// certificates in a TLSSwitch as iwalb serves them.
 type frontDoor struct {
-	h    *Handler
-	addr string
-	ca   *testpki.Cert
-	reg  *prometheus.Registry
-	m    *Metrics
+	h     *Handler
+	addr  string
+	ca    *testpki.Cert
+	reg   *prometheus.Registry
+	m     *Metrics
+	certs *TLSSwitch
 }
 
 // frontDoorNames are the names the test front door has certificates for.
@@ -145,12 +147,15 @@ func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
 		t.Fatal(err)
 	}
 	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
-	tlsConfig := &tls.Config{Certificates: []tls.Certificate{
+	certs, err := NewTLSSwitch(&tls.Config{Certificates: []tls.Certificate{
 		ca.Issue(t, frontDoorNames[0]).TLS(),
 		ca.Issue(t, frontDoorNames[1]).TLS(),
-	}}
-	fd := &frontDoor{h: h, ca: ca, reg: reg, m: m}
-	fd.addr = serve(t, h, tlsConfig)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := &frontDoor{h: h, ca: ca, reg: reg, m: m, certs: certs}
+	fd.addr = serve(t, h, certs.Config())
 	return fd
 }
 

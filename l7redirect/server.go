@@ -94,7 +94,8 @@ const (
 // Serve serves h on ln until ctx is cancelled, then shuts down gracefully
 // and returns nil. With tlsConfig it serves HTTPS: give it one certificate
 // per front-door name in Certificates and the one matching the client's SNI
-// is chosen (the first one when nothing matches). HTTPS offers HTTP/2 and
+// is chosen (the first one when nothing matches); a TLSSwitch's Config lets
+// a reload change them without serving ln again. HTTPS offers HTTP/2 and
 // HTTP/1.1 by ALPN. Without tlsConfig it serves plain HTTP, meant for an
 // HTTPSRedirect. Unless ln is a ConnListener, its connections are capped
 // (MaxConns, MaxConnsPerSource, changed by SetLimits while it serves) and
