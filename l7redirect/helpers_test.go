@@ -168,6 +168,14 @@ func serve(t *testing.T, h http.Handler, tlsConfig *tls.Config) string {
 // serveWith is serve with srv's limits.
 func serveWith(t *testing.T, srv *Server, h http.Handler, tlsConfig *tls.Config) string {
 	t.Helper()
+	addr, _ := serveUntil(t, srv, h, tlsConfig)
+	return addr
+}
+
+// serveUntil is serveWith that also returns a function that stops the
+// serving and waits for Serve to return; the end of the test stops it too.
+func serveUntil(t *testing.T, srv *Server, h http.Handler, tlsConfig *tls.Config) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -175,13 +183,17 @@ func serveWith(t *testing.T, srv *Server, h http.Handler, tlsConfig *tls.Config)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, ln, h, tlsConfig) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
 }
 
 // client returns an HTTPS client that trusts the test CA, reaches the front
