@@ -3,18 +3,25 @@
 // node's own name, so that authentication then runs directly between the
 // browser and that node.
 //
+//	metrics, err := l7redirect.NewMetrics(reg) // once per process
 //	h, err := l7redirect.New(l7redirect.Config{
 //		Name:         "sso",
 //		Rules:        []l7redirect.Rule{{Host: "sso.example.test", Pool: authPool}},
 //		StickyCookie: "iwalb_node",
-//	}, l7redirect.Options{Logger: logger, Registerer: reg})
-//	conns, err := l7redirect.NewConnMetrics("sso", reg)
-//	srv := &l7redirect.Server{MaxConns: 10000, MaxConnsPerSource: 256, Metrics: conns}
-//	go srv.Serve(ctx, httpsLn, h, tlsConfig) // certificates chosen by SNI
+//	}, l7redirect.Options{Logger: logger, Metrics: metrics})
+//	certs, err := l7redirect.NewTLSSwitch(tlsConfig) // certificates chosen by SNI
+//	srv := &l7redirect.Server{Name: "sso", MaxConns: 10000, MaxConnsPerSource: 256, Metrics: metrics}
+//	go srv.Serve(ctx, httpsLn, h, certs.Config())
 //	plain, err := l7redirect.NewRedirect(l7redirect.RedirectConfig{
 //		Name: "sso", Names: []string{"sso.example.test"}, Port: 443,
-//	}, l7redirect.Options{Logger: logger, Registerer: reg})
+//	}, l7redirect.Options{Logger: logger, Metrics: metrics})
 //	go srv.Serve(ctx, httpLn, plain, nil)
+//
+// A configuration reload changes a front door in place, keeping its
+// listeners and the requests in flight: h.Update and plain.Update take new
+// rules and names for the requests that start next, certs.Set new
+// certificates for the TLS connections that start next, and srv.SetLimits
+// new connection caps for the connections accepted next.
 //
 // The redirect target is always https://{node FQDN}[:port]{path}?{query}
 // with the node's name taken from the pool's configuration; nothing the
@@ -44,8 +51,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iwalb/iwalb/lb"
 )
@@ -133,8 +138,10 @@ type Options struct {
 	// Logger receives one access-log line per request; nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// Registerer receives the metrics; nil means none are exported.
-	Registerer prometheus.Registerer
+	// Metrics counts the requests; nil means a private set that is not
+	// exported. Front doors made again on a reload share the process's
+	// Metrics: nothing is registered twice.
+	Metrics *Metrics
 }
 
 // Handler is the front door's http.Handler. It is safe for concurrent use;
@@ -143,7 +150,7 @@ type Handler struct {
 	name  string
 	table atomic.Pointer[table]
 	log   *slog.Logger
-	m     *metrics
+	m     handlerMetrics
 }
 
 // New validates cfg and returns the front door's handler. All problems are
@@ -153,11 +160,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Name, opts.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("l7redirect %q: register metrics: %w", cfg.Name, err)
-	}
-	h := &Handler{name: cfg.Name, log: opts.Logger, m: m}
+	h := &Handler{name: cfg.Name, log: opts.Logger, m: orPrivate(opts.Metrics).handler(cfg.Name)}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -167,8 +170,9 @@ func New(cfg Config, opts Options) (*Handler, error) {
 }
 
 // Update validates cfg and, if it is sound, makes it the configuration of
-// the requests that start from now on. cfg.Name is ignored: the front door
-// keeps the name it was created with.
+// the requests that start from now on; requests in flight finish under the
+// one they started with, and a cfg refused changes nothing. cfg.Name is
+// ignored: the front door keeps the name it was created with.
 func (h *Handler) Update(cfg Config) error {
 	cfg.Name = h.name
 	t, err := compile(cfg)

@@ -118,12 +118,15 @@ func waitState(t *testing.T, p *lb.Pool, name string, want lb.State) {
 	}
 }
 
-// frontDoor is a Handler served over real TLS on 127.0.0.1.
+// frontDoor is a Handler served over real TLS on 127.0.0.1, with its
+// certificates in a TLSSwitch as iwalb serves them.
 type frontDoor struct {
-	h    *Handler
-	addr string
-	ca   *testpki.Cert
-	reg  *prometheus.Registry
+	h     *Handler
+	addr  string
+	ca    *testpki.Cert
+	reg   *prometheus.Registry
+	m     *Metrics
+	certs *TLSSwitch
 }
 
 // frontDoorNames are the names the test front door has certificates for.
@@ -135,17 +138,24 @@ func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
 		logger = quietLogger()
 	}
 	reg := prometheus.NewRegistry()
-	h, err := New(cfg, Options{Logger: logger, Registerer: reg})
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(cfg, Options{Logger: logger, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
-	tlsConfig := &tls.Config{Certificates: []tls.Certificate{
+	certs, err := NewTLSSwitch(&tls.Config{Certificates: []tls.Certificate{
 		ca.Issue(t, frontDoorNames[0]).TLS(),
 		ca.Issue(t, frontDoorNames[1]).TLS(),
-	}}
-	fd := &frontDoor{h: h, ca: ca, reg: reg}
-	fd.addr = serve(t, h, tlsConfig)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := &frontDoor{h: h, ca: ca, reg: reg, m: m, certs: certs}
+	fd.addr = serve(t, h, certs.Config())
 	return fd
 }
 
@@ -158,6 +168,14 @@ func serve(t *testing.T, h http.Handler, tlsConfig *tls.Config) string {
 // serveWith is serve with srv's limits.
 func serveWith(t *testing.T, srv *Server, h http.Handler, tlsConfig *tls.Config) string {
 	t.Helper()
+	addr, _ := serveUntil(t, srv, h, tlsConfig)
+	return addr
+}
+
+// serveUntil is serveWith that also returns a function that stops the
+// serving and waits for Serve to return; the end of the test stops it too.
+func serveUntil(t *testing.T, srv *Server, h http.Handler, tlsConfig *tls.Config) (addr string, stop func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -165,13 +183,17 @@ func serveWith(t *testing.T, srv *Server, h http.Handler, tlsConfig *tls.Config)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ctx, ln, h, tlsConfig) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
 }
 
 // client returns an HTTPS client that trusts the test CA, reaches the front

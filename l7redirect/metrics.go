@@ -13,137 +13,170 @@ import (
 // reasonURITooLong is the "reason" label of a request refused with 414.
 const reasonURITooLong = "uri_too_long"
 
-// metrics are one front door's Prometheus metrics. The front door's name is
-// a constant label, so several front doors can register on one registry.
-type metrics struct {
-	redirects *prometheus.CounterVec
-	noHealthy *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	refused   *prometheus.CounterVec
+// Metrics are the front doors' Prometheus metrics. One Metrics serves
+// every front door of a process, across configuration reloads; front doors
+// are told apart by the "frontdoor" label and their listeners ("https",
+// "http") by the "listener" label:
+//
+//	iwalb_l7redirect_redirects_total{frontdoor,rule,node,status}
+//	iwalb_l7redirect_no_healthy_node_total{frontdoor,rule}
+//	iwalb_l7redirect_request_duration_seconds{frontdoor,status}
+//	iwalb_l7redirect_requests_refused_total{frontdoor,listener,reason}
+//	iwalb_l7redirect_connections_refused_total{frontdoor,listener,reason}
+//	iwalb_l7redirect_connections_open{frontdoor,listener}
+//
+// The connection series count what a Server accepts itself; connections
+// handed over by L4 are counted by L4's metrics.
+type Metrics struct {
+	redirects   *prometheus.CounterVec   // frontdoor, rule, node, status
+	noHealthy   *prometheus.CounterVec   // frontdoor, rule
+	duration    *prometheus.HistogramVec // frontdoor, status
+	refused     *prometheus.CounterVec   // frontdoor, listener, reason
+	connRefused *prometheus.CounterVec   // frontdoor, listener, reason
+	open        *openConns
 }
 
-func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
-	cl := prometheus.Labels{"frontdoor": name}
-	m := &metrics{
+// NewMetrics creates the metrics and registers them with reg, once per
+// process; a nil reg yields working but unexported metrics.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
 		redirects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "iwalb", Subsystem: "l7redirect", Name: "redirects_total", ConstLabels: cl,
+			Namespace: "iwalb", Subsystem: "l7redirect", Name: "redirects_total",
 			Help: "Redirects answered, by rule, node and status (302, 307).",
-		}, []string{"rule", "node", "status"}),
+		}, []string{"frontdoor", "rule", "node", "status"}),
 		noHealthy: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "iwalb", Subsystem: "l7redirect", Name: "no_healthy_node_total", ConstLabels: cl,
+			Namespace: "iwalb", Subsystem: "l7redirect", Name: "no_healthy_node_total",
 			Help: "Requests answered 503 because the rule's pool had no healthy node.",
-		}, []string{"rule"}),
+		}, []string{"frontdoor", "rule"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "iwalb", Subsystem: "l7redirect", Name: "request_duration_seconds", ConstLabels: cl,
+			Namespace: "iwalb", Subsystem: "l7redirect", Name: "request_duration_seconds",
 			Help:    "Time to answer a request, by status.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
-		}, []string{"status"}),
-		refused: newRefused(name, "https"),
+		}, []string{"frontdoor", "status"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "iwalb", Subsystem: "l7redirect", Name: "requests_refused_total",
+			Help: "Requests refused before routing, by listener (https, http) and reason (uri_too_long: 414).",
+		}, []string{"frontdoor", "listener", "reason"}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "iwalb", Subsystem: "l7redirect", Name: "connections_refused_total",
+			Help: "Connections reset at accept, by listener (https, http) and the limit they were over (over_limit: max_conns, over_source_limit: max_conns_per_source).",
+		}, []string{"frontdoor", "listener", "reason"}),
+		open: &openConns{
+			desc: prometheus.NewDesc("iwalb_l7redirect_connections_open",
+				"Connections accepted and not yet closed, by listener (https, http); max_conns bounds each listener's.",
+				[]string{"frontdoor", "listener"}, nil),
+			limiters: map[*connlimit.Limiter]doorListener{},
+		},
 	}
-	if err := register(reg, m.redirects, m.noHealthy, m.duration, m.refused); err != nil {
-		return nil, err
+	if reg != nil {
+		var errs []error
+		for _, c := range []prometheus.Collector{m.redirects, m.noHealthy, m.duration, m.refused, m.connRefused, m.open} {
+			errs = append(errs, reg.Register(c))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("l7redirect: register metrics: %w", err)
+		}
 	}
 	return m, nil
 }
 
-// newRefused counts the requests a front door's listener ("https" for the
-// Handler, "http" for the HTTPSRedirect) refuses before routing them.
-func newRefused(frontdoor, listener string) *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "iwalb", Subsystem: "l7redirect", Name: "requests_refused_total",
-		ConstLabels: prometheus.Labels{"frontdoor": frontdoor, "listener": listener},
-		Help:        "Requests refused before routing, by listener (https, http) and reason (uri_too_long: 414).",
-	}, []string{"reason"})
+// orPrivate returns m, or a private set of metrics when m is nil.
+func orPrivate(m *Metrics) *Metrics {
+	if m == nil {
+		m, _ = NewMetrics(nil) // registers nothing, so cannot fail
+	}
+	return m
 }
 
-// register registers cs on reg, if reg is not nil.
-func register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
-	if reg == nil {
-		return nil
-	}
-	var errs []error
-	for _, c := range cs {
-		errs = append(errs, reg.Register(c))
-	}
-	return errors.Join(errs...)
+// Forget deletes the series of the front door called frontdoor, for a
+// reload that removed it. Call it once that front door's Serve calls have
+// returned: a request answered after it would count anew. The
+// connections_open series goes by itself when those calls return.
+func (m *Metrics) Forget(frontdoor string) {
+	l := prometheus.Labels{"frontdoor": frontdoor}
+	m.redirects.DeletePartialMatch(l)
+	m.noHealthy.DeletePartialMatch(l)
+	m.duration.DeletePartialMatch(l)
+	m.refused.DeletePartialMatch(l)
+	m.connRefused.DeletePartialMatch(l)
 }
 
-// ConnMetrics count one front door's connections for Server.Metrics:
-// iwalb_l7redirect_connections_refused_total{frontdoor,listener,reason}
-// and iwalb_l7redirect_connections_open{frontdoor,listener}, where listener
-// is "https" or "http" and reason is over_limit (MaxConns) or
-// over_source_limit (MaxConnsPerSource). Connections handed over by L4 are
-// counted by L4's metrics, not here.
-type ConnMetrics struct {
-	refused *prometheus.CounterVec
-	open    *prometheus.Desc
+// handlerMetrics are a Handler's series, with the front door's label
+// already set.
+type handlerMetrics struct {
+	redirects *prometheus.CounterVec // rule, node, status
+	noHealthy *prometheus.CounterVec // rule
+	duration  prometheus.ObserverVec // status
+	refused   *prometheus.CounterVec // reason; listener "https"
+}
+
+func (m *Metrics) handler(frontdoor string) handlerMetrics {
+	l := prometheus.Labels{"frontdoor": frontdoor}
+	return handlerMetrics{
+		redirects: m.redirects.MustCurryWith(l),
+		noHealthy: m.noHealthy.MustCurryWith(l),
+		duration:  m.duration.MustCurryWith(l),
+		refused:   m.refusedBy(frontdoor, "https"),
+	}
+}
+
+// refusedBy counts the requests a front door's listener ("https" for the
+// Handler, "http" for the HTTPSRedirect) refuses before routing them, by
+// reason.
+func (m *Metrics) refusedBy(frontdoor, listener string) *prometheus.CounterVec {
+	return m.refused.MustCurryWith(prometheus.Labels{"frontdoor": frontdoor, "listener": listener})
+}
+
+// doorListener names one listener of one front door.
+type doorListener struct{ frontdoor, listener string }
+
+// openConns is the connections_open gauge, read from the Limiters of the
+// listeners being served when the metrics are gathered.
+type openConns struct {
+	desc *prometheus.Desc
 
 	mu       sync.Mutex
-	limiters map[*connlimit.Limiter]string // of the listeners being served, to their listener label
-}
-
-// NewConnMetrics returns the connection metrics of the front door called
-// frontdoor, registered on reg (nil: not exported).
-func NewConnMetrics(frontdoor string, reg prometheus.Registerer) (*ConnMetrics, error) {
-	cl := prometheus.Labels{"frontdoor": frontdoor}
-	m := &ConnMetrics{
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "iwalb", Subsystem: "l7redirect", Name: "connections_refused_total", ConstLabels: cl,
-			Help: "Connections reset at accept, by listener (https, http) and the limit they were over (over_limit: max_conns, over_source_limit: max_conns_per_source).",
-		}, []string{"listener", "reason"}),
-		open: prometheus.NewDesc("iwalb_l7redirect_connections_open",
-			"Connections accepted and not yet closed, by listener (https, http); max_conns bounds each listener's.",
-			[]string{"listener"}, cl),
-		limiters: map[*connlimit.Limiter]string{},
-	}
-	if err := register(reg, m); err != nil {
-		return nil, fmt.Errorf("l7redirect %q: register connection metrics: %w", frontdoor, err)
-	}
-	return m, nil
+	limiters map[*connlimit.Limiter]doorListener
 }
 
 // Describe implements prometheus.Collector.
-func (m *ConnMetrics) Describe(ch chan<- *prometheus.Desc) {
-	m.refused.Describe(ch)
-	ch <- m.open
-}
+func (o *openConns) Describe(ch chan<- *prometheus.Desc) { ch <- o.desc }
 
 // Collect implements prometheus.Collector.
-func (m *ConnMetrics) Collect(ch chan<- prometheus.Metric) {
-	m.refused.Collect(ch)
-	m.mu.Lock()
-	open := map[string]int{}
-	for lim, listener := range m.limiters {
-		open[listener] += lim.Open()
+func (o *openConns) Collect(ch chan<- prometheus.Metric) {
+	o.mu.Lock()
+	open := map[doorListener]int{}
+	for lim, dl := range o.limiters {
+		open[dl] += lim.Open()
 	}
-	m.mu.Unlock()
-	for listener, n := range open {
-		ch <- prometheus.MustNewConstMetric(m.open, prometheus.GaugeValue, float64(n), listener)
+	o.mu.Unlock()
+	for dl, n := range open {
+		ch <- prometheus.MustNewConstMetric(o.desc, prometheus.GaugeValue, float64(n), dl.frontdoor, dl.listener)
 	}
 }
 
-// track counts lim's open connections under listener until the returned
-// function is called. A nil m tracks nothing.
-func (m *ConnMetrics) track(listener string, lim *connlimit.Limiter) (untrack func()) {
+// track counts lim's open connections as frontdoor's listener's until the
+// returned function is called. A nil m tracks nothing.
+func (m *Metrics) track(frontdoor, listener string, lim *connlimit.Limiter) (untrack func()) {
 	if m == nil {
 		return func() {}
 	}
 	// Every series from the start, at zero.
-	m.refused.WithLabelValues(listener, string(connlimit.OverLimit))
-	m.refused.WithLabelValues(listener, string(connlimit.OverSourceLimit))
-	m.mu.Lock()
-	m.limiters[lim] = listener
-	m.mu.Unlock()
+	m.connRefused.WithLabelValues(frontdoor, listener, string(connlimit.OverLimit))
+	m.connRefused.WithLabelValues(frontdoor, listener, string(connlimit.OverSourceLimit))
+	m.open.mu.Lock()
+	m.open.limiters[lim] = doorListener{frontdoor, listener}
+	m.open.mu.Unlock()
 	return func() {
-		m.mu.Lock()
-		delete(m.limiters, lim)
-		m.mu.Unlock()
+		m.open.mu.Lock()
+		delete(m.open.limiters, lim)
+		m.open.mu.Unlock()
 	}
 }
 
-// refuse counts a connection refused for reason.
-func (m *ConnMetrics) refuse(listener string, reason connlimit.Reason) {
+// refuse counts a connection refused for reason. A nil m counts nothing.
+func (m *Metrics) refuse(frontdoor, listener string, reason connlimit.Reason) {
 	if m != nil {
-		m.refused.WithLabelValues(listener, string(reason)).Inc()
+		m.connRefused.WithLabelValues(frontdoor, listener, string(reason)).Inc()
 	}
 }

@@ -10,7 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,8 +23,14 @@ import (
 
 // Server holds the HTTP and connection limits shared by the front door's
 // listeners. The zero value is ready to use with the defaults stated on
-// each field.
+// each field. Set the fields before the first Serve and do not change them
+// after it: each Serve call reads the HTTP timeouts and MaxHeaderBytes
+// once, when it starts, and SetLimits changes the connection caps, of the
+// listeners being served too. A Server must not be copied after first use.
 type Server struct {
+	// Name is the front door's: the "frontdoor" label of the connection
+	// metrics.
+	Name string
 	// ReadHeaderTimeout bounds reading a request's headers, against slow
 	// clients; 0 means 10s.
 	ReadHeaderTimeout time.Duration
@@ -56,11 +65,18 @@ type Server struct {
 	// goes here: the caps then count the TCP peer, and a client slow to
 	// send its header holds up its own connection, never the accept loop.
 	WrapListener func(net.Listener) net.Listener
-	// Metrics, if set, counts the connections refused and open.
-	Metrics *ConnMetrics
+	// Metrics, if set, counts the connections refused and open under
+	// Name.
+	Metrics *Metrics
 	// Logger receives server errors (TLS handshakes that fail are logged
 	// at debug level); nil means slog.Default().
 	Logger *slog.Logger
+
+	// mu guards MaxConns, MaxConnsPerSource and ExemptSources once
+	// serving, and limiters.
+	mu sync.Mutex
+	// limiters are those of the listeners being served, for SetLimits.
+	limiters map[*connlimit.Limiter]struct{}
 }
 
 const (
@@ -78,10 +94,13 @@ const (
 // Serve serves h on ln until ctx is cancelled, then shuts down gracefully
 // and returns nil. With tlsConfig it serves HTTPS: give it one certificate
 // per front-door name in Certificates and the one matching the client's SNI
-// is chosen (the first one when nothing matches). Without tlsConfig it
-// serves plain HTTP, meant for an HTTPSRedirect. Unless ln is a
-// ConnListener, its connections are capped (MaxConns, MaxConnsPerSource)
-// and then wrapped by WrapListener.
+// is chosen (the first one when nothing matches); a TLSSwitch's Config lets
+// a reload change them without serving ln again. HTTPS offers HTTP/2 and
+// HTTP/1.1 by ALPN. Without tlsConfig it serves plain HTTP, meant for an
+// HTTPSRedirect. Unless ln is a ConnListener, its connections are capped
+// (MaxConns, MaxConnsPerSource, changed by SetLimits while it serves) and
+// then wrapped by WrapListener. The HTTP timeouts and MaxHeaderBytes are
+// read once, when Serve starts.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
 	log := s.Logger
 	if log == nil {
@@ -92,9 +111,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tls
 		if tlsConfig != nil {
 			listener = "https"
 		}
-		var untrack func()
-		ln, untrack = s.limit(ln, listener, log)
-		defer untrack()
+		var stopLimit func()
+		ln, stopLimit = s.limit(ln, listener, log)
+		defer stopLimit()
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -141,24 +160,54 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tls
 // refusedLogEvery spaces the warnings about refused connections.
 const refusedLogEvery = 10 * time.Second
 
-// limit caps ln's connections, then wraps it with WrapListener.
-func (s *Server) limit(ln net.Listener, listener string, log *slog.Logger) (net.Listener, func()) {
-	limits := connlimit.Limits{
+// SetLimits replaces MaxConns, MaxConnsPerSource and ExemptSources (with
+// the same meanings and defaults) for the listeners being served and
+// those served later, for a configuration reload: the connections open
+// keep their slots, and those accepted from now on are admitted under the
+// new caps. A listener over a lowered cap refuses connections until enough
+// of its open ones have closed.
+func (s *Server) SetLimits(maxConns, maxConnsPerSource int, exempt []netip.Prefix) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.MaxConns, s.MaxConnsPerSource, s.ExemptSources = maxConns, maxConnsPerSource, slices.Clone(exempt)
+	lim := s.limitsLocked()
+	for l := range s.limiters {
+		l.SetLimits(lim)
+	}
+}
+
+// limitsLocked maps the Server's caps to connlimit's; s.mu must be held.
+func (s *Server) limitsLocked() connlimit.Limits {
+	return connlimit.Limits{
 		MaxConns:     limitOrDefault(s.MaxConns, DefaultMaxConns),
 		MaxPerSource: limitOrDefault(s.MaxConnsPerSource, DefaultMaxConnsPerSource),
 		Exempt:       s.ExemptSources,
 	}
-	lim := connlimit.New(limits)
-	untrack := s.Metrics.track(listener, lim)
+}
+
+// limit caps ln's connections, then wraps it with WrapListener. The caps
+// follow SetLimits until the returned function is called.
+func (s *Server) limit(ln net.Listener, listener string, log *slog.Logger) (net.Listener, func()) {
+	s.mu.Lock()
+	lim := connlimit.New(s.limitsLocked())
+	if s.limiters == nil {
+		s.limiters = map[*connlimit.Limiter]struct{}{}
+	}
+	s.limiters[lim] = struct{}{}
+	s.mu.Unlock()
+	untrack := s.Metrics.track(s.Name, listener, lim)
 	// A flood is counted in the metrics and summed up in a warning at most
 	// every refusedLogEvery, not logged line by line. The accept loop is
 	// the only caller.
 	var lastWarn time.Time
 	var since int
 	refused := func(reason connlimit.Reason, addr net.Addr) {
-		s.Metrics.refuse(listener, reason)
+		s.Metrics.refuse(s.Name, listener, reason)
 		since++
 		if now := time.Now(); now.Sub(lastWarn) >= refusedLogEvery {
+			s.mu.Lock()
+			limits := s.limitsLocked()
+			s.mu.Unlock()
 			log.Warn("connections refused over the limits", "listener", listener, "addr", ln.Addr().String(),
 				"refused", since, "last_client", addr.String(), "last_reason", string(reason),
 				"max_conns", limits.MaxConns, "max_conns_per_source", limits.MaxPerSource)
@@ -169,7 +218,12 @@ func (s *Server) limit(ln net.Listener, listener string, log *slog.Logger) (net.
 	if s.WrapListener != nil {
 		capped = s.WrapListener(capped)
 	}
-	return capped, untrack
+	return capped, func() {
+		untrack()
+		s.mu.Lock()
+		delete(s.limiters, lim)
+		s.mu.Unlock()
+	}
 }
 
 // limitOrDefault maps a Server limit to a connlimit one: 0 means def,
@@ -197,13 +251,20 @@ func orDefault(d, def time.Duration) time.Duration {
 // door's own names; any other Host is answered 421, so it is no open
 // redirect either. A request-target longer than its bound is answered 414.
 // It sends no Strict-Transport-Security header: browsers ignore one that
-// comes over plain HTTP.
+// comes over plain HTTP. It is safe for concurrent use; Update swaps its
+// names, port and bound atomically.
 type HTTPSRedirect struct {
+	name    string
+	cfg     atomic.Pointer[redirectTable]
+	log     *slog.Logger
+	refused *prometheus.CounterVec // by reason
+}
+
+// redirectTable is a validated, immutable RedirectConfig.
+type redirectTable struct {
 	names     []string
 	port      int
 	maxTarget int
-	log       *slog.Logger
-	refused   *prometheus.CounterVec
 }
 
 // RedirectConfig configures an HTTPSRedirect.
@@ -231,37 +292,15 @@ func NewHTTPSRedirect(names []string, port int, logger *slog.Logger) (*HTTPSRedi
 }
 
 // NewRedirect validates cfg and returns a plain-HTTP handler that
-// redirects to HTTPS; opts.Registerer receives
+// redirects to HTTPS; opts.Metrics counts
 // iwalb_l7redirect_requests_refused_total{listener="http"}.
 func NewRedirect(cfg RedirectConfig, opts Options) (*HTTPSRedirect, error) {
-	var errs []error
-	if len(cfg.Names) == 0 {
-		errs = append(errs, errors.New("l7redirect: HTTPS redirect: no names"))
+	t, err := compileRedirect(cfg)
+	if err != nil {
+		return nil, err
 	}
-	r := &HTTPSRedirect{port: cfg.Port, maxTarget: cfg.MaxRequestTarget, log: opts.Logger, refused: newRefused(cfg.Name, "http")}
-	for _, n := range cfg.Names {
-		n = strings.ToLower(strings.TrimSuffix(n, "."))
-		if n == "" || !validHostPattern(n) {
-			errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: name %q is not a DNS name or *.name", n))
-			continue
-		}
-		r.names = append(r.names, n)
-	}
-	if cfg.Port < 0 || cfg.Port > 65535 {
-		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: port %d out of range", cfg.Port))
-	}
-	switch {
-	case cfg.MaxRequestTarget < 0:
-		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: max request target %d must not be negative", cfg.MaxRequestTarget))
-	case cfg.MaxRequestTarget == 0:
-		r.maxTarget = DefaultMaxRequestTarget
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	if err := register(opts.Registerer, r.refused); err != nil {
-		return nil, fmt.Errorf("l7redirect %q: HTTPS redirect: register metrics: %w", cfg.Name, err)
-	}
+	r := &HTTPSRedirect{name: cfg.Name, log: opts.Logger, refused: orPrivate(opts.Metrics).refusedBy(cfg.Name, "http")}
+	r.cfg.Store(t)
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -271,26 +310,71 @@ func NewRedirect(cfg RedirectConfig, opts Options) (*HTTPSRedirect, error) {
 	return r, nil
 }
 
+// Update validates cfg and, if it is sound, makes its names, port and
+// bound those of the requests that start from now on; a cfg refused
+// changes nothing. cfg.Name is ignored: the redirect keeps the name it was
+// created with.
+func (hr *HTTPSRedirect) Update(cfg RedirectConfig) error {
+	cfg.Name = hr.name
+	t, err := compileRedirect(cfg)
+	if err != nil {
+		return err
+	}
+	hr.cfg.Store(t)
+	return nil
+}
+
+// compileRedirect validates cfg, reporting all its problems together.
+func compileRedirect(cfg RedirectConfig) (*redirectTable, error) {
+	var errs []error
+	if len(cfg.Names) == 0 {
+		errs = append(errs, errors.New("l7redirect: HTTPS redirect: no names"))
+	}
+	t := &redirectTable{port: cfg.Port, maxTarget: cfg.MaxRequestTarget}
+	for _, n := range cfg.Names {
+		n = strings.ToLower(strings.TrimSuffix(n, "."))
+		if n == "" || !validHostPattern(n) {
+			errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: name %q is not a DNS name or *.name", n))
+			continue
+		}
+		t.names = append(t.names, n)
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: port %d out of range", cfg.Port))
+	}
+	switch {
+	case cfg.MaxRequestTarget < 0:
+		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: max request target %d must not be negative", cfg.MaxRequestTarget))
+	case cfg.MaxRequestTarget == 0:
+		t.maxTarget = DefaultMaxRequestTarget
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return t, nil
+}
+
 // ServeHTTP implements http.Handler.
 func (hr *HTTPSRedirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	t := hr.cfg.Load()
 	status := http.StatusMisdirectedRequest
 	var extra []any
 	switch {
-	case len(r.RequestURI) > hr.maxTarget:
+	case len(r.RequestURI) > t.maxTarget:
 		// Before any work that grows with the target's length.
 		status = http.StatusRequestURITooLong
 		uriTooLong(w)
 		hr.refused.WithLabelValues(reasonURITooLong).Inc()
 		extra = []any{"target_bytes", len(r.RequestURI)}
-	case !hr.knows(requestHost(r.Host)):
+	case !t.knows(requestHost(r.Host)):
 		writePage(w, status, "Unknown host", "This front door does not serve this host name.")
 	default:
 		status = http.StatusMovedPermanently
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			status = http.StatusPermanentRedirect
 		}
-		loc := targetURL(requestHost(r.Host), hr.port, cleanPath(r.URL.EscapedPath()), r.URL.RawQuery)
+		loc := targetURL(requestHost(r.Host), t.port, cleanPath(r.URL.EscapedPath()), r.URL.RawQuery)
 		w.Header().Set("Location", loc)
 		writePage(w, status, "Moved", `This site is served over <a href="`+html.EscapeString(loc)+`">HTTPS</a>.`)
 	}
@@ -300,11 +384,11 @@ func (hr *HTTPSRedirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // knows reports whether host (from requestHost) is one of the names.
-func (hr *HTTPSRedirect) knows(host string) bool {
+func (t *redirectTable) knows(host string) bool {
 	if host == "" {
 		return false
 	}
-	for _, n := range hr.names {
+	for _, n := range t.names {
 		if hostMatches(n, host) {
 			return true
 		}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/lb"
 )
@@ -166,7 +168,7 @@ func TestRequestTargetBound(t *testing.T) {
 	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{n})
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Pool: p}}}, slog.New(slog.NewTextHandler(&httpsLog, nil)))
 	plain, err := NewRedirect(RedirectConfig{Name: "sso", Names: []string{"sso.example.test"}, Port: 443},
-		Options{Logger: slog.New(slog.NewTextHandler(&httpLog, nil)), Registerer: fd.reg})
+		Options{Logger: slog.New(slog.NewTextHandler(&httpLog, nil)), Metrics: fd.m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,4 +344,65 @@ func TestHSTS(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestHTTPSRedirectUpdate: Update changes the names redirected, the port
+// and the bound for the requests that follow; a refused Update changes
+// nothing, and the name (the metrics' label) stays.
+func TestHTTPSRedirectUpdate(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := NewRedirect(RedirectConfig{Name: "sso", Names: []string{"sso.example.test"}, Port: 443},
+		Options{Logger: quietLogger(), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, plain, nil)
+	c := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(host, target string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+addr+target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Location")
+	}
+	check := func(when, host, target string, wantStatus int, wantLoc string) {
+		t.Helper()
+		if status, loc := get(host, target); status != wantStatus || loc != wantLoc {
+			t.Errorf("%s: %s%s answered %d %q, want %d %q", when, host, target, status, loc, wantStatus, wantLoc)
+		}
+	}
+	check("before", "sso.example.test", "/x", 301, "https://sso.example.test/x")
+	check("before", "login.example.test", "/x", 421, "")
+
+	err = plain.Update(RedirectConfig{Names: []string{"login.example.test", "bad/name"}, Port: -1, MaxRequestTarget: -1})
+	for _, want := range []string{`"bad/name"`, "port -1", "max request target -1"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a bad Update: error %v, want one naming %s", err, want)
+		}
+	}
+	check("after a refused Update", "sso.example.test", "/x", 301, "https://sso.example.test/x")
+	check("after a refused Update", "login.example.test", "/x", 421, "")
+
+	if err := plain.Update(RedirectConfig{Name: "other", Names: []string{"login.example.test", "*.apps.example.test"}, Port: 8443, MaxRequestTarget: 100}); err != nil {
+		t.Fatal(err)
+	}
+	check("after Update", "login.example.test", "/x?y=1", 301, "https://login.example.test:8443/x?y=1")
+	check("after Update", "a.apps.example.test", "/", 301, "https://a.apps.example.test:8443/")
+	check("after Update", "sso.example.test", "/x", 421, "")
+	check("after Update", "login.example.test", "/"+strings.Repeat("a", 100), 414, "")
+	if got := testkit.Samples(t, reg, "iwalb_l7redirect_requests_refused_total"); got["frontdoor=sso,listener=http,reason=uri_too_long"] != 1 || len(got) != 1 {
+		t.Errorf("requests_refused_total %v, want one 414 under the front door's own name sso", got)
+	}
 }

@@ -883,7 +883,8 @@ func port(t *testing.T, addr string) string {
 
 // TestProxyListener: a PROXY header from a trusted address replaces the
 // client address; from anyone else it closes the connection; without a
-// header the connection is served as it is.
+// header the connection is served as it is; with the PROXY protocol off
+// (trusted "") nothing is read as a header, the client is the TCP peer.
 func TestProxyListener(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -895,6 +896,7 @@ func TestProxyListener(t *testing.T) {
 		{"trusted with header", "127.0.0.1/32", true, "192.0.2.9:4242", false},
 		{"untrusted with header", "10.0.0.0/8", true, "", true},
 		{"trusted without header", "127.0.0.1/32", false, "127.0.0.1", false},
+		{"protocol off, with header", "", true, "127.0.0.1", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -902,7 +904,11 @@ func TestProxyListener(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ln := proxyListener(raw, []netip.Prefix{netip.MustParsePrefix(tt.trusted)})
+			var policy *[]netip.Prefix
+			if tt.trusted != "" {
+				policy = &[]netip.Prefix{netip.MustParsePrefix(tt.trusted)}
+			}
+			ln := proxyListener(raw, func() *[]netip.Prefix { return policy })
 			defer ln.Close()
 			got := make(chan string, 1)
 			go func() {

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -213,56 +215,71 @@ type doorRole struct {
 	handler  *l7redirect.Handler
 	redirect *l7redirect.HTTPSRedirect // nil without a plain-HTTP listener
 	server   *l7redirect.Server
-	tls      *certSwitch
+	certs    *l7redirect.TLSSwitch
 	handed   *l7redirect.ConnListener
-	log      *slog.Logger
+	// proxy is the PROXY-header policy of its listeners, which a reload
+	// swaps: nil for no PROXY protocol, else the trusted sources.
+	proxy   atomic.Pointer[[]netip.Prefix]
+	metrics *l7redirect.Metrics
+	log     *slog.Logger
 }
 
 // buildDoor makes the front door d. A running door on the same addresses
 // keeps its hand-off listener, so that the L4 routes built beside it reach
 // the door that keeps serving.
 func (p *process) buildDoor(d config.L7Listener) (*doorRole, error) {
-	log := p.log.With("role", "l7redirect", "frontdoor", d.Name)
-	r := &doorRole{cfg: d, log: log, tls: newCertSwitch(d.TLS)}
-	live, _ := p.roles[doorName(d.Name)]
-	running, _ := live.roleOrNil().(*doorRole)
-	sameAddrs := running != nil && running.addrs()[0] == d.Listen && running.addrs()[1] == d.HTTPRedirectListen
+	log := p.log.With("role", "l7redirect")
+	opts := l7redirect.Options{Logger: log, Metrics: p.l7m}
+	r := &doorRole{cfg: d, metrics: p.l7m, log: log.With("frontdoor", d.Name)}
 	var err error
-	if sameAddrs {
-		// Checked here, taken by the running door's handler in update:
-		// its metrics are registered already.
-		if _, err = l7redirect.New(d.Config, l7redirect.Options{Logger: log}); err != nil {
-			return nil, fmt.Errorf("l7redirect: %w", err)
-		}
-		r.handed = running.handed
-	} else {
-		if r.handler, err = l7redirect.New(d.Config, l7redirect.Options{Logger: p.log.With("role", "l7redirect"), Registerer: p.reg}); err != nil {
-			return nil, fmt.Errorf("l7redirect: %w", err)
-		}
-		r.handed = l7redirect.NewConnListener(nil)
+	if r.handler, err = l7redirect.New(d.Config, opts); err != nil {
+		return nil, fmt.Errorf("l7redirect: %w", err)
 	}
-	if d.HTTPRedirectListen != "" && !sameAddrs {
-		r.redirect, err = l7redirect.NewRedirect(l7redirect.RedirectConfig{
-			Name: d.Name, Names: d.Names, Port: d.HTTPSPort, MaxRequestTarget: d.Config.MaxRequestTarget,
-		}, l7redirect.Options{Logger: p.log.With("role", "l7redirect"), Registerer: p.reg})
+	if d.HTTPRedirectListen != "" {
+		r.redirect, err = l7redirect.NewRedirect(redirectConfig(d), opts)
 		if err != nil {
 			return nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
 		}
 	}
-	conns, err := l7redirect.NewConnMetrics(d.Name, p.reg)
-	if err != nil && !sameAddrs {
-		return nil, fmt.Errorf("l7redirect: %w", err)
+	if r.certs, err = l7redirect.NewTLSSwitch(d.TLS); err != nil {
+		return nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
 	}
-	r.server = &l7redirect.Server{Logger: log, MaxConns: d.MaxConns, MaxConnsPerSource: d.MaxConnsPerSource, Metrics: conns}
-	if d.ProxyProtocol {
-		// Inside the connection caps, which then count the balancer
-		// (exempt from the per-source cap) rather than wait for its
-		// header in the accept loop.
-		trusted := d.ProxyTrusted
-		r.server.ExemptSources = trusted
-		r.server.WrapListener = func(ln net.Listener) net.Listener { return proxyListener(ln, trusted) }
+	r.server = &l7redirect.Server{Name: d.Name, Logger: r.log, Metrics: p.l7m}
+	r.server.SetLimits(d.MaxConns, d.MaxConnsPerSource, trustedOf(d))
+	// Inside the connection caps, which then count the balancer (exempt
+	// from the per-source cap) rather than wait for its header in the
+	// accept loop.
+	r.server.WrapListener = func(ln net.Listener) net.Listener { return proxyListener(ln, r.proxy.Load) }
+	r.setProxy(d)
+	if running, ok := p.roles[doorName(d.Name)].roleOrNil().(*doorRole); ok && slices.Equal(running.addrs(), r.addrs()) {
+		r.handed = running.handed
+	} else {
+		r.handed = l7redirect.NewConnListener(nil)
 	}
 	return r, nil
+}
+
+// redirectConfig is the plain-HTTP listener's part of d.
+func redirectConfig(d config.L7Listener) l7redirect.RedirectConfig {
+	return l7redirect.RedirectConfig{Name: d.Name, Names: d.Names, Port: d.HTTPSPort, MaxRequestTarget: d.Config.MaxRequestTarget}
+}
+
+// trustedOf returns the sources exempt from d's per-source cap: the
+// balancers whose PROXY headers it trusts.
+func trustedOf(d config.L7Listener) []netip.Prefix {
+	if !d.ProxyProtocol {
+		return nil
+	}
+	return d.ProxyTrusted
+}
+
+func (r *doorRole) setProxy(d config.L7Listener) {
+	if !d.ProxyProtocol {
+		r.proxy.Store(nil)
+		return
+	}
+	trusted := slices.Clone(d.ProxyTrusted)
+	r.proxy.Store(&trusted)
 }
 
 func doorName(name string) string { return "l7redirect " + name }
@@ -293,9 +310,9 @@ func (r *doorRole) serve(ctx context.Context, lns []net.Listener) error {
 		r.log.Info("l7redirect listening", "addr", ln.Addr().String(), "serves", what)
 	}
 	if lns[0] != nil {
-		start(lns[0], r.handler, r.tls.config(), "https")
+		start(lns[0], r.handler, r.certs.Config(), "https")
 	}
-	start(r.handed, r.handler, r.tls.config(), "https from l4 routes")
+	start(r.handed, r.handler, r.certs.Config(), "https from l4 routes")
 	if lns[1] != nil {
 		start(lns[1], r.redirect, nil, "http redirect to https")
 	}
@@ -309,15 +326,25 @@ func (r *doorRole) serve(ctx context.Context, lns []net.Listener) error {
 	return first
 }
 
+// update takes next's rules, names, certificates, limits and PROXY policy;
+// build made next from the same configuration, so none of them is refused.
 func (r *doorRole) update(next role) {
 	n := next.(*doorRole)
-	if err := r.handler.Update(n.cfg.Config); err != nil {
-		r.log.Error("front door kept its rules", "err", err) // New accepted them: a bug
-		return
+	errs := []error{r.handler.Update(n.cfg.Config), r.certs.Set(n.cfg.TLS)}
+	if r.redirect != nil {
+		errs = append(errs, r.redirect.Update(redirectConfig(n.cfg)))
 	}
-	r.tls.set(n.cfg.TLS)
+	if err := errors.Join(errs...); err != nil {
+		r.log.Error("front door kept part of its configuration", "err", err) // build accepted it: a bug
+	}
+	r.server.SetLimits(n.cfg.MaxConns, n.cfg.MaxConnsPerSource, trustedOf(n.cfg))
+	r.setProxy(n.cfg)
 	r.cfg = n.cfg
 }
+
+// retire forgets the series of a front door that left the configuration,
+// once it has stopped serving.
+func (r *doorRole) retire() { r.metrics.Forget(r.cfg.Name) }
 
 // serveFrontDoor is Server.Serve as a named goroutine, so stack dumps read
 // well.
@@ -325,30 +352,19 @@ func serveFrontDoor(ctx context.Context, srv *l7redirect.Server, ln net.Listener
 	done <- srv.Serve(ctx, ln, h, tlsConfig)
 }
 
-// certSwitch is a TLS configuration whose certificates a reload replaces:
-// each new connection gets the current one.
-type certSwitch struct{ cur atomic.Pointer[tls.Config] }
-
-func newCertSwitch(c *tls.Config) *certSwitch {
-	s := &certSwitch{}
-	s.set(c)
-	return s
-}
-
-func (s *certSwitch) set(c *tls.Config) { s.cur.Store(c) }
-
-// config is what the server is given once.
-func (s *certSwitch) config() *tls.Config {
-	return &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.cur.Load(), nil }}
-}
-
-// proxyListener accepts a PROXY header only from trusted addresses, whose
-// header's client address then replaces theirs; from anyone else a header
-// is refused, since it would let a client forge its address.
-func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
-	policy := func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+// proxyListener reads PROXY headers as policy says at each connection:
+// nil means the listener takes no PROXY protocol (nothing is read); else
+// a header is accepted only from the trusted sources, whose header's client
+// address then replaces theirs, and refused from anyone else, since it
+// would let a client forge its address.
+func proxyListener(ln net.Listener, policy func() *[]netip.Prefix) net.Listener {
+	connPolicy := func(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+		trusted := policy()
+		if trusted == nil {
+			return proxyproto.SKIP, nil
+		}
 		if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
-			for _, p := range trusted {
+			for _, p := range *trusted {
 				if p.Contains(ap.Addr().Unmap()) {
 					return proxyproto.USE, nil
 				}
@@ -356,5 +372,5 @@ func proxyListener(ln net.Listener, trusted []netip.Prefix) net.Listener {
 		}
 		return proxyproto.REJECT, nil
 	}
-	return &proxyproto.Listener{Listener: ln, ConnPolicy: policy, ReadHeaderTimeout: 10 * time.Second}
+	return &proxyproto.Listener{Listener: ln, ConnPolicy: connPolicy, ReadHeaderTimeout: 10 * time.Second}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
 	"github.com/iwalb/iwalb/l4"
+	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -77,6 +78,7 @@ type process struct {
 	reg      *prometheus.Registry
 	pools    *lb.Registry
 	l4m      *l4.Metrics
+	l7m      *l7redirect.Metrics
 	private  *privateMetrics
 	configm  *configMetrics
 	// failed receives the error of a role that stopped on its own.
@@ -117,7 +119,9 @@ func newProcess(path string, f *config.File, logs io.Writer) *process {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		p.pools,
 	)
-	p.l4m, _ = l4.NewMetrics(p.reg) // a new registry: it cannot refuse
+	// A new registry: none of these can be refused.
+	p.l4m, _ = l4.NewMetrics(p.reg)
+	p.l7m, _ = l7redirect.NewMetrics(p.reg)
 	p.private = newPrivateMetrics(p.reg)
 	p.configm = newConfigMetrics(p.reg)
 	return p
@@ -285,9 +289,9 @@ func (p *process) reload() (reloadResult, error) {
 		p.startRole(r, lns[r.name()])
 	}
 	for name, live := range p.roles {
-		if !keep[name] && p.roles[name] == live {
+		if !keep[name] {
 			delete(p.roles, name)
-			go drainRole(live)
+			go retireRole(live)
 		}
 	}
 	res = reloadResult{Generation: p.gen, Hash: f.Hash()}
@@ -306,6 +310,15 @@ type reloadResult struct {
 func drainRole(l *liveRole) {
 	l.cancel()
 	<-l.done
+}
+
+// retireRole drains a role that a reload removed, then lets it forget what
+// it kept for the process (its metrics' series).
+func retireRole(l *liveRole) {
+	drainRole(l)
+	if r, ok := l.role.(interface{ retire() }); ok {
+		r.retire()
+	}
 }
 
 // stop shuts every role down gracefully: the L4 listeners first, since
