@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/iwalb/iwalb/internal/hostname"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -77,7 +78,7 @@ func NewRouter(routes []Route, def *Route) (*Router, error) {
 			if suffix, ok := strings.CutPrefix(n, "*."); ok {
 				m, key = r.wildcard, suffix
 			}
-			if !validHostName([]byte(key)) {
+			if !hostname.ValidSNI(key) {
 				errs = append(errs, fmt.Errorf("route %q: invalid server name %q", rt.Name, n))
 				continue
 			}

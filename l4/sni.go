@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/iwalb/iwalb/internal/hostname"
 )
 
 // Errors from reading a ClientHello. A caller branches on them to count the
@@ -38,7 +40,6 @@ const (
 	extServerName          = 0
 	extALPN                = 16
 	sniHostName            = 0
-	maxServerNameLen       = 255
 	defaultMaxHelloWireLen = 16 << 10
 )
 
@@ -305,33 +306,12 @@ func parseSNI(data cursor, steps *int) (string, error) {
 		if name != "" {
 			return "", fmt.Errorf("%w: two host names", ErrMalformedHello)
 		}
-		if !validHostName(v) {
+		if !hostname.ValidSNI(v) {
 			return "", fmt.Errorf("%w: invalid host name", ErrMalformedHello)
 		}
 		name = strings.ToLower(string(v))
 	}
 	return name, nil
-}
-
-// validHostName accepts LDH names with at least one character, no empty
-// labels and no trailing dot (RFC 6066 §3), plus '_' which some internal
-// names carry.
-func validHostName(v []byte) bool {
-	if len(v) == 0 || len(v) > maxServerNameLen || v[0] == '.' || v[len(v)-1] == '.' {
-		return false
-	}
-	for i, c := range v {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		case c == '.':
-			if v[i-1] == '.' {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // parseALPN reads the ALPN extension; steps counts its entries.

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iwalb/iwalb/internal/hostname"
 )
 
 func TestParseClientHello(t *testing.T) {
@@ -221,7 +223,7 @@ func FuzzParseClientHello(f *testing.F) {
 			if h.WireLen > len(wire) || h.WireLen < 5 {
 				t.Fatalf("WireLen %d of %d bytes", h.WireLen, len(wire))
 			}
-			if h.ServerName != strings.ToLower(h.ServerName) || (h.ServerName != "" && !validHostName([]byte(h.ServerName))) {
+			if h.ServerName != strings.ToLower(h.ServerName) || (h.ServerName != "" && !hostname.ValidSNI(h.ServerName)) {
 				t.Fatalf("bad server name %q", h.ServerName)
 			}
 		} else if !errors.Is(err, ErrNotTLS) && !errors.Is(err, ErrMalformedHello) && !errors.Is(err, ErrIncompleteHello) && !errors.Is(err, ErrHelloTooLarge) {

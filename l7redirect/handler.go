@@ -52,6 +52,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/hostname"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -382,7 +383,7 @@ func isCookieValue(s string) bool {
 func (t *table) match(host, path string) *rule {
 	for _, rs := range [][]*rule{t.exact, t.wildcard, t.anyHost} {
 		for _, rl := range rs {
-			if (rl.host == "" || hostMatches(rl.host, host)) && prefixMatches(rl.prefix, path) {
+			if (rl.host == "" || hostname.Match(rl.host, host)) && prefixMatches(rl.prefix, path) {
 				return rl
 			}
 		}
@@ -398,7 +399,7 @@ func (t *table) knowsHost(host string) bool {
 	}
 	for _, rs := range [][]*rule{t.exact, t.wildcard} {
 		for _, rl := range rs {
-			if hostMatches(rl.host, host) {
+			if hostname.Match(rl.host, host) {
 				return true
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/iwalb/iwalb/internal/hostname"
 )
 
 // cleanPath returns the escaped request path p with dot segments removed
@@ -137,31 +139,10 @@ func targetURL(host string, port int, escapedPath, rawQuery string) string {
 	return u.String()
 }
 
-// isDNSName reports whether s is a syntactically valid host name: labels of
-// letters, digits and hyphens, 1–63 bytes each, 253 in all.
-func isDNSName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	labels := strings.Split(s, ".")
-	// An all-digit last label is an IPv4 address, not a name: Kerberos
-	// needs a name that an SPN can match.
-	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
-		return false
-	}
-	for _, label := range labels {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
+// isDNSName reports whether s is a host name a node or a front door can
+// have: a valid name whose last label is not all digits (that is an IPv4
+// address, and Kerberos needs a name an SPN can match).
+func isDNSName(s string) bool { return hostname.Valid(s) && !hostname.IPLike(s) }
 
 // requestHost returns the host of a Host header without port, lower-cased
 // and without a trailing dot; "" if it is not a valid DNS name.
@@ -177,19 +158,8 @@ func requestHost(hostport string) string {
 	return h
 }
 
-// hostMatches reports whether host matches pattern: an exact name or
-// "*.suffix", which matches exactly one extra leftmost label, as
-// certificates do. Both are lower-case.
-func hostMatches(pattern, host string) bool {
-	if suffix, ok := strings.CutPrefix(pattern, "*."); ok {
-		label, rest, found := strings.Cut(host, ".")
-		return found && label != "" && rest == suffix
-	}
-	return pattern == host
-}
-
 // validHostPattern reports whether p is "", an exact DNS name or "*." and a
 // DNS name.
 func validHostPattern(p string) bool {
-	return p == "" || isDNSName(strings.TrimPrefix(p, "*."))
+	return p == "" || hostname.ValidPattern(p, isDNSName)
 }

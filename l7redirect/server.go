@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iwalb/iwalb/internal/connlimit"
+	"github.com/iwalb/iwalb/internal/hostname"
 )
 
 // Server holds the HTTP and connection limits shared by the front door's
@@ -389,7 +390,7 @@ func (t *redirectTable) knows(host string) bool {
 		return false
 	}
 	for _, n := range t.names {
-		if hostMatches(n, host) {
+		if hostname.Match(n, host) {
 			return true
 		}
 	}

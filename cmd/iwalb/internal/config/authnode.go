@@ -20,6 +20,7 @@ import (
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/store"
+	"github.com/iwalb/iwalb/internal/hostname"
 )
 
 // rawAuthNode is the authnode section; configs/authnode.yaml documents it.
@@ -173,8 +174,6 @@ const (
 )
 
 var (
-	// hostName is a fully qualified DNS name: at least two labels.
-	hostName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
 	// httpToken is what a cookie name or query parameter may be made of.
 	httpToken = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 )
@@ -199,7 +198,7 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 	}
 
 	fqdnOK := c.needStr(r.FQDN, r.At, p, "fqdn")
-	if fqdnOK && !hostName.MatchString(r.FQDN.V) {
+	if fqdnOK && !hostname.FQDN(r.FQDN.V) {
 		c.add(r.FQDN.Line, "%s.fqdn: %q is not a fully qualified host name (like auth1.example.test)", p, r.FQDN.V)
 		fqdnOK = false
 	}

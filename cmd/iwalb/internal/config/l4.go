@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/hostname"
 	"github.com/iwalb/iwalb/l4"
 	"github.com/iwalb/iwalb/lb"
 )
@@ -298,7 +299,7 @@ func (c *checker) l4RouteToL7(rr rawRoute, rp string, rt *l4Route, doors map[str
 		if !slices.Contains(rt.serverNames, n) || len(door.Names) == 0 {
 			continue // refused above, or nothing to compare with
 		}
-		if !slices.ContainsFunc(door.Names, func(d string) bool { return d == n || hostMatches(d, n) }) {
+		if !slices.ContainsFunc(door.Names, func(d string) bool { return d == n || hostname.Match(d, n) }) {
 			c.add(s.Line, "%s.server_names: %q is none of the names of l7redirect listener %q (%s), so its certificates do not cover it",
 				rp, s.V, door.Name, strings.Join(door.Names, ", "))
 		}
@@ -323,7 +324,7 @@ func (c *checker) proxyVersion(s str, path string) int {
 func (c *checker) serverName(s str, path string) (string, bool) {
 	n := strings.ToLower(s.V)
 	if rest, ok := strings.CutPrefix(n, "*."); ok {
-		if !dnsName(rest) {
+		if !hostname.ValidSNI(rest) {
 			c.add(s.Line, "%s: %q is not a wildcard of the form *.<domain> (like *.example.test)", path, s.V)
 			return "", false
 		}
@@ -333,30 +334,11 @@ func (c *checker) serverName(s str, path string) (string, bool) {
 		c.add(s.Line, "%s: %q is not a wildcard of the form *.<domain> (like *.example.test)", path, s.V)
 		return "", false
 	}
-	if !dnsName(n) {
+	if !hostname.ValidSNI(n) {
 		c.add(s.Line, "%s: %q is not a host name (like lb.example.test)", path, s.V)
 		return "", false
 	}
 	return n, true
-}
-
-// dnsName reports whether s is a host name as clients send it in SNI: LDH
-// labels (and '_'), no empty label, no trailing dot.
-func dnsName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // routePool checks that a route names a pool that the file defines.

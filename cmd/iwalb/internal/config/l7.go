@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/hostname"
 	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
 )
@@ -418,7 +419,7 @@ func (c *checker) l7Rule(rr rawL7Rule, rp string, names []string, pools []poolCo
 		switch {
 		case !valid:
 			ok = false
-		case len(names) > 0 && !slices.ContainsFunc(names, func(n string) bool { return n == h || hostMatches(n, h) }):
+		case len(names) > 0 && !slices.ContainsFunc(names, func(n string) bool { return n == h || hostname.Match(n, h) }):
 			c.add(rr.Host.Line, "%s.host: %q is none of the listener's names (%s), so no certificate here covers it", rp, rr.Host.V, strings.Join(names, ", "))
 			ok = false
 		}
@@ -456,7 +457,7 @@ func (c *checker) l7Rule(rr rawL7Rule, rp string, names []string, pools []poolCo
 				fqdn, _, _ = net.SplitHostPort(b.Addr)
 			}
 			switch {
-			case fqdn == "" || ipLike(fqdn):
+			case fqdn == "" || hostname.IPLike(fqdn):
 				c.add(rr.Pool.Line, "%s.pool: backend %q of pool %q has no fqdn (its address %s is an IP); a redirect sends the browser to the node's own name, so set fqdn",
 					rp, b.Name, pc.Name, b.Addr)
 				ok = false
@@ -467,16 +468,6 @@ func (c *checker) l7Rule(rr rawL7Rule, rp string, names []string, pools []poolCo
 		}
 	}
 	return rule, ok
-}
-
-// ipLike reports whether a host is an IP address, or ends in an all-digit
-// label as IPv4 addresses do: no SPN can match it.
-func ipLike(h string) bool {
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
-	}
-	last := h[strings.LastIndexByte(h, '.')+1:]
-	return strings.Trim(last, "0123456789") == ""
 }
 
 // badPath says why p cannot be a rule's path prefix or rewrite, or "".
@@ -503,16 +494,4 @@ func badPath(p string) string {
 		}
 	}
 	return ""
-}
-
-// hostMatches reports whether host matches pattern, an exact name or
-// *.domain matching one more label; both lower-case. A wildcard pattern
-// matches a wildcard host only if they are equal.
-func hostMatches(pattern, host string) bool {
-	suffix, ok := strings.CutPrefix(pattern, "*.")
-	if !ok || strings.HasPrefix(host, "*.") {
-		return pattern == host
-	}
-	label, rest, found := strings.Cut(host, ".")
-	return found && label != "" && rest == suffix
 }

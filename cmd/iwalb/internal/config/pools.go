@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/iwalb/iwalb/internal/hostname"
 	"github.com/iwalb/iwalb/lb"
 	"github.com/iwalb/iwalb/lb/probe"
 )
@@ -111,7 +112,7 @@ func (c *checker) backends(rp rawPool, p string) []lb.BackendConfig {
 				c.add(rb.Addr.Line, "%s.addr: %q has no host; name the backend (like 10.0.0.11:8443)", bp, rb.Addr.V)
 			}
 		}
-		if rb.FQDN.Set && !hostName.MatchString(rb.FQDN.V) {
+		if rb.FQDN.Set && !hostname.FQDN(rb.FQDN.V) {
 			c.add(rb.FQDN.Line, "%s.fqdn: %q is not a fully qualified host name (like auth1.example.test)", bp, rb.FQDN.V)
 		}
 		if rb.Weight.Set {
