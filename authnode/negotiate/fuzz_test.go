@@ -11,7 +11,8 @@ import (
 
 // fuzzTime is the clock of FuzzValidate; the offline seeds in testdata were
 // made at this time with testKeytab, so mutations of them reach the
-// cryptographic checks and response building.
+// cryptographic checks and response building (and, in offline-spnego-pac,
+// alice's PAC signed again with testKeytab's key, the PAC decoder).
 var fuzzTime = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 var sentinels = []error{ErrNTLM, ErrMalformed, ErrWrongSPN, ErrEnctype, ErrKVNO, ErrDecrypt,

@@ -22,7 +22,7 @@ func TestADPACMatchesGokrb5(t *testing.T) {
 	kt := adKeytab(t, env)
 	rng := rand.New(rand.NewPCG(8, 2))
 	for _, u := range []struct {
-		name, password string
+		name, password    string
 		groups, mutations int
 	}{
 		{"alice", env["AD_ALICE_PASSWORD"], 3, 200},
@@ -39,8 +39,8 @@ func TestADPACMatchesGokrb5(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b := ticketPAC(&ap.Ticket)
-			if b == nil {
+			b, ok := ticketPAC(&ap.Ticket)
+			if !ok {
 				t.Fatal("ticket without a PAC")
 			}
 			var v verdicts

@@ -560,3 +560,32 @@ func TestParsePACTruncated(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateWithPAC: Validate reads the PAC of a ticket, here alice's
+// real PAC signed again with the offline key: her SIDs come back. A PAC
+// changed after signing, or an empty one, is ErrPAC.
+func TestValidateWithPAC(t *testing.T) {
+	key := fuzzPACKey(t)
+	pac := resign(seedPACs(t)["ad-alice"], key)
+	want, err := ourView(pac, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := NewValidator(testKeytab(t), Options{})
+	id, err := v.Validate(makeBlob(t, ticketSpec{withPAC: true, pac: pac}))
+	if err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if id.UserSID != want.UserSID || !slices.Equal(id.GroupSIDs, want.GroupSIDs) {
+		t.Errorf("identity %s %v, want %s %v", id.UserSID, id.GroupSIDs, want.UserSID, want.GroupSIDs)
+	}
+	tampered := bytes.Clone(pac)
+	tampered[layoutOf(t, pac).groups] ^= 1
+	for name, p := range map[string][]byte{"changed": tampered, "empty": {}} {
+		_, err := v.Validate(makeBlob(t, ticketSpec{withPAC: true, pac: p}))
+		if !errors.Is(err, ErrPAC) {
+			t.Errorf("%s PAC: %v, want %v", name, err, ErrPAC)
+		}
+		t.Logf("%s PAC: %v", name, err)
+	}
+}

@@ -557,8 +557,8 @@ type pacInfo struct {
 // ticket without a PAC (a non-AD KDC, or a service account marked
 // NO_AUTH_DATA_REQUIRED) gives an empty pacInfo and no error.
 func readPAC(tkt *messages.Ticket, key types.EncryptionKey) (pacInfo, error) {
-	b := ticketPAC(tkt)
-	if b == nil {
+	b, ok := ticketPAC(tkt)
+	if !ok {
 		return pacInfo{}, nil
 	}
 	return pacIdentity(b, key)
@@ -579,8 +579,9 @@ func pacIdentity(b []byte, key types.EncryptionKey) (pacInfo, error) {
 }
 
 // ticketPAC returns the first PAC (AD-WIN2K-PAC inside AD-IF-RELEVANT) of
-// the decrypted ticket, or nil when it has none.
-func ticketPAC(tkt *messages.Ticket) []byte {
+// the decrypted ticket, and whether it has one (an empty one is a PAC, and
+// refused as such).
+func ticketPAC(tkt *messages.Ticket) ([]byte, bool) {
 	for _, ad := range tkt.DecryptedEncPart.AuthorizationData {
 		if ad.ADType != adtype.ADIfRelevant {
 			continue
@@ -591,11 +592,11 @@ func ticketPAC(tkt *messages.Ticket) []byte {
 		}
 		for _, e := range inner {
 			if e.ADType == adtype.ADWin2KPAC {
-				return e.ADData
+				return e.ADData, true
 			}
 		}
 	}
-	return nil
+	return nil, false
 }
 
 // encAPRepPart is RFC 4120 EncAPRepPart without the optional subkey:
