@@ -6,7 +6,12 @@ import (
 	"time"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
+	"github.com/jcmturner/gokrb5/v8/asn1tools"
+	"github.com/jcmturner/gokrb5/v8/crypto"
+	"github.com/jcmturner/gokrb5/v8/iana/adtype"
+	"github.com/jcmturner/gokrb5/v8/iana/asnAppTag"
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
+	"github.com/jcmturner/gokrb5/v8/iana/keyusage"
 	"github.com/jcmturner/gokrb5/v8/iana/nametype"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
@@ -41,7 +46,9 @@ type ticketSpec struct {
 	now     time.Time // authenticator ctime and ticket start
 	life    time.Duration
 	mutual  bool
-	rawKRB5 bool // bare KRB5 GSS token instead of SPNEGO
+	rawKRB5 bool   // bare KRB5 GSS token instead of SPNEGO
+	withPAC bool   // put pac in the ticket, as AD does
+	pac     []byte // a PAC (AD-WIN2K-PAC in AD-IF-RELEVANT)
 }
 
 // makeBlob builds a Negotiate blob for spec, the way a browser would.
@@ -81,9 +88,13 @@ func makeBlobKey(t testing.TB, s ticketSpec) ([]byte, types.EncryptionKey) {
 	now := s.now.UTC().Truncate(time.Second)
 	cname := types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, s.user)
 	sname := types.NewPrincipalName(nametype.KRB_NT_SRV_INST, s.sname)
-	tkt, skey, err := messages.NewTicket(cname, testRealm, sname, s.srealm, types.NewKrbFlags(), s.kt, s.etype, s.kvno,
-		now, now, now.Add(s.life), now.Add(s.life))
-	if err != nil {
+	var tkt messages.Ticket
+	var skey types.EncryptionKey
+	var err error
+	if s.withPAC {
+		tkt, skey = ticketWithPAC(t, s, cname, sname, now)
+	} else if tkt, skey, err = messages.NewTicket(cname, testRealm, sname, s.srealm, types.NewKrbFlags(), s.kt, s.etype, s.kvno,
+		now, now, now.Add(s.life), now.Add(s.life)); err != nil {
 		t.Fatalf("make ticket: %v", err)
 	}
 	auth, err := types.NewAuthenticator(testRealm, cname)
@@ -119,6 +130,42 @@ func makeBlobKey(t testing.TB, s ticketSpec) ([]byte, types.EncryptionKey) {
 		t.Fatal(err)
 	}
 	return b, skey
+}
+
+// ticketWithPAC makes the ticket of s, as messages.NewTicket does, with
+// s.pac in its authorization data where AD puts it.
+func ticketWithPAC(t testing.TB, s ticketSpec, cname, sname types.PrincipalName, now time.Time) (messages.Ticket, types.EncryptionKey) {
+	t.Helper()
+	et, err := crypto.GetEtype(s.etype)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessionKey, err := types.GenerateEncryptionKey(et)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := asn1.Marshal(types.AuthorizationData{{ADType: adtype.ADWin2KPAC, ADData: s.pac}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := messages.EncTicketPart{
+		Flags: types.NewKrbFlags(), Key: sessionKey, CRealm: testRealm, CName: cname,
+		AuthTime: now, StartTime: now, EndTime: now.Add(s.life), RenewTill: now.Add(s.life),
+		AuthorizationData: types.AuthorizationData{{ADType: adtype.ADIfRelevant, ADData: inner}},
+	}
+	b, err := asn1.Marshal(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, err := s.kt.GetEncryptionKey(sname, s.srealm, s.kvno, s.etype)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed, err := crypto.GetEncryptedData(asn1tools.AddASNAppTag(b, asnAppTag.EncTicketPart), key, keyusage.KDC_REP_TICKET, s.kvno)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return messages.Ticket{TktVNO: 5, Realm: s.srealm, SName: sname, EncPart: ed}, sessionKey
 }
 
 // ntlmNegotiate is an NTLMSSP NEGOTIATE_MESSAGE (type 1) as Windows sends

@@ -1,77 +1,108 @@
 package negotiate
 
 import (
+	"encoding/binary"
 	"strconv"
-
-	"github.com/jcmturner/gokrb5/v8/pac"
-	"github.com/jcmturner/rpc/v2/mstypes"
 
 	"github.com/iwalb/iwalb/authnode/internal/sid"
 )
 
-// pacUserSID returns the user's SID of the PAC's logon info (its logon
-// domain SID and user RID), or "" when it has none.
-func pacUserSID(k *pac.KerbValidationInfo) string {
-	dom := k.LogonDomainID
-	if !validSID(dom) || k.UserID == 0 {
+// userSID returns the user's SID of the logon info (its logon domain SID
+// and user RID), or "" when it has no user RID.
+func (k *logonInfo) userSID() string {
+	if k.userID == 0 || k.logonDomain == nil {
 		return ""
 	}
-	b := appendRPCSID(nil, dom)
+	b, err := sid.AppendBinary(make([]byte, 0, 80), k.logonDomain)
+	if err != nil {
+		return ""
+	}
 	b = append(b, '-')
-	return string(strconv.AppendUint(b, uint64(k.UserID), 10))
+	return string(strconv.AppendUint(b, uint64(k.userID), 10))
 }
 
-// pacGroupSIDs returns every group SID of the PAC's logon info, once each,
-// in the order the KDC listed them ([MS-PAC] 2.5): the groups (RIDs
-// relative to the logon domain), the extra SIDs (other domains' groups,
-// well-known SIDs such as S-1-18-1), then the resource groups (RIDs relative
-// to the resource group domain). Nesting was resolved by the KDC.
+// groupSIDs returns every group SID of the logon info, once each, in the
+// order the KDC listed them ([MS-PAC] 2.5): the groups (RIDs relative to
+// the logon domain), the extra SIDs (other domains' groups, well-known
+// SIDs such as S-1-18-1), then the resource groups (RIDs relative to the
+// resource group domain). Nesting was resolved by the KDC.
 //
-// Duplicates are dropped with a set, in time linear in the number of SIDs
-// (gokrb5's GetGroupMembershipSIDs compares each with all before it, which
-// is quadratic: seconds of CPU for a PAC of thousands of groups).
-func pacGroupSIDs(k *pac.KerbValidationInfo) []string {
-	n := len(k.GroupIDs) + len(k.ExtraSIDs) + len(k.ResourceGroupIDs)
+// Each domain's SID is written once, and each RID appended to it in one
+// buffer. Duplicates are found by number (see sidSet), so that the only
+// allocation per SID is its string. Each string is a copy of its own, not
+// a slice of one buffer for all: callers keep some of them for long (the
+// directory's SID cache keys), and a shared buffer would keep every SID of
+// the login alive with any one of them.
+func (k *logonInfo) groupSIDs() []string {
+	nGroups, nResource := len(k.groups)/groupMembershipLen, len(k.resourceGroups)/groupMembershipLen
+	n := nGroups + len(k.extraSIDs) + nResource
 	out := make([]string, 0, n)
-	seen := make(map[string]struct{}, n)
-	add := func(b []byte) {
-		if _, dup := seen[string(b)]; dup { // no allocation for the lookup
+	set := newSIDSet(n)
+	buf := make([]byte, 0, 128)
+	withRIDs := func(domain, groups []byte, count int) {
+		var err error
+		if buf, err = sid.AppendBinary(buf[:0], domain); err != nil {
 			return
 		}
-		s := string(b)
-		seen[s] = struct{}{}
-		out = append(out, s)
-	}
-	var buf []byte
-	withRIDs := func(dom mstypes.RPCSID, groups []mstypes.GroupMembership) {
-		if !validSID(dom) {
-			return
-		}
-		prefix := append(appendRPCSID(nil, dom), '-')
-		for _, g := range groups {
-			buf = strconv.AppendUint(append(buf[:0], prefix...), uint64(g.RelativeID), 10)
-			add(buf)
+		buf = append(buf, '-')
+		prefix := len(buf)
+		d := set.domain(domain[2:])
+		for i := range count {
+			rid, _ := groupAt(groups, i)
+			if set.add(d, rid) {
+				buf = strconv.AppendUint(buf[:prefix], uint64(rid), 10)
+				out = append(out, string(buf))
+			}
 		}
 	}
-	withRIDs(k.LogonDomainID, k.GroupIDs)
-	for _, e := range k.ExtraSIDs {
-		if validSID(e.SID) {
-			buf = appendRPCSID(buf[:0], e.SID)
-			add(buf)
+	if k.logonDomain != nil {
+		withRIDs(k.logonDomain, k.groups, nGroups)
+	}
+	for _, e := range k.extraSIDs {
+		last := len(e.sid) - 4 // a SID has one sub-authority or more
+		if last < 8 || !set.add(set.domain(e.sid[2:last]), binary.LittleEndian.Uint32(e.sid[last:])) {
+			continue
+		}
+		var err error
+		if buf, err = sid.AppendBinary(buf[:0], e.sid); err == nil {
+			out = append(out, string(buf))
 		}
 	}
-	if len(k.ResourceGroupIDs) > 0 {
-		withRIDs(k.ResourceGroupDomainSID, k.ResourceGroupIDs)
+	if k.resourceDomain != nil {
+		withRIDs(k.resourceDomain, k.resourceGroups, nResource)
 	}
 	return out
 }
 
-// validSID reports whether s is a SID at all: an absent one (a null
-// pointer in the PAC) decodes as revision 0 with no sub-authorities.
-func validSID(s mstypes.RPCSID) bool {
-	return s.Revision == 1 && len(s.SubAuthority) > 0 && len(s.SubAuthority) <= 15
+// sidSet is a set of SIDs, each taken as a domain and a RID: all but the
+// last sub-authority, and the last. A PAC lists most of its SIDs as RIDs
+// of one or two domains, so that a SID is two numbers (its domain's, and
+// the RID) and the set a set of numbers, cheaper than one of strings; the
+// same SID sent as a domain's RID and as an extra SID is one member.
+type sidSet struct {
+	domains map[string]uint32   // a domain's authority and sub-authorities, binary, to its number
+	members map[uint64]struct{} // the domain's number and the RID
 }
 
-func appendRPCSID(dst []byte, s mstypes.RPCSID) []byte {
-	return sid.Append(dst, sid.Authority(s.IdentifierAuthority), s.SubAuthority)
+func newSIDSet(n int) sidSet {
+	return sidSet{domains: make(map[string]uint32), members: make(map[uint64]struct{}, n)}
+}
+
+// domain returns the number of the domain whose SID, from the identifier
+// authority on, is key ([MS-DTYP] 2.4.2.2 without revision and count).
+func (s sidSet) domain(key []byte) uint32 {
+	if d, ok := s.domains[string(key)]; ok { // no allocation for the lookup
+		return d
+	}
+	d := uint32(len(s.domains))
+	s.domains[string(key)] = d
+	return d
+}
+
+// add adds the SID of domain number d and rid, and reports whether it was
+// not in the set yet.
+func (s sidSet) add(d, rid uint32) bool {
+	n := len(s.members)
+	s.members[uint64(d)<<32|uint64(rid)] = struct{}{} // one hash, not a lookup and an insert
+	return len(s.members) > n
 }

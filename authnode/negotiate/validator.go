@@ -6,9 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -22,7 +19,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/iana/msgtype"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/messages"
-	"github.com/jcmturner/gokrb5/v8/pac"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/jcmturner/gokrb5/v8/types"
 
@@ -123,9 +119,6 @@ type Options struct {
 	// a store shared by several nodes refuses at each an authenticator
 	// accepted at any. It should enforce ReplayQuota.
 	ReplayStore ReplayStore
-	// Logger receives gokrb5's PAC-decoding remarks at debug level
-	// (default: discarded).
-	Logger *slog.Logger
 }
 
 // Identity is who a valid Negotiate blob authenticates.
@@ -165,7 +158,6 @@ type Validator struct {
 	now    func() time.Time
 	replay *replayCache
 	seen   ReplayStore // Options.ReplayStore; nil: replay
-	pacLog *log.Logger
 }
 
 // NewValidator returns a Validator for the keys in kt. kt must not be
@@ -187,10 +179,6 @@ func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
 	if opts.ReplayQuota <= 0 {
 		opts.ReplayQuota = DefaultReplayQuota
 	}
-	pacLog := log.New(io.Discard, "", 0)
-	if opts.Logger != nil {
-		pacLog = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
-	}
 	if kt == nil {
 		kt = keytab.New()
 	}
@@ -202,7 +190,6 @@ func NewValidator(kt *keytab.Keytab, opts Options) *Validator {
 		now:    opts.Now,
 		replay: newReplayCache(opts.ReplayCacheMax, opts.ReplayQuota),
 		seen:   opts.ReplayStore,
-		pacLog: pacLog,
 	}
 }
 
@@ -508,7 +495,7 @@ func (v *Validator) accept(t token, ap *messages.APReq, tk ticketKey) (id *Ident
 			ErrClockAhead, client, ctime.UTC().Format(time.RFC3339Nano), ahead.Round(time.Millisecond), now.Format(time.RFC3339Nano), v.future)
 	}
 
-	info, err := v.readPAC(&ap.Ticket, tk.key)
+	info, err := readPAC(&ap.Ticket, tk.key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ticket of %s for %s: %s", ErrPAC, client, tk.principal, clip.String(err.Error()))
 	}
@@ -576,7 +563,32 @@ type pacInfo struct {
 // verifying its server signature with the key that decrypted the ticket. A
 // ticket without a PAC (a non-AD KDC, or a service account marked
 // NO_AUTH_DATA_REQUIRED) gives an empty pacInfo and no error.
-func (v *Validator) readPAC(tkt *messages.Ticket, key types.EncryptionKey) (pacInfo, error) {
+func readPAC(tkt *messages.Ticket, key types.EncryptionKey) (pacInfo, error) {
+	b, ok := ticketPAC(tkt)
+	if !ok {
+		return pacInfo{}, nil
+	}
+	return pacIdentity(b, key)
+}
+
+// pacIdentity checks the PAC b with the key that decrypted its ticket and
+// returns the user SID and group SIDs of its logon info.
+func pacIdentity(b []byte, key types.EncryptionKey) (pacInfo, error) {
+	k, err := parsePAC(b, key)
+	if err != nil {
+		return pacInfo{}, err
+	}
+	user := k.userSID()
+	if user == "" {
+		return pacInfo{}, errors.New("PAC logon info has no user RID")
+	}
+	return pacInfo{userSID: user, groupSIDs: k.groupSIDs()}, nil
+}
+
+// ticketPAC returns the first PAC (AD-WIN2K-PAC inside AD-IF-RELEVANT) of
+// the decrypted ticket, and whether it has one (an empty one is a PAC, and
+// refused as such).
+func ticketPAC(tkt *messages.Ticket) ([]byte, bool) {
 	for _, ad := range tkt.DecryptedEncPart.AuthorizationData {
 		if ad.ADType != adtype.ADIfRelevant {
 			continue
@@ -586,28 +598,12 @@ func (v *Validator) readPAC(tkt *messages.Ticket, key types.EncryptionKey) (pacI
 			continue
 		}
 		for _, e := range inner {
-			if e.ADType != adtype.ADWin2KPAC {
-				continue
+			if e.ADType == adtype.ADWin2KPAC {
+				return e.ADData, true
 			}
-			var p pac.PACType
-			if err := p.Unmarshal(e.ADData); err != nil {
-				return pacInfo{}, fmt.Errorf("decode PAC: %v", err)
-			}
-			if err := p.ProcessPACInfoBuffers(key, v.pacLog); err != nil {
-				return pacInfo{}, fmt.Errorf("verify PAC: %v", err)
-			}
-			k := p.KerbValidationInfo
-			if k == nil {
-				return pacInfo{}, errors.New("PAC has no logon info")
-			}
-			user := pacUserSID(k)
-			if user == "" {
-				return pacInfo{}, fmt.Errorf("PAC logon info has no user SID (logon domain %s, RID %d)", k.LogonDomainID.String(), k.UserID)
-			}
-			return pacInfo{userSID: user, groupSIDs: pacGroupSIDs(k)}, nil
 		}
 	}
-	return pacInfo{}, nil
+	return nil, false
 }
 
 // encAPRepPart is RFC 4120 EncAPRepPart without the optional subkey:

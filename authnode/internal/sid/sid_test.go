@@ -59,3 +59,24 @@ func TestFromBinary(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendBinary(t *testing.T) {
+	b, _ := hex.DecodeString("010500000000000515000000dcf4dc3b833d2b46828ba62801020000")
+	dst := []byte("sid=")
+	got, err := AppendBinary(dst, b)
+	if err != nil || string(got) != "sid=S-1-5-21-1004336348-1177238915-682003330-513" {
+		t.Errorf("AppendBinary = %q, %v", got, err)
+	}
+	if got, err := AppendBinary(dst, b[:len(b)-1]); err == nil || string(got) != "sid=" {
+		t.Errorf("AppendBinary of a cut SID = %q, %v; want sid= and an error", got, err)
+	}
+	// Written into a buffer with room, a SID costs no allocation: the PAC
+	// decoder writes a thousand of them per login.
+	buf := make([]byte, 0, 128)
+	if n := testing.AllocsPerRun(100, func() { buf, _ = AppendBinary(buf[:0], b) }); n != 0 {
+		t.Errorf("AppendBinary allocated %v times", n)
+	}
+	if !ValidBinary(b) || ValidBinary(b[:8]) || ValidBinary(append(b, 0)) {
+		t.Error("ValidBinary takes a whole SID and nothing else")
+	}
+}
