@@ -251,12 +251,12 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca := testpki.NewCA(t, "iwalb l7redirect test CA")
-	cl := NewConnListener(nil)
+	cl := newHandedListener()
 	ctx, cancel := context.WithCancel(t.Context())
 	served := make(chan error, 1)
 	srv := &Server{Name: "sso", Logger: quietLogger(), MaxConns: 1, MaxConnsPerSource: 1, Metrics: m}
 	go func() {
-		served <- srv.Serve(ctx, cl, h, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}})
+		served <- srv.ServeHanded(ctx, cl, h, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "sso.example.test").TLS()}})
 	}()
 	t.Cleanup(func() { cancel(); <-served })
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
@@ -270,7 +270,7 @@ func TestHandedConnectionsNotCounted(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go func() { defer c.Close(); cl.ServeConn(ctx, c) }()
+			go cl.hand(c)
 		}
 	}()
 	// Three connections from one address, all held open at once.

@@ -268,3 +268,41 @@ func location(t *testing.T, resp *http.Response) *url.URL {
 	}
 	return u
 }
+
+// handedListener is a listener whose connections the test hands it, as an
+// L4 route's hand-off listener hands the front door the connections L4
+// accepted; the server that accepts one closes it.
+type handedListener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandedListener() *handedListener {
+	return &handedListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// hand gives c to the server, or closes it if the listener is closed.
+func (l *handedListener) hand(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.closed:
+		c.Close()
+	}
+}
+
+func (l *handedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handedListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handedListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }

@@ -50,8 +50,8 @@ type Server struct {
 	// MaxConns bounds the connections each listener given to Serve holds
 	// open at once, counted from accept to close as L4's max_conns is; one
 	// more is reset at once, unread. 0 means DefaultMaxConns, negative no
-	// bound. A ConnListener's connections are not counted: the L4 listener
-	// that hands them over has counted them already.
+	// bound. The connections given to ServeHanded are not counted: the L4
+	// listener that hands them over has counted them already.
 	MaxConns int
 	// MaxConnsPerSource bounds those from one client address (IPv6: one
 	// /64), so that one client cannot take them all; 0 means
@@ -61,8 +61,8 @@ type Server struct {
 	// to: the balancers in front that send PROXY headers, each carrying
 	// many clients' connections.
 	ExemptSources []netip.Prefix
-	// WrapListener, if set, wraps each listener given to Serve (other than a
-	// ConnListener) inside the connection caps. A PROXY-protocol listener
+	// WrapListener, if set, wraps each listener given to Serve (not to
+	// ServeHanded) inside the connection caps. A PROXY-protocol listener
 	// goes here: the caps then count the TCP peer, and a client slow to
 	// send its header holds up its own connection, never the accept loop.
 	WrapListener func(net.Listener) net.Listener
@@ -98,16 +98,26 @@ const (
 // is chosen (the first one when nothing matches); a TLSSwitch's Config lets
 // a reload change them without serving ln again. HTTPS offers HTTP/2 and
 // HTTP/1.1 by ALPN. Without tlsConfig it serves plain HTTP, meant for an
-// HTTPSRedirect. Unless ln is a ConnListener, its connections are capped
-// (MaxConns, MaxConnsPerSource, changed by SetLimits while it serves) and
-// then wrapped by WrapListener. The HTTP timeouts and MaxHeaderBytes are
-// read once, when Serve starts.
+// HTTPSRedirect. Its connections are capped (MaxConns, MaxConnsPerSource,
+// changed by SetLimits while it serves) and then wrapped by WrapListener.
+// The HTTP timeouts and MaxHeaderBytes are read once, when Serve starts.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
+	return s.serve(ctx, ln, h, tlsConfig, true)
+}
+
+// ServeHanded is Serve for a listener whose connections another listener
+// accepted and counted already (an L4 route's hand-off listener): they are
+// neither capped nor wrapped.
+func (s *Server) ServeHanded(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config) error {
+	return s.serve(ctx, ln, h, tlsConfig, false)
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, h http.Handler, tlsConfig *tls.Config, capped bool) error {
 	log := s.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	if _, handed := ln.(*ConnListener); !handed {
+	if capped {
 		listener := "http"
 		if tlsConfig != nil {
 			listener = "https"

@@ -216,7 +216,7 @@ type doorRole struct {
 	redirect *l7redirect.HTTPSRedirect // nil without a plain-HTTP listener
 	server   *l7redirect.Server
 	certs    *l7redirect.TLSSwitch
-	handed   *l7redirect.ConnListener
+	handed   *l4.HandoffListener
 	// proxy is the PROXY-header policy of its listeners, which a reload
 	// swaps: nil for no PROXY protocol, else the trusted sources.
 	proxy   atomic.Pointer[[]netip.Prefix]
@@ -254,7 +254,7 @@ func (p *process) buildDoor(d config.L7Listener) (*doorRole, error) {
 	if running, ok := p.roles[doorName(d.Name)].roleOrNil().(*doorRole); ok && slices.Equal(running.addrs(), r.addrs()) {
 		r.handed = running.handed
 	} else {
-		r.handed = l7redirect.NewConnListener(nil)
+		r.handed = l4.NewHandoffListener(nil)
 	}
 	return r, nil
 }
@@ -306,13 +306,15 @@ func (r *doorRole) serve(ctx context.Context, lns []net.Listener) error {
 	n := 0
 	start := func(ln net.Listener, h http.Handler, tlsConfig *tls.Config, what string) {
 		n++
-		go serveFrontDoor(ctx, r.server, ln, h, tlsConfig, done)
+		go serveFrontDoor(ctx, r.server.Serve, ln, h, tlsConfig, done)
 		r.log.Info("l7redirect listening", "addr", ln.Addr().String(), "serves", what)
 	}
 	if lns[0] != nil {
 		start(lns[0], r.handler, r.certs.Config(), "https")
 	}
-	start(r.handed, r.handler, r.certs.Config(), "https from l4 routes")
+	n++
+	go serveFrontDoor(ctx, r.server.ServeHanded, r.handed, r.handler, r.certs.Config(), done)
+	r.log.Info("l7redirect listening", "addr", r.handed.Addr().String(), "serves", "https from l4 routes")
 	if lns[1] != nil {
 		start(lns[1], r.redirect, nil, "http redirect to https")
 	}
@@ -346,10 +348,11 @@ func (r *doorRole) update(next role) {
 // once it has stopped serving.
 func (r *doorRole) retire() { r.metrics.Forget(r.cfg.Name) }
 
-// serveFrontDoor is Server.Serve as a named goroutine, so stack dumps read
-// well.
-func serveFrontDoor(ctx context.Context, srv *l7redirect.Server, ln net.Listener, h http.Handler, tlsConfig *tls.Config, done chan<- error) {
-	done <- srv.Serve(ctx, ln, h, tlsConfig)
+// serveFrontDoor is Server.Serve (or ServeHanded) as a named goroutine, so
+// stack dumps read well.
+func serveFrontDoor(ctx context.Context, serve func(context.Context, net.Listener, http.Handler, *tls.Config) error,
+	ln net.Listener, h http.Handler, tlsConfig *tls.Config, done chan<- error) {
+	done <- serve(ctx, ln, h, tlsConfig)
 }
 
 // proxyListener reads PROXY headers as policy says at each connection:

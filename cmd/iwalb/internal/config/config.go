@@ -17,7 +17,7 @@
 //	}
 //	pools, err := f.Pools(registry, lb.Options{Logger: logger}) // an lb.Registry
 //	doors, err := f.L7Redirect(pools) // each with rules over pools
-//	listeners, err := f.L4(pools, handlers) // handlers: front door name → l7redirect.ConnListener
+//	listeners, err := f.L4(pools, handlers) // handlers: front door name → l4.HandoffListener
 //
 // Loading is provision → validate → build, as in Caddy: a file that would
 // fail at run time (a missing keytab, a certificate for the wrong name, an
@@ -305,7 +305,7 @@ func (c *checker) provision(f *File, raw *rawFile) {
 	}
 	doors := map[string]l4.ConnHandler{}
 	for i, l := range f.l7 {
-		doors[l.Name] = l7redirect.NewConnListener(nil)
+		doors[l.Name] = l4.NewHandoffListener(nil)
 		c.provisionL7(l, set, raw.L7.Listeners[i], fmt.Sprintf("l7redirect.listeners[%d]", i))
 	}
 	for i, l := range f.l4 {
@@ -444,7 +444,7 @@ func (f *File) Pools(r *lb.Registry, opts lb.Options) (*lb.Set, error) {
 
 // L4 returns the L4 listeners in file order, each with a Router whose
 // routes lead to the pools of set (from Pools) and to the L7 front doors of
-// doors, by name (l7redirect.ConnListener serves them); nil when the file
+// doors, by name (an l4.HandoffListener that the front door serves); nil when the file
 // has no l4 section.
 func (f *File) L4(set *lb.Set, doors map[string]l4.ConnHandler) ([]L4Listener, error) {
 	var out []L4Listener

@@ -128,7 +128,7 @@ func TestLoadL7Redirect(t *testing.T) {
 
 	// The L4 listener hands sso.example.test to the front door's handler
 	// and relays lb.example.test to the pool.
-	handler := l7redirect.NewConnListener(nil)
+	handler := l4.NewHandoffListener(nil)
 	ls, err := f.L4(set, map[string]l4.ConnHandler{"sso": handler})
 	if err != nil || len(ls) != 1 {
 		t.Fatalf("L4() = %d listeners, %v; want 1", len(ls), err)
