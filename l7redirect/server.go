@@ -339,23 +339,23 @@ func (hr *HTTPSRedirect) Update(cfg RedirectConfig) error {
 func compileRedirect(cfg RedirectConfig) (*redirectTable, error) {
 	var errs []error
 	if len(cfg.Names) == 0 {
-		errs = append(errs, errors.New("l7redirect: HTTPS redirect: no names"))
+		errs = append(errs, fmt.Errorf("l7redirect %q: HTTPS redirect: no names", cfg.Name))
 	}
 	t := &redirectTable{port: cfg.Port, maxTarget: cfg.MaxRequestTarget}
 	for _, n := range cfg.Names {
 		n = strings.ToLower(strings.TrimSuffix(n, "."))
 		if n == "" || !validHostPattern(n) {
-			errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: name %q is not a DNS name or *.name", n))
+			errs = append(errs, fmt.Errorf("l7redirect %q: HTTPS redirect: name %q is not a DNS name or *.name", cfg.Name, n))
 			continue
 		}
 		t.names = append(t.names, n)
 	}
 	if cfg.Port < 0 || cfg.Port > 65535 {
-		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: port %d out of range", cfg.Port))
+		errs = append(errs, fmt.Errorf("l7redirect %q: HTTPS redirect: port %d out of range", cfg.Name, cfg.Port))
 	}
 	switch {
 	case cfg.MaxRequestTarget < 0:
-		errs = append(errs, fmt.Errorf("l7redirect: HTTPS redirect: max request target %d must not be negative", cfg.MaxRequestTarget))
+		errs = append(errs, fmt.Errorf("l7redirect %q: HTTPS redirect: max request target %d must not be negative", cfg.Name, cfg.MaxRequestTarget))
 	case cfg.MaxRequestTarget == 0:
 		t.maxTarget = DefaultMaxRequestTarget
 	}

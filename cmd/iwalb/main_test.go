@@ -238,7 +238,9 @@ func TestPrivateListenerLimits(t *testing.T) {
 	}
 	// The listener resets a connection before it counts it: the last
 	// count may come a moment after the client saw the reset.
-	refused := func() float64 { return testutil.ToFloat64(srv.metrics.refused.WithLabelValues("metrics", "over_limit")) }
+	refused := func() float64 {
+		return testutil.ToFloat64(srv.metrics.refused.WithLabelValues("metrics", "over_limit"))
+	}
 	for deadline := time.Now().Add(5 * time.Second); refused() < 20 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -66,7 +66,7 @@ func (p *process) build(f *config.File) (generation, error) {
 	}
 	doors, err := f.L7Redirect(set)
 	if err != nil {
-		return generation{}, fmt.Errorf("l7redirect: %w", err)
+		return generation{}, err // "l7redirect listener sso: ..."
 	}
 	handed := map[string]l4.ConnHandler{}
 	for _, d := range doors {
@@ -79,7 +79,7 @@ func (p *process) build(f *config.File) (generation, error) {
 	}
 	listeners, err := f.L4(set, handed)
 	if err != nil {
-		return generation{}, fmt.Errorf("l4: %w", err)
+		return generation{}, err // "l4 listener public: ..."
 	}
 	for _, l := range listeners {
 		r, err := p.buildL4(l, f.DrainTimeout())
@@ -147,7 +147,7 @@ func (p *process) buildL4(l config.L4Listener, drain time.Duration) (role, error
 	// server, a running one takes cfg with Update.
 	srv, err := l4.New(l.Config, l4.Options{Logger: log, Metrics: p.l4m})
 	if err != nil {
-		return nil, fmt.Errorf("l4: %w", err)
+		return nil, err // l4 names the listener
 	}
 	return &l4Role{srv: srv, cfg: l.Config, listen: l.Listen, drain: drain,
 		log: log.With("listener", l.Config.Name)}, nil
@@ -232,17 +232,17 @@ func (p *process) buildDoor(d config.L7Listener) (*doorRole, error) {
 	opts := l7redirect.Options{Logger: log, Metrics: p.l7m}
 	r := &doorRole{cfg: d, metrics: p.l7m, log: log.With("frontdoor", d.Name)}
 	var err error
+	// l7redirect names the front door in its errors.
 	if r.handler, err = l7redirect.New(d.Config, opts); err != nil {
-		return nil, fmt.Errorf("l7redirect: %w", err)
+		return nil, err
 	}
 	if d.HTTPRedirectListen != "" {
-		r.redirect, err = l7redirect.NewRedirect(redirectConfig(d), opts)
-		if err != nil {
-			return nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
+		if r.redirect, err = l7redirect.NewRedirect(redirectConfig(d), opts); err != nil {
+			return nil, err
 		}
 	}
 	if r.certs, err = l7redirect.NewTLSSwitch(d.TLS); err != nil {
-		return nil, fmt.Errorf("l7redirect listener %s: %w", d.Name, err)
+		return nil, fmt.Errorf("front door %s: %w", d.Name, err)
 	}
 	r.server = &l7redirect.Server{Name: d.Name, Logger: r.log, Metrics: p.l7m}
 	r.server.SetLimits(d.MaxConns, d.MaxConnsPerSource, trustedOf(d))
