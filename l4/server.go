@@ -327,92 +327,118 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	listener := s.name
 	s.accepted.Inc()
 	cfg := s.cfg.Load() // the whole connection runs with one configuration
 
-	src, dst := c.RemoteAddr(), c.LocalAddr()
-	c.SetReadDeadline(time.Now().Add(cfg.PeekTimeout))
-	br := bufio.NewReaderSize(c, cfg.MaxHelloSize)
-	if cfg.trusted(src) {
-		hdr, err := proxyproto.Read(br)
-		switch {
-		case err == nil:
-			if hdr.Command.IsProxy() {
-				src, dst = hdr.SourceAddr, hdr.DestinationAddr
-			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// A slow or silent upstream, not a bad header.
-			s.reject(RejectPeekTimeout, src, err)
-			return
-		case !errors.Is(err, proxyproto.ErrNoProxyProtocol):
-			s.reject(RejectProxyHeader, src, err)
-			return
-		}
-	}
-	hr := helloReader{maxWire: cfg.MaxHelloSize, maxRecords: cfg.MaxHelloRecords}
-	hello, err := hr.peek(br)
-	if err != nil {
-		s.reject(peekReason(err), src, err)
+	p, ok := s.peek(c, cfg)
+	if !ok {
 		return
 	}
-	c.SetReadDeadline(time.Time{})
-
-	route := cfg.Router.Match(hello.ServerName)
+	route := cfg.Router.Match(p.hello.ServerName)
 	if route == nil {
-		s.reject(RejectNoRoute, src, fmt.Errorf("no route for server name %q and no default route", hello.ServerName))
+		s.reject(RejectNoRoute, p.src, fmt.Errorf("no route for server name %q and no default route", p.hello.ServerName))
 		return
 	}
-	s.m.routed.WithLabelValues(listener, route.Name).Inc()
-	active := s.m.active.WithLabelValues(listener, route.Name)
+	s.m.routed.WithLabelValues(s.name, route.Name).Inc()
+	active := s.m.active.WithLabelValues(s.name, route.Name)
 	active.Inc()
 	defer active.Dec()
 
 	if route.Handler != nil {
-		route.Handler.ServeConn(ctx, &replayConn{Conn: c, r: br, remote: src, local: dst})
+		route.Handler.ServeConn(ctx, &replayConn{Conn: c, r: p.br, remote: p.src, local: p.dst})
 		return
 	}
+	s.relay(ctx, cfg, c, p, route, accepted)
+}
 
+// peeked is what the start of a connection said: the client (as a trusted
+// PROXY header names it) and its ClientHello, whose bytes br still holds.
+type peeked struct {
+	br       *bufio.Reader
+	src, dst net.Addr
+	hello    *ClientHello
+}
+
+// peek reads the PROXY header of a trusted upstream, if any, and the
+// ClientHello, within the peek timeout. A connection it refuses is counted
+// and ok is false.
+func (s *Server) peek(c net.Conn, cfg *Config) (p peeked, ok bool) {
+	p.src, p.dst = c.RemoteAddr(), c.LocalAddr()
+	c.SetReadDeadline(time.Now().Add(cfg.PeekTimeout))
+	p.br = bufio.NewReaderSize(c, cfg.MaxHelloSize)
+	if cfg.trusted(p.src) {
+		hdr, err := proxyproto.Read(p.br)
+		switch {
+		case err == nil:
+			if hdr.Command.IsProxy() {
+				p.src, p.dst = hdr.SourceAddr, hdr.DestinationAddr
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A slow or silent upstream, not a bad header.
+			s.reject(RejectPeekTimeout, p.src, err)
+			return p, false
+		case !errors.Is(err, proxyproto.ErrNoProxyProtocol):
+			s.reject(RejectProxyHeader, p.src, err)
+			return p, false
+		}
+	}
+	hr := helloReader{maxWire: cfg.MaxHelloSize, maxRecords: cfg.MaxHelloRecords}
+	hello, err := hr.peek(p.br)
+	if err != nil {
+		s.reject(peekReason(err), p.src, err)
+		return p, false
+	}
+	c.SetReadDeadline(time.Time{})
+	p.hello = hello
+	return p, true
+}
+
+// relay dials a backend of route's pool and relays c to it both ways until
+// either side is done, then logs the connection.
+func (s *Server) relay(ctx context.Context, cfg *Config, c net.Conn, p peeked, route *Route, accepted time.Time) {
 	start := time.Now()
-	d, err := s.dialBackend(ctx, cfg, route, src, dst, br)
+	d, err := s.dialBackend(ctx, cfg, route, p.src, p.dst, p.br)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: no backend's fault, and no operator's concern.
-			s.reject(RejectShutdown, src, err)
+			s.reject(RejectShutdown, p.src, err)
 			return
 		}
-		s.m.rejected.WithLabelValues(listener, RejectNoBackend).Inc()
-		s.log.Warn("no backend for connection", "client", addrString(src), "route", route.Name, "err", err)
+		s.m.rejected.WithLabelValues(s.name, RejectNoBackend).Inc()
+		s.log.Warn("no backend for connection", "client", addrString(p.src), "route", route.Name, "err", err)
 		return
 	}
 	defer d.lease.Release()
 	defer d.conn.Close()
 	stopB := context.AfterFunc(ctx, func() { d.conn.Close() })
 	defer stopB()
-	b, sent := d.lease.Backend(), d.sent
-	s.log.Debug("relaying", "client", addrString(src), "sni", hello.ServerName, "route", route.Name, "backend", b.Name)
+	s.log.Debug("relaying", "client", addrString(p.src), "sni", p.hello.ServerName, "route", route.Name,
+		"backend", d.lease.Backend().Name)
 
 	t := &tunnel{
 		idle:    cfg.IdleTimeout,
 		client:  c,
 		backend: d.conn,
-		up:      s.m.bytes.WithLabelValues(listener, route.Name, dirName(dirUp)),
-		down:    s.m.bytes.WithLabelValues(listener, route.Name, dirName(dirDown)),
+		up:      s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirUp)),
+		down:    s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirDown)),
 	}
-	t.up.Add(float64(sent)) // the PROXY header and the peeked bytes went in the dial's first write
+	t.up.Add(float64(d.sent)) // the PROXY header and the peeked bytes went in the dial's first write
 	end, endErr := t.run()
-	s.m.duration.WithLabelValues(listener, route.Name).Observe(time.Since(start).Seconds())
+	s.m.duration.WithLabelValues(s.name, route.Name).Observe(time.Since(start).Seconds())
+	s.logRelayed(ctx, p, route, d, t, end, endErr, accepted)
+}
 
-	// The access log line, as HAProxy's tcplog gives it: who, where, how
-	// much, how long, how it ended. Nothing the client sent but its
-	// ClientHello's server name.
+// logRelayed writes the access log line of a relayed connection, as
+// HAProxy's tcplog gives it: who, where, how much, how long, how it ended.
+// Nothing the client sent but its ClientHello's server name.
+func (s *Server) logRelayed(ctx context.Context, p peeked, route *Route, d dialed, t *tunnel, end string, endErr error, accepted time.Time) {
 	attrs := []slog.Attr{
-		slog.String("client", addrString(src)),
-		slog.String("sni", hello.ServerName),
+		slog.String("client", addrString(p.src)),
+		slog.String("sni", p.hello.ServerName),
 		slog.String("route", route.Name),
-		slog.String("backend", b.Name),
+		slog.String("backend", d.lease.Backend().Name),
 		slog.Group("bytes",
-			slog.Int64(dirName(dirUp), int64(sent)+t.moved[dirUp]),
+			slog.Int64(dirName(dirUp), int64(d.sent)+t.moved[dirUp]),
 			slog.Int64(dirName(dirDown), t.moved[dirDown])),
 		slog.Duration("duration", time.Since(accepted).Round(time.Microsecond)),
 		slog.String("end", end),
