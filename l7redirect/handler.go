@@ -209,111 +209,15 @@ type node struct {
 }
 
 func compile(cfg Config) (*table, error) {
-	var errs []error
-	fail := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("l7redirect %q: "+format, append([]any{cfg.Name}, args...)...))
-	}
-	if cfg.Name == "" {
-		errs = append(errs, errors.New("l7redirect: front door name is empty"))
-	}
-	if len(cfg.Rules) == 0 && cfg.Default == nil {
-		fail("no rules and no default rule")
-	}
-	if cfg.CookieTTL < 0 || cfg.RetryAfter < 0 {
-		fail("cookie TTL and retry-after must not be negative")
-	}
-	if cfg.MaxRequestTarget < 0 {
-		fail("max request target %d must not be negative", cfg.MaxRequestTarget)
-	}
-	if cfg.StickyCookie != "" && !isToken(cfg.StickyCookie) {
-		fail("sticky cookie name %q is not a valid cookie name", cfg.StickyCookie)
-	}
-	t := &table{
-		cookie:       cfg.StickyCookie,
-		cookieMaxAge: int((cfg.CookieTTL + time.Second - 1) / time.Second),
-		retryAfter:   "5",
-	}
-	if cfg.RetryAfter > 0 {
-		t.retryAfter = strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second))
-	}
-	t.maxTarget = cfg.MaxRequestTarget
-	if t.maxTarget == 0 {
-		t.maxTarget = DefaultMaxRequestTarget
-	}
-	t.hsts = hstsValue(cfg.HSTSMaxAge, cfg.HSTSIncludeSubdomains)
-	seen := map[string]bool{}
-	build := func(r Rule, label string) *rule {
-		host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
-		rl := &rule{name: r.Name, host: host, prefix: r.PathPrefix, rewrite: r.RewritePrefix, pool: r.Pool}
-		if rl.name == "" {
-			h := host
-			if h == "" {
-				h = "*"
-			}
-			rl.name = h + r.PathPrefix
-		}
-		bad := len(errs)
-		if !validHostPattern(host) {
-			fail("%s: host %q is not a DNS name or *.name", label, r.Host)
-		}
-		if r.PathPrefix != "" && !validPath(r.PathPrefix) {
-			fail("%s: path prefix %q must be an escaped absolute path without dot segments, query or leading //", label, r.PathPrefix)
-		}
-		if r.RewritePrefix != "" && !validPath(r.RewritePrefix) {
-			fail("%s: rewrite prefix %q must be an escaped absolute path without dot segments, query or leading //", label, r.RewritePrefix)
-		}
-		if r.Port < 0 || r.Port > 65535 {
-			fail("%s: port %d out of range", label, r.Port)
-		}
-		key := host + " " + strings.TrimSuffix(r.PathPrefix, "/")
-		if label != "default" && seen[key] {
-			fail("%s: another rule has the same host %q and path prefix %q", label, r.Host, r.PathPrefix)
-		}
-		seen[key] = true
-		if r.Pool == nil {
-			fail("%s: no pool", label)
-			return nil
-		}
-		rl.nodes = map[*lb.Backend]node{}
-		for _, b := range r.Pool.Backends() {
-			n := node{host: strings.ToLower(strings.TrimSuffix(b.FQDN, ".")), port: r.Port}
-			if !isDNSName(n.host) {
-				fail("%s: pool %q backend %q: fqdn %q is not a DNS name (a redirect needs the node's own name)", label, r.Pool.Name(), b.Name, b.FQDN)
-			}
-			if n.port == 0 {
-				_, p, err := net.SplitHostPort(b.Addr)
-				port, perr := strconv.Atoi(p)
-				if err != nil || perr != nil || port <= 0 || port > 65535 {
-					fail("%s: pool %q backend %q: no port in address %q", label, r.Pool.Name(), b.Name, b.Addr)
-				}
-				n.port = port
-			}
-			if t.cookie != "" && !isCookieValue(b.Name) {
-				fail("%s: pool %q backend %q: the name cannot be a cookie value", label, r.Pool.Name(), b.Name)
-			}
-			rl.nodes[b] = n
-		}
-		if len(errs) > bad {
-			return nil
-		}
-		return rl
-	}
+	c := &compiler{name: cfg.Name, seen: map[string]bool{}}
+	t := c.settings(cfg)
 	for i, r := range cfg.Rules {
 		label := fmt.Sprintf("rule #%d", i+1)
 		if r.Name != "" {
 			label = fmt.Sprintf("rule %q", r.Name)
 		}
-		rl := build(r, label)
-		if rl == nil {
-			continue
-		}
-		switch {
-		case rl.host == "":
-			t.anyHost = append(t.anyHost, rl)
-		case strings.HasPrefix(rl.host, "*."):
-			t.wildcard = append(t.wildcard, rl)
-		default:
-			t.exact = append(t.exact, rl)
+		if rl := c.rule(r, label, t.cookie); rl != nil {
+			t.add(rl)
 		}
 	}
 	if cfg.Default != nil {
@@ -321,15 +225,139 @@ func compile(cfg Config) (*table, error) {
 		if d.Name == "" {
 			d.Name = "default"
 		}
-		t.def = build(d, "default")
+		t.def = c.rule(d, "default", t.cookie)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if len(c.errs) > 0 {
+		return nil, errors.Join(c.errs...)
 	}
 	for _, rs := range [][]*rule{t.exact, t.wildcard, t.anyHost} {
 		slices.SortStableFunc(rs, func(a, b *rule) int { return len(b.prefix) - len(a.prefix) })
 	}
 	return t, nil
+}
+
+// compiler collects every problem of a Config while it builds its table.
+type compiler struct {
+	name string
+	errs []error
+	seen map[string]bool // host and path prefix of the rules so far
+}
+
+func (c *compiler) fail(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf("l7redirect %q: "+format, append([]any{c.name}, args...)...))
+}
+
+// settings checks cfg's front-door-wide settings and returns a table with
+// them and no rules yet.
+func (c *compiler) settings(cfg Config) *table {
+	if cfg.Name == "" {
+		c.errs = append(c.errs, errors.New("l7redirect: front door name is empty"))
+	}
+	if len(cfg.Rules) == 0 && cfg.Default == nil {
+		c.fail("no rules and no default rule")
+	}
+	if cfg.CookieTTL < 0 || cfg.RetryAfter < 0 {
+		c.fail("cookie TTL and retry-after must not be negative")
+	}
+	if cfg.MaxRequestTarget < 0 {
+		c.fail("max request target %d must not be negative", cfg.MaxRequestTarget)
+	}
+	if cfg.StickyCookie != "" && !isToken(cfg.StickyCookie) {
+		c.fail("sticky cookie name %q is not a valid cookie name", cfg.StickyCookie)
+	}
+	t := &table{
+		cookie:       cfg.StickyCookie,
+		cookieMaxAge: int((cfg.CookieTTL + time.Second - 1) / time.Second),
+		retryAfter:   "5",
+		maxTarget:    cfg.MaxRequestTarget,
+		hsts:         hstsValue(cfg.HSTSMaxAge, cfg.HSTSIncludeSubdomains),
+	}
+	if cfg.RetryAfter > 0 {
+		t.retryAfter = strconv.Itoa(int((cfg.RetryAfter + time.Second - 1) / time.Second))
+	}
+	if t.maxTarget == 0 {
+		t.maxTarget = DefaultMaxRequestTarget
+	}
+	return t
+}
+
+// rule checks r (label names it in errors) and compiles it; nil when it
+// has a problem. cookie is the sticky cookie's name, whose values the
+// backends' names become.
+func (c *compiler) rule(r Rule, label, cookie string) *rule {
+	host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
+	rl := &rule{name: r.Name, host: host, prefix: r.PathPrefix, rewrite: r.RewritePrefix, pool: r.Pool}
+	if rl.name == "" {
+		h := host
+		if h == "" {
+			h = "*"
+		}
+		rl.name = h + r.PathPrefix
+	}
+	bad := len(c.errs)
+	if !validHostPattern(host) {
+		c.fail("%s: host %q is not a DNS name or *.name", label, r.Host)
+	}
+	if r.PathPrefix != "" && !validPath(r.PathPrefix) {
+		c.fail("%s: path prefix %q must be an escaped absolute path without dot segments, query or leading //", label, r.PathPrefix)
+	}
+	if r.RewritePrefix != "" && !validPath(r.RewritePrefix) {
+		c.fail("%s: rewrite prefix %q must be an escaped absolute path without dot segments, query or leading //", label, r.RewritePrefix)
+	}
+	if r.Port < 0 || r.Port > 65535 {
+		c.fail("%s: port %d out of range", label, r.Port)
+	}
+	key := host + " " + strings.TrimSuffix(r.PathPrefix, "/")
+	if label != "default" && c.seen[key] {
+		c.fail("%s: another rule has the same host %q and path prefix %q", label, r.Host, r.PathPrefix)
+	}
+	c.seen[key] = true
+	if r.Pool == nil {
+		c.fail("%s: no pool", label)
+		return nil
+	}
+	rl.nodes = c.nodes(r, label, cookie)
+	if len(c.errs) > bad {
+		return nil
+	}
+	return rl
+}
+
+// nodes returns where each backend of r's pool is redirected to: its FQDN,
+// and r's port or else the port of its address.
+func (c *compiler) nodes(r Rule, label, cookie string) map[*lb.Backend]node {
+	nodes := map[*lb.Backend]node{}
+	for _, b := range r.Pool.Backends() {
+		n := node{host: strings.ToLower(strings.TrimSuffix(b.FQDN, ".")), port: r.Port}
+		if !isDNSName(n.host) {
+			c.fail("%s: pool %q backend %q: fqdn %q is not a DNS name (a redirect needs the node's own name)", label, r.Pool.Name(), b.Name, b.FQDN)
+		}
+		if n.port == 0 {
+			_, p, err := net.SplitHostPort(b.Addr)
+			port, perr := strconv.Atoi(p)
+			if err != nil || perr != nil || port <= 0 || port > 65535 {
+				c.fail("%s: pool %q backend %q: no port in address %q", label, r.Pool.Name(), b.Name, b.Addr)
+			}
+			n.port = port
+		}
+		if cookie != "" && !isCookieValue(b.Name) {
+			c.fail("%s: pool %q backend %q: the name cannot be a cookie value", label, r.Pool.Name(), b.Name)
+		}
+		nodes[b] = n
+	}
+	return nodes
+}
+
+// add puts rl in the group of rules its host makes it part of.
+func (t *table) add(rl *rule) {
+	switch {
+	case rl.host == "":
+		t.anyHost = append(t.anyHost, rl)
+	case strings.HasPrefix(rl.host, "*."):
+		t.wildcard = append(t.wildcard, rl)
+	default:
+		t.exact = append(t.exact, rl)
+	}
 }
 
 // hstsValue is the Strict-Transport-Security header for Config.HSTSMaxAge
