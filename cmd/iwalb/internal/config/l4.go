@@ -176,74 +176,10 @@ func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener
 			}
 			addrs[rl.Listen.V] = rl.Listen.Line
 		}
-		l := l4Listener{
-			listen: rl.Listen.V,
-			cfg: l4.Config{
-				Name:            rl.Name.V,
-				PeekTimeout:     c.positive(rl.PeekTimeout, p+".peek_timeout", 5*time.Second),
-				MaxHelloSize:    defaultHelloBytes,
-				MaxHelloRecords: l4.DefaultMaxHelloRecords,
-				DialTimeout:     c.positive(rl.DialTimeout, p+".dial_timeout", 5*time.Second),
-				DialAttempts:    c.atLeastOne(rl.DialAttempts, p+".dial_attempts", 3),
-				IdleTimeout:     c.positive(rl.IdleTimeout, p+".idle_timeout", 10*time.Minute),
-				TrustedProxies:  c.prefixes(rl.TrustedProxies, p+".trusted_proxies"),
-				MaxConns:        defaultMaxConns,
-			},
-		}
-		if m := rl.MaxConns; m.Set {
-			// 0 is refused rather than read as "no limit": an unbounded
-			// listener is what the setting exists to prevent.
-			l.cfg.MaxConns = m.V
-			if m.V < 1 {
-				c.add(m.Line, "%s.max_conns: must be a positive number, got %d", p, m.V)
-			}
-		}
-		if m := rl.MaxConnsPerSource; m.Set {
-			l.cfg.MaxConnsPerSource = m.V
-			if m.V < 0 {
-				c.add(m.Line, "%s.max_conns_per_source: must be 0 (no limit) or more, got %d", p, m.V)
-			}
-		}
-		if r := rl.MaxHelloRecords; r.Set {
-			// 0 is refused, not read as the default: it would look like
-			// "no limit", which the setting exists to prevent.
-			l.cfg.MaxHelloRecords = r.V
-			if r.V < 1 {
-				c.add(r.Line, "%s.max_hello_records: must be a positive number, got %d", p, r.V)
-			}
-		}
-		if h := rl.MaxHelloBytes; h.Set {
-			l.cfg.MaxHelloSize = h.V
-			if h.V < minHelloBytes || h.V > maxHelloBytes {
-				c.add(h.Line, "%s.max_hello_bytes: %d is out of range; use %d to %d (a browser's ClientHello with a post-quantum key share is near 2 KB)",
-					p, h.V, minHelloBytes, maxHelloBytes)
-			}
-		}
-
+		l := l4Listener{listen: rl.Listen.V, cfg: c.l4Settings(rl, p)}
 		seen := map[string]int{} // server name → line
 		for j, rr := range rl.Routes {
-			rp := fmt.Sprintf("%s.routes[%d]", p, j)
-			rt := l4Route{pool: rr.Pool.V, proxyProtocol: c.proxyVersion(rr.ProxyProtocol, rp+".proxy_protocol")}
-			if !rr.ServerNames.Set || len(rr.ServerNames.V) == 0 {
-				c.need(false, rr.ServerNames.Line, rr.At, rp, "server_names")
-			}
-			for _, sn := range rr.ServerNames.V {
-				n, ok := c.serverName(sn, rp+".server_names")
-				if !ok {
-					continue
-				}
-				if first, dup := seen[n]; dup {
-					c.add(sn.Line, "%s.server_names: %q is already routed at line %d", rp, sn.V, first)
-					continue
-				}
-				seen[n] = sn.Line
-				rt.serverNames = append(rt.serverNames, n)
-			}
-			if rr.L7Redirect.Set {
-				c.l4RouteToL7(rr, rp, &rt, doors, rl.Listen.V)
-			} else if c.routePool(rr.Pool, rr.At, rp, "pool", pools) {
-				c.sameProxy(proxyByPool, rr.Pool, rt.proxyProtocol, rr.ProxyProtocol, rp)
-			}
+			rt := c.l4Route(rr, fmt.Sprintf("%s.routes[%d]", p, j), seen, pools, doors, proxyByPool, rl.Listen.V)
 			l.routes = append(l.routes, rt)
 		}
 		if rl.DefaultPool.Set && rl.DefaultPool.V != "" {
@@ -261,6 +197,81 @@ func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener
 		out = append(out, l)
 	}
 	return out
+}
+
+// l4Settings checks a listener's timeouts and limits (at path p) and
+// returns its configuration without routes.
+func (c *checker) l4Settings(rl rawL4Listener, p string) l4.Config {
+	cfg := l4.Config{
+		Name:            rl.Name.V,
+		PeekTimeout:     c.positive(rl.PeekTimeout, p+".peek_timeout", 5*time.Second),
+		MaxHelloSize:    defaultHelloBytes,
+		MaxHelloRecords: l4.DefaultMaxHelloRecords,
+		DialTimeout:     c.positive(rl.DialTimeout, p+".dial_timeout", 5*time.Second),
+		DialAttempts:    c.atLeastOne(rl.DialAttempts, p+".dial_attempts", 3),
+		IdleTimeout:     c.positive(rl.IdleTimeout, p+".idle_timeout", 10*time.Minute),
+		TrustedProxies:  c.prefixes(rl.TrustedProxies, p+".trusted_proxies"),
+		MaxConns:        defaultMaxConns,
+	}
+	if m := rl.MaxConns; m.Set {
+		// 0 is refused rather than read as "no limit": an unbounded
+		// listener is what the setting exists to prevent.
+		cfg.MaxConns = m.V
+		if m.V < 1 {
+			c.add(m.Line, "%s.max_conns: must be a positive number, got %d", p, m.V)
+		}
+	}
+	if m := rl.MaxConnsPerSource; m.Set {
+		cfg.MaxConnsPerSource = m.V
+		if m.V < 0 {
+			c.add(m.Line, "%s.max_conns_per_source: must be 0 (no limit) or more, got %d", p, m.V)
+		}
+	}
+	if r := rl.MaxHelloRecords; r.Set {
+		// 0 is refused, not read as the default: it would look like
+		// "no limit", which the setting exists to prevent.
+		cfg.MaxHelloRecords = r.V
+		if r.V < 1 {
+			c.add(r.Line, "%s.max_hello_records: must be a positive number, got %d", p, r.V)
+		}
+	}
+	if h := rl.MaxHelloBytes; h.Set {
+		cfg.MaxHelloSize = h.V
+		if h.V < minHelloBytes || h.V > maxHelloBytes {
+			c.add(h.Line, "%s.max_hello_bytes: %d is out of range; use %d to %d (a browser's ClientHello with a post-quantum key share is near 2 KB)",
+				p, h.V, minHelloBytes, maxHelloBytes)
+		}
+	}
+	return cfg
+}
+
+// l4Route checks one route (at path rp) of the listener on listen: its
+// server names, which seen (name → line, the listener's so far) must not
+// hold yet, and its pool or L7 front door.
+func (c *checker) l4Route(rr rawRoute, rp string, seen, pools map[string]int, doors map[string]*l7Listener,
+	proxyByPool map[string]proxyUse, listen string) l4Route {
+	rt := l4Route{pool: rr.Pool.V, proxyProtocol: c.proxyVersion(rr.ProxyProtocol, rp+".proxy_protocol")}
+	if !rr.ServerNames.Set || len(rr.ServerNames.V) == 0 {
+		c.need(false, rr.ServerNames.Line, rr.At, rp, "server_names")
+	}
+	for _, sn := range rr.ServerNames.V {
+		n, ok := c.serverName(sn, rp+".server_names")
+		if !ok {
+			continue
+		}
+		if first, dup := seen[n]; dup {
+			c.add(sn.Line, "%s.server_names: %q is already routed at line %d", rp, sn.V, first)
+			continue
+		}
+		seen[n] = sn.Line
+		rt.serverNames = append(rt.serverNames, n)
+	}
+	if rr.L7Redirect.Set {
+		c.l4RouteToL7(rr, rp, &rt, doors, listen)
+	} else if c.routePool(rr.Pool, rr.At, rp, "pool", pools) {
+		c.sameProxy(proxyByPool, rr.Pool, rt.proxyProtocol, rr.ProxyProtocol, rp)
+	}
+	return rt
 }
 
 // l4RouteToL7 checks a route to an L7 front door: that door exists, the
