@@ -198,66 +198,80 @@ func (c *checker) l7(r rawL7, pools []poolConfig, poolLines map[string]int, l4Ad
 		l.Names = c.l7Names(rl, p)
 		l.certs = c.l7Certificates(rl, p, l.Names)
 
-		pp := rl.ProxyProtocol
-		l.ProxyProtocol = pp.Enabled.V
-		l.ProxyTrusted = c.prefixes(pp.Trusted, p+".proxy_protocol.trusted")
-		switch {
-		case pp.Enabled.V && len(pp.Trusted.V) == 0:
-			c.add(pp.Enabled.Line, "%s.proxy_protocol: enabled with no trusted addresses; list the balancers in front under trusted", p)
-		case pp.Enabled.V && !rl.Listen.Set && !rl.HTTPRedirectListen.Set:
-			c.add(pp.Enabled.Line, "%s.proxy_protocol: applies to listen and http_redirect_listen, and this listener has neither", p)
-		}
-
-		l.Config = l7redirect.Config{
-			Name:         rl.Name.V,
-			StickyCookie: rl.StickyCookie.V,
-			RetryAfter:   c.positive(rl.RetryAfter, p+".retry_after", 5*time.Second),
-		}
+		c.l7Proxy(rl, p, &l)
+		c.l7Routing(rl, p, &l)
 		c.l7Limits(rl, p, &l)
-		if rl.StickyCookie.V != "" && !httpToken.MatchString(rl.StickyCookie.V) {
-			c.add(rl.StickyCookie.Line, "%s.sticky_cookie: %q is not a valid cookie name", p, rl.StickyCookie.V)
-		}
-		if d := rl.CookieTTL; d.Set {
-			l.Config.CookieTTL = d.V
-			switch {
-			case d.V < 0:
-				c.add(d.Line, "%s.cookie_ttl: must not be negative, got %s (0 is a session cookie)", p, d.V)
-			case rl.StickyCookie.V == "":
-				c.add(d.Line, "%s.cookie_ttl: applies only with sticky_cookie", p)
-			}
-		}
-
-		seen := map[string]int{} // host + " " + prefix → line
-		for j, rr := range rl.Rules {
-			rp := fmt.Sprintf("%s.rules[%d]", p, j)
-			rule, ok := c.l7Rule(rr, rp, l.Names, pools, poolLines, rl.StickyCookie.V != "")
-			if !ok {
-				continue
-			}
-			key := rule.rule.Host + " " + strings.TrimSuffix(rule.rule.PathPrefix, "/")
-			if first, dup := seen[key]; dup {
-				c.add(rr.At.Line, "%s: another rule (line %d) has the same host %q and path_prefix %q", rp, first, rr.Host.V, rr.PathPrefix.V)
-				continue
-			}
-			seen[key] = rr.At.Line
-			l.rules = append(l.rules, rule)
-		}
-		if d := rl.DefaultRule; d.At.Set {
-			dp := p + ".default_rule"
-			if d.Host.Set {
-				c.add(d.Host.Line, "%s.host: the default rule takes every request no rule matches, whatever its host; remove host", dp)
-				d.Host = str{}
-			}
-			if rule, ok := c.l7Rule(d, dp, l.Names, pools, poolLines, rl.StickyCookie.V != ""); ok {
-				l.def = &rule
-			}
-		}
-		if len(rl.Rules) == 0 && !rl.DefaultRule.At.Set {
-			c.add(rl.At.Line, "%s: redirects nothing; add rules or a default_rule", p)
-		}
+		c.l7Rules(rl, p, &l, pools, poolLines)
 		out = append(out, l)
 	}
 	return out
+}
+
+// l7Proxy checks a listener's PROXY protocol settings and sets them on l.
+func (c *checker) l7Proxy(rl rawL7Listener, p string, l *l7Listener) {
+	pp := rl.ProxyProtocol
+	l.ProxyProtocol = pp.Enabled.V
+	l.ProxyTrusted = c.prefixes(pp.Trusted, p+".proxy_protocol.trusted")
+	switch {
+	case pp.Enabled.V && len(pp.Trusted.V) == 0:
+		c.add(pp.Enabled.Line, "%s.proxy_protocol: enabled with no trusted addresses; list the balancers in front under trusted", p)
+	case pp.Enabled.V && !rl.Listen.Set && !rl.HTTPRedirectListen.Set:
+		c.add(pp.Enabled.Line, "%s.proxy_protocol: applies to listen and http_redirect_listen, and this listener has neither", p)
+	}
+}
+
+// l7Routing checks how a front door answers whatever rule matches (sticky
+// cookie, retry-after) and starts l.Config with it.
+func (c *checker) l7Routing(rl rawL7Listener, p string, l *l7Listener) {
+	l.Config = l7redirect.Config{
+		Name:         rl.Name.V,
+		StickyCookie: rl.StickyCookie.V,
+		RetryAfter:   c.positive(rl.RetryAfter, p+".retry_after", 5*time.Second),
+	}
+	if rl.StickyCookie.V != "" && !httpToken.MatchString(rl.StickyCookie.V) {
+		c.add(rl.StickyCookie.Line, "%s.sticky_cookie: %q is not a valid cookie name", p, rl.StickyCookie.V)
+	}
+	if d := rl.CookieTTL; d.Set {
+		l.Config.CookieTTL = d.V
+		switch {
+		case d.V < 0:
+			c.add(d.Line, "%s.cookie_ttl: must not be negative, got %s (0 is a session cookie)", p, d.V)
+		case rl.StickyCookie.V == "":
+			c.add(d.Line, "%s.cookie_ttl: applies only with sticky_cookie", p)
+		}
+	}
+}
+
+// l7Rules checks a front door's rules and default rule and sets them on l.
+func (c *checker) l7Rules(rl rawL7Listener, p string, l *l7Listener, pools []poolConfig, poolLines map[string]int) {
+	seen := map[string]int{} // host + " " + prefix → line
+	for j, rr := range rl.Rules {
+		rp := fmt.Sprintf("%s.rules[%d]", p, j)
+		rule, ok := c.l7Rule(rr, rp, l.Names, pools, poolLines, rl.StickyCookie.V != "")
+		if !ok {
+			continue
+		}
+		key := rule.rule.Host + " " + strings.TrimSuffix(rule.rule.PathPrefix, "/")
+		if first, dup := seen[key]; dup {
+			c.add(rr.At.Line, "%s: another rule (line %d) has the same host %q and path_prefix %q", rp, first, rr.Host.V, rr.PathPrefix.V)
+			continue
+		}
+		seen[key] = rr.At.Line
+		l.rules = append(l.rules, rule)
+	}
+	if d := rl.DefaultRule; d.At.Set {
+		dp := p + ".default_rule"
+		if d.Host.Set {
+			c.add(d.Host.Line, "%s.host: the default rule takes every request no rule matches, whatever its host; remove host", dp)
+			d.Host = str{}
+		}
+		if rule, ok := c.l7Rule(d, dp, l.Names, pools, poolLines, rl.StickyCookie.V != ""); ok {
+			l.def = &rule
+		}
+	}
+	if len(rl.Rules) == 0 && !rl.DefaultRule.At.Set {
+		c.add(rl.At.Line, "%s: redirects nothing; add rules or a default_rule", p)
+	}
 }
 
 // l7Limits checks the keys that bound what one client can cost the front
