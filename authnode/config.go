@@ -108,7 +108,8 @@ type Config struct {
 	// PreviousKeysTTL is how long the keys that a newer keytab no longer
 	// holds (older key versions) are still accepted (default
 	// DefaultPreviousKeysTTL): tickets issued before a password change
-	// stay valid until they expire.
+	// stay valid until they expire. Negative means none are kept: after
+	// a password change made because the key leaked, say.
 	PreviousKeysTTL time.Duration
 	// MaxClockSkew is the allowed clock difference with clients and the DC
 	// (default 5m).

@@ -74,6 +74,9 @@ func (n *Node) loadKeysLocked(prev *keySet, kt *keytab.Keytab, sum [sha256.Size]
 			log.Info("keytab entry", "principal", k.Principal+"@"+k.Realm, "kvno", k.KVNO, "enctype", k.EtypeName)
 		}
 		for _, k := range retired {
+			if s.cfg.PreviousKeysTTL < 0 {
+				break // none kept: the drop is logged below
+			}
 			log.Info("keytab key retired: accepted until its tickets expire", "principal", k.Principal+"@"+k.Realm,
 				"kvno", k.KVNO, "enctype", k.EtypeName, "until", k.Since.Add(s.cfg.PreviousKeysTTL).UTC().Format(time.RFC3339))
 		}

@@ -537,8 +537,8 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("API client %q: CertName %q: names are matched exactly; wildcards are not allowed", a.Name, a.CertName))
 		}
 	}
-	if c.KeytabCheckInterval < 0 || c.PreviousKeysTTL < 0 {
-		errs = append(errs, fmt.Errorf("KeytabCheckInterval %s and PreviousKeysTTL %s must not be negative", c.KeytabCheckInterval, c.PreviousKeysTTL))
+	if c.KeytabCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("KeytabCheckInterval %s must not be negative", c.KeytabCheckInterval))
 	}
 	if c.MaxConns < 1 {
 		errs = append(errs, fmt.Errorf("MaxConns %d must be positive", c.MaxConns))

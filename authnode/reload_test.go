@@ -547,3 +547,21 @@ func TestPendingDiscardAndMisuse(t *testing.T) {
 		t.Fatal("Discard after Apply closed the directory in force")
 	}
 }
+
+// TestKeytabRotationKeepingNone: with a negative previous_keys_ttl (the
+// configuration's 0), the old key goes with the old keytab: what a
+// password change made because the key leaked needs.
+func TestKeytabRotationKeepingNone(t *testing.T) {
+	r := newReloadNode(t, func(c *Config) { c.PreviousKeysTTL = -1 })
+	kt3 := offlineKVNOKeytab(t, 3)
+	old, cur := ticketsFor(t, offlineKeytab(t), 2), ticketsFor(t, kt3, 3)
+	writeKeytab(t, r.cfg.Keytab, kt3)
+	r.checkKeytab(time.Now())
+	if w := ssoRequest(r.Node, old()); w.Code != http.StatusInternalServerError || !strings.Contains(w.Body.String(), "kvno") {
+		t.Fatalf("kvno 2 with no previous key kept: %d, want 500 kvno", w.Code)
+	}
+	tokenFrom(t, ssoRequest(r.Node, cur()))
+	if s := r.logs.String(); strings.Contains(s, "accepted until") || !strings.Contains(s, "keytab key dropped") {
+		t.Fatalf("log:\n%s", s)
+	}
+}
