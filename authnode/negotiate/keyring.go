@@ -201,12 +201,17 @@ func ParseKeytab(data []byte) (kt *keytab.Keytab, err error) {
 			kt, err = nil, errors.New("malformed keytab (its parser failed)")
 		}
 	}()
-	if !wholeEntries(data) {
+	switch {
+	case len(data) < 2 || data[0] != 5:
+		return nil, errors.New("not a keytab (a keytab file starts with byte 0x05)")
+	case data[1] != 1 && data[1] != 2:
+		return nil, fmt.Errorf("keytab format version %d is unknown (1 and 2 are)", data[1])
+	case !wholeEntries(data):
 		return nil, errors.New("malformed keytab: it ends inside an entry (cut short, or still being written)")
 	}
 	kt = keytab.New()
 	if err := kt.Unmarshal(data); err != nil {
-		return nil, errors.New("malformed keytab (not a keytab, or corrupt)")
+		return nil, errors.New("malformed keytab: an entry does not decode (corrupt file)")
 	}
 	if len(kt.Entries) == 0 {
 		return nil, errors.New("it holds no keys (export the SPN keys with ktpass or samba-tool domain exportkeytab)")
@@ -219,7 +224,7 @@ func ParseKeytab(data []byte) (kt *keytab.Keytab, err error) {
 // hole left by a deleted entry); gokrb5 ignores up to three stray bytes at
 // the end. Other versions are left to the parser.
 func wholeEntries(data []byte) bool {
-	if len(data) < 2 || data[0] != 5 || data[1] != 2 {
+	if data[1] != 2 {
 		return true
 	}
 	n := 2
