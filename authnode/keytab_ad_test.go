@@ -183,12 +183,19 @@ func TestADKeytabRotation(t *testing.T) {
 				}
 				a.node.Apply(p)
 			}
-			// The new key first: once it works (by the file, when the node
-			// has noticed), the old one must still.
-			a.within(t, fresh, http.StatusFound, "", "a ticket of the new key version")
+			if by == "file" {
+				// Wait for the node to notice, so that the old ticket is
+				// tried well within previous_keys_ttl of the rotation.
+				for deadline := time.Now().Add(time.Minute); len(a.node.cur.Load().keys.retired) == 0; time.Sleep(50 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the node did not load the new keytab file in a minute:\n%s", a.logs)
+					}
+				}
+			}
 			if status, reason := a.loginWith(t, old); status != http.StatusFound {
 				t.Fatalf("the ticket from before the password change, with the new keytab loaded: %d %s", status, reason)
 			}
+			a.within(t, fresh, http.StatusFound, "", "a ticket of the new key version")
 			why := map[string]string{"reload": "why=reload", "file": `why="file changed"`}[by]
 			logs := a.logs.String()
 			for _, want := range []string{
