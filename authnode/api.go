@@ -33,16 +33,16 @@ type sessionRecord struct {
 }
 
 // issueToken stores ident under a fresh one-time token and returns the token.
-func (n *Node) issueToken(ctx context.Context, ident Identity) (string, error) {
+func (n *Node) issueToken(ctx context.Context, s *settings, ident Identity) (string, error) {
 	token, err := newSecret()
 	if err != nil {
 		return "", err
 	}
-	rec, err := json.Marshal(tokenRecord{Identity: ident, Node: n.cfg.FQDN})
+	rec, err := json.Marshal(tokenRecord{Identity: ident, Node: s.cfg.FQDN})
 	if err != nil {
 		return "", fmt.Errorf("encode token record: %w", err)
 	}
-	if err := n.tokens.Put(ctx, storeKey(token), rec, n.cfg.TokenTTL); err != nil {
+	if err := n.tokens.Put(ctx, storeKey(token), rec, s.cfg.TokenTTL); err != nil {
 		if errors.Is(err, store.ErrFull) {
 			n.metrics.storeFull.WithLabelValues("tokens").Inc()
 		}
@@ -65,13 +65,13 @@ type sessionInfo struct {
 
 // handleRedeem exchanges a one-time token for the user's identity and a new
 // session. A token redeems exactly once, however many nodes or callers race.
-func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
-	client, ok := n.authenticateAPI(w, r)
+func (n *Node) handleRedeem(s *settings, w http.ResponseWriter, r *http.Request) {
+	client, ok := n.authenticateAPI(s, w, r)
 	if !ok {
 		n.metrics.redeemFailures.WithLabelValues("unauthorized").Inc()
 		return
 	}
-	log := n.log.With("api_client", client, "client", r.RemoteAddr)
+	log := s.log.With("api_client", client, "client", r.RemoteAddr)
 	token, err := readSecretField(w, r, "token")
 	if err != nil {
 		n.metrics.redeemFailures.WithLabelValues("malformed").Inc()
@@ -107,10 +107,10 @@ func (n *Node) handleRedeem(w http.ResponseWriter, r *http.Request) {
 	}
 	sid, err := newSecret()
 	if err == nil {
-		sess := sessionRecord{Identity: rec.Identity, Client: client, ExpiresAt: time.Now().Add(n.cfg.SessionTTL).UTC().Truncate(time.Second)}
+		sess := sessionRecord{Identity: rec.Identity, Client: client, ExpiresAt: time.Now().Add(s.cfg.SessionTTL).UTC().Truncate(time.Second)}
 		var b []byte
 		if b, err = json.Marshal(sess); err == nil {
-			err = n.sessions.Put(r.Context(), storeKey(sid), b, n.cfg.SessionTTL)
+			err = n.sessions.Put(r.Context(), storeKey(sid), b, s.cfg.SessionTTL)
 		}
 		if err == nil {
 			n.metrics.tokensRedeemed.Inc()
@@ -146,8 +146,8 @@ func storeReason(err error) string {
 
 // handleSessionValidate tells an application whether a session is live and
 // whose it is.
-func (n *Node) handleSessionValidate(w http.ResponseWriter, r *http.Request) {
-	client, ok := n.authenticateAPI(w, r)
+func (n *Node) handleSessionValidate(s *settings, w http.ResponseWriter, r *http.Request) {
+	client, ok := n.authenticateAPI(s, w, r)
 	if !ok {
 		return
 	}
@@ -167,7 +167,7 @@ func (n *Node) handleSessionValidate(w http.ResponseWriter, r *http.Request) {
 		err = json.Unmarshal(raw, &rec)
 	}
 	if err != nil {
-		n.log.Error("session validate", "err", err.Error())
+		s.log.Error("session validate", "err", err.Error())
 		writeJSONError(w, http.StatusServiceUnavailable, storeReason(err), "the session store is unavailable")
 		return
 	}
@@ -186,21 +186,21 @@ func (n *Node) handleSessionValidate(w http.ResponseWriter, r *http.Request) {
 // or a browser posts a form the application rendered. Knowing the id is
 // owning the session, so no API credentials are needed to end it. The
 // node's own cookie is cleared either way.
-func (n *Node) handleLogout(w http.ResponseWriter, r *http.Request) {
+func (n *Node) handleLogout(s *settings, w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
-		Name: n.cfg.CookieName, Value: "", Path: "/", MaxAge: -1,
+		Name: s.cfg.CookieName, Value: "", Path: "/", MaxAge: -1,
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
 	})
 	noStore(w)
 	sid, err := readSecretField(w, r, "session")
 	if err == nil {
 		if derr := n.sessions.Delete(r.Context(), storeKey(sid)); derr != nil {
-			n.log.Error("logout", "err", derr.Error())
+			s.log.Error("logout", "err", derr.Error())
 			writeJSONError(w, http.StatusServiceUnavailable, storeReason(derr), "the session store is unavailable")
 			return
 		}
 		n.metrics.sessions.WithLabelValues("ended").Inc()
-		n.log.Info("logout", "client", r.RemoteAddr)
+		s.log.Info("logout", "client", r.RemoteAddr)
 	}
 	// Logging out of an unknown session is not an error: the outcome the
 	// caller wants (no live session) holds either way.
@@ -209,13 +209,13 @@ func (n *Node) handleLogout(w http.ResponseWriter, r *http.Request) {
 
 // authenticateAPI identifies the calling application by its API key
 // (Authorization: Bearer) or its verified client certificate, or answers 401.
-func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, bool) {
+func (n *Node) authenticateAPI(s *settings, w http.ResponseWriter, r *http.Request) (string, bool) {
 	if scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
 		given := sha256.Sum256([]byte(strings.TrimSpace(key)))
 		match := ""
 		// Compare against every client so timing does not tell which
 		// (or whether an early one) matched.
-		for _, c := range n.apiClients {
+		for _, c := range s.apiClients {
 			if subtle.ConstantTimeCompare(given[:], c.keyHash[:]) == 1 {
 				match = c.name
 			}
@@ -225,13 +225,13 @@ func (n *Node) authenticateAPI(w http.ResponseWriter, r *http.Request) (string, 
 		}
 	} else if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		leaf := r.TLS.VerifiedChains[0][0]
-		for _, c := range n.apiClients {
+		for _, c := range s.apiClients {
 			if c.certName != "" && certNames(leaf, c.certName) {
 				return c.name, true
 			}
 		}
 	}
-	n.log.Info("api auth failed", "client", r.RemoteAddr, "path", r.URL.Path)
+	s.log.Info("api auth failed", "client", r.RemoteAddr, "path", r.URL.Path)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="iwalb"`)
 	writeJSONError(w, http.StatusUnauthorized, "unauthorized", "an API key (Authorization: Bearer) or a client certificate of a configured application is required")
 	return "", false

@@ -14,6 +14,15 @@ const (
 	DefaultMaxConnsPerSource = 256
 )
 
+// Keytab defaults. Active Directory issues service tickets for 10 hours
+// by default (the domain's "maximum lifetime for service ticket" is 600
+// minutes): a ticket issued just before a password change is used until
+// then, so the previous key stays accepted that long.
+const (
+	DefaultKeytabCheckInterval = 10 * time.Second
+	DefaultPreviousKeysTTL     = 10 * time.Hour
+)
+
 // Config is everything an auth node needs, already validated and with
 // secrets resolved. cmd/iwalb builds it from the YAML file; tests build it
 // directly. Zero durations and sizes take the defaults named on each field.
@@ -90,6 +99,18 @@ type Config struct {
 	SelfTestSPN string
 	// SelfTestInterval is how often readiness is re-proved (default 60s).
 	SelfTestInterval time.Duration
+	// KeytabCheckInterval is how often the keytab file is read to see
+	// whether it changed (default DefaultKeytabCheckInterval): new content
+	// is loaded without a reload, as Apply loads it. Content that does not
+	// parse (a file being written) is ignored, with a warning, until it
+	// does.
+	KeytabCheckInterval time.Duration
+	// PreviousKeysTTL is how long the keys that a newer keytab no longer
+	// holds (older key versions) are still accepted (default
+	// DefaultPreviousKeysTTL): tickets issued before a password change
+	// stay valid until they expire. Negative means none are kept: after
+	// a password change made because the key leaked, say.
+	PreviousKeysTTL time.Duration
 	// MaxClockSkew is the allowed clock difference with clients and the DC
 	// (default 5m).
 	MaxClockSkew time.Duration

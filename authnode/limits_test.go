@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,16 +154,19 @@ func serveTestNode(t *testing.T, edit func(*Config)) *servedNode {
 	t.Helper()
 	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
 	pki := adtest.NewPKI(t, "auth1.example.test")
-	n.cfg.CertFile, n.cfg.KeyFile = pki.CertFile, pki.KeyFile
-	n.cfg.ReadHeaderTimeout = time.Minute // idle connections stay until the test closes them
-	if edit != nil {
-		edit(&n.cfg)
-	}
 	var err error
-	if n.tlsConfig, err = n.cfg.serverTLS(); err != nil {
+	n.edit(func(s *settings) {
+		s.cfg.CertFile, s.cfg.KeyFile = pki.CertFile, pki.KeyFile
+		s.cfg.ReadHeaderTimeout = time.Minute // idle connections stay until the test closes them
+		if edit != nil {
+			edit(&s.cfg)
+		}
+		s.tls, err = s.cfg.serverTLS()
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	n.conns = newConnLimiter(n.cfg)
+	n.conns.SetLimits(connLimits(n.cur.Load().cfg))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -335,7 +339,7 @@ func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		t.Fatalf("reading an idle kept-alive connection: %v; want EOF, the node closing it", err)
 	}
-	if idle := time.Since(start); idle < s.cfg.IdleTimeout {
+	if idle := time.Since(start); idle < s.cur.Load().cfg.IdleTimeout {
 		t.Fatalf("closed after %v, before idle_timeout", idle)
 	}
 	eventually(t, "the idle connection's slot released", func() bool { return s.conns.Open() == 0 })
@@ -346,7 +350,9 @@ func TestIdleKeepAliveConnectionIsClosed(t *testing.T) {
 // certificate covers nothing.
 func TestClientCertificateNamesMatchExactly(t *testing.T) {
 	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
-	n.apiClients = append(n.apiClients, apiClient{name: "certapp", keyHash: sha256Sum("certapp-key-0123456789"), certName: "app.example.test"})
+	n.edit(func(s *settings) {
+		s.apiClients = append(slices.Clone(s.apiClients), apiClient{name: "certapp", keyHash: sha256Sum("certapp-key-0123456789"), certName: "app.example.test"})
+	})
 	for _, tc := range []struct {
 		names []string // CN first, all of them DNS names
 		want  int
@@ -415,7 +421,6 @@ func TestConfigRefusesUnsafeSettings(t *testing.T) {
 // served as the README lists them.
 func TestLimitGaugesExported(t *testing.T) {
 	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
-	n.conns = newConnLimiter(n.cfg)
 	reg := prometheus.NewRegistry()
 	var err error
 	if n.metrics, err = newMetrics(reg); err != nil {

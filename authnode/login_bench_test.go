@@ -119,7 +119,7 @@ func benchLogin(b *testing.B, v *negotiate.Validator, id *negotiate.Identity, fr
 		user.Groups = append(user.Groups, fmt.Sprintf("group-%04d", i))
 	}
 	n := newTestNode(b, v, stubDirectory{user: user}, io.Discard)
-	n.cfg.Realm = id.Realm
+	n.edit(func(s *settings) { s.cfg.Realm = id.Realm })
 	h := n.Handler()
 	const batch = 1000
 	var authz []string
@@ -150,7 +150,13 @@ func benchLogin(b *testing.B, v *negotiate.Validator, id *negotiate.Identity, fr
 // SIDs: a typical user), signed with the service key.
 func offlinePACTicket(b testing.TB, kt *keytab.Keytab, user string) (messages.Ticket, types.EncryptionKey) {
 	b.Helper()
-	skey, _, err := kt.GetEncryptionKey(types.NewPrincipalName(nametype.KRB_NT_SRV_INST, offlineSPN), "EXAMPLE.TEST", 2, 18)
+	return offlinePACTicketKVNO(b, kt, user, 2)
+}
+
+// offlinePACTicketKVNO is offlinePACTicket with the key of version kvno.
+func offlinePACTicketKVNO(b testing.TB, kt *keytab.Keytab, user string, kvno int) (messages.Ticket, types.EncryptionKey) {
+	b.Helper()
+	skey, _, err := kt.GetEncryptionKey(types.NewPrincipalName(nametype.KRB_NT_SRV_INST, offlineSPN), "EXAMPLE.TEST", kvno, 18)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -178,7 +184,7 @@ func offlinePACTicket(b testing.TB, kt *keytab.Keytab, user string) (messages.Ti
 	if err != nil {
 		b.Fatal(err)
 	}
-	ed, err := crypto.GetEncryptedData(asn1tools.AddASNAppTag(eb, asnAppTag.EncTicketPart), skey, keyusage.KDC_REP_TICKET, 2)
+	ed, err := crypto.GetEncryptedData(asn1tools.AddASNAppTag(eb, asnAppTag.EncTicketPart), skey, keyusage.KDC_REP_TICKET, kvno)
 	if err != nil {
 		b.Fatal(err)
 	}

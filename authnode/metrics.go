@@ -23,6 +23,7 @@ type metrics struct {
 	ready           *prometheus.GaugeVec
 	storeFull       *prometheus.CounterVec
 	connsRefused    *prometheus.CounterVec
+	keytabLoads     *prometheus.CounterVec
 }
 
 const ns, sub = "iwalb", "authnode"
@@ -97,14 +98,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "connections_refused_total",
 			Help: "Connections reset at accept, by reason: over_limit (max_conns open), over_source_limit (max_conns_per_source from one address).",
 		}, []string{"reason"}),
+		keytabLoads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "keytab_loads_total",
+			Help: "Keytab contents loaded (ok: at start, at a reload or when the file changed) and keytab files that could not be loaded while watched (failed: unreadable, or being written; once per content), by result. The keys in use stay until a load succeeds.",
+		}, []string{"result"}),
 	}
+	m.keytabLoads.WithLabelValues("ok")
+	m.keytabLoads.WithLabelValues("failed")
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
 		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds, m.ldapOpsPerLogin,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
-		m.clockOffset, m.ready, m.storeFull, m.connsRefused,
+		m.clockOffset, m.ready, m.storeFull, m.connsRefused, m.keytabLoads,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -120,22 +127,44 @@ type storeStats interface {
 }
 
 // registerGauges exports the series read when scraped: the listener's open
-// connections, the SID cache's and the in-memory stores' fill.
+// connections, the keys held, the SID cache's and the in-memory stores'
+// fill. Each reads the settings in force when scraped.
 func (n *Node) registerGauges(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
+	}
+	keys := func(retired bool) float64 {
+		k := n.cur.Load().keys
+		if k.current == nil {
+			return 0 // a node made without a keytab (tests)
+		}
+		if retired {
+			return float64(len(k.retired))
+		}
+		return float64(len(k.current.Entries))
 	}
 	cs := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "connections_open",
 			Help: "Connections accepted and not yet closed; max_conns bounds it.",
 		}, func() float64 { return float64(n.conns.Open()) }),
-	}
-	if c, ok := n.dir.(interface{ SIDCacheLen() int }); ok {
-		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "sid_cache_entries",
 			Help: "Group SIDs whose name (or absence from the directory) is remembered; ldap.sid_cache_size bounds it.",
-		}, func() float64 { return float64(c.SIDCacheLen()) }))
+		}, func() float64 {
+			if c, ok := n.cur.Load().dir.dir.(interface{ SIDCacheLen() int }); ok {
+				return float64(c.SIDCacheLen())
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "keytab_keys", ConstLabels: prometheus.Labels{"state": "current"},
+			Help: "Keys that tickets are accepted with: current (the keytab file's) and retired (older key versions a newer keytab no longer holds, kept for kerberos.previous_keys_ttl).",
+		}, func() float64 { return keys(false) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "keytab_keys", ConstLabels: prometheus.Labels{"state": "retired"},
+			Help: "Keys that tickets are accepted with: current (the keytab file's) and retired (older key versions a newer keytab no longer holds, kept for kerberos.previous_keys_ttl).",
+		}, func() float64 { return keys(true) }),
 	}
 	for _, s := range []struct {
 		name  string

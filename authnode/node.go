@@ -8,6 +8,13 @@
 //	if err != nil { ... }
 //	err = node.Run(ctx) // serves until ctx is cancelled
 //
+// A running node takes new settings in two steps, so that a process can
+// check everything before it changes anything:
+//
+//	p, err := node.Prepare(newCfg) // loads and checks; the node is unchanged
+//	if err != nil { ... }          // the node keeps serving its settings
+//	node.Apply(p)                  // or p.Discard()
+//
 // It is not a load balancer and knows nothing of the front doors: the L4
 // balancer and the L7 redirector reach it as an ordinary HTTPS backend.
 package authnode
@@ -26,11 +33,10 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	krbconfig "github.com/jcmturner/gokrb5/v8/config"
-	"github.com/jcmturner/gokrb5/v8/keytab"
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -84,27 +90,43 @@ type apiClient struct {
 	certName string
 }
 
-// Node is one auth node. Create it with New and start it with Run.
+// Node is one auth node. Create it with New and start it with Run. What a
+// reload may change is in its settings (see Prepare); what it keeps for its
+// whole life is here: its metrics, the connection limiter of its listener,
+// the token and session stores, the replay cache, the keys it has retired
+// and its readiness.
 type Node struct {
-	cfg        Config
-	log        *slog.Logger
-	metrics    *metrics
-	appURL     *url.URL
-	keytab     *keytab.Keytab
-	krb5       *krbconfig.Config
-	validator  ticketValidator
-	dir        userDirectory
-	tokens     Store
-	sessions   Store
-	apiClients []apiClient
-	tlsConfig  *tls.Config
-	ready      readiness
-	conns      *connlimit.Limiter
-	connSeq    atomic.Uint64
-	now        func() time.Time
+	log      *slog.Logger // role=authnode; the settings' logger adds node=<fqdn>
+	metrics  *metrics
+	tokens   Store
+	sessions Store
+	// budget bounds the in-memory stores; nil when the stores are others.
+	budget  *store.Budget
+	ready   readiness
+	conns   *connlimit.Limiter
+	connSeq atomic.Uint64
+	now     func() time.Time
 
-	// selfTest proves the keytab against the KDC; a field so tests can
-	// observe it without a KDC.
+	// cur is the settings in force. Handlers take it once per request;
+	// Apply and keytab reloads replace it whole.
+	cur atomic.Pointer[settings]
+	// mu serialises the changes of cur and guards what follows it.
+	mu sync.Mutex
+	// ring holds the current and the retired keys; base is the validator
+	// (options and replay cache) whose copies check tickets with them.
+	// Both nil for nodes made without New (tests).
+	ring *negotiate.KeyRing
+	base *negotiate.Validator
+	// keytabProblem is the last problem warned about while watching the
+	// keytab file, so that a file left half written is warned about once.
+	keytabProblem string
+	// keysChanged wakes the keytab watch when what it waits for changed;
+	// recheck asks the readiness checks for a round now (new keys or
+	// settings). Both hold one pending signal at most.
+	keysChanged, recheck chan struct{}
+
+	// selfTest proves the current keys against the KDC; a field so tests
+	// can observe it without a KDC.
 	selfTest func(ctx context.Context) error
 
 	// redis is the connection of the stores and the replay cache when
@@ -122,27 +144,30 @@ func New(cfg Config, opts Options) (_ *Node, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: opts.Logger, tokens: opts.Tokens, sessions: opts.Sessions, now: opts.Now}
+	n := &Node{
+		log: opts.Logger, tokens: opts.Tokens, sessions: opts.Sessions, now: opts.Now,
+		keysChanged: make(chan struct{}, 1), recheck: make(chan struct{}, 1),
+	}
 	if n.now == nil {
 		n.now = time.Now
 	}
 	if n.log == nil {
 		n.log = slog.Default()
 	}
-	n.log = n.log.With("role", "authnode", "node", cfg.FQDN)
+	n.log = n.log.With("role", "authnode")
 	if n.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("register auth node metrics: %w", err)
 	}
-	n.conns = newConnLimiter(cfg)
-	if n.appURL, err = parseAppURL(cfg.ApplicationURL); err != nil {
-		return nil, fmt.Errorf("application URL %q: %w", cfg.ApplicationURL, err)
-	}
-	if n.keytab, err = negotiate.LoadKeytab(cfg.Keytab); err != nil {
+	n.conns = connlimit.New(connLimits(cfg))
+	s, kt, sum, err := n.load(cfg, nil)
+	if err != nil {
 		return nil, err
 	}
-	if n.krb5, err = krbconfig.Load(cfg.Krb5Conf); err != nil {
-		return nil, fmt.Errorf("load krb5.conf %s: %w", cfg.Krb5Conf, err)
-	}
+	defer func() {
+		if err != nil {
+			s.dir.release()
+		}
+	}()
 	vopts := negotiate.Options{
 		MaxClockSkew: cfg.MaxClockSkew, MaxFutureSkew: cfg.MaxFutureSkew, Now: n.now,
 		ReplayCacheMax: cfg.ReplayCacheMax, ReplayQuota: cfg.ReplayQuota,
@@ -165,95 +190,91 @@ func New(cfg Config, opts Options) (_ *Node, err error) {
 			n.sessions = n.redis.Store("sess")
 		}
 	}
-	v := negotiate.NewValidator(n.keytab, vopts)
+	// One validator for the node's life, for its replay cache: each key
+	// set gets a copy of it that shares the cache.
+	n.base = negotiate.NewValidator(nil, vopts)
+	n.ring = negotiate.NewKeyRing(nil)
 	// In Redis, the replay cache is not the validator's to count.
 	if cfg.Redis == nil {
-		if err := registerReplayCache(opts.Registerer, v); err != nil {
+		if err := registerReplayCache(opts.Registerer, n.base); err != nil {
 			return nil, fmt.Errorf("register auth node metrics: %w", err)
 		}
 	}
-	n.validator = v
 	n.selfTest = func(ctx context.Context) error {
-		return negotiate.SelfTest(ctx, n.krb5, n.keytab, cfg.Account, cfg.Realm, cfg.SelfTestSPN)
-	}
-	if n.tlsConfig, err = cfg.serverTLS(); err != nil {
-		return nil, err
-	}
-	ldapTLS := &tls.Config{ServerName: cfg.LDAP.ServerName, MinVersion: tls.VersionTLS12}
-	if cfg.LDAP.CAFile != "" {
-		if ldapTLS.RootCAs, err = loadCertPool(cfg.LDAP.CAFile); err != nil {
-			return nil, fmt.Errorf("LDAP CA: %w", err)
-		}
-	}
-	n.dir, err = directory.New(directory.Config{
-		URL: cfg.LDAP.URL, StartTLS: cfg.LDAP.StartTLS, AllowPlaintext: cfg.LDAP.AllowPlaintext,
-		TLS: ldapTLS, BindDN: cfg.LDAP.BindDN, BindPassword: cfg.LDAP.BindPassword,
-		BaseDN: cfg.LDAP.BaseDN, RequiredGroup: cfg.LDAP.RequiredGroup,
-		RequiredGroupCheck:  directory.GroupCheck(cfg.LDAP.RequiredGroupCheck),
-		Timeout:             cfg.LDAP.Timeout,
-		PoolSize:            cfg.LDAP.PoolSize,
-		QueueTimeout:        cfg.LDAP.QueueTimeout,
-		SIDCacheSize:        cfg.LDAP.SIDCacheSize,
-		SIDCacheTTL:         cfg.LDAP.SIDCacheTTL,
-		SIDCacheNegativeTTL: cfg.LDAP.SIDCacheNegativeTTL,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("LDAP: %w", err)
-	}
-	for _, c := range cfg.APIClients {
-		// Presented keys are trimmed (see authenticateAPI); so are these.
-		n.apiClients = append(n.apiClients, apiClient{name: c.Name, keyHash: sha256Sum(strings.TrimSpace(c.Key)), certName: c.CertName})
+		s := n.cur.Load()
+		// The current keys only: a retired key that still works says
+		// nothing about the keytab the next tickets need.
+		return negotiate.SelfTest(ctx, s.krb5, s.keys.current, s.cfg.Account, s.cfg.Realm, s.cfg.SelfTestSPN)
 	}
 	// Tokens and sessions draw on one budget: the bound is the node's.
-	budget := store.NewBudget(store.Limits{MaxEntries: cfg.StoreMaxEntries, MaxBytes: cfg.StoreMaxBytes})
+	if n.tokens == nil || n.sessions == nil {
+		n.budget = store.NewBudget(storeLimits(cfg))
+	}
 	if n.tokens == nil {
-		n.tokens = store.NewMemory(store.Options{Budget: budget})
+		n.tokens = store.NewMemory(store.Options{Budget: n.budget})
 	}
 	if n.sessions == nil {
-		n.sessions = store.NewMemory(store.Options{Budget: budget})
+		n.sessions = store.NewMemory(store.Options{Budget: n.budget})
 	}
 	if c, ok := n.tokens.(storeChecker); ok {
 		n.storeCheck = c.Check
 		n.ready.store.Store(&checkResult{Detail: "not checked yet"})
 	}
+	n.mu.Lock()
+	s.keys = n.loadKeysLocked(nil, kt, sum, s, time.Now(), "start")
+	n.install(s)
+	n.mu.Unlock()
+	// After install: the gauges read the settings in force.
 	if err := n.registerGauges(opts.Registerer); err != nil {
 		return nil, fmt.Errorf("register auth node metrics: %w", err)
-	}
-	for _, k := range negotiate.Summarize(n.keytab) {
-		n.log.Info("keytab entry", "principal", k.Principal+"@"+k.Realm, "kvno", k.KVNO, "enctype", k.EtypeName)
 	}
 	return n, nil
 }
 
-// Handler returns the node's HTTP routes, for tests and for embedding.
+// Handler returns the node's HTTP routes, for tests and for embedding. Each
+// request is served with the settings in force when it arrived, to its
+// end.
 func (n *Node) Handler() http.Handler {
+	return securityHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := n.acquire()
+		defer s.dir.release()
+		s.mux.ServeHTTP(w, r)
+	}))
+}
+
+// routes returns the routes of s; its handlers serve with s.
+func (n *Node) routes(s *settings) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+n.cfg.SSOPath, n.handleSSO)
-	mux.HandleFunc("POST /api/v1/tokens/redeem", n.handleRedeem)
-	mux.HandleFunc("POST /api/v1/sessions/validate", n.handleSessionValidate)
-	mux.HandleFunc("POST /logout", n.handleLogout)
+	mux.HandleFunc("GET "+s.cfg.SSOPath, func(w http.ResponseWriter, r *http.Request) { n.handleSSO(s, w, r) })
+	mux.HandleFunc("POST /api/v1/tokens/redeem", func(w http.ResponseWriter, r *http.Request) { n.handleRedeem(s, w, r) })
+	mux.HandleFunc("POST /api/v1/sessions/validate", func(w http.ResponseWriter, r *http.Request) { n.handleSessionValidate(s, w, r) })
+	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) { n.handleLogout(s, w, r) })
 	mux.HandleFunc("GET /healthz", n.handleHealthz)
 	mux.HandleFunc("GET /readyz", n.handleReadyz)
-	return securityHeaders(mux)
+	return mux
 }
 
 // Run listens and serves until ctx is cancelled, then shuts down gracefully:
 // readiness turns false at once, and requests in flight get up to 10 s.
 func (n *Node) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", n.cfg.Listen)
+	addr := n.cur.Load().cfg.Listen
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("auth node listen %s: %w", n.cfg.Listen, err)
+		return fmt.Errorf("auth node listen %s: %w", addr, err)
 	}
 	return n.Serve(ctx, ln)
 }
 
-// newConnLimiter returns the listener's caps. The trusted balancers carry
-// many clients' connections from one address, so the per-source cap does
-// not apply to them.
-func newConnLimiter(cfg Config) *connlimit.Limiter {
-	return connlimit.New(connlimit.Limits{
-		MaxConns: cfg.MaxConns, MaxPerSource: max(cfg.MaxConnsPerSource, 0), Exempt: cfg.ProxyTrusted,
-	})
+// connLimits are the listener's caps. The trusted balancers carry many
+// clients' connections from one address, so the per-source cap does not
+// apply to them.
+func connLimits(cfg Config) connlimit.Limits {
+	return connlimit.Limits{MaxConns: cfg.MaxConns, MaxPerSource: max(cfg.MaxConnsPerSource, 0), Exempt: cfg.ProxyTrusted}
+}
+
+// storeLimits bound the in-memory stores.
+func storeLimits(cfg Config) store.Limits {
+	return store.Limits{MaxEntries: cfg.StoreMaxEntries, MaxBytes: cfg.StoreMaxBytes}
 }
 
 // refusedLogEvery spaces the warnings about refused connections, so that a
@@ -272,56 +293,69 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 		refusedSince[r]++
 		if now := time.Now(); now.Sub(lastWarn) >= refusedLogEvery {
 			lastWarn = now
-			n.log.Warn("connection limit reached: refusing new connections",
-				"max_conns", n.cfg.MaxConns, "max_conns_per_source", max(n.cfg.MaxConnsPerSource, 0),
+			lim := n.conns.Limits()
+			n.logger().Warn("connection limit reached: refusing new connections",
+				"max_conns", lim.MaxConns, "max_conns_per_source", lim.MaxPerSource,
 				"over_limit", refusedSince[connlimit.OverLimit], "over_source_limit", refusedSince[connlimit.OverSourceLimit],
 				"source", addr.String())
 			clear(refusedSince)
 		}
 	})
-	if n.cfg.ProxyProtocol {
-		ln = &proxyproto.Listener{
-			Listener:          ln,
-			ConnPolicy:        n.proxyPolicy,
-			ReadHeaderTimeout: n.cfg.ReadHeaderTimeout,
-		}
+	s := n.cur.Load()
+	// Always wrapped: the policy reads the settings in force, so a reload
+	// can turn PROXY headers on or off (SKIP hands the connection through
+	// untouched).
+	ln = &proxyproto.Listener{
+		Listener:          ln,
+		ConnPolicy:        n.proxyPolicy,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 	}
 	srv := &http.Server{
-		Handler:           n.Handler(),
-		TLSConfig:         n.tlsConfig,
-		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
-		ReadHeaderTimeout: n.cfg.ReadHeaderTimeout,
-		ReadTimeout:       n.cfg.ReadHeaderTimeout + 30*time.Second,
-		WriteTimeout:      n.cfg.ReadHeaderTimeout + 30*time.Second,
-		IdleTimeout:       n.cfg.IdleTimeout,
+		Handler: n.Handler(),
+		// Each handshake takes the certificate and client CAs in force.
+		TLSConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"http/1.1"},
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				return n.cur.Load().tls, nil
+			},
+		},
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadHeaderTimeout + 30*time.Second,
+		WriteTimeout:      s.cfg.ReadHeaderTimeout + 30*time.Second,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		// Negotiate authenticates per connection and HTTP/2 breaks it for
 		// several clients: offer HTTP/1.1 only.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ConnContext:  n.connContext,
 		ErrorLog:     slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
-	checksDone := make(chan struct{}, 2)
-	checkCtx, stopChecks := context.WithCancel(ctx)
-	defer stopChecks()
-	go func() {
-		defer func() { checksDone <- struct{}{} }()
-		n.checkLoop(checkCtx)
-	}()
-	go func() {
-		defer func() { checksDone <- struct{}{} }()
-		n.storeCheckLoop(checkCtx)
-	}()
-	waitChecks := func() { <-checksDone; <-checksDone }
+	const loops = 3
+	loopsDone := make(chan struct{}, loops)
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops()
+	for _, loop := range []func(context.Context){n.checkLoop, n.storeCheckLoop, n.keytabLoop} {
+		go func() {
+			defer func() { loopsDone <- struct{}{} }()
+			loop(loopCtx)
+		}()
+	}
+	waitLoops := func() {
+		for range loops {
+			<-loopsDone
+		}
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
-	n.log.Info("auth node listening", "addr", ln.Addr().String(), "sso_path", n.cfg.SSOPath,
-		"proxy_protocol", n.cfg.ProxyProtocol)
+	s.log.Info("auth node listening", "addr", ln.Addr().String(), "sso_path", s.cfg.SSOPath,
+		"proxy_protocol", s.cfg.ProxyProtocol)
 
 	select {
 	case err := <-serveErr:
-		stopChecks()
-		waitChecks()
+		stopLoops()
+		waitLoops()
 		if n.redis != nil {
 			_ = n.redis.Close()
 		}
@@ -334,26 +368,33 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	err := srv.Shutdown(shutCtx)
 	<-serveErr
-	waitChecks()
-	if closer, ok := n.dir.(interface{ Close() error }); ok {
-		_ = closer.Close()
-	}
+	waitLoops()
+	n.mu.Lock()
+	n.cur.Load().dir.close()
+	n.mu.Unlock()
 	if n.redis != nil {
 		_ = n.redis.Close()
 	}
-	n.log.Info("auth node stopped")
+	n.logger().Info("auth node stopped")
 	if err != nil {
 		return fmt.Errorf("auth node shutdown: %w", err)
 	}
 	return nil
 }
 
+// logger is the logger of the settings in force (it names the node).
+func (n *Node) logger() *slog.Logger { return n.cur.Load().log }
+
 // proxyPolicy accepts a PROXY header only from the trusted balancers; from
 // anyone else a header is refused, since it would let a client forge its
-// address.
+// address. With PROXY headers off, connections pass untouched.
 func (n *Node) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+	cfg := &n.cur.Load().cfg
+	if !cfg.ProxyProtocol {
+		return proxyproto.SKIP, nil
+	}
 	if ap, err := netipAddrPort(o.Upstream); err == nil {
-		for _, p := range n.cfg.ProxyTrusted {
+		for _, p := range cfg.ProxyTrusted {
 			if p.Contains(ap.Addr().Unmap()) {
 				return proxyproto.USE, nil
 			}
@@ -406,6 +447,8 @@ func (c *Config) setDefaults() {
 	def(&c.TokenTTL, 60*time.Second)
 	def(&c.SessionTTL, 8*time.Hour)
 	def(&c.SelfTestInterval, 60*time.Second)
+	def(&c.KeytabCheckInterval, DefaultKeytabCheckInterval)
+	def(&c.PreviousKeysTTL, DefaultPreviousKeysTTL)
 	def(&c.MaxClockSkew, 5*time.Minute)
 	def(&c.MaxFutureSkew, min(negotiate.DefaultMaxFutureSkew, c.MaxClockSkew))
 	if c.ReplayCacheMax == 0 {
@@ -494,6 +537,9 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("API client %q: CertName %q: names are matched exactly; wildcards are not allowed", a.Name, a.CertName))
 		}
 	}
+	if c.KeytabCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("KeytabCheckInterval %s must not be negative", c.KeytabCheckInterval))
+	}
 	if c.MaxConns < 1 {
 		errs = append(errs, fmt.Errorf("MaxConns %d must be positive", c.MaxConns))
 	}
@@ -560,6 +606,11 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	return certPool(path, pem)
+}
+
+// certPool is the pool of the PEM certificates read from path.
+func certPool(path string, pem []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)

@@ -669,7 +669,7 @@ func TestADLDAPStopsAndComesBack(t *testing.T) {
 	if status, body := login(); status != http.StatusServiceUnavailable || !strings.Contains(body, "ldap_unavailable") {
 		t.Fatalf("login with the directory down: %d %s", status, body)
 	}
-	if rep := a.node.runChecks(context.Background()); rep.Ready || rep.Checks["ldap"].OK {
+	if rep := a.node.checkNow(context.Background()); rep.Ready || rep.Checks["ldap"].OK {
 		t.Fatalf("readiness with the directory down: %+v", rep)
 	}
 
@@ -677,7 +677,7 @@ func TestADLDAPStopsAndComesBack(t *testing.T) {
 	if status, body := login(); status != http.StatusFound {
 		t.Fatalf("login after the directory came back: %d %s", status, body)
 	}
-	if rep := a.node.runChecks(context.Background()); !rep.Ready {
+	if rep := a.node.checkNow(context.Background()); !rep.Ready {
 		t.Fatalf("readiness after the directory came back: %+v", rep)
 	}
 }

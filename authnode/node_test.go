@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/negotiate"
 	"github.com/iwalb/iwalb/authnode/store"
+	"github.com/iwalb/iwalb/internal/connlimit"
 )
 
 // These tests drive the handlers with stand-ins for the KDC-checked
@@ -64,13 +66,47 @@ func newTestNode(t testing.TB, v ticketValidator, d userDirectory, logs io.Write
 		logs = io.Discard
 	}
 	n := &Node{
-		cfg: cfg, log: slog.New(slog.NewTextHandler(logs, nil)), metrics: m, appURL: u,
-		validator: v, dir: d, tokens: store.NewMemory(store.Options{}), sessions: store.NewMemory(store.Options{}),
+		log: slog.New(slog.NewTextHandler(logs, nil)), metrics: m,
+		tokens: store.NewMemory(store.Options{}), sessions: store.NewMemory(store.Options{}),
 		selfTest: func(context.Context) error { return nil }, now: time.Now,
+		conns:       connlimit.New(connLimits(cfg)),
+		keysChanged: make(chan struct{}, 1), recheck: make(chan struct{}, 1),
 	}
-	n.apiClients = []apiClient{{name: "app"}}
-	n.apiClients[0].keyHash = sha256Sum(testAPIKey)
+	n.install(&settings{
+		cfg: cfg, log: n.log, appURL: u, dir: newDirRef(d), keys: &keySet{validator: v},
+		apiClients: []apiClient{{name: "app", keyHash: sha256Sum(testAPIKey)}},
+	})
 	return n
+}
+
+// edit changes the settings in force of a test node, as a reload would.
+func (n *Node) edit(f func(*settings)) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := *n.cur.Load()
+	f(&s)
+	n.install(&s)
+}
+
+// setDirectory and setValidator give a test node another stand-in. The
+// directory passes for the one its settings made, so that a reload that
+// leaves the LDAP settings alone keeps it.
+func (n *Node) setDirectory(d userDirectory) {
+	n.edit(func(s *settings) {
+		r := newDirRef(d)
+		r.cfg, r.ca = s.dir.cfg, s.dir.ca
+		s.dir = r
+	})
+}
+func (n *Node) setValidator(v ticketValidator) {
+	n.edit(func(s *settings) { s.keys = &keySet{validator: v} })
+}
+
+// checkNow runs a round of readiness checks with the settings in force.
+func (n *Node) checkNow(ctx context.Context) *readyReport {
+	s := n.acquire()
+	defer s.dir.release()
+	return n.runChecks(ctx, s)
 }
 
 var alice = &negotiate.Identity{User: "alice", Realm: "EXAMPLE.TEST", SPN: "HTTP/auth1.example.test@EXAMPLE.TEST",
@@ -319,7 +355,7 @@ func TestExpiredTokenIsGone(t *testing.T) {
 	n.tokens = store.NewMemory(store.Options{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
 	token := tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
 	mu.Lock()
-	now = now.Add(n.cfg.TokenTTL)
+	now = now.Add(n.cur.Load().cfg.TokenTTL)
 	mu.Unlock()
 	// Another login meanwhile (its Put may sweep) does not turn "expired"
 	// into "unknown".
@@ -344,14 +380,14 @@ func TestReadyzReflectsChecks(t *testing.T) {
 	if c, _ := get(); c != http.StatusServiceUnavailable {
 		t.Fatalf("readyz before the first check: %d, want 503", c)
 	}
-	n.runChecks(context.Background())
+	n.checkNow(context.Background())
 	if c, body := get(); c != http.StatusOK || !strings.Contains(body, `"kdc_self_test":true`) {
 		t.Fatalf("readyz after passing checks: %d %s", c, body)
 	}
 	n.selfTest = func(context.Context) error {
 		return errors.New("KDC 127.0.0.1:88 unreachable for svc_http@EXAMPLE.TEST")
 	}
-	n.runChecks(context.Background())
+	n.checkNow(context.Background())
 	c, body := get()
 	if c != http.StatusServiceUnavailable || !strings.Contains(body, `"kdc_self_test":false`) {
 		t.Fatalf("readyz with a failing self-test: %d %s", c, body)
@@ -361,8 +397,8 @@ func TestReadyzReflectsChecks(t *testing.T) {
 		t.Fatalf("the failure's detail belongs in the log only; body %s\nlog:\n%s", body, logs.String())
 	}
 	n.selfTest = func(context.Context) error { return nil }
-	n.dir = fakeDirectory{err: directory.ErrUnavailable}
-	n.runChecks(context.Background())
+	n.setDirectory(fakeDirectory{err: directory.ErrUnavailable})
+	n.checkNow(context.Background())
 	if c, body := get(); c != http.StatusServiceUnavailable || !strings.Contains(body, `"ldap":false`) {
 		t.Fatalf("readyz with LDAP down: %d %s", c, body)
 	}
@@ -373,7 +409,7 @@ func TestReadyzReflectsChecks(t *testing.T) {
 // self-test interval.
 func TestCheckLoopRetriesSoonWhenNotReady(t *testing.T) {
 	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
-	n.cfg.SelfTestInterval = time.Hour
+	n.edit(func(s *settings) { s.cfg.SelfTestInterval = time.Hour })
 	var calls atomic.Int32
 	n.selfTest = func(context.Context) error {
 		if calls.Add(1) == 1 {
@@ -437,7 +473,9 @@ func TestCheckSSOPath(t *testing.T) {
 
 func TestSessionsBelongToTheirApplication(t *testing.T) {
 	n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, nil)
-	n.apiClients = append(n.apiClients, apiClient{name: "other", keyHash: sha256Sum("other-app-key-0123456789")})
+	n.edit(func(s *settings) {
+		s.apiClients = append(slices.Clone(s.apiClients), apiClient{name: "other", keyHash: sha256Sum("other-app-key-0123456789")})
+	})
 	w := redeem(n, testAPIKey, tokenFrom(t, ssoRequest(n, "Negotiate YQ==")))
 	var got redeemResponse
 	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
@@ -466,10 +504,10 @@ func TestLDAPOperationsPerLogin(t *testing.T) {
 	for range 3 {
 		tokenFrom(t, ssoRequest(n, "Negotiate YQ=="))
 	}
-	n.dir = fakeDirectory{err: fmt.Errorf("x: %w", directory.ErrNotFound), ops: 2}
+	n.setDirectory(fakeDirectory{err: fmt.Errorf("x: %w", directory.ErrNotFound), ops: 2})
 	ssoRequest(n, "Negotiate YQ==")
 	// A login refused before the directory is not counted.
-	n.validator = fakeValidator{err: fmt.Errorf("x: %w", negotiate.ErrReplay)}
+	n.setValidator(fakeValidator{err: fmt.Errorf("x: %w", negotiate.ErrReplay)})
 	ssoRequest(n, "Negotiate YQ==")
 
 	reg := prometheus.NewPedanticRegistry()

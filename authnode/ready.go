@@ -3,6 +3,7 @@ package authnode
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -53,7 +54,8 @@ type readyView struct {
 
 // checkLoop runs the readiness checks at once and then every
 // SelfTestInterval (every notReadyRecheck at most while the node is not
-// ready) until ctx ends. It also sweeps the stores.
+// ready, and at once when new settings or keys came in) until ctx ends. It
+// also sweeps the stores.
 func (n *Node) checkLoop(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -62,10 +64,14 @@ func (n *Node) checkLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.recheck:
+			t.Stop()
 		}
-		rep := n.runChecks(ctx)
+		s := n.acquire()
+		rep := n.runChecks(ctx, s)
+		s.dir.release()
 		n.sweepStores()
-		next := n.cfg.SelfTestInterval
+		next := s.cfg.SelfTestInterval
 		if !rep.Ready {
 			// A KDC or DC that missed one answer should not keep the
 			// node out of its pools for a whole interval.
@@ -83,7 +89,7 @@ const notReadyRecheck = 5 * time.Second
 // runChecks proves, in order, that the keytab is loaded, that the proxy
 // account can bind, that our clock is within the allowed skew of the DC's,
 // and that the KDC issues a ticket for our SPN that our keytab decrypts.
-func (n *Node) runChecks(ctx context.Context) *readyReport {
+func (n *Node) runChecks(ctx context.Context, s *settings) *readyReport {
 	rep := &readyReport{Checks: map[string]checkResult{}}
 	set := func(name string, err error, okDetail string) {
 		r := checkResult{OK: err == nil, Detail: okDetail}
@@ -97,18 +103,18 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 		}
 		n.metrics.ready.WithLabelValues(name).Set(v)
 	}
-	set("keytab", nil, fmt.Sprintf("%s loaded", n.cfg.Keytab))
+	set("keytab", nil, fmt.Sprintf("%s loaded", s.keys.path))
 
-	ldapCtx, cancel := context.WithTimeout(ctx, n.cfg.LDAP.Timeout)
+	ldapCtx, cancel := context.WithTimeout(ctx, s.cfg.LDAP.Timeout)
 	start := time.Now()
-	err := n.dir.Check(ldapCtx)
+	err := s.dir.dir.Check(ldapCtx)
 	n.observeLDAP("check", start, err)
 	set("ldap", err, "proxy bind works")
 	if err == nil {
 		start = time.Now()
 		before := n.now()
 		var dcTime time.Time
-		dcTime, err = n.dir.ServerTime(ldapCtx)
+		dcTime, err = s.dir.dir.ServerTime(ldapCtx)
 		n.observeLDAP("time", start, err)
 		if err == nil {
 			// Take the midpoint of the request as our side of the clock.
@@ -117,12 +123,12 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 			rep.ClockOffset = off
 			n.metrics.clockOffset.Set(off.Seconds())
 			switch {
-			case off.Abs() > n.cfg.MaxClockSkew:
-				err = fmt.Errorf("clock differs from the domain controller's by %s (allowed %s)", off.Round(time.Second), n.cfg.MaxClockSkew)
-			case off > n.cfg.MaxFutureSkew:
+			case off.Abs() > s.cfg.MaxClockSkew:
+				err = fmt.Errorf("clock differs from the domain controller's by %s (allowed %s)", off.Round(time.Second), s.cfg.MaxClockSkew)
+			case off > s.cfg.MaxFutureSkew:
 				// Clients keep the domain's time: their authenticators
 				// would all look this far in the node's future.
-				err = fmt.Errorf("clock is %s behind the domain controller's; authenticators of clients in step with the domain would be refused as made in the future (allowed %s)", off.Round(time.Second), n.cfg.MaxFutureSkew)
+				err = fmt.Errorf("clock is %s behind the domain controller's; authenticators of clients in step with the domain would be refused as made in the future (allowed %s)", off.Round(time.Second), s.cfg.MaxFutureSkew)
 			}
 		}
 		set("clock", err, "within the allowed skew of the domain controller")
@@ -134,7 +140,7 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 	kdcCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	err = n.selfTest(kdcCtx)
 	cancel()
-	set("kdc_self_test", err, fmt.Sprintf("KDC issued a ticket for %s that the keytab decrypts", n.cfg.SelfTestSPN))
+	set("kdc_self_test", err, fmt.Sprintf("KDC issued a ticket for %s that the keytab decrypts", s.cfg.SelfTestSPN))
 
 	rep.Ready = true
 	for _, c := range rep.Checks {
@@ -143,7 +149,7 @@ func (n *Node) runChecks(ctx context.Context) *readyReport {
 	rep.CheckedAt = time.Now().UTC()
 	prev := n.ready.last.Swap(rep)
 	n.publishOverall()
-	n.logReadiness(prev, rep)
+	n.logReadiness(s.log, prev, rep)
 	return rep
 }
 
@@ -207,9 +213,9 @@ func (n *Node) setStoreCheck(err error) {
 	wasReady := prev != nil && prev.OK
 	switch {
 	case !r.OK && (wasReady || prev == nil || prev.Detail != r.Detail):
-		n.log.Warn("readiness check failing", "check", "store", "err", r.Detail)
+		n.logger().Warn("readiness check failing", "check", "store", "err", r.Detail)
 	case r.OK && !wasReady:
-		n.log.Info("readiness check passing", "check", "store")
+		n.logger().Info("readiness check passing", "check", "store")
 	}
 	n.publishOverall()
 }
@@ -217,9 +223,9 @@ func (n *Node) setStoreCheck(err error) {
 // logReadiness logs what changed since the previous round: readiness
 // itself once per change, and each check that starts failing (with why),
 // fails differently, or recovers.
-func (n *Node) logReadiness(prev, rep *readyReport) {
+func (n *Node) logReadiness(log *slog.Logger, prev, rep *readyReport) {
 	if prev == nil || prev.Ready != rep.Ready {
-		n.log.Info("readiness changed", "ready", rep.Ready)
+		log.Info("readiness changed", "ready", rep.Ready)
 	}
 	for name, c := range rep.Checks {
 		var was checkResult
@@ -228,9 +234,9 @@ func (n *Node) logReadiness(prev, rep *readyReport) {
 		}
 		switch {
 		case !c.OK && (prev == nil || was.OK || was.Detail != c.Detail):
-			n.log.Warn("readiness check failing", "check", name, "err", c.Detail)
+			log.Warn("readiness check failing", "check", name, "err", c.Detail)
 		case c.OK && prev != nil && !was.OK:
-			n.log.Info("readiness check passing", "check", name)
+			log.Info("readiness check passing", "check", name)
 		}
 	}
 }

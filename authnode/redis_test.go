@@ -143,7 +143,7 @@ func TestRedisDownAnswers503(t *testing.T) {
 		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
 	var logs syncBuffer
 	n := redisNode(t, r, &logs)
-	n.runChecks(context.Background())
+	n.checkNow(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	loopDone := make(chan struct{})
 	go func() { defer close(loopDone); n.storeCheckLoop(ctx) }()

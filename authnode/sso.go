@@ -173,9 +173,9 @@ func classify(err error) failure {
 
 // handleSSO performs the Negotiate exchange, confirms the user in the
 // directory and sends the browser to the application with a one-time token.
-func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
+func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	log := n.log.With("client", r.RemoteAddr, "conn", connID(r.Context()))
+	log := s.log.With("client", r.RemoteAddr, "conn", connID(r.Context()))
 	blob, ok := negotiateBlob(r.Header.Get("Authorization"))
 	if !ok {
 		n.fail(w, r, log, failNoNegotiate, nil, start)
@@ -193,7 +193,7 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	log = log.With("kind", kind.String())
 
 	vstart := time.Now()
-	id, err := n.validator.Validate(raw)
+	id, err := s.keys.validator.Validate(raw)
 	n.metrics.kerberosSeconds.Observe(time.Since(vstart).Seconds())
 	if err != nil {
 		f := classify(err)
@@ -204,6 +204,17 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 			spn := spnLabel(negotiate.TicketSPN(err))
 			n.metrics.tickets.WithLabelValues(spn, f.reason).Inc()
 			log = log.With("spn", spn)
+			if f == failKVNO {
+				// Which key the ticket needs and which the node has:
+				// an older one is a ticket from before a password
+				// change kept past previous_keys_ttl, a newer one a
+				// keytab not yet exported or loaded.
+				if kvno, ok := negotiate.TicketKVNO(raw); ok {
+					log = log.With("ticket_kvno", kvno)
+				}
+				cur, ret := s.keys.kvnos(negotiate.TicketSPN(err))
+				log = log.With("keytab_kvnos", cur, "retired_kvnos", ret)
+			}
 		}
 		n.fail(w, r, log, f, err, start)
 		return
@@ -213,20 +224,20 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	log = log.With("user", clip.String(id.User), "realm", clip.String(id.Realm), "spn", id.SPN, "sid", clip.String(id.UserSID))
 	// A trusted realm's "alice" is not this domain's alice: other realms
 	// stop here.
-	if !strings.EqualFold(id.Realm, n.cfg.Realm) {
-		n.fail(w, r, log, failForeignRealm, fmt.Errorf("client realm %s is not %s", clip.String(id.Realm), n.cfg.Realm), start)
+	if !strings.EqualFold(id.Realm, s.cfg.Realm) {
+		n.fail(w, r, log, failForeignRealm, fmt.Errorf("client realm %s is not %s", clip.String(id.Realm), s.cfg.Realm), start)
 		return
 	}
 	// The account is confirmed by the SID the KDC signed, not by name.
 	if id.UserSID == "" {
-		n.fail(w, r, log, failNoPAC, fmt.Errorf("ticket of %s for %s has no PAC: check that the service account %s is not marked NO_AUTH_DATA_REQUIRED", clip.String(id.User), id.SPN, n.cfg.Account), start)
+		n.fail(w, r, log, failNoPAC, fmt.Errorf("ticket of %s for %s has no PAC: check that the service account %s is not marked NO_AUTH_DATA_REQUIRED", clip.String(id.User), id.SPN, s.cfg.Account), start)
 		return
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), n.lookupBudget())
+	ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
 	defer cancel()
 	lstart := time.Now()
-	user, ops, err := n.dir.Lookup(ctx, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs})
+	user, ops, err := s.dir.dir.Lookup(ctx, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs})
 	n.observeLDAP("lookup", lstart, err)
 	n.metrics.ldapOpsPerLogin.Observe(float64(ops))
 	if err != nil {
@@ -247,7 +258,7 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 		AuthMethod:        "kerberos",
 		ClientAddr:        r.RemoteAddr,
 	}
-	token, err := n.issueToken(r.Context(), ident)
+	token, err := n.issueToken(r.Context(), s, ident)
 	if err != nil {
 		n.fail(w, r, log, classify(err), err, start)
 		return
@@ -258,17 +269,17 @@ func (n *Node) handleSSO(w http.ResponseWriter, r *http.Request) {
 	noStore(w)
 	// The token travels in the URL: keep it out of Referer headers.
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	http.Redirect(w, r, n.applicationURL(token), http.StatusFound)
+	http.Redirect(w, r, s.applicationURL(token), http.StatusFound)
 	n.metrics.logins.WithLabelValues("success", "ok").Inc()
 	log.Info("login", "outcome", "success", "status", http.StatusFound,
-		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "duration", time.Since(start))
+		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO, "duration", time.Since(start))
 }
 
 // lookupBudget bounds one login's directory look-up in all: a wait for a
 // connection (queue_timeout) and its searches (timeout each: the user, and
 // the group SIDs the cache lacks), with room for one more.
-func (n *Node) lookupBudget() time.Duration {
-	return n.cfg.LDAP.QueueTimeout + 3*n.cfg.LDAP.Timeout
+func (s *settings) lookupBudget() time.Duration {
+	return s.cfg.LDAP.QueueTimeout + 3*s.cfg.LDAP.Timeout
 }
 
 // maxErrLog bounds the error text of a login log line. Every string from
@@ -315,10 +326,10 @@ func negotiateBlob(h string) (string, bool) {
 
 // applicationURL is the configured application URL with the token added to
 // its query.
-func (n *Node) applicationURL(token string) string {
-	u := *n.appURL
+func (s *settings) applicationURL(token string) string {
+	u := *s.appURL
 	q := u.Query()
-	q.Set(n.cfg.TokenParam, token)
+	q.Set(s.cfg.TokenParam, token)
 	u.RawQuery = q.Encode()
 	return u.String()
 }

@@ -128,7 +128,7 @@ func TestKeytabAlarmLabels(t *testing.T) {
 func TestNoPAC(t *testing.T) {
 	var logs bytes.Buffer
 	n := newOfflineNode(t, &logs, negotiate.Options{})
-	n.dir = fakeDirectory{err: errLookupCalled}
+	n.setDirectory(fakeDirectory{err: errLookupCalled})
 	w := ssoRequest(n, offlineAuthz(t, "alice", offlineSPN, time.Now()))
 	if w.Code != http.StatusInternalServerError || !strings.Contains(w.Body.String(), "no_pac") ||
 		!strings.Contains(logs.String(), "NO_AUTH_DATA_REQUIRED") {
@@ -178,7 +178,7 @@ func TestReadinessNodeBehindTheDC(t *testing.T) {
 		var logs syncBuffer
 		n := newTestNode(t, fakeValidator{id: alice}, fakeDirectory{user: aliceUser}, &logs)
 		n.now = func() time.Time { return time.Now().Add(-tt.behind) }
-		rep := n.runChecks(t.Context())
+		rep := n.checkNow(t.Context())
 		if rep.Checks["clock"].OK != tt.ready {
 			t.Errorf("node %s behind the DC: clock check %+v, want OK=%t", tt.behind, rep.Checks["clock"], tt.ready)
 		}

@@ -140,6 +140,15 @@ func (a *Admin) Modify(dn, op, attr string, values ...string) {
 	}
 }
 
+// SetPassword resets the password of the account dn, as an administrator
+// does (no old password needed). The account's key version (KVNO) goes up
+// by one, and its keys change: what a service account's password change
+// does to its keytab.
+func (a *Admin) SetPassword(dn, password string) {
+	a.t.Helper()
+	a.Modify(dn, "replace", "unicodePwd", unicodePwd(password))
+}
+
 // SetDisabled sets or clears ACCOUNTDISABLE on the user dn.
 func (a *Admin) SetDisabled(dn string, disabled bool) {
 	a.t.Helper()

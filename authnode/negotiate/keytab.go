@@ -56,16 +56,11 @@ func Summarize(kt *keytab.Keytab) []KeyInfo {
 }
 
 // LoadKeytab reads the keytab file at path. It refuses a keytab without
-// entries, since a node could never accept a ticket with it.
+// entries, since a node could never accept a ticket with it, and one cut
+// short (see ParseKeytab).
 func LoadKeytab(path string) (*keytab.Keytab, error) {
-	kt, err := keytab.Load(path)
-	if err != nil {
-		return nil, fmt.Errorf("load keytab %s: %w", path, err)
-	}
-	if len(kt.Entries) == 0 {
-		return nil, fmt.Errorf("load keytab %s: it holds no keys (export the SPN keys with ktpass or samba-tool domain exportkeytab)", path)
-	}
-	return kt, nil
+	kt, _, err := ReadKeytab(path)
+	return kt, err
 }
 
 // EtypeName returns the RFC 3961/MIT name of a Kerberos encryption type,

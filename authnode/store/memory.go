@@ -83,9 +83,8 @@ type Limits struct {
 // draw on; the auth node's token and session stores share one. It is safe
 // for concurrent use.
 type Budget struct {
-	lim Limits
-
 	mu      sync.Mutex
+	lim     Limits
 	entries int
 	bytes   int64
 }
@@ -102,7 +101,26 @@ func NewBudget(lim Limits) *Budget {
 }
 
 // Limits returns the budget's bounds, defaults applied.
-func (b *Budget) Limits() Limits { return b.lim }
+func (b *Budget) Limits() Limits {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lim
+}
+
+// SetLimits replaces the bounds (defaults for zero fields), for a
+// configuration reload. Entries held stay; when they exceed the new bounds,
+// new ones are refused until enough have gone.
+func (b *Budget) SetLimits(lim Limits) {
+	if lim.MaxEntries <= 0 {
+		lim.MaxEntries = DefaultMaxEntries
+	}
+	if lim.MaxBytes <= 0 {
+		lim.MaxBytes = DefaultMaxBytes
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lim = lim
+}
 
 // Entries returns the entries charged to the budget.
 func (b *Budget) Entries() int {

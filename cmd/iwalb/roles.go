@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"reflect"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -102,17 +101,26 @@ func (p *process) build(f *config.File) (generation, error) {
 type nodeRole struct {
 	node *authnode.Node
 	cfg  authnode.Config
+	// next is what a reload prepared for the running node; nil for a new
+	// node.
+	next *authnode.Pending
 }
 
-// buildNode makes the auth node of cfg. A running node whose configuration
-// is unchanged carries on as it is (its stores and replay cache with it).
+// buildNode makes the auth node of cfg. For a running node it loads and
+// checks cfg (and the files it names, which may have changed under the
+// same names) without changing the node; update swaps it in, the node
+// keeping its stores, replay cache and listener. A change that takes a
+// restart (its listen address, say) is refused here.
 func (p *process) buildNode(cfg authnode.Config) (role, error) {
 	if live, ok := p.roles[roleAuthNode]; ok {
 		running := live.role.(*nodeRole)
-		if reflect.DeepEqual(running.cfg, cfg) {
-			return running, nil
+		next, err := running.node.Prepare(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("authnode: %w", err)
 		}
-		return nil, fmt.Errorf("authnode: its settings changed, which takes a restart (iwalb reloads pools, routes, front doors and limits)")
+		// Dropped without Apply (another role refused the reload),
+		// next holds nothing that needs closing.
+		return &nodeRole{node: running.node, cfg: cfg, next: next}, nil
 	}
 	// authnode.New adds role=authnode to the logger itself.
 	node, err := authnode.New(cfg, authnode.Options{Logger: p.log, Registerer: p.reg})
@@ -130,7 +138,11 @@ func (r *nodeRole) stage() int      { return stageOthers }
 func (r *nodeRole) serve(ctx context.Context, lns []net.Listener) error {
 	return r.node.Serve(ctx, lns[0])
 }
-func (r *nodeRole) update(role) {} // build let only an unchanged node through
+func (r *nodeRole) update(next role) {
+	n := next.(*nodeRole)
+	r.node.Apply(n.next)
+	r.cfg = n.cfg
+}
 
 // l4Role is one L4 listener.
 type l4Role struct {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/authnode/directory"
+	"github.com/iwalb/iwalb/authnode/negotiate"
 	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/internal/hostname"
 )
@@ -105,10 +106,13 @@ type rawKerberos struct {
 	Account          str      `yaml:"account"`
 	SelfTestSPN      str      `yaml:"self_test_spn"`
 	SelfTestInterval duration `yaml:"self_test_interval"`
-	MaxClockSkew     duration `yaml:"max_clock_skew"`
-	MaxFutureSkew    duration `yaml:"max_future_skew"`
-	ReplayCacheSize  integer  `yaml:"replay_cache_size"`
-	ReplayQuota      integer  `yaml:"replay_quota"`
+	// KeytabCheckInterval and PreviousKeysTTL: keytab rotation.
+	KeytabCheckInterval duration `yaml:"keytab_check_interval"`
+	PreviousKeysTTL     duration `yaml:"previous_keys_ttl"`
+	MaxClockSkew        duration `yaml:"max_clock_skew"`
+	MaxFutureSkew       duration `yaml:"max_future_skew"`
+	ReplayCacheSize     integer  `yaml:"replay_cache_size"`
+	ReplayQuota         integer  `yaml:"replay_quota"`
 }
 
 type rawLDAP struct {
@@ -392,6 +396,7 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 	cfg.SelfTestInterval = c.positive(k.SelfTestInterval, p+".self_test_interval", 60*time.Second)
 	cfg.MaxClockSkew = c.positive(k.MaxClockSkew, p+".max_clock_skew", 5*time.Minute)
 	c.replayLimits(k, cfg)
+	c.keytabRotation(k, cfg)
 	if !c.section(k.At, r.At, "authnode", "kerberos") {
 		return
 	}
@@ -415,7 +420,7 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 			kt, err := parseKeytab(data)
 			switch {
 			case err != nil:
-				c.add(k.Keytab.Line, "%s.keytab: %s is not a keytab: %v", p, showPath(k.Keytab.V, abs), err)
+				c.add(k.Keytab.Line, "%s.keytab: %s does not load: %v", p, showPath(k.Keytab.V, abs), err)
 			case fqdnOK && realmOK:
 				want := "HTTP/" + r.FQDN.V + "@" + k.Realm.V
 				if held := principals(kt); !slices.Contains(held, want) {
@@ -484,16 +489,45 @@ func (c *checker) replayLimits(k rawKerberos, cfg *authnode.Config) {
 	}
 }
 
-// parseKeytab is keytab.Load on bytes already read, turning a panic on a
-// malformed file into an error.
-func parseKeytab(data []byte) (kt *keytab.Keytab, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("malformed keytab: %v", r)
-		}
-	}()
-	kt = keytab.New()
-	return kt, kt.Unmarshal(data)
+// Bounds of the keytab rotation keys.
+const (
+	// minKeytabCheck and maxKeytabCheck: the file is read (a few KB) at
+	// each check; past an hour a new keytab waits too long, and tickets
+	// of the new key version fail meanwhile.
+	minKeytabCheck = time.Second
+	maxKeytabCheck = time.Hour
+	// maxPreviousKeysTTL: a week is the longest a domain lets a ticket be
+	// renewed; keeping a retired key longer only widens what a leaked key
+	// can do.
+	maxPreviousKeysTTL = 7 * 24 * time.Hour
+)
+
+// keytabRotation checks how often the keytab file is read again and how
+// long the keys of an older keytab stay accepted.
+func (c *checker) keytabRotation(k rawKerberos, cfg *authnode.Config) {
+	const p = "authnode.kerberos"
+	cfg.KeytabCheckInterval = c.positive(k.KeytabCheckInterval, p+".keytab_check_interval", authnode.DefaultKeytabCheckInterval)
+	if d := k.KeytabCheckInterval; d.Set && d.V > 0 && (d.V < minKeytabCheck || d.V > maxKeytabCheck) {
+		c.add(d.Line, "%s.keytab_check_interval: %s is not between %s and %s", p, d.V, minKeytabCheck, maxKeytabCheck)
+	}
+	cfg.PreviousKeysTTL = authnode.DefaultPreviousKeysTTL
+	switch d := k.PreviousKeysTTL; {
+	case !d.Set:
+	case d.V < 0:
+		c.add(d.Line, "%s.previous_keys_ttl: must be 0 (keep no previous key) or more, got %s", p, d.V)
+	case d.V == 0:
+		cfg.PreviousKeysTTL = -1 // authnode.Config's "none kept"
+	case d.V > maxPreviousKeysTTL:
+		c.add(d.Line, "%s.previous_keys_ttl: %s is more than %s; tickets last 10h by default, and a retired key stays usable as long as it is kept", p, d.V, maxPreviousKeysTTL)
+	default:
+		cfg.PreviousKeysTTL = d.V
+	}
+}
+
+// parseKeytab parses a keytab's content as the node will, with errors that
+// never quote the content (gokrb5's own print its bytes, keys included).
+func parseKeytab(data []byte) (*keytab.Keytab, error) {
+	return negotiate.ParseKeytab(data)
 }
 
 // principals lists the keytab's principals, once each, as name/host@REALM.

@@ -63,6 +63,11 @@ func fixture(t *testing.T) string {
 	configtest.WriteKeytab(t, dir, "http.keytab", "EXAMPLE.TEST", "HTTP/auth1.example.test", "HTTP/auth2.example.test")
 	configtest.WriteKeytab(t, dir, "other.keytab", "EXAMPLE.TEST", "HTTP/other.example.test")
 	configtest.WriteFile(t, dir, "bad.keytab", []byte("not a keytab\n"))
+	good, err := os.ReadFile(filepath.Join(dir, "http.keytab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	configtest.WriteFile(t, dir, "cut.keytab", good[:len(good)-10])
 	configtest.WriteFile(t, dir, "krb5.conf", []byte(configtest.Krb5Conf))
 	configtest.WriteFile(t, dir, "bad-krb5.conf", []byte("[libdefaults]\n  default_realm\n"))
 	configtest.WriteFile(t, dir, "secrets/bind", []byte("SvcLdap-Passw0rd1\n"))
@@ -240,6 +245,8 @@ func TestLoadValid(t *testing.T) {
 		{"CookieName", cfg.CookieName, "iwalb_session"},
 		{"SelfTestSPN", cfg.SelfTestSPN, "HTTP/auth1.example.test"},
 		{"SelfTestInterval", cfg.SelfTestInterval, 60 * time.Second},
+		{"KeytabCheckInterval", cfg.KeytabCheckInterval, 10 * time.Second},
+		{"PreviousKeysTTL", cfg.PreviousKeysTTL, 10 * time.Hour},
 		{"MaxClockSkew", cfg.MaxClockSkew, 5 * time.Minute},
 		{"MaxFutureSkew", cfg.MaxFutureSkew, 30 * time.Second},
 		{"ReplayCacheMax", cfg.ReplayCacheMax, 100000},
@@ -402,7 +409,29 @@ func TestLoadProblems(t *testing.T) {
 		{
 			name:  "keytab that does not parse",
 			lines: map[int]string{14: "    keytab: bad.keytab"},
-			want:  []string{`14: authnode.kerberos.keytab: "bad.keytab" (` + abs("bad.keytab") + `) is not a keytab: invalid keytab data. First byte does not equal 5`},
+			want:  []string{`14: authnode.kerberos.keytab: "bad.keytab" (` + abs("bad.keytab") + `) does not load: not a keytab (a keytab file starts with byte 0x05)`},
+		},
+		{
+			// gokrb5's own error would print the file, keys included.
+			name:  "keytab cut short",
+			lines: map[int]string{14: "    keytab: cut.keytab"},
+			want:  []string{`14: authnode.kerberos.keytab: "cut.keytab" (` + abs("cut.keytab") + `) does not load: malformed keytab: it ends inside an entry (cut short, or still being written)`},
+		},
+		{
+			name:  "keytab rotation",
+			lines: map[int]string{17: "    account: svc_http\n    keytab_check_interval: 500ms\n    previous_keys_ttl: -1h"},
+			want: []string{
+				`18: authnode.kerberos.keytab_check_interval: 500ms is not between 1s and 1h0m0s`,
+				`19: authnode.kerberos.previous_keys_ttl: must be 0 (keep no previous key) or more, got -1h0m0s`,
+			},
+		},
+		{
+			name:  "keytab rotation bounds",
+			lines: map[int]string{17: "    account: svc_http\n    keytab_check_interval: 0s\n    previous_keys_ttl: 200h"},
+			want: []string{
+				`18: authnode.kerberos.keytab_check_interval: must be more than zero, got 0s`,
+				`19: authnode.kerberos.previous_keys_ttl: 200h0m0s is more than 168h0m0s; tickets last 10h by default, and a retired key stays usable as long as it is kept`,
+			},
 		},
 		{
 			name:  "keytab without the node's SPN",
@@ -943,6 +972,28 @@ func TestAuthNodeLimits(t *testing.T) {
 	if cfg.MaxConns != 500 || cfg.MaxConnsPerSource >= 0 || cfg.StoreMaxEntries != 2000 || cfg.StoreMaxBytes != 1<<20 {
 		t.Fatalf("MaxConns %d, MaxConnsPerSource %d (want negative: no bound), StoreMaxEntries %d, StoreMaxBytes %d",
 			cfg.MaxConns, cfg.MaxConnsPerSource, cfg.StoreMaxEntries, cfg.StoreMaxBytes)
+	}
+}
+
+// TestKeytabRotationKeys: the keytab check interval and previous keys'
+// lifetime reach the node; previous_keys_ttl 0 keeps no previous key.
+func TestKeytabRotationKeys(t *testing.T) {
+	for _, tc := range []struct {
+		yaml           string
+		check, keepFor time.Duration
+	}{
+		{"    keytab_check_interval: 2s\n    previous_keys_ttl: 24h", 2 * time.Second, 24 * time.Hour},
+		{"    previous_keys_ttl: 0s", 10 * time.Second, -1},
+	} {
+		dir := fixture(t)
+		f, err := Load(writeConfig(t, dir, edit(map[int]string{17: "    account: svc_http\n" + tc.yaml}, "")))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		cfg, _ := f.AuthNode()
+		if cfg.KeytabCheckInterval != tc.check || cfg.PreviousKeysTTL != tc.keepFor {
+			t.Errorf("%q: KeytabCheckInterval %s, PreviousKeysTTL %s; want %s, %s", tc.yaml, cfg.KeytabCheckInterval, cfg.PreviousKeysTTL, tc.check, tc.keepFor)
+		}
 	}
 }
 
