@@ -43,6 +43,9 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections (default 120s).
 	IdleTimeout time.Duration
+	// DrainTimeout is how long a stopping node lets requests in flight
+	// finish (default 10s); a reload may change it.
+	DrainTimeout time.Duration
 	// MaxConns bounds the connections open at once, counted from accept
 	// (PROXY headers and TLS handshakes in progress included); more are
 	// reset at once (default DefaultMaxConns).

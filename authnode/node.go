@@ -364,7 +364,7 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	n.ready.draining.Store(true)
 	n.metrics.ready.WithLabelValues("overall").Set(0)
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	shutCtx, cancel := context.WithTimeout(context.Background(), n.cur.Load().cfg.DrainTimeout)
 	defer cancel()
 	err := srv.Shutdown(shutCtx)
 	<-serveErr
@@ -436,6 +436,7 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 128 << 10
 	}
+	def(&c.DrainTimeout, 10*time.Second)
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}

@@ -130,9 +130,11 @@ func configFlag(cmd string, args []string, stderr io.Writer) (path string, code 
 
 // check loads the file and reports on stdout, as an editor or CI job
 // wants it.
-// Warnings (a key file open to others) are printed but do not fail the
-// check, since the file may be checked on another machine than the one
-// that runs it; run refuses them.
+// It loads the file and builds what run would build from it (pools,
+// servers, handlers, the auth node's keys and clients), binding and
+// dialing nothing. Warnings (a key file open to others) are printed but do
+// not fail the check, since the file may be checked on another machine
+// than the one that runs it; run refuses them.
 func check(path string, stdout io.Writer) int {
 	f, err := config.Load(path)
 	if err != nil {
@@ -141,6 +143,11 @@ func check(path string, stdout io.Writer) int {
 	}
 	if w := f.Warnings(); len(w) > 0 {
 		fmt.Fprintln(stdout, w)
+	}
+	p := newProcess(path, f, io.Discard)
+	if _, err := p.build(f); err != nil {
+		fmt.Fprintf(stdout, "%s: %v\n", path, err)
+		return exitFailed
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return exitOK

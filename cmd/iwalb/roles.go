@@ -57,6 +57,7 @@ func (p *process) build(f *config.File) (generation, error) {
 	}
 	g := generation{pools: set}
 	if cfg, ok := f.AuthNode(); ok {
+		cfg.DrainTimeout = f.DrainTimeout()
 		r, err := p.buildNode(cfg)
 		if err != nil {
 			return generation{}, err
@@ -69,7 +70,7 @@ func (p *process) build(f *config.File) (generation, error) {
 	}
 	handed := map[string]l4.ConnHandler{}
 	for _, d := range doors {
-		r, err := p.buildDoor(d)
+		r, err := p.buildDoor(d, f.DrainTimeout())
 		if err != nil {
 			return generation{}, err
 		}
@@ -239,7 +240,7 @@ type doorRole struct {
 // buildDoor makes the front door d. A running door on the same addresses
 // keeps its hand-off listener, so that the L4 routes built beside it reach
 // the door that keeps serving.
-func (p *process) buildDoor(d config.L7Listener) (*doorRole, error) {
+func (p *process) buildDoor(d config.L7Listener, drain time.Duration) (*doorRole, error) {
 	log := p.log.With("role", "l7redirect")
 	opts := l7redirect.Options{Logger: log, Metrics: p.l7m}
 	r := &doorRole{cfg: d, metrics: p.l7m, log: log.With("frontdoor", d.Name)}
@@ -256,7 +257,7 @@ func (p *process) buildDoor(d config.L7Listener) (*doorRole, error) {
 	if r.certs, err = l7redirect.NewTLSSwitch(d.TLS); err != nil {
 		return nil, fmt.Errorf("front door %s: %w", d.Name, err)
 	}
-	r.server = &l7redirect.Server{Name: d.Name, Logger: r.log, Metrics: p.l7m}
+	r.server = &l7redirect.Server{Name: d.Name, Logger: r.log, Metrics: p.l7m, ShutdownTimeout: drain}
 	r.server.SetLimits(d.MaxConns, d.MaxConnsPerSource, trustedOf(d))
 	// Inside the connection caps, which then count the balancer (exempt
 	// from the per-source cap) rather than wait for its header in the

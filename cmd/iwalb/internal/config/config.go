@@ -19,13 +19,16 @@
 //	doors, err := f.L7Redirect(pools) // each with rules over pools
 //	listeners, err := f.L4(pools, handlers) // handlers: front door name → l4.HandoffListener
 //
-// Loading is provision → validate → build, as in Caddy: a file that would
-// fail at run time (a missing keytab, a certificate for the wrong name, an
-// unset environment variable) is refused before anything listens. Secrets
-// are read during Load, so a File holds them; it never prints them.
+// Load parses and validates, reading every file the configuration names: a
+// file that would fail at run time (a missing keytab, a certificate for
+// the wrong name, an unset environment variable) is refused, with its
+// lines, before anything is built. Building the runtime (pools, servers,
+// handlers) and binding listeners are the command's steps that follow;
+// `iwalb check` builds too, without binding. Secrets are read during Load,
+// so a File holds them; it never prints them.
 //
-// This package is not for reloading or watching files, and it knows nothing
-// of how a role uses its values.
+// This package does not watch files, and it knows nothing of how a role
+// uses its values; a reload is another Load.
 //
 // Adding a section takes one raw struct (the YAML shape, with the leaf
 // types of this package so that each value knows its line), a field for it in
@@ -55,7 +58,6 @@ import (
 
 	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/l4"
-	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -285,66 +287,7 @@ func (c *checker) build(raw *rawFile) *File {
 		return f
 	}
 	f.pools = pools
-	c.provision(f, raw)
 	return f
-}
-
-// provision builds the pools and listeners once, without metrics, so that
-// anything lb or l4 would refuse at run time is refused here, at the
-// section's line. The checks above should leave nothing for it to find.
-func (c *checker) provision(f *File, raw *rawFile) {
-	opts := lb.Options{Logger: slog.New(slog.DiscardHandler)}
-	for i, cfg := range f.PoolConfigs() {
-		if _, err := lb.NewPool(cfg, opts); err != nil {
-			c.add(raw.Pools[i].At.Line, "pools[%d]: %v", i, err)
-		}
-	}
-	set, err := f.Pools(lb.NewRegistry(), opts)
-	if err != nil {
-		return // reported above
-	}
-	doors := map[string]l4.ConnHandler{}
-	for i, l := range f.l7 {
-		doors[l.Name] = l4.NewHandoffListener(nil)
-		c.provisionL7(l, set, raw.L7.Listeners[i], fmt.Sprintf("l7redirect.listeners[%d]", i))
-	}
-	for i, l := range f.l4 {
-		if _, err := l.build(set, doors, l4.Options{Logger: slog.New(slog.DiscardHandler)}); err != nil {
-			c.add(raw.L4.Listeners[i].At.Line, "l4.listeners[%d]: %v", i, err)
-		}
-	}
-}
-
-// provisionL7 builds a front door's handlers as the command will, rule by
-// rule first so that anything l7redirect refuses is reported at the rule's
-// line.
-func (c *checker) provisionL7(l l7Listener, set *lb.Set, raw rawL7Listener, p string) {
-	cfg, err := l.config(set)
-	if err != nil {
-		c.add(raw.At.Line, "%s: %v", p, err)
-		return
-	}
-	opts := l7redirect.Options{Logger: slog.New(slog.DiscardHandler)}
-	bad := false
-	for j, r := range cfg.Config.Rules {
-		one := cfg.Config
-		one.Rules, one.Default = []l7redirect.Rule{r}, nil
-		if _, err := l7redirect.New(one, opts); err != nil {
-			c.add(l.rules[j].line, "%s.rules: %v", p, err)
-			bad = true
-		}
-	}
-	if bad {
-		return
-	}
-	if _, err := l7redirect.New(cfg.Config, opts); err != nil {
-		c.add(raw.At.Line, "%s: %v", p, err)
-	}
-	if l.HTTPRedirectListen != "" {
-		if _, err := l7redirect.NewHTTPSRedirect(l.Names, l.HTTPSPort, nil); err != nil {
-			c.add(raw.HTTPRedirectListen.Line, "%s.http_redirect_listen: %v", p, err)
-		}
-	}
 }
 
 var logLevels = map[string]slog.Level{

@@ -136,15 +136,6 @@ func (l l4Listener) config(set *lb.Set, doors map[string]l4.ConnHandler) (l4.Con
 	return cfg, nil
 }
 
-// build is config and l4.New, as the command will run them.
-func (l l4Listener) build(set *lb.Set, doors map[string]l4.ConnHandler, opts l4.Options) (*l4.Server, error) {
-	cfg, err := l.config(set, doors)
-	if err != nil {
-		return nil, err
-	}
-	return l4.New(cfg, opts)
-}
-
 // proxyVersions maps the configuration's names to PROXY protocol versions.
 var proxyVersions = map[string]int{"none": 0, "v1": 1, "v2": 2}
 
