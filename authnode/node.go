@@ -140,6 +140,7 @@ type Node struct {
 // New checks cfg, loads the keytab and certificates and returns a Node that
 // is ready to Run. Nothing listens and nothing is dialed until Run.
 func New(cfg Config, opts Options) (_ *Node, err error) {
+	defer wrapErr(&err, cfg.FQDN)
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -554,9 +555,17 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("LDAP.RequiredGroupCheck %q is neither %q nor %q", g, directory.GroupCheckTicket, directory.GroupCheckDirectory))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("auth node config: %w", err)
+		return fmt.Errorf("config: %w", err)
 	}
 	return nil
+}
+
+// wrapErr names the node in an error of New or Prepare: the package names
+// itself once, and its callers add only their own context.
+func wrapErr(err *error, fqdn string) {
+	if *err != nil {
+		*err = fmt.Errorf("authnode %s: %w", fqdn, *err)
+	}
 }
 
 // reservedPaths are the node's own endpoints; the SSO path may be none of

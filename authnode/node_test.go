@@ -26,6 +26,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/negotiate"
 	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/internal/connlimit"
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
 // These tests drive the handlers with stand-ins for the KDC-checked
@@ -436,18 +437,9 @@ func TestCheckLoopRetriesSoonWhenNotReady(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+// syncBuffer is the project's locked log buffer, under the name these
+// tests have used.
+type syncBuffer = testkit.Buffer
 
 func TestSSORefusesOtherRealms(t *testing.T) {
 	evil := *alice

@@ -131,7 +131,8 @@ type Pending struct {
 // in any way. A change of a key that takes a restart (see
 // ErrRestartRequired) is refused. The result is for Apply or Discard;
 // a Pending dropped without either holds nothing that needs closing.
-func (n *Node) Prepare(cfg Config) (*Pending, error) {
+func (n *Node) Prepare(cfg Config) (_ *Pending, err error) {
+	defer wrapErr(&err, cfg.FQDN)
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err

@@ -117,7 +117,7 @@ func (p *process) buildNode(cfg authnode.Config) (role, error) {
 		running := live.role.(*nodeRole)
 		next, err := running.node.Prepare(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("authnode: %w", err)
+			return nil, err // it names the node
 		}
 		// Dropped without Apply (another role refused the reload),
 		// next holds nothing that needs closing.
@@ -126,7 +126,7 @@ func (p *process) buildNode(cfg authnode.Config) (role, error) {
 	// authnode.New adds role=authnode to the logger itself.
 	node, err := authnode.New(cfg, authnode.Options{Logger: p.log, Registerer: p.reg})
 	if err != nil {
-		return nil, fmt.Errorf("authnode: %w", err)
+		return nil, err // it names the node
 	}
 	return &nodeRole{node: node, cfg: cfg}, nil
 }
