@@ -73,19 +73,7 @@ l4:
 `, metrics, private, admin, private, auth1.addr, auth2.addr, front7, plain, total, perSource, front4, total, perSource)
 	path := configtest.WriteFile(t, dir, "all.yaml", []byte(text))
 
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	errw := &testkit.Buffer{}
-	done := make(chan int, 1)
-	go func() { done <- serve(ctx, path, nil, errw) }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			cancel()
-			<-done
-		}
-	}()
-	waitChecked(t, metrics, done, &stopped, errw)
+	serveChecked(t, path, metrics)
 
 	// A client at 127.0.0.3, whose names all resolve to the address given.
 	get := func(scheme, addr, host, path string) (int, error) {

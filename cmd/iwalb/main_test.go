@@ -392,6 +392,32 @@ func waitChecked(t *testing.T, metrics string, done <-chan int, stopped *bool, e
 	}
 }
 
+// served is an iwalb run that a test started with serveChecked.
+type served struct {
+	cancel  context.CancelFunc // stops it
+	done    chan int           // its exit code
+	errw    *testkit.Buffer    // its log
+	stopped bool               // done has been read
+}
+
+// serveChecked runs serve on the configuration at path until the test
+// ends, and returns once both backends of pool authnodes have passed a
+// health check (metrics is the metrics listener's address).
+func serveChecked(t *testing.T, path, metrics string) *served {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	s := &served{cancel: cancel, done: make(chan int, 1), errw: &testkit.Buffer{}}
+	go func() { s.done <- serve(ctx, path, nil, s.errw) }()
+	t.Cleanup(func() {
+		cancel()
+		if !s.stopped {
+			<-s.done
+		}
+	})
+	waitChecked(t, metrics, s.done, &s.stopped, s.errw)
+	return s
+}
+
 // iwalbSeries keeps iwalb's own series of a /metrics text, for messages.
 func iwalbSeries(text string) string {
 	var b strings.Builder
@@ -725,19 +751,8 @@ l4:
         - {server_names: [lb.example.test], pool: authnodes}
 `, metrics, auth1.addr, auth2.addr, front7, plain, front4)))
 
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	errw := &testkit.Buffer{}
-	done := make(chan int, 1)
-	go func() { done <- serve(ctx, path, nil, errw) }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			cancel()
-			<-done
-		}
-	}()
-	waitChecked(t, metrics, done, &stopped, errw)
+	srv := serveChecked(t, path, metrics)
+	errw := srv.errw
 	var text string
 
 	// A browser-like client: every name resolves to the address given.
@@ -850,7 +865,7 @@ l4:
 			t.Fatal("the L4 listener did not accept the pending connection")
 		}
 	}
-	cancel()
+	srv.cancel()
 	time.Sleep(100 * time.Millisecond) // shutdown under way
 	tc := tls.Client(pending, &tls.Config{ServerName: "sso.example.test", RootCAs: roots, NextProtos: []string{"http/1.1"}})
 	tc.SetDeadline(time.Now().Add(5 * time.Second))
@@ -859,10 +874,10 @@ l4:
 		t.Errorf("a connection in its peek at shutdown: %v, %v; want a 302 from the front door", resp, err)
 	}
 
-	cancel()
+	srv.cancel()
 	select {
-	case code := <-done:
-		stopped = true
+	case code := <-srv.done:
+		srv.stopped = true
 		if code != 0 {
 			t.Errorf("exit code = %d, want 0\n%s", code, errw.String())
 		}
