@@ -94,6 +94,11 @@ type Config struct {
 	Keytab string
 	// Krb5Conf is the krb5.conf that tells the self-test where the KDC is.
 	Krb5Conf string
+	// Files, when set, are Keytab and Krb5Conf already parsed by the
+	// caller (the config package, which reads them to check them); New and
+	// Prepare then do not read the files again. The keytab watch reads the
+	// file at Keytab when its content changes.
+	Files *KerberosFiles
 	// Realm is the Kerberos realm, e.g. "EXAMPLE.TEST".
 	Realm string
 	// Account is the AD account (sAMAccountName) that owns the SPNs.

@@ -20,7 +20,6 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode/directory"
-	"github.com/iwalb/iwalb/authnode/negotiate"
 )
 
 // ErrRestartRequired: Prepare was given settings that differ from the
@@ -217,12 +216,12 @@ func (n *Node) load(cfg Config, prev *settings) (s *settings, kt *keytab.Keytab,
 	if s.appURL, err = parseAppURL(cfg.ApplicationURL); err != nil {
 		return nil, nil, sum, fmt.Errorf("application URL %q: %w", cfg.ApplicationURL, err)
 	}
-	if kt, sum, err = negotiate.ReadKeytab(cfg.Keytab); err != nil {
+	files, err := kerberosFiles(&cfg)
+	if err != nil {
 		return nil, nil, sum, err
 	}
-	if s.krb5, err = krbconfig.Load(cfg.Krb5Conf); err != nil {
-		return nil, nil, sum, fmt.Errorf("load krb5.conf %s: %w", cfg.Krb5Conf, err)
-	}
+	kt, sum, s.krb5 = files.Keytab, files.KeytabSum, files.Krb5
+	s.cfg.Files = nil // parsed once: the keytab watch reads the file itself
 	if s.tls, err = cfg.serverTLS(); err != nil {
 		return nil, nil, sum, err
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	krb5config "github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode"
@@ -413,11 +413,13 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 		}
 	}
 
+	files := &authnode.KerberosFiles{}
 	if c.needStr(k.Keytab, k.At, p, "keytab") {
 		data, abs, ok := c.readPrivateFile(k.Keytab, p+".keytab")
 		cfg.Keytab = abs
 		if ok {
-			kt, err := parseKeytab(data)
+			kt, err := negotiate.ParseKeytab(data)
+			files.Keytab, files.KeytabSum = kt, sha256.Sum256(data)
 			switch {
 			case err != nil:
 				c.add(k.Keytab.Line, "%s.keytab: %s does not load: %v", p, showPath(k.Keytab.V, abs), err)
@@ -437,10 +439,15 @@ func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Con
 		data, abs, ok := c.readFile(k.Krb5Conf, p+".krb5_conf")
 		cfg.Krb5Conf = abs
 		if ok {
-			if _, err := krb5config.NewFromString(string(data)); err != nil && !errors.As(err, new(krb5config.UnsupportedDirective)) {
+			var err error
+			if files.Krb5, err = authnode.ParseKrb5Conf(data); err != nil {
 				c.add(k.Krb5Conf.Line, "%s.krb5_conf: %s does not parse: %v", p, showPath(k.Krb5Conf.V, abs), err)
 			}
 		}
+	}
+	// Parsed once: the node serves with what was checked here.
+	if files.Keytab != nil && files.Krb5 != nil {
+		cfg.Files = files
 	}
 }
 
@@ -522,12 +529,6 @@ func (c *checker) keytabRotation(k rawKerberos, cfg *authnode.Config) {
 	default:
 		cfg.PreviousKeysTTL = d.V
 	}
-}
-
-// parseKeytab parses a keytab's content as the node will, with errors that
-// never quote the content (gokrb5's own print its bytes, keys included).
-func parseKeytab(data []byte) (*keytab.Keytab, error) {
-	return negotiate.ParseKeytab(data)
 }
 
 // principals lists the keytab's principals, once each, as name/host@REALM.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -267,6 +268,13 @@ func TestLoadValid(t *testing.T) {
 		if !reflect.DeepEqual(c.got, c.want) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+
+	// The keytab and krb5.conf are handed over as checked, parsed once.
+	if f := cfg.Files; f == nil || f.Keytab == nil || f.Krb5 == nil {
+		t.Errorf("Files = %+v, want the keytab and krb5.conf parsed by the checks", f)
+	} else if got := principals(f.Keytab); !slices.Contains(got, "HTTP/auth1.example.test@EXAMPLE.TEST") {
+		t.Errorf("the handed-over keytab holds %v, want HTTP/auth1.example.test@EXAMPLE.TEST", got)
 	}
 
 	// The File is immutable: changing a returned Config changes nothing.
