@@ -3,6 +3,8 @@ package authnode
 import (
 	"net/netip"
 	"time"
+
+	"github.com/iwalb/iwalb/authnode/store"
 )
 
 // Listener defaults. A browser opens six connections per host and the
@@ -190,34 +192,24 @@ type APIClient struct {
 	CertName string
 }
 
-// RedisConfig says how an auth node reaches Redis. Zero durations and sizes
-// take the defaults of store.RedisConfig.
+// RedisConfig says how an auth node reaches Redis: the store's settings
+// (zero durations and sizes take their defaults), with TLS made by the node
+// from TLSFiles.
 type RedisConfig struct {
-	// Addrs are host:port addresses: one Redis server; several: the seed
-	// nodes of a Redis Cluster; with MasterName: the Sentinels.
-	Addrs []string
-	// MasterName, when set, is the name the Sentinels know the master by.
-	MasterName string
-	// Username (optional) and Password authenticate to Redis.
-	Username, Password string
-	// SentinelUsername and SentinelPassword, when set, authenticate to
-	// the Sentinels.
-	SentinelUsername, SentinelPassword string
-	// DB is the database number (0 with a Cluster).
-	DB int
-	// Prefix starts every key (default store.DefaultRedisPrefix).
-	Prefix string
-	// TLS makes every connection TLS, to the Sentinels too. CAFile verifies the server (empty:
-	// the system's roots), ServerName is the name checked in its
-	// certificate (empty: the host of the address dialled), and CertFile
-	// and KeyFile, when set, are the client certificate presented.
-	TLS                bool
+	store.RedisConfig
+	// TLSFiles, when set, makes every connection TLS, to the Sentinels
+	// too, with the files it names (they are read again on reload). Without
+	// it, store.RedisConfig.TLS is used as it is.
+	TLSFiles *RedisTLSFiles
+}
+
+// RedisTLSFiles are the files of a TLS connection to Redis.
+type RedisTLSFiles struct {
+	// CAFile verifies the server (empty: the system's roots); ServerName
+	// is the name checked in its certificate (empty: the host of the
+	// address dialled).
 	CAFile, ServerName string
-	CertFile, KeyFile  string
-	// DialTimeout, ReadTimeout and WriteTimeout bound a connect, a reply
-	// and a send; their sum bounds each store operation.
-	DialTimeout, ReadTimeout, WriteTimeout time.Duration
-	// PoolSize is the connections kept per server (default: go-redis's,
-	// 10 per CPU).
-	PoolSize int
+	// CertFile and KeyFile, when set, are the client certificate
+	// presented.
+	CertFile, KeyFile string
 }

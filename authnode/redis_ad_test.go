@@ -22,10 +22,7 @@ import (
 
 // nodeRedis is the auth node's view of a store configuration.
 func nodeRedis(c store.RedisConfig) *RedisConfig {
-	return &RedisConfig{
-		Addrs: c.Addrs, MasterName: c.MasterName, Username: c.Username, Password: c.Password, Prefix: c.Prefix,
-		DialTimeout: c.DialTimeout, ReadTimeout: c.ReadTimeout, WriteTimeout: c.WriteTimeout,
-	}
+	return &RedisConfig{RedisConfig: c}
 }
 
 // startRedisNodes starts two nodes sharing rc; edit may change both
@@ -157,8 +154,8 @@ func TestADRedisStopsAndComesBack(t *testing.T) {
 	env := adtest.Env(t)
 	renv := redistest.Env(t)
 	srv := redistest.StartServer(t, renv, "pw-ad-down")
-	n, _ := startRedisNodes(t, env, &RedisConfig{Addrs: []string{srv.Addr()}, Password: "pw-ad-down",
-		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}, nil)
+	n, _ := startRedisNodes(t, env, &RedisConfig{RedisConfig: store.RedisConfig{Addrs: []string{srv.Addr()}, Password: "pw-ad-down",
+		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}}, nil)
 	cc := kinit(t, env, "alice", env["AD_ALICE_PASSWORD"])
 	readyz := func() (int, string) {
 		resp, err := n.client().Get(n.url("auth1.example.test", "/readyz"))
@@ -220,8 +217,8 @@ func TestADRedisSentinelFailover(t *testing.T) {
 	env := adtest.Env(t)
 	renv := redistest.Env(t)
 	g := redistest.StartSentinels(t, renv, "pw-ad-sentinel")
-	n1, n2 := startRedisNodes(t, env, &RedisConfig{Addrs: g.Addrs(), MasterName: redistest.MasterName, Password: g.Password,
-		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}, nil)
+	n1, n2 := startRedisNodes(t, env, &RedisConfig{RedisConfig: store.RedisConfig{Addrs: g.Addrs(), MasterName: redistest.MasterName, Password: g.Password,
+		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}}, nil)
 	cc := kinit(t, env, "alice", env["AD_ALICE_PASSWORD"])
 	login := func(n *adNode) (int, string, string) {
 		status, loc, body := n.curlNegotiate(t, env, cc, "auth1.example.test")

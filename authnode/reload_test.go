@@ -28,6 +28,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/iwalb/iwalb/authnode/directory"
+	"github.com/iwalb/iwalb/authnode/store"
 )
 
 // These tests reload a node made by New from files (an offline keytab,
@@ -182,7 +183,9 @@ func TestPrepareRefusalChangesNothing(t *testing.T) {
 		{"invalid setting", "ApplicationURL", false, func(c *Config) { c.ApplicationURL = "http://app.example.test/cb" }},
 		{"listen", "authnode.listen (127.0.0.1:0 to 127.0.0.1:8443)", true, func(c *Config) { c.Listen = "127.0.0.1:8443" }},
 		{"header limit", "authnode.max_header_bytes", true, func(c *Config) { c.MaxHeaderBytes = 256 << 10 }},
-		{"store type", "authnode.store.type (memory to redis)", true, func(c *Config) { c.Redis = &RedisConfig{Addrs: []string{"127.0.0.1:6379"}} }},
+		{"store type", "authnode.store.type (memory to redis)", true, func(c *Config) {
+			c.Redis = &RedisConfig{RedisConfig: store.RedisConfig{Addrs: []string{"127.0.0.1:6379"}}}
+		}},
 		{"clock skew", "authnode.kerberos.max_clock_skew", true, func(c *Config) { c.MaxClockSkew = 10 * time.Minute }},
 		{"replay quota", "authnode.kerberos.replay_quota", true, func(c *Config) { c.ReplayQuota = 5 }},
 	} {

@@ -726,12 +726,12 @@ const (
 func (c *checker) authNodeRedis(s rawStore) *authnode.RedisConfig {
 	const p = "authnode.store.redis"
 	r := s.Redis
-	cfg := &authnode.RedisConfig{
+	cfg := &authnode.RedisConfig{RedisConfig: store.RedisConfig{
 		Prefix:       store.DefaultRedisPrefix,
 		DialTimeout:  c.redisTimeout(r.DialTimeout, p+".dial_timeout", defaultRedisDialTimeout),
 		ReadTimeout:  c.redisTimeout(r.ReadTimeout, p+".read_timeout", defaultRedisReadTimeout),
 		WriteTimeout: c.redisTimeout(r.WriteTimeout, p+".write_timeout", defaultRedisWriteTimeout),
-	}
+	}}
 	if !r.At.Set {
 		c.add(s.Type.Line, "authnode.store: type redis needs a redis section with addrs")
 		return cfg
@@ -818,13 +818,14 @@ func (c *checker) authNodeRedis(s rawStore) *authnode.RedisConfig {
 	}
 
 	if t := r.TLS; t.At.Set {
-		cfg.TLS = true
+		files := &authnode.RedisTLSFiles{}
+		cfg.TLSFiles = files
 		const tp = p + ".tls"
 		if t.CAFile.Set {
-			cfg.CAFile, _ = c.readCAs(t.CAFile, tp+".ca_file")
+			files.CAFile, _ = c.readCAs(t.CAFile, tp+".ca_file")
 		}
 		if t.ServerName.Set && c.needStr(t.ServerName, t.At, tp, "server_name") {
-			cfg.ServerName = t.ServerName.V
+			files.ServerName = t.ServerName.V
 		}
 		switch {
 		case t.Cert.Set != t.Key.Set:
@@ -836,11 +837,11 @@ func (c *checker) authNodeRedis(s rawStore) *authnode.RedisConfig {
 		case t.Cert.Set:
 			var certPEM, keyPEM []byte
 			var certOK, keyOK bool
-			certPEM, cfg.CertFile, certOK = c.readFile(t.Cert, tp+".cert")
-			keyPEM, cfg.KeyFile, keyOK = c.readPrivateFile(t.Key, tp+".key")
+			certPEM, files.CertFile, certOK = c.readFile(t.Cert, tp+".cert")
+			keyPEM, files.KeyFile, keyOK = c.readPrivateFile(t.Key, tp+".key")
 			if certOK && keyOK {
 				if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-					c.add(t.Cert.Line, "%s: cert %s and key %s do not load as a pair: %v", tp, showPath(t.Cert.V, cfg.CertFile), showPath(t.Key.V, cfg.KeyFile), err)
+					c.add(t.Cert.Line, "%s: cert %s and key %s do not load as a pair: %v", tp, showPath(t.Cert.V, files.CertFile), showPath(t.Key.V, files.KeyFile), err)
 				}
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/iwalb/iwalb/authnode"
+	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
 	"github.com/iwalb/iwalb/internal/testpki"
 )
@@ -1035,11 +1036,16 @@ func TestAuthNodeRedis(t *testing.T) {
 	}
 	cfg, _ := f.AuthNode()
 	want := &authnode.RedisConfig{
-		Addrs: []string{"10.0.0.5:26379", "10.0.0.6:26379", "10.0.0.7:26379"}, MasterName: "iwalb",
-		Username: "iwalb", Password: "fedcba9876543210fedcba9876543210", SentinelPassword: "sentinel-secret",
-		DB: 2, Prefix: "iwalb:", TLS: true, CAFile: filepath.Join(dir, "tls/ca.pem"), ServerName: "redis.example.test",
-		CertFile: filepath.Join(dir, "tls/auth1.pem"), KeyFile: filepath.Join(dir, "tls/auth1.key"),
-		DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: time.Second, PoolSize: 20,
+		RedisConfig: store.RedisConfig{
+			Addrs: []string{"10.0.0.5:26379", "10.0.0.6:26379", "10.0.0.7:26379"}, MasterName: "iwalb",
+			Username: "iwalb", Password: "fedcba9876543210fedcba9876543210", SentinelPassword: "sentinel-secret",
+			DB: 2, Prefix: "iwalb:",
+			DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: time.Second, PoolSize: 20,
+		},
+		TLSFiles: &authnode.RedisTLSFiles{
+			CAFile: filepath.Join(dir, "tls/ca.pem"), ServerName: "redis.example.test",
+			CertFile: filepath.Join(dir, "tls/auth1.pem"), KeyFile: filepath.Join(dir, "tls/auth1.key"),
+		},
 	}
 	if !reflect.DeepEqual(cfg.Redis, want) {
 		t.Fatalf("Redis config\n%+v\nwant\n%+v", cfg.Redis, want)
