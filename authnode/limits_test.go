@@ -167,6 +167,14 @@ func serveTestNode(t *testing.T, edit func(*Config)) *servedNode {
 		t.Fatal(err)
 	}
 	n.conns.SetLimits(connLimits(n.cur.Load().cfg))
+	addr := serveOnLoopback(t, n)
+	return &servedNode{Node: n, addr: addr.String(), pki: pki}
+}
+
+// serveOnLoopback serves n on a free port of 127.0.0.1 until the test ends,
+// and returns the address.
+func serveOnLoopback(t *testing.T, n *Node) *net.TCPAddr {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +188,7 @@ func serveTestNode(t *testing.T, edit func(*Config)) *servedNode {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &servedNode{Node: n, addr: ln.Addr().String(), pki: pki}
+	return ln.Addr().(*net.TCPAddr)
 }
 
 // dialFrom opens a TCP connection to the node from the loopback address src.

@@ -69,20 +69,8 @@ func startADNode(t *testing.T, env map[string]string, edit func(*Config, *Option
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	a := &adNode{node: n, port: ln.Addr().(*net.TCPAddr).Port, pki: pki, logs: logs}
+	addr := serveOnLoopback(t, n)
+	a := &adNode{node: n, port: addr.Port, pki: pki, logs: logs}
 	// Wait for the first round of readiness checks, whatever its outcome.
 	deadline := time.Now().Add(20 * time.Second)
 	for n.ready.last.Load() == nil {
