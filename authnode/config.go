@@ -16,6 +16,22 @@ const (
 	DefaultMaxConnsPerSource = 256
 )
 
+// Defaults of the Config fields of the same names, for a zero value. The
+// config package uses them too, so that each is written once.
+const (
+	DefaultMaxHeaderBytes    = 128 << 10 // a 64 KiB Negotiate header and the rest of the request
+	DefaultDrainTimeout      = 10 * time.Second
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultTokenTTL          = 60 * time.Second
+	DefaultSessionTTL        = 8 * time.Hour
+	DefaultSelfTestInterval  = 60 * time.Second
+	DefaultMaxClockSkew      = 5 * time.Minute // Kerberos's own default
+	DefaultSSOPath           = "/sso"
+	DefaultTokenParam        = "ssoToken"
+	DefaultCookieName        = "iwalb_session"
+)
+
 // Keytab defaults. Active Directory issues service tickets for 10 hours
 // by default (the domain's "maximum lifetime for service ticket" is 600
 // minutes): a ticket issued just before a password change is used until

@@ -435,23 +435,23 @@ func (c *Config) setDefaults() {
 		}
 	}
 	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 128 << 10
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.DrainTimeout, DefaultDrainTimeout)
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
 	if c.MaxConnsPerSource == 0 {
 		c.MaxConnsPerSource = DefaultMaxConnsPerSource
 	}
-	def(&c.ReadHeaderTimeout, 10*time.Second)
-	def(&c.IdleTimeout, 120*time.Second)
-	def(&c.TokenTTL, 60*time.Second)
-	def(&c.SessionTTL, 8*time.Hour)
-	def(&c.SelfTestInterval, 60*time.Second)
+	def(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.TokenTTL, DefaultTokenTTL)
+	def(&c.SessionTTL, DefaultSessionTTL)
+	def(&c.SelfTestInterval, DefaultSelfTestInterval)
 	def(&c.KeytabCheckInterval, DefaultKeytabCheckInterval)
 	def(&c.PreviousKeysTTL, DefaultPreviousKeysTTL)
-	def(&c.MaxClockSkew, 5*time.Minute)
+	def(&c.MaxClockSkew, DefaultMaxClockSkew)
 	def(&c.MaxFutureSkew, min(negotiate.DefaultMaxFutureSkew, c.MaxClockSkew))
 	if c.ReplayCacheMax == 0 {
 		c.ReplayCacheMax = negotiate.DefaultReplayCacheMax
@@ -470,13 +470,13 @@ func (c *Config) setDefaults() {
 		c.LDAP.SIDCacheSize = directory.DefaultSIDCacheSize
 	}
 	if c.SSOPath == "" {
-		c.SSOPath = "/sso"
+		c.SSOPath = DefaultSSOPath
 	}
 	if c.TokenParam == "" {
-		c.TokenParam = "ssoToken"
+		c.TokenParam = DefaultTokenParam
 	}
 	if c.CookieName == "" {
-		c.CookieName = "iwalb_session"
+		c.CookieName = DefaultCookieName
 	}
 	if c.SelfTestSPN == "" && c.FQDN != "" {
 		c.SelfTestSPN = "HTTP/" + c.FQDN

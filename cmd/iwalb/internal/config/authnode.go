@@ -186,19 +186,19 @@ var (
 func (c *checker) authNode(r rawAuthNode) authnode.Config {
 	const p = "authnode"
 	cfg := authnode.Config{
-		MaxHeaderBytes:    128 << 10,
+		MaxHeaderBytes:    authnode.DefaultMaxHeaderBytes,
 		MaxConns:          authnode.DefaultMaxConns,
 		MaxConnsPerSource: authnode.DefaultMaxConnsPerSource,
 		StoreMaxEntries:   store.DefaultMaxEntries,
 		StoreMaxBytes:     store.DefaultMaxBytes,
-		SSOPath:           "/sso",
-		TokenParam:        "ssoToken",
-		CookieName:        "iwalb_session",
+		SSOPath:           authnode.DefaultSSOPath,
+		TokenParam:        authnode.DefaultTokenParam,
+		CookieName:        authnode.DefaultCookieName,
 		ProxyProtocol:     r.ProxyProtocol.Enabled.V,
-		ReadHeaderTimeout: c.positive(r.ReadHeaderTimeout, p+".read_header_timeout", 10*time.Second),
-		IdleTimeout:       c.positive(r.IdleTimeout, p+".idle_timeout", 120*time.Second),
-		TokenTTL:          c.positive(r.TokenTTL, p+".token_ttl", 60*time.Second),
-		SessionTTL:        c.positive(r.SessionTTL, p+".session_ttl", 8*time.Hour),
+		ReadHeaderTimeout: c.positive(r.ReadHeaderTimeout, p+".read_header_timeout", authnode.DefaultReadHeaderTimeout),
+		IdleTimeout:       c.positive(r.IdleTimeout, p+".idle_timeout", authnode.DefaultIdleTimeout),
+		TokenTTL:          c.positive(r.TokenTTL, p+".token_ttl", authnode.DefaultTokenTTL),
+		SessionTTL:        c.positive(r.SessionTTL, p+".session_ttl", authnode.DefaultSessionTTL),
 	}
 
 	fqdnOK := c.needStr(r.FQDN, r.At, p, "fqdn")
@@ -393,8 +393,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 func (c *checker) authNodeKerberos(r rawAuthNode, fqdnOK bool, cfg *authnode.Config) {
 	const p = "authnode.kerberos"
 	k := r.Kerberos
-	cfg.SelfTestInterval = c.positive(k.SelfTestInterval, p+".self_test_interval", 60*time.Second)
-	cfg.MaxClockSkew = c.positive(k.MaxClockSkew, p+".max_clock_skew", 5*time.Minute)
+	cfg.SelfTestInterval = c.positive(k.SelfTestInterval, p+".self_test_interval", authnode.DefaultSelfTestInterval)
+	cfg.MaxClockSkew = c.positive(k.MaxClockSkew, p+".max_clock_skew", authnode.DefaultMaxClockSkew)
 	c.replayLimits(k, cfg)
 	c.keytabRotation(k, cfg)
 	if !c.section(k.At, r.At, "authnode", "kerberos") {
