@@ -210,7 +210,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.DialAttempts < 0 || c.MaxConns < 0 || c.MaxConnsPerSource < 0 {
 		errs = append(errs, fmt.Errorf("l4 listener %q: timeouts, sizes, attempts and max conns must not be negative", c.Name))
 	}
-	if c.MaxHelloSize > 64<<10 {
+	if c.MaxHelloSize > MaxHelloSizeLimit {
 		errs = append(errs, fmt.Errorf("l4 listener %q: max hello size %d exceeds 64 KiB", c.Name, c.MaxHelloSize))
 	}
 	if len(errs) > 0 {
@@ -221,17 +221,17 @@ func (c Config) withDefaults() (Config, error) {
 			*v = d
 		}
 	}
-	def(&c.PeekTimeout, 5*time.Second)
-	def(&c.DialTimeout, 5*time.Second)
-	def(&c.IdleTimeout, 10*time.Minute)
+	def(&c.PeekTimeout, DefaultPeekTimeout)
+	def(&c.DialTimeout, DefaultDialTimeout)
+	def(&c.IdleTimeout, DefaultIdleTimeout)
 	if c.MaxHelloSize == 0 {
-		c.MaxHelloSize = defaultMaxHelloWireLen
+		c.MaxHelloSize = DefaultMaxHelloSize
 	}
 	if c.MaxHelloRecords == 0 {
 		c.MaxHelloRecords = DefaultMaxHelloRecords
 	}
 	if c.DialAttempts == 0 {
-		c.DialAttempts = 3
+		c.DialAttempts = DefaultDialAttempts
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns

@@ -33,14 +33,13 @@ var (
 const DefaultMaxHelloRecords = 8
 
 const (
-	recordTypeHandshake    = 22
-	handshakeClientHello   = 1
-	recordHeaderLen        = 5
-	maxRecordPayload       = 1<<14 + 2048 // TLSCiphertext limit; plaintext hellos are smaller
-	extServerName          = 0
-	extALPN                = 16
-	sniHostName            = 0
-	defaultMaxHelloWireLen = 16 << 10
+	recordTypeHandshake  = 22
+	handshakeClientHello = 1
+	recordHeaderLen      = 5
+	maxRecordPayload     = 1<<14 + 2048 // TLSCiphertext limit; plaintext hellos are smaller
+	extServerName        = 0
+	extALPN              = 16
+	sniHostName          = 0
 )
 
 // ClientHello is what routing needs from a TLS ClientHello.

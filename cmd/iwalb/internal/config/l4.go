@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/iwalb/iwalb/internal/hostname"
 	"github.com/iwalb/iwalb/l4"
@@ -49,14 +48,9 @@ type rawRoute struct {
 // browsers are refused (a ClientHello with a post-quantum key share is about
 // 1.8 KB, and grows); package l4 allows at most 64 KiB.
 const (
-	minHelloBytes     = 4 << 10
-	maxHelloBytes     = 64 << 10
-	defaultHelloBytes = 16 << 10
+	minHelloBytes = 4 << 10
+	maxHelloBytes = l4.MaxHelloSizeLimit
 )
-
-// defaultMaxConns is an l4 listener's max_conns when the file sets none;
-// l4.DefaultMaxConns says why it is 10,000.
-const defaultMaxConns = l4.DefaultMaxConns
 
 // L4Listener is one configured TLS-passthrough listener: the address to
 // bind and the l4 configuration, whose Router is built over the pools given
@@ -195,14 +189,14 @@ func (c *checker) l4(r rawL4, pools map[string]int, doors map[string]*l7Listener
 func (c *checker) l4Settings(rl rawL4Listener, p string) l4.Config {
 	cfg := l4.Config{
 		Name:            rl.Name.V,
-		PeekTimeout:     c.positive(rl.PeekTimeout, p+".peek_timeout", 5*time.Second),
-		MaxHelloSize:    defaultHelloBytes,
+		PeekTimeout:     c.positive(rl.PeekTimeout, p+".peek_timeout", l4.DefaultPeekTimeout),
+		MaxHelloSize:    l4.DefaultMaxHelloSize,
 		MaxHelloRecords: l4.DefaultMaxHelloRecords,
-		DialTimeout:     c.positive(rl.DialTimeout, p+".dial_timeout", 5*time.Second),
-		DialAttempts:    c.atLeastOne(rl.DialAttempts, p+".dial_attempts", 3),
-		IdleTimeout:     c.positive(rl.IdleTimeout, p+".idle_timeout", 10*time.Minute),
+		DialTimeout:     c.positive(rl.DialTimeout, p+".dial_timeout", l4.DefaultDialTimeout),
+		DialAttempts:    c.atLeastOne(rl.DialAttempts, p+".dial_attempts", l4.DefaultDialAttempts),
+		IdleTimeout:     c.positive(rl.IdleTimeout, p+".idle_timeout", l4.DefaultIdleTimeout),
 		TrustedProxies:  c.prefixes(rl.TrustedProxies, p+".trusted_proxies"),
-		MaxConns:        defaultMaxConns,
+		MaxConns:        l4.DefaultMaxConns,
 	}
 	if m := rl.MaxConns; m.Set {
 		// 0 is refused rather than read as "no limit": an unbounded
