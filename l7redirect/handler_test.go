@@ -302,12 +302,12 @@ func TestStickyCookie(t *testing.T) {
 	if first == "auth1" {
 		other = "auth2"
 	}
-	nodes[first].stop()
+	nodes[first].Stop()
 	waitState(t, p, first, lb.StateDown)
 	if got, _ := nodeOf(); got != other {
 		t.Fatalf("with %s down the browser went to %s, want %s", first, got, other)
 	}
-	nodes[first].start(t)
+	nodes[first].Start(t)
 	waitState(t, p, first, lb.StateUp)
 	for range 4 {
 		if got, _ := nodeOf(); got != other {
@@ -334,8 +334,8 @@ func TestNoHealthyNode(t *testing.T) {
 	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Name: "auth", Pool: p}}, RetryAfter: 6500 * time.Millisecond}, nil)
 	c := fd.client(nil)
 
-	a.stop()
-	b.stop()
+	a.Stop()
+	b.Stop()
 	waitState(t, p, "auth1", lb.StateDown)
 	waitState(t, p, "auth2", lb.StateDown)
 	for _, method := range []string{"GET", "POST"} {
@@ -357,7 +357,7 @@ func TestNoHealthyNode(t *testing.T) {
 		t.Errorf("no_healthy_node_total = %v, want 2", v)
 	}
 
-	b.start(t)
+	b.Start(t)
 	waitState(t, p, "auth2", lb.StateUp)
 	resp, _ := fd.do(t, c, "GET", "", "/app?x=1")
 	if want := "https://" + b.hostPort() + "/app?x=1"; resp.StatusCode != 302 || resp.Header.Get("Location") != want {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/lb"
 )
@@ -25,51 +26,17 @@ func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // testNode is a real TCP listener standing in for an auth node: the pool's
 // TCP health checks see it up while it listens and down once it stops.
 type testNode struct {
-	name, fqdn, addr string
-
-	mu sync.Mutex
-	ln net.Listener
+	name, fqdn string
+	*testkit.Closer
 }
 
 func startNode(t *testing.T, name string) *testNode {
 	t.Helper()
-	n := &testNode{name: name, fqdn: name + ".example.test", addr: "127.0.0.1:0"}
-	n.start(t)
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *testNode) start(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", n.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.mu.Lock()
-	n.ln, n.addr = ln, ln.Addr().String()
-	n.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
-
-func (n *testNode) stop() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ln != nil {
-		n.ln.Close()
-		n.ln = nil
-	}
+	return &testNode{name: name, fqdn: name + ".example.test", Closer: testkit.StartCloser(t)}
 }
 
 func (n *testNode) port() int {
-	_, p, _ := net.SplitHostPort(n.addr)
+	_, p, _ := net.SplitHostPort(n.Addr())
 	port, _ := strconv.Atoi(p)
 	return port
 }
@@ -83,7 +50,7 @@ func newPool(t *testing.T, name string, policy lb.PolicyName, nodes []*testNode,
 	t.Helper()
 	var bcs []lb.BackendConfig
 	for i, n := range nodes {
-		bc := lb.BackendConfig{Name: n.name, Addr: n.addr, FQDN: n.fqdn}
+		bc := lb.BackendConfig{Name: n.name, Addr: n.Addr(), FQDN: n.fqdn}
 		if i < len(weights) {
 			bc.Weight = weights[i]
 		}

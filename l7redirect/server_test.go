@@ -107,7 +107,7 @@ func TestAccessLog(t *testing.T) {
 	if resp.StatusCode != 302 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	a.stop()
+	a.Stop()
 	waitState(t, p, "auth1", lb.StateDown)
 	fd.do(t, c, "POST", "", "/sso?ssoToken="+secret)
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -328,44 +327,6 @@ func TestPassiveMarkingAndCooldown(t *testing.T) {
 	}
 }
 
-// flakyServer is a TCP listener on 127.0.0.1 that can be stopped and
-// restarted on the same port.
-type flakyServer struct {
-	addr string
-	mu   sync.Mutex
-	ln   net.Listener
-}
-
-func (s *flakyServer) start(t *testing.T) {
-	t.Helper()
-	addr := s.addr
-	if addr == "" {
-		addr = "127.0.0.1:0"
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.mu.Lock()
-	s.ln, s.addr = ln, ln.Addr().String()
-	s.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-}
-
-func (s *flakyServer) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ln.Close()
-}
-
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -378,14 +339,13 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 }
 
 func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
-	srv := &flakyServer{}
-	srv.start(t)
+	srv := testkit.StartCloser(t)
 	reg := prometheus.NewPedanticRegistry()
 	pools := NewRegistry()
 	reg.MustRegister(pools)
 	set, err := pools.NewSet([]Config{{
 		Name:     "auth",
-		Backends: []BackendConfig{{Name: "n1", Addr: srv.addr}},
+		Backends: []BackendConfig{{Name: "n1", Addr: srv.Addr()}},
 		Health:   HealthCheck{Interval: 50 * time.Millisecond, Rise: 2, Fall: 2},
 	}}, Options{Logger: quietLogger()})
 	if err != nil {
@@ -400,7 +360,7 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 
 	b := p.Backend("n1")
 	waitFor(t, "first successful check", 2*time.Second, func() bool { return b.checksOK.Load() > 0 })
-	srv.stop()
+	srv.Stop()
 	waitFor(t, "ejection", 2*time.Second, func() bool { return b.State() == StateDown })
 	if got := b.checksFailed.Load(); got < 2 {
 		t.Errorf("ejected after %d failed checks, want fall=2", got)
@@ -408,7 +368,7 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 	if _, _, err := pick(p, clientIP(1)); !errors.Is(err, ErrNoHealthyBackend) {
 		t.Fatalf("pick from a pool whose only backend is down: %v", err)
 	}
-	srv.start(t)
+	srv.Start(t)
 	waitFor(t, "return", 2*time.Second, func() bool { return b.State() == StateUp })
 	if _, _, err := pick(p, clientIP(1)); err != nil {
 		t.Fatalf("pick after return: %v", err)
@@ -428,7 +388,7 @@ func TestActiveHealthChecksEjectAndRestore(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
-	srv.stop()
+	srv.Stop()
 	waitFor(t, "health goroutines to end", 2*time.Second, func() bool { return runtime.NumGoroutine() <= base })
 }
 

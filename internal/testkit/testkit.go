@@ -153,3 +153,65 @@ var ports = struct {
 	mu    sync.Mutex
 	given map[int]bool
 }{given: map[int]bool{}}
+
+// Closer is a TCP listener on loopback that accepts connections and closes
+// them at once: a backend for TCP health checks that a test stops and starts
+// again on the same port.
+type Closer struct {
+	mu   sync.Mutex
+	addr string
+	ln   net.Listener
+}
+
+// StartCloser starts a Closer on a port of the kernel's choosing; it stops
+// when the test ends.
+func StartCloser(t testing.TB) *Closer {
+	t.Helper()
+	c := &Closer{addr: "127.0.0.1:0"}
+	c.Start(t)
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Addr is the listener's address, the same across a Stop and a Start.
+func (c *Closer) Addr() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.addr
+}
+
+// Start listens again on the Closer's address. It fails the test when the
+// address cannot be taken.
+func (c *Closer) Start(t testing.TB) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ln != nil {
+		t.Fatalf("testkit.Closer %s: already listening", c.addr)
+	}
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		t.Fatalf("testkit.Closer: %v", err)
+	}
+	c.ln, c.addr = ln, ln.Addr().String()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+}
+
+// Stop closes the listener; connections to its address are refused until
+// the next Start.
+func (c *Closer) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ln != nil {
+		c.ln.Close()
+		c.ln = nil
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -89,5 +90,31 @@ func TestFreePort(t *testing.T) {
 			t.Fatalf("listen on %s: %v", addr, err)
 		}
 		ln.Close()
+	}
+}
+
+func TestCloserStopsAndStartsOnTheSamePort(t *testing.T) {
+	c := StartCloser(t)
+	addr := c.Addr()
+	dial := func() error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := dial(); err != nil {
+		t.Fatalf("dial a started Closer: %v", err)
+	}
+	c.Stop()
+	if err := dial(); err == nil {
+		t.Fatal("dial a stopped Closer succeeded")
+	}
+	c.Start(t)
+	if c.Addr() != addr {
+		t.Fatalf("restarted on %s, want %s", c.Addr(), addr)
+	}
+	if err := dial(); err != nil {
+		t.Fatalf("dial a restarted Closer: %v", err)
 	}
 }
