@@ -38,6 +38,7 @@
 package l7redirect
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"html"
@@ -49,8 +50,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/iwalb/iwalb/internal/hostname"
 	"github.com/iwalb/iwalb/lb"
@@ -152,6 +156,9 @@ type Handler struct {
 	table atomic.Pointer[table]
 	log   *slog.Logger
 	m     handlerMetrics
+
+	durFound, durTemporary lazy[prometheus.Observer]
+	pages                  sync.Pool // *bytes.Buffer for redirect pages
 }
 
 // New validates cfg and returns the front door's handler. All problems are
@@ -192,20 +199,42 @@ type table struct {
 	cookieMaxAge             int
 	retryAfter               string
 	maxTarget                int
-	hsts                     string // the Strict-Transport-Security value; "" for none
+	hsts                     string   // the Strict-Transport-Security value; "" for none
+	hstsHeader               []string // hsts, as the header's value
 }
 
 // rule is a compiled Rule.
 type rule struct {
 	name, host, prefix, rewrite string
 	pool                        *lb.Pool
-	nodes                       map[*lb.Backend]node
+	nodes                       map[*lb.Backend]*node
 }
 
-// node is where a backend's redirects go.
+// node is where a backend's redirects go, with what each redirect to it
+// writes worked out once: the sticky cookie, the link text, and its
+// redirect counters once first used.
 type node struct {
-	host string
-	port int
+	host      string
+	port      int
+	authority string   // host[:port] of the redirect target
+	setCookie []string // the Set-Cookie header; nil without a sticky cookie
+	link      string   // host, escaped for HTML
+	found     lazy[prometheus.Counter]
+	temporary lazy[prometheus.Counter]
+}
+
+// lazy holds a metric series looked up on first use, so that a series
+// appears once it counts something and a request afterwards looks up no
+// labels.
+type lazy[T any] struct{ p atomic.Pointer[T] }
+
+func (l *lazy[T]) get(lookup func() T) T {
+	if p := l.p.Load(); p != nil {
+		return *p
+	}
+	v := lookup()
+	l.p.Store(&v)
+	return v
 }
 
 func compile(cfg Config) (*table, error) {
@@ -216,7 +245,7 @@ func compile(cfg Config) (*table, error) {
 		if r.Name != "" {
 			label = fmt.Sprintf("rule %q", r.Name)
 		}
-		if rl := c.rule(r, label, t.cookie); rl != nil {
+		if rl := c.rule(r, label, t); rl != nil {
 			t.add(rl)
 		}
 	}
@@ -225,7 +254,7 @@ func compile(cfg Config) (*table, error) {
 		if d.Name == "" {
 			d.Name = "default"
 		}
-		t.def = c.rule(d, "default", t.cookie)
+		t.def = c.rule(d, "default", t)
 	}
 	if len(c.errs) > 0 {
 		return nil, errors.Join(c.errs...)
@@ -278,13 +307,14 @@ func (c *compiler) settings(cfg Config) *table {
 	if t.maxTarget == 0 {
 		t.maxTarget = DefaultMaxRequestTarget
 	}
+	t.hstsHeader = []string{t.hsts}
 	return t
 }
 
 // rule checks r (label names it in errors) and compiles it; nil when it
-// has a problem. cookie is the sticky cookie's name, whose values the
+// has a problem. t's sticky cookie, whose values the
 // backends' names become.
-func (c *compiler) rule(r Rule, label, cookie string) *rule {
+func (c *compiler) rule(r Rule, label string, t *table) *rule {
 	host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
 	rl := &rule{name: r.Name, host: host, prefix: r.PathPrefix, rewrite: r.RewritePrefix, pool: r.Pool}
 	if rl.name == "" {
@@ -316,7 +346,7 @@ func (c *compiler) rule(r Rule, label, cookie string) *rule {
 		c.fail("%s: no pool", label)
 		return nil
 	}
-	rl.nodes = c.nodes(r, label, cookie)
+	rl.nodes = c.nodes(r, label, t)
 	if len(c.errs) > bad {
 		return nil
 	}
@@ -325,10 +355,11 @@ func (c *compiler) rule(r Rule, label, cookie string) *rule {
 
 // nodes returns where each backend of r's pool is redirected to: its FQDN,
 // and r's port or else the port of its address.
-func (c *compiler) nodes(r Rule, label, cookie string) map[*lb.Backend]node {
-	nodes := map[*lb.Backend]node{}
+func (c *compiler) nodes(r Rule, label string, t *table) map[*lb.Backend]*node {
+	nodes := map[*lb.Backend]*node{}
 	for _, b := range r.Pool.Backends() {
-		n := node{host: strings.ToLower(strings.TrimSuffix(b.FQDN, ".")), port: r.Port}
+		n := &node{host: strings.ToLower(strings.TrimSuffix(b.FQDN, ".")), port: r.Port}
+		n.link = html.EscapeString(n.host)
 		if !isDNSName(n.host) {
 			c.fail("%s: pool %q backend %q: fqdn %q is not a DNS name (a redirect needs the node's own name)", label, r.Pool.Name(), b.Name, b.FQDN)
 		}
@@ -340,9 +371,17 @@ func (c *compiler) nodes(r Rule, label, cookie string) map[*lb.Backend]node {
 			}
 			n.port = port
 		}
-		if cookie != "" && !isCookieValue(b.Name) {
-			c.fail("%s: pool %q backend %q: the name cannot be a cookie value", label, r.Pool.Name(), b.Name)
+		if t.cookie != "" {
+			if !isCookieValue(b.Name) {
+				c.fail("%s: pool %q backend %q: the name cannot be a cookie value", label, r.Pool.Name(), b.Name)
+			}
+			ck := &http.Cookie{
+				Name: t.cookie, Value: b.Name, Path: "/", MaxAge: t.cookieMaxAge,
+				Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+			}
+			n.setCookie = []string{ck.String()}
 		}
+		n.authority = authority(n.host, n.port)
 		nodes[b] = n
 	}
 	return nodes
@@ -466,7 +505,7 @@ func (t *table) pick(rl *rule, r *http.Request, client netip.Addr) (*lb.Backend,
 	var want *lb.Backend
 	if t.cookie != "" {
 		if c, err := r.Cookie(t.cookie); err == nil {
-			if b := rl.pool.Backend(c.Value); b != nil && rl.nodes[b].host != "" {
+			if b := rl.pool.Backend(c.Value); b != nil && rl.nodes[b] != nil {
 				want = b
 			}
 		}
@@ -483,7 +522,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.table.Load()
 	if t.hsts != "" && r.TLS != nil {
 		// Over plain HTTP browsers ignore it (RFC 6797 §8.1).
-		w.Header().Set("Strict-Transport-Security", t.hsts)
+		w.Header()["Strict-Transport-Security"] = t.hstsHeader
 	}
 	if len(r.RequestURI) > t.maxTarget {
 		// Before any work that grows with the target's length.
@@ -522,28 +561,53 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		nodeName = b.Name
-		n := rl.nodes[b]
-		loc := targetURL(n.host, n.port, rl.targetPath(path), r.URL.RawQuery)
-		if t.cookie != "" {
-			http.SetCookie(w, &http.Cookie{
-				Name: t.cookie, Value: b.Name, Path: "/", MaxAge: t.cookieMaxAge,
-				Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
-			})
-		}
-		status = http.StatusFound
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			// 307 keeps the method and body (a 302 turns POST into GET).
-			status = http.StatusTemporaryRedirect
-		}
-		w.Header().Set("Location", loc)
-		writePage(w, status, "Redirecting", `Continue to <a href="`+html.EscapeString(loc)+`">`+html.EscapeString(n.host)+`</a>.`)
-		h.m.redirects.WithLabelValues(rl.name, b.Name, strconv.Itoa(status)).Inc()
+		status = h.redirect(w, r, rl, b, path)
 	}
 	d := time.Since(start)
-	h.m.duration.WithLabelValues(strconv.Itoa(status)).Observe(d.Seconds())
+	h.durationOf(status).Observe(d.Seconds())
+	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
+		return // the access log is off: its arguments would cost more than the answer
+	}
 	// The query is never logged: it may carry tokens.
 	h.log.Info("request", "method", r.Method, "host", truncate(r.Host, 256), "path", truncate(r.URL.EscapedPath(), 512),
 		"status", status, "rule", ruleName, "node", nodeName, "client", client.String(), "duration", d)
+}
+
+// redirect answers r with a 302 (or a 307, which keeps the method and body
+// of anything but GET and HEAD) to backend b of rule rl, and counts it.
+func (h *Handler) redirect(w http.ResponseWriter, r *http.Request, rl *rule, b *lb.Backend, path string) int {
+	n := rl.nodes[b]
+	loc := targetOn(n.authority, rl.targetPath(path), r.URL.RawQuery)
+	hd := w.Header()
+	if n.setCookie != nil {
+		hd["Set-Cookie"] = n.setCookie
+	}
+	hd["Location"] = []string{loc}
+	status, counter := http.StatusFound, &n.found
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// A 302 would turn a POST into a GET.
+		status, counter = http.StatusTemporaryRedirect, &n.temporary
+	}
+	h.writeRedirectPage(w, status, loc, n.link)
+	counter.get(func() prometheus.Counter {
+		return h.m.redirects.WithLabelValues(rl.name, b.Name, strconv.Itoa(status))
+	}).Inc()
+	return status
+}
+
+// durationOf is the request-duration series of status, looked up once for
+// the statuses of redirects.
+func (h *Handler) durationOf(status int) prometheus.Observer {
+	var l *lazy[prometheus.Observer]
+	switch status {
+	case http.StatusFound:
+		l = &h.durFound
+	case http.StatusTemporaryRedirect:
+		l = &h.durTemporary
+	default:
+		return h.m.duration.WithLabelValues(strconv.Itoa(status))
+	}
+	return l.get(func() prometheus.Observer { return h.m.duration.WithLabelValues(strconv.Itoa(status)) })
 }
 
 // uriTooLong answers 414 and closes the connection: a client that sends
@@ -571,14 +635,50 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// The headers of every page; net/http only reads these slices.
+var (
+	headerHTML    = []string{"text/html; charset=utf-8"}
+	headerNoStore = []string{"no-store"}
+	headerNosniff = []string{"nosniff"}
+)
+
+// pageHeaders sets the headers of a short HTML page that no cache may keep.
+func pageHeaders(w http.ResponseWriter) {
+	hd := w.Header()
+	hd["Content-Type"] = headerHTML
+	hd["Cache-Control"] = headerNoStore
+	hd["X-Content-Type-Options"] = headerNosniff
+}
+
 // writePage writes a short HTML page that no cache may keep. The body is
 // dropped by net/http for HEAD.
 func writePage(w http.ResponseWriter, status int, title, body string) {
-	hd := w.Header()
-	hd.Set("Content-Type", "text/html; charset=utf-8")
-	hd.Set("Cache-Control", "no-store")
-	hd.Set("X-Content-Type-Options", "nosniff")
+	pageHeaders(w)
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "<!doctype html>\n<html><head><title>%s</title></head><body><h1>%s</h1><p>%s</p></body></html>\n",
 		title, title, body)
 }
+
+// writeRedirectPage is writePage for a redirect to loc, whose link text is
+// link (already escaped), built without formatting.
+func (h *Handler) writeRedirectPage(w http.ResponseWriter, status int, loc, link string) {
+	pageHeaders(w)
+	w.WriteHeader(status)
+	buf, _ := h.pages.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	buf.Reset()
+	buf.WriteString("<!doctype html>\n<html><head><title>Redirecting</title></head><body><h1>Redirecting</h1><p>Continue to <a href=\"")
+	htmlEscaper.WriteString(buf, loc)
+	buf.WriteString(`">`)
+	buf.WriteString(link)
+	buf.WriteString("</a>.</p></body></html>\n")
+	w.Write(buf.Bytes())
+	if buf.Cap() <= 64<<10 {
+		h.pages.Put(buf)
+	}
+}
+
+// htmlEscaper escapes as html.EscapeString does.
+var htmlEscaper = strings.NewReplacer(`&`, "&amp;", `'`, "&#39;", `<`, "&lt;", `>`, "&gt;", `"`, "&#34;")

@@ -22,6 +22,9 @@ import (
 // that segment removes nothing before it, so it is dropped and the next
 // segment becomes the front, until the front is clean.
 func cleanPath(p string) string {
+	if alreadyClean(p) {
+		return p
+	}
 	segs := strings.Split(p, "/")
 	out := make([]string, 0, len(segs))
 	for i, s := range segs {
@@ -55,6 +58,26 @@ func cleanPath(p string) string {
 			return "/" + strings.Join(out, "/")
 		}
 	}
+}
+
+// alreadyClean reports whether cleanPath(p) is p, for the paths browsers
+// send: a leading "/" then no dot, no escape, no backslash and no empty
+// segment. Any other path takes the full pass.
+func alreadyClean(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '.', '%', '\\':
+			return false
+		case '/':
+			if i+1 < len(p) && p[i+1] == '/' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isDot(s string) bool { return s == "." || strings.EqualFold(s, "%2e") }
@@ -126,10 +149,20 @@ func queryChar(c byte) bool {
 // targetURL builds the redirect target on host (a configured node FQDN) and
 // port (0 or 443: omitted). escapedPath must already be cleaned.
 func targetURL(host string, port int, escapedPath, rawQuery string) string {
-	u := url.URL{Scheme: "https", Host: host, RawQuery: cleanQuery(rawQuery)}
+	return targetOn(authority(host, port), escapedPath, rawQuery)
+}
+
+// authority is the host[:port] of a redirect target to host and port.
+func authority(host string, port int) string {
 	if port != 0 && port != 443 {
-		u.Host = net.JoinHostPort(host, strconv.Itoa(port))
+		return net.JoinHostPort(host, strconv.Itoa(port))
 	}
+	return host
+}
+
+// targetOn is targetURL with the authority already made.
+func targetOn(authority, escapedPath, rawQuery string) string {
+	u := url.URL{Scheme: "https", Host: authority, RawQuery: cleanQuery(rawQuery)}
 	p, err := url.PathUnescape(escapedPath)
 	if err != nil {
 		// EscapedPath never yields a bad escape; refuse rather than guess.
@@ -148,8 +181,10 @@ func isDNSName(s string) bool { return hostname.Valid(s) && !hostname.IPLike(s) 
 // and without a trailing dot; "" if it is not a valid DNS name.
 func requestHost(hostport string) string {
 	h := hostport
-	if host, _, err := net.SplitHostPort(hostport); err == nil {
-		h = host
+	if strings.IndexByte(hostport, ':') >= 0 {
+		if host, _, err := net.SplitHostPort(hostport); err == nil {
+			h = host
+		}
 	}
 	h = strings.ToLower(strings.TrimSuffix(h, "."))
 	if !isDNSName(h) {
