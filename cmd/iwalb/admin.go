@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -18,6 +20,7 @@ import (
 //	POST /pools/{pool}/backends/{backend}/drain       no new connections; existing ones finish
 //	POST /pools/{pool}/backends/{backend}/undrain     take new connections again
 //	POST /reload                                      load the configuration file again (as SIGHUP)
+//	GET  /status, /status.json                        the live status page and its data (status.go)
 //
 // Draining is how a node leaves for maintenance without cutting anyone
 // off; it lasts across reloads. active returns the pools in use; reload
@@ -26,8 +29,9 @@ import (
 // The API has no authentication; it listens on loopback only, and refuses
 // what a web page in a browser on the same host could send it: requests for
 // another Host (DNS rebinding) and cross-origin POSTs (CSRF).
-func adminHandler(active func() *lb.Set, reload func() (reloadResult, error), log *slog.Logger) http.Handler {
+func adminHandler(active func() *lb.Set, reload func() (reloadResult, error), gather prometheus.Gatherer, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
+	newStatusPage(active, gather).register(mux)
 	mux.HandleFunc("GET /pools", func(w http.ResponseWriter, _ *http.Request) {
 		writeAdminJSON(w, http.StatusOK, poolsView(active().Status()))
 	})

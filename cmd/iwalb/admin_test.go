@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -26,7 +28,7 @@ func TestAdminDrainsAndShowsPools(t *testing.T) {
 	h := adminHandler(func() *lb.Set { return set }, func() (reloadResult, error) {
 		reloads++
 		return reloadResult{Generation: 2, Hash: "0123456789ab"}, nil
-	}, discardLogger())
+	}, prometheus.NewRegistry(), discardLogger())
 	do := func(method, path string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, path, nil)
 		r.Host = "127.0.0.1:9110"

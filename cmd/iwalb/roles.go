@@ -90,7 +90,7 @@ func (p *process) build(f *config.File) (generation, error) {
 	}
 	if a := f.Admin(); a.Listen != "" {
 		log := p.log.With("role", "admin")
-		g.roles = append(g.roles, p.buildPrivate("admin", a, adminHandler(p.pools.Active, p.reload, log), log))
+		g.roles = append(g.roles, p.buildPrivate("admin", a, adminHandler(p.pools.Active, p.reload, p.reg, log), log))
 	}
 	if m := f.Metrics(); m.Listen != "" {
 		g.roles = append(g.roles, p.buildPrivate("metrics", m, metricsHandler(p.reg), p.log.With("role", "metrics")))

@@ -155,3 +155,80 @@ func (e *frameEvents) waitSettled(ctx context.Context, mainFrame cdp.FrameID) er
 		}
 	}
 }
+
+// Shot is a page as Tab.Until saw it: what it read, and a PNG of the
+// whole page.
+type Shot struct {
+	Page
+	PNG []byte
+}
+
+// Tab is a page left open, for pages that change by themselves (a script
+// that refreshes them): Until reads it each time it is ready.
+type Tab struct {
+	ctx   context.Context // the tab's chromedp context
+	close func()
+}
+
+// Open opens a new tab and loads url, waiting as Navigate does; ctx bounds
+// the load only. Close the tab when done.
+func (b *Browser) Open(ctx context.Context, url string) (*Tab, error) {
+	tabCtx, closeTab := chromedp.NewContext(b.ctx)
+	t := &Tab{ctx: tabCtx, close: closeTab}
+	// The tab lives as long as the context it is opened with: tabCtx, not
+	// the shorter ones each step runs under.
+	if err := chromedp.Listen(tabCtx, func(any) {}); err != nil {
+		closeTab()
+		return nil, fmt.Errorf("browser: open tab: %w", err)
+	}
+	err := t.run(ctx, func(ctx context.Context) error {
+		_, err := navigate(ctx, url)
+		return err
+	})
+	if err != nil {
+		closeTab()
+		return nil, fmt.Errorf("browser: open %s: %w", url, err)
+	}
+	return t, nil
+}
+
+// Until waits until the JavaScript expression ready is true in the tab,
+// then reads the page and takes a full-page PNG screenshot. ctx bounds the
+// wait: a ready that stays false fails when ctx ends.
+func (t *Tab) Until(ctx context.Context, ready string) (*Shot, error) {
+	var s *Shot
+	err := t.run(ctx, func(ctx context.Context) error {
+		if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](ready, chromedp.WithPollingTimeout(0))); err != nil {
+			return fmt.Errorf("wait for %s: %w", ready, err)
+		}
+		page, err := chromedp.Run(ctx, chromedp.Evaluate[Page](readPage))
+		if err != nil {
+			return fmt.Errorf("read page: %w", err)
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			return fmt.Errorf("screenshot: %w", err)
+		}
+		s = &Shot{Page: page, PNG: png}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("browser: %w", err)
+	}
+	return s, nil
+}
+
+// Close closes the tab.
+func (t *Tab) Close() { t.close() }
+
+// run runs fn on the tab, ended when ctx ends (the tab stays open).
+func (t *Tab) run(ctx context.Context, fn func(context.Context) error) error {
+	work, stop := context.WithCancelCause(t.ctx)
+	defer stop(nil)
+	defer context.AfterFunc(ctx, func() { stop(context.Cause(ctx)) })()
+	err := fn(work)
+	if err != nil && ctx.Err() != nil {
+		err = fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+	}
+	return err
+}
