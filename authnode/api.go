@@ -38,7 +38,7 @@ func (n *Node) issueToken(ctx context.Context, s *settings, ident Identity) (str
 	if err != nil {
 		return "", err
 	}
-	rec, err := json.Marshal(tokenRecord{Identity: ident, Node: s.cfg.FQDN})
+	rec, err := marshalTokenRecord(tokenRecord{Identity: ident, Node: s.cfg.FQDN})
 	if err != nil {
 		return "", fmt.Errorf("encode token record: %w", err)
 	}

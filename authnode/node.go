@@ -50,6 +50,7 @@ import (
 // one for sessions; Take must be atomic, across nodes for a shared store.
 // Missing keys give store.ErrNotFound, lapsed ones store.ErrExpired.
 type Store interface {
+	// Put may keep value itself: the node never changes a value it put.
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	Get(ctx context.Context, key string) ([]byte, error)
 	Take(ctx context.Context, key string) ([]byte, error)

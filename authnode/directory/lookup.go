@@ -105,7 +105,9 @@ func (d *Directory) Lookup(ctx context.Context, p Principal) (_ *User, ops int, 
 	if err != nil {
 		return nil, 0, fmt.Errorf("ldap %s at %s: %w: %w", what, d.cfg.URL, ErrNotFound, err)
 	}
-	groupSIDs := uniqueSorted(p.GroupSIDs)
+	// The user's domain is the user SID without its RID.
+	domain := p.SID[:strings.LastIndexByte(p.SID, '-')]
+	groupSIDs := uniqueSortedSIDs(p.GroupSIDs, domain)
 	var required string // SID of the required group, with GroupCheckTicket
 	if d.cfg.RequiredGroup != "" && d.cfg.RequiredGroupCheck == GroupCheckTicket {
 		if g := d.required.Load(); g != nil {
@@ -189,8 +191,6 @@ func (d *Directory) Lookup(ctx context.Context, p Principal) (_ *User, ops int, 
 		return u, ops, fmt.Errorf("ldap %s at %s: %s: %w", what, d.cfg.URL, u.DN, refusal)
 	}
 	u.GroupSIDs = groupSIDs
-	// The user's domain is the user SID without its RID.
-	domain := p.SID[:strings.LastIndexByte(p.SID, '-')]
 	if u.Groups, err = d.groupNames(ctx, groupSIDs, domain, &ops); err != nil {
 		return nil, ops, fmt.Errorf("%s: %w", what, err)
 	}
@@ -202,6 +202,69 @@ func uniqueSorted(s []string) []string {
 	out := slices.Clone(s)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// uniqueSortedSIDs is uniqueSorted for SIDs most of which are RIDs of
+// domain. A plain sort compares the long shared prefix again at every
+// step; here each RID's digits become a number that orders as the digits
+// do as text, the numbers are sorted, and the few other SIDs (well-known,
+// other domains) are sorted as text and merged in. The order is
+// uniqueSorted's.
+func uniqueSortedSIDs(sids []string, domain string) []string {
+	const indexBits = 29 // a key's low bits: the SID's index in sids
+	if len(sids) >= 1<<indexBits {
+		return uniqueSorted(sids)
+	}
+	keys := make([]uint64, 0, len(sids))
+	var others []string
+	for i, s := range sids {
+		if k, ok := ridKey(s, domain); ok {
+			keys = append(keys, k<<indexBits|uint64(i))
+		} else {
+			others = append(others, s)
+		}
+	}
+	slices.Sort(keys)
+	slices.Sort(others)
+	merged := make([]string, 0, len(sids))
+	for len(keys) > 0 || len(others) > 0 {
+		var next string
+		if len(keys) > 0 {
+			next = sids[keys[0]&(1<<indexBits-1)]
+		}
+		if len(keys) == 0 || (len(others) > 0 && others[0] < next) {
+			next, others = others[0], others[1:]
+		} else {
+			keys = keys[1:]
+		}
+		if len(merged) == 0 || merged[len(merged)-1] != next {
+			merged = append(merged, next)
+		}
+	}
+	return merged
+}
+
+// ridKey returns, for "domain-RID" with 1 to 10 decimal digits, a number
+// below 11^10 (under 2^35) that orders as the RIDs' digits do as text:
+// each digit is d+1 in base 11, padded on the right with 0, which sorts
+// before any digit, as a shorter text before its extensions.
+func ridKey(s, domain string) (uint64, bool) {
+	n := len(domain) + 1
+	if len(s) <= n || len(s) > n+10 || s[n-1] != '-' || s[:n-1] != domain {
+		return 0, false
+	}
+	var k uint64
+	for i := n; i < n+10; i++ {
+		k *= 11
+		if i < len(s) {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			k += uint64(c-'0') + 1
+		}
+	}
+	return k, true
 }
 
 // requiredGroup is what the directory said about Config.RequiredGroup.

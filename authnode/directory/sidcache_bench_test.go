@@ -34,7 +34,7 @@ func BenchmarkGroupNamesWarm(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				var ops int
-				got, err := d.groupNames(context.Background(), uniqueSorted(sids), domain, &ops)
+				got, err := d.groupNames(context.Background(), uniqueSortedSIDs(sids, domain), domain, &ops)
 				if err != nil || len(got) != n || ops != 0 {
 					b.Fatalf("%d names, %d operations, %v", len(got), ops, err)
 				}

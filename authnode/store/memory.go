@@ -234,8 +234,11 @@ func NewMemory(opts Options) *Memory {
 func (m *Memory) clock() time.Duration { return m.now().Sub(m.base) }
 
 // Put stores value under key until ttl passes, replacing any earlier value.
-// It returns an error wrapping ErrFull, and stores nothing, when the budget
-// has no room even after dropping expired entries in their grace.
+// It keeps value itself, not a copy (a login's token record is tens of
+// kilobytes for a user in many groups): the caller must not change value
+// afterwards. It returns an error wrapping ErrFull, and stores nothing,
+// when the budget has no room even after dropping expired entries in their
+// grace.
 func (m *Memory) Put(_ context.Context, key string, value []byte, ttl time.Duration) error {
 	if ttl <= 0 {
 		return errors.New("store put: ttl must be positive")
@@ -246,7 +249,7 @@ func (m *Memory) Put(_ context.Context, key string, value []byte, ttl time.Durat
 	if lim := m.budget.Limits(); cost > lim.MaxBytes {
 		return fmt.Errorf("store put: an entry of %d bytes exceeds the store's %d: %w", cost, lim.MaxBytes, ErrFull)
 	}
-	v := append([]byte(nil), value...)
+	v := value
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.clock()
