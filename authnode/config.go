@@ -1,6 +1,7 @@
 package authnode
 
 import (
+	"github.com/iwalb/iwalb/internal/tlspolicy"
 	"net/netip"
 	"time"
 
@@ -54,6 +55,10 @@ type Config struct {
 	// ClientCAFile, when set, lets applications authenticate to the redeem
 	// API with a client certificate signed by this CA.
 	ClientCAFile string
+	// TLS is the TLS server's lowest version, TLS 1.2 suites and session
+	// tickets; the zero value is Mozilla's "intermediate" with no
+	// tickets. A reload applies a change to the connections that follow.
+	TLS tlspolicy.Settings
 	// MaxHeaderBytes bounds the request header block (default 128 KiB;
 	// at least 64 KiB so that large Kerberos tickets pass).
 	MaxHeaderBytes int

@@ -26,6 +26,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/iwalb/iwalb/internal/tlspolicy"
 	"log/slog"
 	"net"
 	"net/http"
@@ -125,6 +126,8 @@ type Node struct {
 	// recheck asks the readiness checks for a round now (new keys or
 	// settings). Both hold one pending signal at most.
 	keysChanged, recheck chan struct{}
+	// tickets are the TLS session ticket keys, kept across reloads.
+	tickets *tlspolicy.TicketKeys
 
 	// selfTest proves the current keys against the KDC; a field so tests
 	// can observe it without a KDC.
@@ -149,6 +152,7 @@ func New(cfg Config, opts Options) (_ *Node, err error) {
 	n := &Node{
 		log: opts.Logger, tokens: opts.Tokens, sessions: opts.Sessions, now: opts.Now,
 		keysChanged: make(chan struct{}, 1), recheck: make(chan struct{}, 1),
+		tickets: tlspolicy.NewTicketKeys(),
 	}
 	if n.now == nil {
 		n.now = time.Now
@@ -319,7 +323,13 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 			MinVersion: tls.VersionTLS12,
 			NextProtos: []string{"http/1.1"},
 			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-				return n.cur.Load().tls, nil
+				s := n.cur.Load()
+				if !s.tls.SessionTicketsDisabled && n.tickets != nil {
+					if err := n.tickets.Refresh(s.tls, s.cfg.TLS.Rotation()); err != nil {
+						return nil, err
+					}
+				}
+				return s.tls, nil
 			},
 		},
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
@@ -598,9 +608,9 @@ func (c *Config) serverTLS() (*tls.Config, error) {
 	}
 	t := &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"http/1.1"},
 	}
+	c.TLS.Apply(t)
 	if c.ClientCAFile != "" {
 		if t.ClientCAs, err = loadCertPool(c.ClientCAFile); err != nil {
 			return nil, fmt.Errorf("client CA: %w", err)

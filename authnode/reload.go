@@ -353,7 +353,7 @@ func changedKeys(a, b *Config) []string {
 		}
 	}
 	add("fqdn", a.FQDN != b.FQDN)
-	add("tls", a.CertFile != b.CertFile || a.KeyFile != b.KeyFile || a.ClientCAFile != b.ClientCAFile)
+	add("tls", a.CertFile != b.CertFile || a.KeyFile != b.KeyFile || a.ClientCAFile != b.ClientCAFile || !reflect.DeepEqual(a.TLS, b.TLS))
 	add("max_conns", a.MaxConns != b.MaxConns || a.MaxConnsPerSource != b.MaxConnsPerSource)
 	add("proxy_protocol", a.ProxyProtocol != b.ProxyProtocol || !reflect.DeepEqual(a.ProxyTrusted, b.ProxyTrusted))
 	add("sso_path", a.SSOPath != b.SSOPath)

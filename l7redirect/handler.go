@@ -9,7 +9,7 @@
 //		Rules:        []l7redirect.Rule{{Host: "sso.example.test", Pool: authPool}},
 //		StickyCookie: "iwalb_node",
 //	}, l7redirect.Options{Logger: logger, Metrics: metrics})
-//	certs, err := l7redirect.NewTLSSwitch(tlsConfig) // certificates chosen by SNI
+//	certs, err := l7redirect.NewTLSSwitch(tlsConfig, 0) // certificates chosen by SNI
 //	srv := &l7redirect.Server{Name: "sso", MaxConns: 10000, MaxConnsPerSource: 256, Metrics: metrics}
 //	go srv.Serve(ctx, httpsLn, h, certs.Config())
 //	plain, err := l7redirect.NewRedirect(l7redirect.RedirectConfig{

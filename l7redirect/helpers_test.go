@@ -117,7 +117,7 @@ func startFrontDoor(t *testing.T, cfg Config, logger *slog.Logger) *frontDoor {
 	certs, err := NewTLSSwitch(&tls.Config{Certificates: []tls.Certificate{
 		ca.Issue(t, frontDoorNames[0]).TLS(),
 		ca.Issue(t, frontDoorNames[1]).TLS(),
-	}})
+	}}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

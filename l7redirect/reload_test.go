@@ -159,7 +159,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		{Certificates: []tls.Certificate{ca1.Issue(t, "sso.example.test").TLS()}},
 		{Certificates: []tls.Certificate{ca2.Issue(t, "sso.example.test").TLS()}},
 	}
-	sw, err := NewTLSSwitch(certs[0])
+	sw, err := NewTLSSwitch(certs[0], 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		if err := h.Update(configs[k]); err != nil {
 			t.Fatal(err)
 		}
-		if err := sw.Set(certs[k]); err != nil {
+		if err := sw.Set(certs[k], 0); err != nil {
 			t.Fatal(err)
 		}
 		// The plain listener redirects sso.example.test in one, not in

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"slices"
 	"sync/atomic"
+	"time"
+
+	"github.com/iwalb/iwalb/internal/tlspolicy"
 )
 
 // ErrNoCertificate is returned for a TLS configuration that has no
@@ -17,16 +20,28 @@ var ErrNoCertificate = errors.New("l7redirect: TLS config has no certificate")
 // the certificates change. A TLS connection is served by the configuration
 // current when its handshake began and keeps it; only the connections that
 // start later see a new one. It is safe for concurrent use.
+//
+// When c has session tickets on, their keys are the switch's own: made on
+// first use, rotated every ticketKeyRotation (tlspolicy.TicketKeys), and
+// kept across Set, so that a reload does not end the sessions clients
+// hold.
 type TLSSwitch struct {
-	cur    atomic.Pointer[tls.Config]
-	served *tls.Config
+	cur     atomic.Pointer[switched]
+	served  *tls.Config
+	tickets *tlspolicy.TicketKeys
+}
+
+// switched is a configuration in force and its ticket key rotation.
+type switched struct {
+	c        *tls.Config
+	rotation time.Duration
 }
 
 // NewTLSSwitch returns a TLSSwitch serving c, which must have a
 // certificate.
-func NewTLSSwitch(c *tls.Config) (*TLSSwitch, error) {
-	s := &TLSSwitch{}
-	if err := s.Set(c); err != nil {
+func NewTLSSwitch(c *tls.Config, ticketKeyRotation time.Duration) (*TLSSwitch, error) {
+	s := &TLSSwitch{tickets: tlspolicy.NewTicketKeys()}
+	if err := s.Set(c, ticketKeyRotation); err != nil {
 		return nil, err
 	}
 	s.served = &tls.Config{
@@ -45,8 +60,9 @@ func (s *TLSSwitch) Config() *tls.Config { return s.served }
 // Set makes c, which must have a certificate, the configuration of the TLS
 // connections that start from now on; connections open keep theirs. A c
 // refused changes nothing. Set keeps a copy: changing c afterwards has no
-// effect.
-func (s *TLSSwitch) Set(c *tls.Config) error {
+// effect. ticketKeyRotation applies when c has session tickets on (0:
+// tlspolicy.DefaultTicketKeyRotation).
+func (s *TLSSwitch) Set(c *tls.Config, ticketKeyRotation time.Duration) error {
 	if c == nil || len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil {
 		return ErrNoCertificate
 	}
@@ -59,13 +75,22 @@ func (s *TLSSwitch) Set(c *tls.Config) error {
 			c.NextProtos = append(slices.Clip(c.NextProtos), p)
 		}
 	}
-	s.cur.Store(c)
+	if ticketKeyRotation <= 0 {
+		ticketKeyRotation = tlspolicy.DefaultTicketKeyRotation
+	}
+	s.cur.Store(&switched{c: c, rotation: ticketKeyRotation})
 	return nil
 }
 
 // configForClient is the GetConfigForClient of Config.
 func (s *TLSSwitch) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	c := s.cur.Load()
+	cur := s.cur.Load()
+	c := cur.c
+	if !c.SessionTicketsDisabled {
+		if err := s.tickets.Refresh(c, cur.rotation); err != nil {
+			return nil, err
+		}
+	}
 	if c.GetConfigForClient != nil {
 		// The TLS stack asks only the configuration it was given, not
 		// the one it got from it.

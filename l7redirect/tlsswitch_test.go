@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/internal/testpki"
+	"github.com/iwalb/iwalb/internal/tlspolicy"
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -61,7 +63,7 @@ func TestTLSSwitch(t *testing.T) {
 	alpn("before Set", fd.ca.Pool())
 
 	for _, bad := range []*tls.Config{nil, {}} {
-		if err := fd.certs.Set(bad); !errors.Is(err, ErrNoCertificate) {
+		if err := fd.certs.Set(bad, 0); !errors.Is(err, ErrNoCertificate) {
 			t.Errorf("Set(%v) = %v, want ErrNoCertificate", bad, err)
 		}
 	}
@@ -75,7 +77,7 @@ func TestTLSSwitch(t *testing.T) {
 	// A fresh minimum version shows that the new configuration, not only
 	// its certificate, serves the handshake.
 	next := &tls.Config{Certificates: []tls.Certificate{leaf2.TLS()}, MinVersion: tls.VersionTLS13}
-	if err := fd.certs.Set(next); err != nil {
+	if err := fd.certs.Set(next, 0); err != nil {
 		t.Fatal(err)
 	}
 	next.Certificates = nil // Set kept its own copy
@@ -109,4 +111,48 @@ func TestTLSSwitch(t *testing.T) {
 		t.Error("the connection opened before Set changed certificate")
 	}
 	alpn("after Set", ca2.Pool())
+}
+
+// TestTLSSwitchTickets: a front door resumes no TLS session unless its
+// configuration turns tickets on; then sessions survive a Set (a reload),
+// because the ticket keys are the switch's; turning tickets off again ends
+// resumption at once.
+func TestTLSSwitchTickets(t *testing.T) {
+	n := startNode(t, "auth1")
+	p := newPool(t, "auth", lb.PolicyRoundRobin, []*testNode{n})
+	fd := startFrontDoor(t, Config{Name: "sso", Rules: []Rule{{Pool: p}}}, nil)
+	leaf := fd.ca.Issue(t, "sso.example.test").TLS()
+	config := func(tickets bool) *tls.Config {
+		c := &tls.Config{Certificates: []tls.Certificate{leaf}}
+		tlspolicy.Settings{SessionTickets: tickets}.Apply(c)
+		return c
+	}
+	set := func(tickets bool) {
+		t.Helper()
+		if err := fd.certs.Set(config(tickets), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := func() *testkit.TLSSession {
+		return testkit.NewTLSSession(fd.addr, &tls.Config{RootCAs: fd.ca.Pool(), ServerName: "sso.example.test"})
+	}
+
+	set(false)
+	off := client()
+	if first, second := off.Dial(t), off.Dial(t); first || second {
+		t.Error("tickets off: a connection resumed a session")
+	}
+	set(true)
+	on := client()
+	if first, second := on.Dial(t), on.Dial(t); first || !second {
+		t.Error("tickets on: the second connection did not resume the first's session")
+	}
+	set(true) // a reload with the same settings
+	if !on.Dial(t) {
+		t.Error("after a reload: the session was not resumed")
+	}
+	set(false)
+	if on.Dial(t) {
+		t.Error("tickets turned off: a session was still resumed")
+	}
 }

@@ -254,7 +254,7 @@ func (p *process) buildDoor(d config.L7Listener, drain time.Duration) (*doorRole
 			return nil, err
 		}
 	}
-	if r.certs, err = l7redirect.NewTLSSwitch(d.TLS); err != nil {
+	if r.certs, err = l7redirect.NewTLSSwitch(d.TLS, d.TicketKeyRotation); err != nil {
 		return nil, fmt.Errorf("front door %s: %w", d.Name, err)
 	}
 	r.server = &l7redirect.Server{Name: d.Name, Logger: r.log, Metrics: p.l7m, ShutdownTimeout: drain}
@@ -345,7 +345,7 @@ func (r *doorRole) serve(ctx context.Context, lns []net.Listener) error {
 // build made next from the same configuration, so none of them is refused.
 func (r *doorRole) update(next role) {
 	n := next.(*doorRole)
-	errs := []error{r.handler.Update(n.cfg.Config), r.certs.Set(n.cfg.TLS)}
+	errs := []error{r.handler.Update(n.cfg.Config), r.certs.Set(n.cfg.TLS, n.cfg.TicketKeyRotation)}
 	if r.redirect != nil {
 		errs = append(errs, r.redirect.Update(redirectConfig(n.cfg)))
 	}

@@ -9,6 +9,7 @@ package testkit
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -214,4 +216,32 @@ func (c *Closer) Stop() {
 		c.ln.Close()
 		c.ln = nil
 	}
+}
+
+// TLSSession is a TLS client that keeps its sessions, to see whether a
+// server resumes them. It speaks TLS 1.2, where the ticket is part of the
+// handshake (TLS 1.3 sends it afterwards, to a client that reads).
+type TLSSession struct {
+	addr string
+	c    *tls.Config
+}
+
+// NewTLSSession returns a client of addr with c's roots and server name.
+func NewTLSSession(addr string, c *tls.Config) *TLSSession {
+	c = c.Clone()
+	c.MaxVersion = tls.VersionTLS12
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	return &TLSSession{addr: addr, c: c}
+}
+
+// Dial makes one connection, closes it, and says whether it resumed a
+// session of the client's earlier connections.
+func (s *TLSSession) Dial(t testing.TB) (resumed bool) {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.addr, s.c)
+	if err != nil {
+		t.Fatalf("TLS dial %s: %v", s.addr, err)
+	}
+	defer c.Close()
+	return c.ConnectionState().DidResume
 }

@@ -49,10 +49,11 @@ type rawAuthNode struct {
 }
 
 type rawTLS struct {
-	At       pos `yaml:"-"`
-	Cert     str `yaml:"cert"`
-	Key      str `yaml:"key"`
-	ClientCA str `yaml:"client_ca"`
+	At       pos            `yaml:"-"`
+	Cert     str            `yaml:"cert"`
+	Key      str            `yaml:"key"`
+	ClientCA str            `yaml:"client_ca"`
+	Settings rawTLSSettings `yaml:",inline"`
 }
 
 type rawProxyProtocol struct {
@@ -213,6 +214,7 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 	}
 
 	cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile = c.authNodeTLS(r, fqdnOK)
+	cfg.TLS = c.tlsSettings(r.TLS.Settings, p+".tls")
 
 	if r.MaxHeaderBytes.Set {
 		cfg.MaxHeaderBytes = r.MaxHeaderBytes.V
@@ -350,6 +352,9 @@ func (c *checker) authNodeTLS(r rawAuthNode, fqdnOK bool) (cert, key, clientCA s
 			}
 			if now := time.Now(); now.After(pair.Leaf.NotAfter) {
 				c.add(t.Cert.Line, "%s.cert: the certificate expired on %s", p, pair.Leaf.NotAfter.UTC().Format(time.DateOnly))
+			}
+			if why := chainProblem(pair); why != "" {
+				c.add(t.Cert.Line, "%s.cert: %s", p, why)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -180,18 +181,29 @@ func (c *checker) decodeMapping(n *yaml.Node, path string, v reflect.Value) {
 		return
 	}
 	t := v.Type()
-	fields := map[string]int{}
+	fields := map[string][]int{} // key → field index
 	var known []string
-	for i := range t.NumField() {
-		tag := t.Field(i).Tag.Get("yaml")
-		if tag == "" || tag == "-" {
-			continue
-		}
-		fields[tag] = i
-		if t.Field(i).Type != refusedTy {
-			known = append(known, tag)
+	var add func(t reflect.Type, at []int)
+	add = func(t reflect.Type, at []int) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			idx := append(slices.Clip(at), i)
+			tag := f.Tag.Get("yaml")
+			switch {
+			case tag == ",inline":
+				// A struct of keys shared by several sections.
+				add(f.Type, idx)
+				continue
+			case tag == "" || tag == "-":
+				continue
+			}
+			fields[tag] = idx
+			if f.Type != refusedTy {
+				known = append(known, tag)
+			}
 		}
 	}
+	add(t, nil)
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], resolveAlias(n.Content[i+1])
@@ -209,7 +221,7 @@ func (c *checker) decodeMapping(n *yaml.Node, path string, v reflect.Value) {
 			c.add(k.Line, "unknown key %q in %s; known keys: %s", k.Value, nameOf(path), strings.Join(known, ", "))
 			continue
 		}
-		c.decodeValue(val, k.Line, join(path, k.Value), t.Field(idx), v.Field(idx))
+		c.decodeValue(val, k.Line, join(path, k.Value), t.FieldByIndex(idx), v.FieldByIndex(idx))
 	}
 }
 

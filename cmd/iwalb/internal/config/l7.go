@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/internal/hostname"
+	"github.com/iwalb/iwalb/internal/tlspolicy"
 	"github.com/iwalb/iwalb/l7redirect"
 	"github.com/iwalb/iwalb/lb"
 )
@@ -27,6 +28,7 @@ type rawL7Listener struct {
 	Name               str              `yaml:"name"`
 	Listen             str              `yaml:"listen"`
 	Certificates       []rawCertKey     `yaml:"certificates"`
+	TLS                rawL7TLS         `yaml:"tls"`
 	Names              strList          `yaml:"names"`
 	HTTPRedirectListen str              `yaml:"http_redirect_listen"`
 	HTTPSPort          integer          `yaml:"https_port"`
@@ -52,6 +54,13 @@ const (
 	minRequestTarget = 1 << 10
 	maxRequestTarget = 64 << 10
 )
+
+// rawL7TLS is a listener's tls mapping: its settings besides the
+// certificates, which certificates lists.
+type rawL7TLS struct {
+	At       pos            `yaml:"-"`
+	Settings rawTLSSettings `yaml:",inline"`
+}
 
 type rawCertKey struct {
 	At   pos `yaml:"-"`
@@ -87,8 +96,11 @@ type L7Listener struct {
 	// Names are the front door's own names (exact or *.domain), which its
 	// certificates cover and the 301 listener answers for.
 	Names []string
-	// TLS holds the certificates, chosen by SNI.
+	// TLS holds the certificates, chosen by SNI, and the TLS settings.
 	TLS *tls.Config
+	// TicketKeyRotation is how often the session ticket key changes when
+	// TLS has session tickets on.
+	TicketKeyRotation time.Duration
 	// ProxyProtocol says whether Listen and HTTPRedirectListen accept a
 	// PROXY header, and only from ProxyTrusted.
 	ProxyProtocol bool
@@ -108,6 +120,7 @@ type L7Listener struct {
 type l7Listener struct {
 	L7Listener // without Config.Rules/Default and TLS
 	certs      []tls.Certificate
+	tls        tlspolicy.Settings
 	rules      []l7Rule
 	def        *l7Rule
 	line       int  // of the listener, for the dry run
@@ -126,7 +139,9 @@ func (l l7Listener) config(set *lb.Set) (L7Listener, error) {
 	out := l.L7Listener
 	out.Names = slices.Clone(l.Names)
 	out.ProxyTrusted = slices.Clone(l.ProxyTrusted)
-	out.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: slices.Clone(l.certs)}
+	out.TLS = &tls.Config{Certificates: slices.Clone(l.certs)}
+	l.tls.Apply(out.TLS)
+	out.TicketKeyRotation = l.tls.Rotation()
 	rule := func(r l7Rule) (l7redirect.Rule, error) {
 		pool := set.Pool(r.pool)
 		if pool == nil {
@@ -197,6 +212,7 @@ func (c *checker) l7(r rawL7, pools []poolConfig, poolLines map[string]int, l4Ad
 
 		l.Names = c.l7Names(rl, p)
 		l.certs = c.l7Certificates(rl, p, l.Names)
+		l.tls = c.tlsSettings(rl.TLS.Settings, p+".tls")
 
 		c.l7Proxy(rl, p, &l)
 		c.l7Routing(rl, p, &l)
@@ -380,6 +396,9 @@ func (c *checker) l7Certificates(rl rawL7Listener, p string, names []string) []t
 		}
 		if now := time.Now(); now.After(pair.Leaf.NotAfter) {
 			c.add(ck.Cert.Line, "%s.cert: the certificate expired on %s", cp, pair.Leaf.NotAfter.UTC().Format(time.DateOnly))
+		}
+		if why := chainProblem(pair); why != "" {
+			c.add(ck.Cert.Line, "%s.cert: %s", cp, why)
 		}
 		named := false
 		for _, n := range names {

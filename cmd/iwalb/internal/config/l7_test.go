@@ -263,7 +263,7 @@ func TestLoadL7Problems(t *testing.T) {
 			lines: map[int]string{14: "        - {cert: tls/sso.pem, key: tls/sso.key, chain: x}", 17: "      proxy: {enabled: false}", 26: "          prot: 443"},
 			want: []string{
 				`14: unknown key "chain" in l7redirect.listeners[0].certificates[0]; known keys: cert, key`,
-				`17: unknown key "proxy" in l7redirect.listeners[0]; known keys: name, listen, certificates, names, http_redirect_listen, https_port, proxy_protocol, sticky_cookie, cookie_ttl, retry_after, max_request_target, hsts_max_age, hsts_include_subdomains, max_conns, max_conns_per_source, rules, default_rule`,
+				`17: unknown key "proxy" in l7redirect.listeners[0]; known keys: name, listen, certificates, tls, names, http_redirect_listen, https_port, proxy_protocol, sticky_cookie, cookie_ttl, retry_after, max_request_target, hsts_max_age, hsts_include_subdomains, max_conns, max_conns_per_source, rules, default_rule`,
 				`26: unknown key "prot" in l7redirect.listeners[0].rules[0]; known keys: name, host, path_prefix, pool, rewrite_prefix, port`,
 			},
 		},
