@@ -92,8 +92,8 @@ type Config struct {
 }
 
 // DefaultMaxConns is Config.MaxConns when it is not set. A relayed
-// connection holds two sockets and, while a splice waits for bytes, two
-// pipes: about six file descriptors, so 10,000 connections fit well within
+// connection holds two sockets (pipes only while a bulk transfer is under
+// way), so 10,000 connections fit well within
 // the open-file limit that Go raises a Linux process to (the hard limit,
 // 524,288 under systemd), and their buffers within a small machine's
 // memory.
@@ -133,6 +133,30 @@ type Server struct {
 	born            time.Time
 	overLimit       refusals
 	overSourceLimit refusals
+
+	// readers recycles the buffers that peek at ClientHellos: a relayed
+	// connection gives its buffer back once its first bytes went to the
+	// backend, so an idle connection holds none.
+	readers sync.Pool // of *bufio.Reader
+	// pools holds the relays' buffers and pipes.
+	pools *relayPools
+}
+
+// reader returns a buffered reader of c of the given size, recycled when
+// one of that size is free.
+func (s *Server) reader(c net.Conn, size int) *bufio.Reader {
+	if br, ok := s.readers.Get().(*bufio.Reader); ok && br.Size() == size {
+		br.Reset(c)
+		return br
+	}
+	return bufio.NewReaderSize(c, size)
+}
+
+// recycle gives br back for another connection's peek; br must not be used
+// again.
+func (s *Server) recycle(br *bufio.Reader) {
+	br.Reset(nil) // drop the connection and the bytes
+	s.readers.Put(br)
 }
 
 // refusals counts the connections one limit refused, and spaces the
@@ -162,7 +186,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{name: cfg.Name, log: opts.Logger, m: opts.Metrics, born: time.Now()}
+	s := &Server{name: cfg.Name, log: opts.Logger, m: opts.Metrics, born: time.Now(), pools: newRelayPools()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -252,6 +276,7 @@ func (c *Config) limits() connlimit.Limits {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	defer s.pools.close() // after the relays have ended
 	defer s.wg.Wait()
 	var backoff time.Duration
 	for {
@@ -285,12 +310,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // serveConn is the life of one client connection: peek, route, dial, relay.
-// Its slot is freed (release) once ServeConn has closed both sockets.
+// Its slot is freed (release) once both sockets are closed. A relayed
+// connection goes on in goroutines of the relay's own, and this one ends:
+// its stack, grown by the peek and the dial, is not held for the life of
+// an idle connection.
 func (s *Server) serveConn(ctx context.Context, c net.Conn, release func()) {
-	defer s.wg.Done()
-	defer release()
-	defer s.openGauge.Dec()
-	s.ServeConn(ctx, c)
+	s.serve(ctx, c, func() {
+		s.openGauge.Dec()
+		release()
+		s.wg.Done()
+	})
 }
 
 // refuse closes a connection over a limit in the accept loop, without
@@ -323,32 +352,51 @@ func (s *Server) refuse(c net.Conn, reason connlimit.Reason) {
 // the connection has ended or ctx is cancelled. Connections given to it
 // directly do not count against MaxConns; those Serve accepts do.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	ended := make(chan struct{})
+	s.serve(ctx, c, func() { close(ended) })
+	<-ended
+}
+
+// serve handles c and calls done once it has ended and is closed, maybe
+// after serve has returned.
+func (s *Server) serve(ctx context.Context, c net.Conn, done func()) {
 	accepted := time.Now()
-	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
+	end := func() {
+		stop()
+		c.Close()
+		done()
+	}
 	s.accepted.Inc()
 	cfg := s.cfg.Load() // the whole connection runs with one configuration
 
 	p, ok := s.peek(c, cfg)
 	if !ok {
+		s.recycle(p.br)
+		end()
 		return
 	}
 	route := cfg.Router.Match(p.hello.ServerName)
 	if route == nil {
+		s.recycle(p.br)
 		s.reject(RejectNoRoute, p.src, fmt.Errorf("no route for server name %q and no default route", p.hello.ServerName))
+		end()
 		return
 	}
 	s.m.routed.WithLabelValues(s.name, route.Name).Inc()
 	active := s.m.active.WithLabelValues(s.name, route.Name)
 	active.Inc()
-	defer active.Dec()
+	routedEnd := func() {
+		active.Dec()
+		end()
+	}
 
 	if route.Handler != nil {
 		route.Handler.ServeConn(ctx, &replayConn{Conn: c, r: p.br, remote: p.src, local: p.dst})
+		routedEnd()
 		return
 	}
-	s.relay(ctx, cfg, c, p, route, accepted)
+	s.relay(ctx, cfg, c, p, route, accepted, routedEnd)
 }
 
 // peeked is what the start of a connection said: the client (as a trusted
@@ -365,7 +413,7 @@ type peeked struct {
 func (s *Server) peek(c net.Conn, cfg *Config) (p peeked, ok bool) {
 	p.src, p.dst = c.RemoteAddr(), c.LocalAddr()
 	c.SetReadDeadline(time.Now().Add(cfg.PeekTimeout))
-	p.br = bufio.NewReaderSize(c, cfg.MaxHelloSize)
+	p.br = s.reader(c, cfg.MaxHelloSize)
 	if cfg.trusted(p.src) {
 		hdr, err := proxyproto.Read(p.br)
 		switch {
@@ -393,25 +441,28 @@ func (s *Server) peek(c net.Conn, cfg *Config) (p peeked, ok bool) {
 	return p, true
 }
 
-// relay dials a backend of route's pool and relays c to it both ways until
-// either side is done, then logs the connection.
-func (s *Server) relay(ctx context.Context, cfg *Config, c net.Conn, p peeked, route *Route, accepted time.Time) {
+// relay dials a backend of route's pool and relays c to it both ways, in
+// two goroutines of the tunnel, until either side is done; then it logs the
+// connection and calls done. It returns once the relay has started.
+func (s *Server) relay(ctx context.Context, cfg *Config, c net.Conn, p peeked, route *Route, accepted time.Time, done func()) {
 	start := time.Now()
 	d, err := s.dialBackend(ctx, cfg, route, p.src, p.dst, p.br)
+	// The peeked bytes went out in the dial's first write (or nowhere):
+	// from here on the relay reads the raw connection.
+	s.recycle(p.br)
+	p.br = nil
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: no backend's fault, and no operator's concern.
 			s.reject(RejectShutdown, p.src, err)
-			return
+		} else {
+			s.m.rejected.WithLabelValues(s.name, RejectNoBackend).Inc()
+			s.log.Warn("no backend for connection", "client", addrString(p.src), "route", route.Name, "err", err)
 		}
-		s.m.rejected.WithLabelValues(s.name, RejectNoBackend).Inc()
-		s.log.Warn("no backend for connection", "client", addrString(p.src), "route", route.Name, "err", err)
+		done()
 		return
 	}
-	defer d.lease.Release()
-	defer d.conn.Close()
 	stopB := context.AfterFunc(ctx, func() { d.conn.Close() })
-	defer stopB()
 	s.log.Debug("relaying", "client", addrString(p.src), "sni", p.hello.ServerName, "route", route.Name,
 		"backend", d.lease.Backend().Name)
 
@@ -419,13 +470,19 @@ func (s *Server) relay(ctx context.Context, cfg *Config, c net.Conn, p peeked, r
 		idle:    cfg.IdleTimeout,
 		client:  c,
 		backend: d.conn,
+		pools:   s.pools,
 		up:      s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirUp)),
 		down:    s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirDown)),
 	}
 	t.up.Add(float64(d.sent)) // the PROXY header and the peeked bytes went in the dial's first write
-	end, endErr := t.run()
-	s.m.duration.WithLabelValues(s.name, route.Name).Observe(time.Since(start).Seconds())
-	s.logRelayed(ctx, p, route, d, t, end, endErr, accepted)
+	t.start(func(end string, endErr error) {
+		stopB()
+		d.conn.Close()
+		d.lease.Release()
+		s.m.duration.WithLabelValues(s.name, route.Name).Observe(time.Since(start).Seconds())
+		s.logRelayed(ctx, p, route, d, t, end, endErr, accepted)
+		done()
+	})
 }
 
 // logRelayed writes the access log line of a relayed connection, as
@@ -473,7 +530,7 @@ func (s *Server) dialBackend(ctx context.Context, cfg *Config, route *Route, src
 	}
 	// Everything buffered so far, the ClientHello and anything after it,
 	// goes out in the first write; from then on the copy reads the raw
-	// connection, which keeps the splice path.
+	// connection.
 	buffered, _ := br.Peek(br.Buffered())
 	first = append(first, buffered...)
 

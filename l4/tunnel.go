@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// copyChunk is how many bytes one splice call may move before the copy
-// loop reports progress (byte counters, idle clock).
+// copyChunk is how many bytes one move may relay before the copy loop
+// reports progress (byte counters, idle clock).
 const copyChunk = 256 << 10
 
 // How a relayed connection ended, as its log line's "end" says.
@@ -38,10 +38,10 @@ const (
 // tunnel relays bytes both ways between a client and a backend, with
 // half-close and an idle timeout.
 //
-// The copies read the raw connections through io.LimitedReader, which
-// (*net.TCPConn).ReadFrom still serves with splice(2) on Linux. Because a
-// splice is invisible until it returns, idleness is decided with read
-// deadlines: a direction whose deadline passes without progress "suspects"
+// Each direction's mover relays a chunk at a time: on Linux by reads and
+// writes on the raw sockets and splice(2) bursts (move_linux.go), elsewhere
+// by io.Copy. Because a move is invisible until it returns, idleness is
+// decided with read deadlines: a direction whose deadline passes without progress "suspects"
 // the connection and pokes the other direction (sets its read deadline to
 // now) so that it reports whatever it moved; only if that direction, asked
 // after it armed its read, has also moved nothing is the connection closed.
@@ -53,9 +53,10 @@ const (
 type tunnel struct {
 	idle            time.Duration // <= 0: no idle timeout
 	client, backend net.Conn
+	pools           *relayPools // the server's buffers and pipes; nil: io.Copy
 	up, down        prometheus.Counter
 
-	start time.Time // the monotonic base of last, armed and suspect
+	started time.Time // the monotonic base of last, armed and suspect
 	// moved counts the bytes each direction relayed. Each is written only
 	// by its own copy, a chunk at a time, and read once run has returned.
 	moved   [2]int64
@@ -85,19 +86,27 @@ func dirName(dir int) string {
 	return "backend_to_client"
 }
 
-// run relays until both directions have ended. It returns how the
-// connection ended, with the error for EndError.
-func (t *tunnel) run() (end string, err error) {
-	t.start = time.Now()
+// start relays in two goroutines, one per direction, and calls ended from
+// the last of them once both directions have ended and both sides are
+// closed, with how the connection ended (and the error for EndError).
+func (t *tunnel) start(ended func(end string, err error)) {
+	t.started = time.Now()
 	t.suspect.Store(-1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t.copyHalf(dirUp, t.backend, t.client, t.up)
-	}()
-	t.copyHalf(dirDown, t.client, t.backend, t.down)
-	<-done
-	t.closeBoth()
+	var left atomic.Int32
+	left.Store(2)
+	half := func(dir int, dst, src net.Conn, bytes prometheus.Counter) {
+		t.copyHalf(dir, dst, src, bytes)
+		if left.Add(-1) == 0 {
+			t.closeBoth()
+			ended(t.result())
+		}
+	}
+	go half(dirUp, t.backend, t.client, t.up)
+	go half(dirDown, t.client, t.backend, t.down)
+}
+
+// result is how the tunnel ended, once both directions have.
+func (t *tunnel) result() (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.end == "" {
@@ -107,12 +116,12 @@ func (t *tunnel) run() (end string, err error) {
 }
 
 // now is the time since the tunnel started, on the monotonic clock.
-func (t *tunnel) now() int64 { return int64(time.Since(t.start)) }
+func (t *tunnel) now() int64 { return int64(time.Since(t.started)) }
 
 // copyHalf copies src to dst until src ends, then half-closes dst. It is a
 // named function so that goroutine dumps of a busy balancer read well.
 func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) {
-	lr := &io.LimitedReader{R: src} // one per direction, not per chunk
+	m := newMover(t.pools, dst, src)
 	for {
 		var writeBy time.Time
 		if t.idle > 0 {
@@ -128,17 +137,16 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 			// interrupt this read (see idleNow).
 			t.armed[dir].Store(t.now())
 		}
-		lr.N = copyChunk
-		n, err := io.Copy(dst, lr)
+		n, err := m.move()
 		if n > 0 {
 			t.moved[dir] += n
 			bytes.Add(float64(n))
 			t.last.Store(t.now())
 		}
 		switch {
-		case err == nil && lr.N == 0:
+		case err == nil:
 			continue // chunk done, more to come
-		case err == nil: // EOF: pass the half-close on
+		case err == io.EOF: // pass the half-close on
 			t.finished[dir].Store(true)
 			t.setEnd(closedBy(dir), nil)
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
@@ -147,10 +155,10 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 			t.closeBoth()
 			return
 		case t.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded):
-			// A read deadline stops splice with its pipe empty, so the copy
-			// may go on. A write deadline may strand bytes already taken
-			// from src in the pipe, and splice drops them: the stream is
-			// broken, so the tunnel ends.
+			// A read deadline stops a move before it takes a byte from src
+			// (a splice burst with its pipe empty), so the copy may go on. A
+			// write deadline may strand bytes already taken from src: the
+			// stream is broken, so the tunnel ends.
 			if time.Now().Before(writeBy) && (n > 0 || !t.idleNow(dir)) {
 				continue
 			}
@@ -171,6 +179,18 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 		t.closeBoth()
 		return
 	}
+}
+
+// copyChunkOf copies at most copyChunk bytes from src to dst through lr
+// (whose R is src) with io.Copy, which (*net.TCPConn).ReadFrom serves with
+// splice(2) on Linux; it returns io.EOF once src has ended.
+func copyChunkOf(dst, src net.Conn, lr *io.LimitedReader) (int64, error) {
+	lr.N = copyChunk
+	n, err := io.Copy(dst, lr)
+	if err == nil && lr.N > 0 {
+		err = io.EOF
+	}
+	return n, err
 }
 
 // closedBy is the end of a tunnel whose dir reached EOF first.
@@ -194,8 +214,8 @@ func (t *tunnel) setEnd(end string, err error) {
 }
 
 // idleNow decides, after dir's read deadline passed with nothing moved,
-// whether the whole tunnel is idle. A copy inside splice reports what it
-// moved only when it returns, so dir asks the other direction (sets its
+// whether the whole tunnel is idle. A direction inside a move reports what
+// it moved only when the move returns, so dir asks the other direction (sets its
 // read deadline to now) and that direction's next return answers: if the
 // question came after it armed its read and it has moved nothing either,
 // both sides have been quiet for the idle timeout. A question that came

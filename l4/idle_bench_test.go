@@ -1,0 +1,109 @@
+package l4
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iwalb/iwalb/lb"
+)
+
+// BenchmarkIdleConns holds idleConns relayed connections open and idle
+// through an l4.Server, and reports the Go memory each one holds: its
+// goroutines' stacks and its heap, after a GC. The client and backend
+// sockets are in the same process but hold no goroutine and no buffer;
+// their share is the two netFDs. bench/proxies/run measures the same thing
+// as RSS, with real TLS sessions, against HAProxy and nginx.
+func BenchmarkIdleConns(b *testing.B) {
+	const idleConns = 2000
+	hello := captureHello(b, &tls.Config{ServerName: "a.example.test"})
+	var mu sync.Mutex
+	var held []net.Conn
+	backend := startRelayBackend(b, func(c net.Conn) {
+		// The hello, then nothing: the relay sits idle both ways.
+		if _, err := io.ReadFull(c, make([]byte, len(hello))); err != nil {
+			c.Close()
+			return
+		}
+		mu.Lock()
+		held = append(held, c)
+		mu.Unlock()
+	})
+	router, err := NewRouter([]Route{
+		{Name: "a", ServerNames: []string{"a.example.test"}, Pool: newPool(b, "p", "", lb.HealthCheck{}, backend)},
+	}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr, _ := startServer(b, Config{Router: router, MaxConns: 1 << 20})
+	b.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+
+	var stack, heap, goroutines float64
+	for b.Loop() {
+		before, g0 := memNow(), runtime.NumGoroutine()
+		clients := make([]net.Conn, 0, idleConns)
+		for range idleConns {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.Write(hello); err != nil {
+				b.Fatal(err)
+			}
+			clients = append(clients, c)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			mu.Lock()
+			n := len(held)
+			mu.Unlock()
+			if n >= idleConns {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d connections reached the backend", n, idleConns)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // the relays block in their reads
+		after := memNow()
+		goroutines = float64(runtime.NumGoroutine()-g0) / idleConns
+		stack = float64(after.StackInuse-before.StackInuse) / idleConns
+		heap = float64(after.HeapInuse-before.HeapInuse) / idleConns
+		b.StopTimer()
+		for _, c := range clients {
+			c.Close()
+		}
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		held = held[:0]
+		mu.Unlock()
+		time.Sleep(200 * time.Millisecond)
+		b.StartTimer()
+	}
+	b.ReportMetric(stack, "stack-B/conn")
+	b.ReportMetric(heap, "heap-B/conn")
+	b.ReportMetric(stack+heap, "B/conn")
+	b.ReportMetric(goroutines, "goroutines/conn")
+}
+
+func memNow() runtime.MemStats {
+	for range 6 {
+		runtime.GC()
+	}
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
+}
