@@ -105,20 +105,23 @@ type mover struct {
 	dst, src       net.Conn
 	dstRaw, srcRaw syscall.RawConn // nil: io.Copy through lr
 	lr             io.LimitedReader
+	progress       func(int64) // bytes written to dst
 
 	// The callbacks' arguments and results.
-	buf   *[]byte // the read's buffer while it holds bytes
-	n     int     // bytes read, or spliced in
-	err   error   // of the last read or splice
+	moved int64 // bytes relayed by this move
+	eof   bool  // src has ended
+	full  bool  // a read filled the buffer: more is waiting
+	rerr  error // of the read, or the splice in
+	werr  error // of the write
 	sp    *spliceP
+	n     int // bytes spliced in, or out
 	limit int // most bytes to splice in; bytes left to splice out
-	out   int // bytes spliced out
 
 	readFn, spliceInFn, spliceOutFn func(uintptr) bool
 }
 
-func newMover(pools *relayPools, dst, src net.Conn) *mover {
-	m := &mover{pools: pools, dst: dst, src: src}
+func newMover(pools *relayPools, dst, src net.Conn, progress func(int64)) *mover {
+	m := &mover{pools: pools, dst: dst, src: src, progress: progress}
 	m.lr.R = src
 	sc, ok1 := src.(syscall.Conn)
 	dc, ok2 := dst.(syscall.Conn)
@@ -131,71 +134,91 @@ func newMover(pools *relayPools, dst, src net.Conn) *mover {
 		return m
 	}
 	m.srcRaw, m.dstRaw = srcRaw, dstRaw
-	m.readFn, m.spliceInFn, m.spliceOutFn = m.read, m.spliceIn, m.spliceOut
+	m.readFn, m.spliceInFn, m.spliceOutFn = m.relay, m.spliceIn, m.spliceOut
 	return m
 }
 
-// read is the callback of the wait for bytes: it takes a buffer only to
-// read what is there, and gives it back when there is nothing yet.
-func (m *mover) read(fd uintptr) bool {
-	m.buf = m.pools.buf()
-	m.n, m.err = readFD(int(fd), *m.buf)
-	if m.err == syscall.EAGAIN {
-		m.pools.bufs.Put(m.buf)
-		m.buf = nil
-		return false // wait until readable
+// relay is the callback of the wait for bytes. Each time src is readable
+// it reads what is there into a buffer lent for that read and writes it to
+// dst, until a read finds nothing (EAGAIN: it waits again, without a
+// buffer, and is called back when src is readable). It ends the move
+// (returns true) at src's end, on an error, once a read fills the buffer
+// (a bulk transfer, for spliceBurst), or after copyChunk bytes. Messages
+// that follow each other stay in this loop: the move's deadlines and
+// locks are set up once for them all.
+//
+// The read that finds nothing cannot be skipped after a short one: the
+// poller is edge-triggered, and an end of stream (or a reset) that came
+// with the last bytes raises no new edge.
+func (m *mover) relay(fd uintptr) bool {
+	for {
+		buf := m.pools.buf()
+		n, err := readFD(int(fd), *buf)
+		switch {
+		case err == syscall.EAGAIN:
+			m.pools.bufs.Put(buf)
+			return false // wait until readable
+		case err != nil:
+			m.pools.bufs.Put(buf)
+			m.rerr = err
+			return true
+		case n == 0:
+			m.pools.bufs.Put(buf)
+			m.eof = true
+			return true
+		}
+		_, werr := m.dst.Write((*buf)[:n])
+		m.full = n == len(*buf)
+		m.pools.bufs.Put(buf)
+		m.moved += int64(n)
+		m.progress(int64(n)) // what Write did not take is lost with the tunnel
+		if werr != nil {
+			m.werr = werr
+			return true
+		}
+		if m.full || m.moved >= copyChunk {
+			return true
+		}
 	}
-	return true
 }
 
 // spliceIn moves what src has now into the pipe, never waiting: an empty
 // src ends the burst.
 func (m *mover) spliceIn(fd uintptr) bool {
-	m.n, m.err = spliceFD(int(fd), m.sp.w, m.limit)
+	m.n, m.rerr = spliceFD(int(fd), m.sp.w, m.limit)
 	return true
 }
 
 // spliceOut moves the pipe's bytes to dst, waiting until dst is writable.
 func (m *mover) spliceOut(fd uintptr) bool {
-	m.out, m.err = spliceFD(m.sp.r, int(fd), m.limit)
-	return m.err != syscall.EAGAIN
+	m.n, m.werr = spliceFD(m.sp.r, int(fd), m.limit)
+	return m.werr != syscall.EAGAIN
 }
 
-// move moves what src has, waiting for it when it has nothing, to dst:
-// at most copyChunk bytes. It returns io.EOF once src has ended (after
-// moving n bytes).
+// move relays what src has, waiting for it when it has nothing, to dst,
+// reporting each write to progress. It returns the bytes it relayed (about
+// copyChunk at most), io.EOF once src has ended, or the first error (a
+// read deadline, which ends the wait, among them).
 func (m *mover) move() (int64, error) {
 	if m.srcRaw == nil {
-		return copyChunkOf(m.dst, m.src, &m.lr)
+		return copyChunkOf(m.dst, m.src, &m.lr, m.progress)
 	}
-	// Wait for bytes with no buffer held; take one only to read them.
-	if err := m.srcRaw.Read(m.readFn); err != nil {
-		return 0, err
-	}
-	n, rerr := m.n, m.err
+	m.moved, m.eof, m.full, m.rerr, m.werr = 0, false, false, nil, nil
+	err := m.srcRaw.Read(m.readFn)
 	switch {
-	case rerr != nil:
-		m.putBuf()
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: m.src.LocalAddr(), Addr: m.src.RemoteAddr(), Err: rerr}
-	case n == 0:
-		m.putBuf()
-		return 0, io.EOF
+	case err != nil:
+		return m.moved, err
+	case m.werr != nil:
+		return m.moved, m.werr
+	case m.rerr != nil:
+		return m.moved, &net.OpError{Op: "read", Net: "tcp", Source: m.src.LocalAddr(), Addr: m.src.RemoteAddr(), Err: m.rerr}
+	case m.eof:
+		return m.moved, io.EOF
+	case !m.full:
+		return m.moved, nil
 	}
-	_, err := m.dst.Write((*m.buf)[:n])
-	full := n == len(*m.buf)
-	m.putBuf()
-	if err != nil || !full {
-		return int64(n), err // what Write took is lost with the tunnel
-	}
-	moved, err := m.spliceBurst(copyChunk - int64(n))
-	return int64(n) + moved, err
-}
-
-func (m *mover) putBuf() {
-	if m.buf != nil {
-		m.pools.bufs.Put(m.buf)
-		m.buf = nil
-	}
+	burst, err := m.spliceBurst(copyChunk - m.moved)
+	return m.moved + burst, err
 }
 
 // spliceBurst moves up to limit bytes that src has now through a pipe to
@@ -203,6 +226,9 @@ func (m *mover) putBuf() {
 // (or at its end, which the next move sees). It waits for dst to take the
 // bytes it has, within dst's write deadline.
 func (m *mover) spliceBurst(limit int64) (int64, error) {
+	if limit <= 0 {
+		return 0, nil
+	}
 	sp, err := m.pools.pipe()
 	if err != nil {
 		return 0, nil // no pipe to be had: the next move reads instead
@@ -213,7 +239,7 @@ func (m *mover) spliceBurst(limit int64) (int64, error) {
 	for moved < limit {
 		m.limit = int(min(limit-moved, pipeChunk))
 		err := m.srcRaw.Read(m.spliceInFn)
-		in, serr := m.n, m.err
+		in, serr := m.n, m.rerr
 		switch {
 		case err != nil:
 			m.pools.putPipe(sp) // empty
@@ -228,16 +254,17 @@ func (m *mover) spliceBurst(limit int64) (int64, error) {
 		for in > 0 {
 			m.limit = in
 			werr := m.dstRaw.Write(m.spliceOutFn)
-			if werr == nil && m.err != nil {
-				werr = fmt.Errorf("splice to the destination: %w", m.err)
+			if werr == nil && m.werr != nil {
+				werr = fmt.Errorf("splice to the destination: %w", m.werr)
 			}
 			if werr != nil {
 				// Bytes left in the pipe belong to this stream alone.
 				sp.close()
 				return moved, werr
 			}
-			in -= m.out
-			moved += int64(m.out)
+			in -= m.n
+			moved += int64(m.n)
+			m.progress(int64(m.n))
 		}
 	}
 	m.pools.putPipe(sp)

@@ -17,14 +17,15 @@ func (p *relayPools) close()     {}
 type mover struct {
 	dst, src net.Conn
 	lr       io.LimitedReader
+	progress func(int64)
 }
 
-func newMover(_ *relayPools, dst, src net.Conn) *mover {
-	m := &mover{dst: dst, src: src}
+func newMover(_ *relayPools, dst, src net.Conn, progress func(int64)) *mover {
+	m := &mover{dst: dst, src: src, progress: progress}
 	m.lr.R = src
 	return m
 }
 
-// move moves at most copyChunk bytes from src to dst; it returns io.EOF
-// once src has ended.
-func (m *mover) move() (int64, error) { return copyChunkOf(m.dst, m.src, &m.lr) }
+// move moves at most copyChunk bytes from src to dst, reporting them to
+// progress; it returns io.EOF once src has ended.
+func (m *mover) move() (int64, error) { return copyChunkOf(m.dst, m.src, &m.lr, m.progress) }

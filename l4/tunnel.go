@@ -121,7 +121,11 @@ func (t *tunnel) now() int64 { return int64(time.Since(t.started)) }
 // copyHalf copies src to dst until src ends, then half-closes dst. It is a
 // named function so that goroutine dumps of a busy balancer read well.
 func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) {
-	m := newMover(t.pools, dst, src)
+	m := newMover(t.pools, dst, src, func(n int64) {
+		t.moved[dir] += n
+		bytes.Add(float64(n))
+		t.last.Store(t.now())
+	})
 	for {
 		var writeBy time.Time
 		if t.idle > 0 {
@@ -138,11 +142,6 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 			t.armed[dir].Store(t.now())
 		}
 		n, err := m.move()
-		if n > 0 {
-			t.moved[dir] += n
-			bytes.Add(float64(n))
-			t.last.Store(t.now())
-		}
 		switch {
 		case err == nil:
 			continue // chunk done, more to come
@@ -183,10 +182,14 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 
 // copyChunkOf copies at most copyChunk bytes from src to dst through lr
 // (whose R is src) with io.Copy, which (*net.TCPConn).ReadFrom serves with
-// splice(2) on Linux; it returns io.EOF once src has ended.
-func copyChunkOf(dst, src net.Conn, lr *io.LimitedReader) (int64, error) {
+// splice(2) on Linux, and reports them to progress; it returns io.EOF once
+// src has ended.
+func copyChunkOf(dst, src net.Conn, lr *io.LimitedReader, progress func(int64)) (int64, error) {
 	lr.N = copyChunk
 	n, err := io.Copy(dst, lr)
+	if n > 0 {
+		progress(n)
+	}
 	if err == nil && lr.N > 0 {
 		err = io.EOF
 	}
