@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jcmturner/gokrb5/v8/keytab"
 )
@@ -15,7 +16,8 @@ type KeyInfo struct {
 	Realm     string // e.g. "EXAMPLE.TEST"
 	KVNO      int
 	Etype     int32
-	EtypeName string // e.g. "aes256-cts-hmac-sha1-96"
+	EtypeName string    // e.g. "aes256-cts-hmac-sha1-96"
+	Timestamp time.Time // when the key was written to the keytab
 }
 
 // String formats k as "HTTP/auth1.example.test@EXAMPLE.TEST kvno 2 aes256-cts-hmac-sha1-96(18)".
@@ -37,6 +39,7 @@ func Summarize(kt *keytab.Keytab) []KeyInfo {
 			KVNO:      int(e.KVNO),
 			Etype:     e.Key.KeyType,
 			EtypeName: EtypeName(e.Key.KeyType),
+			Timestamp: e.Timestamp,
 		})
 	}
 	sort.SliceStable(out, func(i, j int) bool {

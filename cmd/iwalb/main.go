@@ -4,6 +4,7 @@
 //	iwalb check  -config /etc/iwalb/iwalb.yaml  # FILE:LINE: reason per problem
 //	iwalb run    -config /etc/iwalb/iwalb.yaml  # until SIGINT or SIGTERM; SIGHUP reloads
 //	iwalb reload -config /etc/iwalb/iwalb.yaml  # a running process reloads, over its admin API
+//	iwalb keytab /etc/iwalb/http.keytab         # principals, KVNO, enctypes; what is wrong
 //	iwalb version
 //
 // It owns the process: flags, signals, logging, the metrics listener and
@@ -23,6 +24,7 @@ import (
 	"syscall"
 
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // version is set at build time with -ldflags "-X main.version=1.2.3".
@@ -34,6 +36,8 @@ const usage = `usage:
   iwalb check -config FILE    print each problem in FILE as FILE:LINE: reason
   iwalb reload -config FILE   ask the iwalb running FILE to load it again (through its admin API)
                               and print the outcome
+  iwalb keytab [-json] FILE   list a keytab's principals, key versions and enctypes (never a key)
+                              and what is wrong with them; exit 1 on a problem
   iwalb version               print the version
 `
 
@@ -86,6 +90,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return code
 		}
 		return check(path, stdout)
+	case "keytab":
+		return keytabCmd(args, stdout, stderr)
 	case "version":
 		if len(args) > 0 {
 			fmt.Fprintf(stderr, "iwalb version: unexpected argument %q\n\n%s", args[0], usage)
@@ -151,6 +157,44 @@ func check(path string, stdout io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
 	return exitOK
+}
+
+// buildInfo is the iwalb_build_info gauge: 1, with the version, the VCS
+// revision the binary was built from and the Go version as labels.
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "iwalb_build_info",
+		Help: "Always 1; the labels say which iwalb runs: version, revision (VCS, empty if unknown) and goversion.",
+		ConstLabels: prometheus.Labels{
+			"version": version, "revision": revision(), "goversion": runtime.Version(),
+		},
+	})
+	g.Set(1)
+	return g
+}
+
+// revision is the VCS revision Go recorded at build time, with "-modified"
+// for a tree with uncommitted changes, or "".
+func revision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "-modified"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return rev + modified
 }
 
 // printVersion prints the version given at build time, what the Go

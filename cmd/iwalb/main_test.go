@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -530,6 +531,7 @@ l4:
 		`iwalb_lb_backend_up{backend="auth2",pool="authnodes"} 1`,
 		`iwalb_lb_backend_picks_total{backend="` + picked.name + `",pool="authnodes"} 1`,
 		`iwalb_lb_backend_active_connections{backend="` + picked.name + `",pool="authnodes"} 1`,
+		`iwalb_build_info{goversion="` + runtime.Version() + `",revision="` + revision() + `",version="dev"} 1`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %s\n%s", want, iwalbSeries(text))

@@ -118,6 +118,7 @@ func newProcess(path string, f *config.File, logs io.Writer) *process {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		p.pools,
+		buildInfo(),
 	)
 	// A new registry: none of these can be refused.
 	p.l4m, _ = l4.NewMetrics(p.reg)
