@@ -272,7 +272,8 @@ func TestMutualResponseToken(t *testing.T) {
 func TestSummarizeAndLoadKeytab(t *testing.T) {
 	kt := testKeytab(t)
 	got := Summarize(kt)
-	if len(got) != 1 || got[0] != (KeyInfo{Principal: testSPN, Realm: testRealm, KVNO: 3, Etype: 18, EtypeName: "aes256-cts-hmac-sha1-96"}) {
+	want := KeyInfo{Principal: testSPN, Realm: testRealm, KVNO: 3, Etype: 18, EtypeName: "aes256-cts-hmac-sha1-96", Timestamp: kt.Entries[0].Timestamp}
+	if len(got) != 1 || got[0] != want {
 		t.Fatalf("Summarize = %+v", got)
 	}
 	dir := t.TempDir()
