@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -720,6 +721,10 @@ func frontDoorFiles(t *testing.T, dir string) (auth1, auth2 tlsBackend, sso []by
 func TestRunL7Redirect(t *testing.T) {
 	dir := t.TempDir()
 	auth1, auth2, ssoCert, roots := frontDoorFiles(t, dir)
+	ssoLeaf, err := x509.ParseCertificate(ssoCert)
+	if err != nil {
+		t.Fatal(err)
+	}
 	nodeTarget := map[string]string{ // Location host:port → node
 		"auth1.example.test:" + port(t, auth1.addr): "auth1",
 		"auth2.example.test:" + port(t, auth2.addr): "auth2",
@@ -841,6 +846,8 @@ l4:
 		`iwalb_l7redirect_request_duration_seconds_count{frontdoor="sso",status="302"} 2`,
 		`iwalb_l4_connections_routed_total{listener="public",route="l7redirect/sso"} 1`,
 		`iwalb_l4_connections_routed_total{listener="public",route="authnodes"} 1`,
+		`iwalb_tls_certificate_expiry_timestamp_seconds{name="sso.example.test",server="l7redirect/sso"} ` +
+			strconv.FormatFloat(float64(ssoLeaf.NotAfter.Unix()), 'g', -1, 64),
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %s\n%s", want, iwalbSeries(text))

@@ -170,7 +170,7 @@ func (p *process) activate(f *config.File, next generation) {
 	p.file = f
 	p.gen++
 	p.logLevel.Set(f.LogLevel())
-	p.configm.loaded(p.gen, f.Hash())
+	p.configm.loaded(p.gen, f.Hash(), f.Certificates())
 }
 
 // runHealthChecks is set.Run as a named goroutine, so stack dumps read
@@ -356,6 +356,7 @@ type configMetrics struct {
 	generation prometheus.Gauge
 	info       *prometheus.GaugeVec
 	reloads    *prometheus.CounterVec
+	certs      *prometheus.GaugeVec
 }
 
 func newConfigMetrics(reg prometheus.Registerer) *configMetrics {
@@ -372,21 +373,30 @@ func newConfigMetrics(reg prometheus.Registerer) *configMetrics {
 			Name: "iwalb_config_reloads_total",
 			Help: "Reloads of the configuration by result: ok, or failed (the running configuration kept serving).",
 		}, []string{"result"}),
+		certs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "iwalb_tls_certificate_expiry_timestamp_seconds",
+			Help: "When each server certificate of the running configuration expires (its NotAfter, Unix seconds), by server (authnode, or l7redirect/<listener>) and the first name it covers.",
+		}, []string{"server", "name"}),
 	}
-	reg.MustRegister(m.generation, m.info, m.reloads)
+	reg.MustRegister(m.generation, m.info, m.reloads, m.certs)
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("failed")
 	return m
 }
 
-// loaded records that generation gen, of the file with hash, runs.
-func (m *configMetrics) loaded(gen int, hash string) {
+// loaded records that generation gen runs: the file with hash, serving
+// certs.
+func (m *configMetrics) loaded(gen int, hash string, certs []config.Certificate) {
 	if gen > 1 {
 		m.reloads.WithLabelValues("ok").Inc()
 	}
 	m.generation.Set(float64(gen))
 	m.info.Reset()
 	m.info.WithLabelValues(hash).Set(1)
+	m.certs.Reset()
+	for _, c := range certs {
+		m.certs.WithLabelValues(c.Server, c.Name).Set(float64(c.NotAfter.Unix()))
+	}
 }
 
 func (m *configMetrics) failed() { m.reloads.WithLabelValues("failed").Inc() }

@@ -58,7 +58,7 @@ func newStatusFixture(t *testing.T) *statusFixture {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	newConfigMetrics(reg).loaded(3, "0123456789ab")
+	newConfigMetrics(reg).loaded(3, "0123456789ab", nil)
 	logins := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "iwalb_authnode_logins_total", Help: "test"}, []string{"outcome", "reason"})
 	reg.MustRegister(logins)
 	logins.WithLabelValues("success", "ok").Add(40)

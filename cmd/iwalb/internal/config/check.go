@@ -24,6 +24,8 @@ type checker struct {
 	// badValue holds the lines of values the decoder already refused, so
 	// that validation does not report them a second time as empty.
 	badValue map[int]bool
+	// certs are the server certificates loaded, for File.Certificates.
+	certs []Certificate
 }
 
 func (c *checker) add(line int, format string, args ...any) {

@@ -129,7 +129,22 @@ type File struct {
 	drain    time.Duration
 	hash     string
 	warnings Problems
+	certs    []Certificate
 }
+
+// Certificate is a server certificate the file configures, for its expiry
+// metric.
+type Certificate struct {
+	// Server is "authnode", or "l7redirect/<listener name>".
+	Server string
+	// Name is the first name the certificate covers.
+	Name     string
+	NotAfter time.Time
+}
+
+// Certificates lists the server certificates of the auth node and the L7
+// front doors, as loaded.
+func (f *File) Certificates() []Certificate { return slices.Clone(f.certs) }
 
 // Load reads, validates and builds the configuration file at path. Relative
 // paths in the file are resolved against the file's folder. For a file it
@@ -160,6 +175,7 @@ func Load(path string) (*File, error) {
 		return nil, append(c.problems, c.warnings...).sorted()
 	}
 	f.warnings = c.warnings.sorted()
+	f.certs = c.certs
 	sum := sha256.Sum256(data)
 	f.hash = hex.EncodeToString(sum[:6])
 	return f, nil

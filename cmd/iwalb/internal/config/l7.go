@@ -400,6 +400,7 @@ func (c *checker) l7Certificates(rl rawL7Listener, p string, names []string) []t
 		if why := chainProblem(pair); why != "" {
 			c.add(ck.Cert.Line, "%s.cert: %s", cp, why)
 		}
+		c.certs = append(c.certs, Certificate{Server: "l7redirect/" + rl.Name.V, Name: certName(pair), NotAfter: pair.Leaf.NotAfter})
 		named := false
 		for _, n := range names {
 			// A wildcard name is covered by a certificate for the same
@@ -422,6 +423,14 @@ func (c *checker) l7Certificates(rl rawL7Listener, p string, names []string) []t
 		}
 	}
 	return out
+}
+
+// certName is the first name a certificate covers.
+func certName(pair tls.Certificate) string {
+	if len(pair.Leaf.DNSNames) > 0 {
+		return pair.Leaf.DNSNames[0]
+	}
+	return pair.Leaf.Subject.CommonName
 }
 
 // certNames lists what a certificate is for, for a message.

@@ -61,6 +61,13 @@ func TestTLSSettings(t *testing.T) {
 		cfg, _ := f.AuthNode()
 		return cfg.TLS
 	}
+	f, err := Load(writeConfig(t, dir, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs := f.Certificates(); len(cs) != 1 || cs[0].Server != "authnode" || cs[0].Name != "auth1.example.test" || cs[0].NotAfter.IsZero() {
+		t.Errorf("Certificates() = %+v, want the auth node's for auth1.example.test", cs)
+	}
 	if s := node(base); !reflect.DeepEqual(s, tlspolicy.Settings{}) {
 		t.Errorf("default auth node TLS settings = %+v, want the zero (intermediate) settings", s)
 	}
