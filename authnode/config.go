@@ -95,6 +95,9 @@ type Config struct {
 	SessionTTL time.Duration
 	// CookieName names the node's session cookie (default "iwalb_session").
 	CookieName string
+	// Form, when enabled, signs in with a user name and password the
+	// clients that cannot do Kerberos (form.go).
+	Form FormConfig
 	// StoreMaxEntries and StoreMaxBytes bound the in-memory store, tokens
 	// and sessions together (defaults store.DefaultMaxEntries, a million,
 	// and store.DefaultMaxBytes, 256 MiB); beyond them logins and redeems
@@ -211,6 +214,25 @@ type APIClient struct {
 	// CertName, when set, is the subject CN or DNS name of a client
 	// certificate that also authenticates this application.
 	CertName string
+}
+
+// FormConfig is the password sign-in form. Failures are counted per
+// account and per client address (an IPv6 /64 as one) over Window: past
+// UserFailures or ClientFailures, sign-ins of that account or from that
+// address are refused until the window ends, without asking the KDC, so
+// that guessing through iwalb cannot lock an account out of the domain.
+type FormConfig struct {
+	Enabled bool
+	// UserFailures per account in Window (default 5). Keep it below the
+	// domain's lockout threshold.
+	UserFailures int
+	// ClientFailures per client address in Window (default 20).
+	ClientFailures int
+	// Window over which failures count (default 15m).
+	Window time.Duration
+	// Organisation and Help are shown on the sign-in page: whose sign-in
+	// it is, and where to get help.
+	Organisation, Help string
 }
 
 // RedisConfig says how an auth node reaches Redis: the store's settings

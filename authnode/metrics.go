@@ -24,6 +24,7 @@ type metrics struct {
 	storeFull       *prometheus.CounterVec
 	connsRefused    *prometheus.CounterVec
 	keytabLoads     *prometheus.CounterVec
+	formSignins     *prometheus.CounterVec
 }
 
 const ns, sub = "iwalb", "authnode"
@@ -102,6 +103,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "keytab_loads_total",
 			Help: "Keytab contents loaded (ok: at start, at a reload or when the file changed) and keytab files that could not be loaded while watched (failed: unreadable, or being written; once per content), by result. The keys in use stay until a load succeeds.",
 		}, []string{"result"}),
+		formSignins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "form_signins_total",
+			Help: "Password sign-ins through the form, by outcome: success, bad_credentials (the KDC refused the name and password), throttled (refused without asking the KDC: too many failures for the account or the client address), bad_request (a missing field, or an expired or forged form), kdc_unavailable, or failed (the password was right, but the login failed afterwards: see iwalb_authnode_logins_total).",
+		}, []string{"outcome"}),
+	}
+	for _, o := range []string{"success", "bad_credentials", "throttled", "bad_request", "kdc_unavailable", "failed"} {
+		m.formSignins.WithLabelValues(o)
 	}
 	m.keytabLoads.WithLabelValues("ok")
 	m.keytabLoads.WithLabelValues("failed")
@@ -111,7 +119,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds, m.ldapOpsPerLogin,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
-		m.clockOffset, m.ready, m.storeFull, m.connsRefused, m.keytabLoads,
+		m.clockOffset, m.ready, m.storeFull, m.connsRefused, m.keytabLoads, m.formSignins,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -128,6 +128,10 @@ type Node struct {
 	keysChanged, recheck chan struct{}
 	// tickets are the TLS session ticket keys, kept across reloads.
 	tickets *tlspolicy.TicketKeys
+	// formFailures counts failed password sign-ins per account and client
+	// address; formSlots bounds the sign-ins being checked at once.
+	formFailures *failureCounts
+	formSlots    chan struct{}
 
 	// selfTest proves the current keys against the KDC; a field so tests
 	// can observe it without a KDC.
@@ -152,7 +156,8 @@ func New(cfg Config, opts Options) (_ *Node, err error) {
 	n := &Node{
 		log: opts.Logger, tokens: opts.Tokens, sessions: opts.Sessions, now: opts.Now,
 		keysChanged: make(chan struct{}, 1), recheck: make(chan struct{}, 1),
-		tickets: tlspolicy.NewTicketKeys(),
+		tickets:      tlspolicy.NewTicketKeys(),
+		formFailures: newFailureCounts(), formSlots: make(chan struct{}, maxFormInFlight),
 	}
 	if n.now == nil {
 		n.now = time.Now
@@ -255,6 +260,8 @@ func (n *Node) routes(s *settings) http.Handler {
 	mux.HandleFunc("POST /api/v1/tokens/redeem", func(w http.ResponseWriter, r *http.Request) { n.handleRedeem(s, w, r) })
 	mux.HandleFunc("POST /api/v1/sessions/validate", func(w http.ResponseWriter, r *http.Request) { n.handleSessionValidate(s, w, r) })
 	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) { n.handleLogout(s, w, r) })
+	mux.HandleFunc("GET "+formPath, func(w http.ResponseWriter, r *http.Request) { n.handleFormPage(s, w, r) })
+	mux.HandleFunc("POST "+formPath, func(w http.ResponseWriter, r *http.Request) { n.handleFormLogin(s, w, r) })
 	mux.HandleFunc("GET /healthz", n.handleHealthz)
 	mux.HandleFunc("GET /readyz", n.handleReadyz)
 	return mux
@@ -489,6 +496,13 @@ func (c *Config) setDefaults() {
 	if c.CookieName == "" {
 		c.CookieName = DefaultCookieName
 	}
+	if c.Form.UserFailures == 0 {
+		c.Form.UserFailures = DefaultFormUserFailures
+	}
+	if c.Form.ClientFailures == 0 {
+		c.Form.ClientFailures = DefaultFormClientFailures
+	}
+	def(&c.Form.Window, DefaultFormWindow)
 	if c.SelfTestSPN == "" && c.FQDN != "" {
 		c.SelfTestSPN = "HTTP/" + c.FQDN
 	}
@@ -581,7 +595,7 @@ func wrapErr(err *error, fqdn string) {
 
 // reservedPaths are the node's own endpoints; the SSO path may be none of
 // them, nor under /api/.
-var reservedPaths = []string{"/healthz", "/readyz", "/logout"}
+var reservedPaths = []string{"/healthz", "/readyz", "/logout", formPath}
 
 // CheckSSOPath says whether p can be the login endpoint's path: absolute,
 // plain characters only (it becomes a route pattern), and not one of the

@@ -72,6 +72,7 @@ func newTestNode(t testing.TB, v ticketValidator, d userDirectory, logs io.Write
 		selfTest: func(context.Context) error { return nil }, now: time.Now,
 		conns:       connlimit.New(connLimits(cfg)),
 		keysChanged: make(chan struct{}, 1), recheck: make(chan struct{}, 1),
+		formFailures: newFailureCounts(), formSlots: make(chan struct{}, maxFormInFlight),
 	}
 	n.install(&settings{
 		cfg: cfg, log: n.log, appURL: u, dir: newDirRef(d), keys: &keySet{validator: v},

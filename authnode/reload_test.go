@@ -296,7 +296,7 @@ func TestApplyChangesLimitsAndPath(t *testing.T) {
 	next := r.cfg
 	next.MaxConns, next.MaxConnsPerSource = 5, 3
 	next.StoreMaxEntries = 2 // the token above and one more
-	next.SSOPath = "/login"
+	next.SSOPath = "/signin"
 	r.reload(t, next)
 	if l := r.conns.Limits(); l.MaxConns != 5 || l.MaxPerSource != 3 {
 		t.Fatalf("connection limits %+v, want 5 and 3", l)
@@ -311,10 +311,10 @@ func TestApplyChangesLimitsAndPath(t *testing.T) {
 	if w := get("/sso"); w.Code != http.StatusNotFound {
 		t.Fatalf("the old SSO path: %d, want 404", w.Code)
 	}
-	if h := locationHost(t, get("/login")); h != "app.example.test" {
+	if h := locationHost(t, get("/signin")); h != "app.example.test" {
 		t.Fatalf("login at the new path went to %s", h)
 	}
-	if w := get("/login"); w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "store_full") {
+	if w := get("/signin"); w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "store_full") {
 		t.Fatalf("third login with store.max_entries 2: %d %.200s; want 503 store_full", w.Code, w.Body)
 	}
 }

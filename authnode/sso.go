@@ -220,18 +220,26 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.metrics.tickets.WithLabelValues(spnLabel(id.SPN), "ok").Inc()
+	n.completeLogin(s, w, r, log, id, start, "kerberos")
+}
+
+// completeLogin finishes a login whose Kerberos ticket was validated (from
+// the browser's Negotiate header, or from a password sign-in, method
+// "password"): it confirms the user in the directory and sends the browser
+// to the application with a one-time token. It reports whether it did.
+func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request, log *slog.Logger, id *negotiate.Identity, start time.Time, method string) bool {
 	// Names come from the ticket: log at most clip.Max bytes of each.
-	log = log.With("user", clip.String(id.User), "realm", clip.String(id.Realm), "spn", id.SPN, "sid", clip.String(id.UserSID))
+	log = log.With("user", clip.String(id.User), "realm", clip.String(id.Realm), "spn", id.SPN, "sid", clip.String(id.UserSID), "method", method)
 	// A trusted realm's "alice" is not this domain's alice: other realms
 	// stop here.
 	if !strings.EqualFold(id.Realm, s.cfg.Realm) {
 		n.fail(w, r, log, failForeignRealm, fmt.Errorf("client realm %s is not %s", clip.String(id.Realm), s.cfg.Realm), start)
-		return
+		return false
 	}
 	// The account is confirmed by the SID the KDC signed, not by name.
 	if id.UserSID == "" {
 		n.fail(w, r, log, failNoPAC, fmt.Errorf("ticket of %s for %s has no PAC: check that the service account %s is not marked NO_AUTH_DATA_REQUIRED", clip.String(id.User), id.SPN, s.cfg.Account), start)
-		return
+		return false
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
@@ -242,7 +250,7 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 	n.metrics.ldapOpsPerLogin.Observe(float64(ops))
 	if err != nil {
 		n.fail(w, r, log, classify(err), err, start)
-		return
+		return false
 	}
 
 	ident := Identity{
@@ -255,24 +263,29 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 		GroupSIDs:         user.GroupSIDs,
 		Realm:             id.Realm,
 		AuthTime:          time.Now().UTC().Truncate(time.Second),
-		AuthMethod:        "kerberos",
+		AuthMethod:        method,
 		ClientAddr:        r.RemoteAddr,
 	}
 	token, err := n.issueToken(r.Context(), s, ident)
 	if err != nil {
 		n.fail(w, r, log, classify(err), err, start)
-		return
+		return false
 	}
-	if len(id.ResponseToken) > 0 {
+	if len(id.ResponseToken) > 0 && method == "kerberos" {
 		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(id.ResponseToken))
 	}
 	noStore(w)
 	// The token travels in the URL: keep it out of Referer headers.
 	w.Header().Set("Referrer-Policy", "no-referrer")
-	http.Redirect(w, r, s.applicationURL(token), http.StatusFound)
+	status := http.StatusFound
+	if r.Method == http.MethodPost {
+		status = http.StatusSeeOther // the application is fetched with GET
+	}
+	http.Redirect(w, r, s.applicationURL(token), status)
 	n.metrics.logins.WithLabelValues("success", "ok").Inc()
-	log.Info("login", "outcome", "success", "status", http.StatusFound,
+	log.Info("login", "outcome", "success", "status", status,
 		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO, "duration", time.Since(start))
+	return true
 }
 
 // lookupBudget bounds one login's directory look-up in all: a wait for a
@@ -299,6 +312,16 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f 
 		level = slog.LevelWarn
 	}
 	log.Log(r.Context(), level, "login", attrs...)
+	if s := n.cur.Load(); s.cfg.Form.Enabled && (f == failNoNegotiate || f == failNTLM) {
+		// The page of the 401 is the sign-in form. After NTLM no new
+		// challenge: the browser would only try NTLM again, or ask for
+		// a password in a dialog instead of showing the form.
+		if f == failNoNegotiate {
+			w.Header().Set("WWW-Authenticate", "Negotiate")
+		}
+		writeForm(w, s, f.status, formNotice, "", "")
+		return
+	}
 	if f.challenge {
 		w.Header().Set("WWW-Authenticate", "Negotiate")
 	}

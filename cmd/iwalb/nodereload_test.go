@@ -101,12 +101,12 @@ authnode:
 	}
 	ca2 := testpki.NewCA(t, "iwalb test CA 2")
 	ca2.Issue(t, "auth1.example.test").WriteFiles(t, dir, "tls/auth1.pem", "tls/auth1.key")
-	configtest.WriteFile(t, dir, "iwalb.yaml", file(node, "/login"))
+	configtest.WriteFile(t, dir, "iwalb.yaml", file(node, "/signin"))
 	if code, out := reload(); code != 0 {
 		t.Fatalf("iwalb reload: exit %d: %s\n%s", code, out, errw.String())
 	}
-	if code, err := get(ca2.Pool(), "/login"); err != nil || code != http.StatusUnauthorized {
-		t.Fatalf("/login after the reload, with the new certificate: %d %v; want 401 (Negotiate)", code, err)
+	if code, err := get(ca2.Pool(), "/signin"); err != nil || code != http.StatusUnauthorized {
+		t.Fatalf("/signin after the reload, with the new certificate: %d %v; want 401 (Negotiate)", code, err)
 	}
 	if code, err := get(ca2.Pool(), "/sso"); err != nil || code != http.StatusNotFound {
 		t.Fatalf("/sso after the reload: %d %v; want 404", code, err)
@@ -115,12 +115,12 @@ authnode:
 		t.Fatal("a new connection still gets the old certificate")
 	}
 
-	configtest.WriteFile(t, dir, "iwalb.yaml", file(testkit.FreePort(t), "/login"))
+	configtest.WriteFile(t, dir, "iwalb.yaml", file(testkit.FreePort(t), "/signin"))
 	code, out := reload()
 	if code != 1 || !strings.Contains(out, "authnode.listen") || !strings.Contains(out, "restart") {
 		t.Fatalf("reload moving the node: exit %d: %s; want it refused, naming authnode.listen", code, out)
 	}
-	if code, err := get(ca2.Pool(), "/login"); err != nil || code != http.StatusUnauthorized {
+	if code, err := get(ca2.Pool(), "/signin"); err != nil || code != http.StatusUnauthorized {
 		t.Fatalf("/login after the refused reload: %d %v", code, err)
 	}
 }

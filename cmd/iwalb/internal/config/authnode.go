@@ -42,6 +42,7 @@ type rawAuthNode struct {
 	TokenTTL          duration         `yaml:"token_ttl"`
 	SessionTTL        duration         `yaml:"session_ttl"`
 	CookieName        str              `yaml:"cookie_name"`
+	Form              rawForm          `yaml:"form"`
 	Store             rawStore         `yaml:"store"`
 	Kerberos          rawKerberos      `yaml:"kerberos"`
 	LDAP              rawLDAP          `yaml:"ldap"`
@@ -60,6 +61,16 @@ type rawProxyProtocol struct {
 	At      pos     `yaml:"-"`
 	Enabled boolean `yaml:"enabled"`
 	Trusted strList `yaml:"trusted"`
+}
+
+type rawForm struct {
+	At             pos      `yaml:"-"`
+	Enabled        boolean  `yaml:"enabled"`
+	UserFailures   integer  `yaml:"user_failures"`
+	ClientFailures integer  `yaml:"client_failures"`
+	Window         duration `yaml:"window"`
+	Organisation   str      `yaml:"organisation"`
+	Help           str      `yaml:"help"`
 }
 
 type rawStore struct {
@@ -275,6 +286,8 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 		}
 	}
 
+	cfg.Form = c.authNodeForm(r.Form, p+".form")
+
 	inRedis := false
 	switch t := r.Store.Type; {
 	case !t.Set || t.V == "memory":
@@ -363,6 +376,41 @@ func (c *checker) authNodeTLS(r rawAuthNode, fqdnOK bool) (cert, key, clientCA s
 		clientCA, _ = c.readCAs(t.ClientCA, p+".client_ca")
 	}
 	return cert, key, clientCA
+}
+
+// maxFormText bounds the organisation and help texts of the sign-in page.
+const maxFormText = 1 << 10
+
+// authNodeForm checks the password sign-in form's settings.
+func (c *checker) authNodeForm(r rawForm, p string) authnode.FormConfig {
+	f := authnode.FormConfig{
+		Enabled:        r.Enabled.V,
+		UserFailures:   c.atLeastOne(r.UserFailures, p+".user_failures", authnode.DefaultFormUserFailures),
+		ClientFailures: c.atLeastOne(r.ClientFailures, p+".client_failures", authnode.DefaultFormClientFailures),
+		Window:         c.positive(r.Window, p+".window", authnode.DefaultFormWindow),
+		Organisation:   r.Organisation.V,
+		Help:           r.Help.V,
+	}
+	for _, t := range []struct {
+		v   str
+		key string
+	}{{r.Organisation, "organisation"}, {r.Help, "help"}} {
+		if len(t.v.V) > maxFormText {
+			c.add(t.v.Line, "%s.%s: %d bytes is too long for the sign-in page (at most %d)", p, t.key, len(t.v.V), maxFormText)
+		}
+	}
+	if r.At.Set && !r.Enabled.V {
+		for _, k := range []struct {
+			set  bool
+			line int
+		}{{r.UserFailures.Set, r.UserFailures.Line}, {r.ClientFailures.Set, r.ClientFailures.Line}, {r.Window.Set, r.Window.Line}} {
+			if k.set {
+				c.warn(k.line, "%s: ignored: the form is not enabled (enabled: true)", p)
+				break
+			}
+		}
+	}
+	return f
 }
 
 // prefixes parses CIDRs; a bare address means that address alone.

@@ -5,10 +5,12 @@ import (
 	"encoding/pem"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/authnode"
 	"github.com/iwalb/iwalb/internal/testpki"
 	"github.com/iwalb/iwalb/internal/tlspolicy"
 	"github.com/iwalb/iwalb/lb"
@@ -156,5 +158,32 @@ func TestTLSSettingsProblems(t *testing.T) {
 		assertProblems(t, path, err, []string{
 			`14: ` + p + `.certificates[0].cert: certificate 2 of the file (other CA) did not issue certificate 1 (sso.example.test); list the leaf first, then each issuer in turn`,
 		})
+	})
+}
+
+// TestAuthNodeForm: the form's keys reach the node's configuration with
+// their defaults, and bad ones are reported at their lines.
+func TestAuthNodeForm(t *testing.T) {
+	dir := fixture(t)
+	at := "  application_url: https://app.example.test/sso/callback\n"
+	if !strings.Contains(base, at) {
+		t.Fatal("the base file changed")
+	}
+	f, err := Load(writeConfig(t, dir, strings.Replace(base, at, at+"  form: {enabled: true, user_failures: 3, organisation: Example Corp}\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := f.AuthNode()
+	if want := (authnode.FormConfig{Enabled: true, UserFailures: 3, ClientFailures: authnode.DefaultFormClientFailures,
+		Window: authnode.DefaultFormWindow, Organisation: "Example Corp"}); cfg.Form != want {
+		t.Errorf("form = %+v, want %+v", cfg.Form, want)
+	}
+	path := writeConfig(t, dir, strings.Replace(base, at, at+"  form:\n    enabled: true\n    user_failures: 0\n    window: -1m\n    help: "+strings.Repeat("x", 2000)+"\n", 1))
+	_, err = Load(path)
+	line := strings.Count(base[:strings.Index(base, at)+len(at)], "\n")
+	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+3) + ": authnode.form.user_failures: must be at least 1, got 0",
+		strconv.Itoa(line+4) + ": authnode.form.window: must be more than zero, got -1m0s",
+		strconv.Itoa(line+5) + ": authnode.form.help: 2000 bytes is too long for the sign-in page (at most 1024)",
 	})
 }

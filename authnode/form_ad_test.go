@@ -1,0 +1,171 @@
+package authnode
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/iwalb/iwalb/authnode/adtest"
+)
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// formClient is a browser-like client of a's sign-in form: it keeps the
+// node's cookies.
+type formClient struct {
+	t    *testing.T
+	a    *adNode
+	http *http.Client
+}
+
+func (a *adNode) formClient(t *testing.T) *formClient {
+	c := a.client()
+	jar, _ := cookiejar.New(nil)
+	c.Jar = jar
+	return &formClient{t: t, a: a, http: c}
+}
+
+// get fetches path and returns the status, the page and the form's
+// anti-forgery token.
+func (f *formClient) get(path string) (int, string, string, http.Header) {
+	f.t.Helper()
+	resp, err := f.http.Get(f.a.url("auth1.example.test", path))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var csrf string
+	if m := csrfField.FindStringSubmatch(string(b)); m != nil {
+		csrf = m[1]
+	}
+	return resp.StatusCode, string(b), csrf, resp.Header
+}
+
+// post signs in with the form and returns the status, the Location and the
+// page.
+func (f *formClient) post(csrf, user, password string) (int, string, string, http.Header) {
+	f.t.Helper()
+	req, _ := http.NewRequest("POST", f.a.url("auth1.example.test", "/login"),
+		strings.NewReader(url.Values{"csrf": {csrf}, "username": {user}, "password": {password}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://auth1.example.test")
+	resp, err := f.http.Do(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Location"), string(b), resp.Header
+}
+
+// TestADFormSignIn: a client that sends no Negotiate gets the sign-in form
+// with its 401; alice's password signs her in with the same token and
+// identity as Kerberos (from the PAC: her SID and groups), marked
+// "password"; a wrong password, an unknown account and a disabled one get
+// the same answer; after form.user_failures failures an account is refused
+// without asking the KDC, even with its right password; no password is
+// ever logged.
+func TestADFormSignIn(t *testing.T) {
+	env := adtest.Env(t)
+	a := startADNode(t, env, func(c *Config, _ *Options) {
+		c.Form = FormConfig{Enabled: true, UserFailures: 3, ClientFailures: 50, Organisation: "Example Corp"}
+	})
+	f := a.formClient(t)
+
+	status, page, csrf, hdr := f.get("/sso")
+	if status != http.StatusUnauthorized || hdr.Get("WWW-Authenticate") != "Negotiate" || csrf == "" ||
+		!strings.Contains(page, `<form method="post" action="/login">`) || !strings.Contains(page, "Sign in to Example Corp") {
+		t.Fatalf("GET /sso without Negotiate: %d %q, csrf %q\n%s", status, hdr.Get("WWW-Authenticate"), csrf, page)
+	}
+
+	status, loc, page, _ := f.post(csrf, `EXAMPLE\`+env["AD_ALICE_USER"], env["AD_ALICE_PASSWORD"])
+	if status != http.StatusSeeOther {
+		t.Fatalf("alice's password: %d\n%s", status, page)
+	}
+	code, id := a.redeem(t, tokenOf(t, loc))
+	if code != http.StatusOK || id.SAMAccountName != env["AD_ALICE_USER"] || id.AuthMethod != "password" ||
+		!contains(id.Groups, env["AD_GROUP"]) || !strings.HasPrefix(id.SID, "S-1-5-21-") {
+		t.Fatalf("redeem: %d %+v", code, id)
+	}
+
+	var generic string
+	for _, c := range []struct{ name, user, password string }{
+		{"wrong password", env["AD_ALICE_USER"], "Wrong-Passw0rd1"},
+		{"unknown account", "nobody-at-all", "Wrong-Passw0rd1"},
+		{"disabled account", env["AD_BOB_USER"], env["AD_BOB_PASSWORD"]},
+	} {
+		_, _, csrf, _ := f.get("/login")
+		status, _, page, _ := f.post(csrf, c.user, c.password)
+		msg := regexp.MustCompile(`<p class="err" role="alert">([^<]*)</p>`).FindStringSubmatch(page)
+		if status != http.StatusUnauthorized || msg == nil {
+			t.Fatalf("%s: %d\n%s", c.name, status, page)
+		}
+		if generic == "" {
+			generic = msg[1]
+		} else if msg[1] != generic {
+			t.Errorf("%s: message %q differs from %q: it tells which accounts exist", c.name, msg[1], generic)
+		}
+	}
+
+	// dave: three wrong passwords, then even his right one is refused
+	// here, without a word to the KDC.
+	dave, davePass := env["AD_DAVE_USER"], env["AD_DAVE_PASSWORD"]
+	for i := range 3 {
+		_, _, csrf, _ := f.get("/login")
+		if status, _, _, _ := f.post(csrf, dave, "Not-Dave-Passw0rd1"); status != http.StatusUnauthorized {
+			t.Fatalf("wrong password %d: %d", i+1, status)
+		}
+	}
+	_, _, csrf, _ = f.get("/login")
+	status, _, page, hdr = f.post(csrf, dave+"@"+strings.ToLower(env["AD_REALM"]), davePass)
+	if status != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" || !strings.Contains(page, "Too many failed sign-ins") {
+		t.Fatalf("after 3 failures, dave's right password: %d Retry-After %q\n%s", status, hdr.Get("Retry-After"), page)
+	}
+
+	logs := a.logs.String()
+	for _, p := range []string{env["AD_ALICE_PASSWORD"], env["AD_BOB_PASSWORD"], davePass, "Wrong-Passw0rd1", "Not-Dave-Passw0rd1"} {
+		if strings.Contains(logs, p) {
+			t.Fatalf("a password is in the log")
+		}
+	}
+	if !strings.Contains(logs, "reason=bad_credentials") || !strings.Contains(logs, "method=password") {
+		t.Errorf("the log does not record the form's sign-ins:\n%s", logs)
+	}
+}
+
+// TestADFormSignInWithCurl: curl, as a user would script it: fetch the
+// form, keep its cookie, post the form.
+func TestADFormSignInWithCurl(t *testing.T) {
+	env := adtest.Env(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("no curl")
+	}
+	a := startADNode(t, env, func(c *Config, _ *Options) { c.Form.Enabled = true })
+	jar := t.TempDir() + "/cookies"
+	resolve := "auth1.example.test:" + strconv.Itoa(a.port) + ":127.0.0.1"
+	out, err := exec.Command("curl", "-sS", "--cacert", a.pki.CAFile, "--resolve", resolve, "-c", jar,
+		a.url("auth1.example.test", "/login")).CombinedOutput()
+	m := csrfField.FindStringSubmatch(string(out))
+	if err != nil || m == nil {
+		t.Fatalf("curl GET /login: %v\n%s", err, out)
+	}
+	out, err = exec.Command("curl", "-sS", "--cacert", a.pki.CAFile, "--resolve", resolve, "-b", jar,
+		"-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+		"--data-urlencode", "csrf="+m[1], "--data-urlencode", "username="+env["AD_ALICE_USER"],
+		"--data-urlencode", "password="+env["AD_ALICE_PASSWORD"],
+		a.url("auth1.example.test", "/login")).CombinedOutput()
+	status, loc, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if err != nil || status != "303" {
+		t.Fatalf("curl POST /login: %v: %s", err, out)
+	}
+	if code, id := a.redeem(t, tokenOf(t, loc)); code != http.StatusOK || id.SAMAccountName != env["AD_ALICE_USER"] {
+		t.Fatalf("redeem: %d %+v", code, id)
+	}
+}
