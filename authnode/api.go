@@ -187,10 +187,13 @@ func (n *Node) handleSessionValidate(s *settings, w http.ResponseWriter, r *http
 // owning the session, so no API credentials are needed to end it. The
 // node's own cookie is cleared either way.
 func (n *Node) handleLogout(s *settings, w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{
-		Name: s.cfg.CookieName, Value: "", Path: "/", MaxAge: -1,
-		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
-	})
+	// A browser's own sign-in session ends too.
+	if c, err := r.Cookie(s.cfg.CookieName); err == nil && wellFormedSecret(c.Value) {
+		if err := n.sessions.Delete(r.Context(), ssoKey(c.Value)); err == nil {
+			n.metrics.sessions.WithLabelValues("sso_ended").Inc()
+		}
+	}
+	clearSSOCookie(w, s)
 	noStore(w)
 	sid, err := readSecretField(w, r, "session")
 	if err == nil {

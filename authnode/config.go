@@ -98,6 +98,9 @@ type Config struct {
 	// Form, when enabled, signs in with a user name and password the
 	// clients that cannot do Kerberos (form.go).
 	Form FormConfig
+	// SSOSession, when enabled, lets a browser that signed in come back
+	// without signing in again, by a cookie (ssocookie.go).
+	SSOSession SSOSessionConfig
 	// StoreMaxEntries and StoreMaxBytes bound the in-memory store, tokens
 	// and sessions together (defaults store.DefaultMaxEntries, a million,
 	// and store.DefaultMaxBytes, 256 MiB); beyond them logins and redeems
@@ -233,6 +236,16 @@ type FormConfig struct {
 	// Organisation and Help are shown on the sign-in page: whose sign-in
 	// it is, and where to get help.
 	Organisation, Help string
+}
+
+// SSOSessionConfig is the node's own sign-in session, held by the
+// browser in the cookie CookieName.
+type SSOSessionConfig struct {
+	Enabled bool
+	// Lifetime from the sign-in (default 8h).
+	Lifetime time.Duration
+	// Idle ends a session not used for this long (default 1h).
+	Idle time.Duration
 }
 
 // RedisConfig says how an auth node reaches Redis: the store's settings

@@ -55,6 +55,10 @@ const (
 	// maxFormInFlight bounds the password sign-ins being checked at once:
 	// each costs the KDC an AS and a TGS exchange.
 	maxFormInFlight = 64
+	// minRefusalTime is the least a refused name and password takes to
+	// answer: an unknown account is refused by the KDC sooner than a
+	// wrong password, and the time must not tell which it was.
+	minRefusalTime = 400 * time.Millisecond
 	// maxFailureKeys bounds the accounts and addresses whose failures are
 	// remembered at once.
 	maxFailureKeys = 100_000
@@ -313,6 +317,14 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 		n.metrics.logins.WithLabelValues("failure", "bad_credentials").Inc()
 		log.Info("login", "outcome", "failure", "reason", "bad_credentials", "status", http.StatusUnauthorized,
 			"err", clip.N(err.Error(), maxErrLog), "counted", counted, "duration", time.Since(start))
+		if d := minRefusalTime - time.Since(start); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+			}
+			t.Stop()
+		}
 		writeForm(w, s, http.StatusUnauthorized, "", formBadCredential, typed)
 		return
 	case err != nil:

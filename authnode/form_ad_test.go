@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
 )
@@ -102,7 +103,11 @@ func TestADFormSignIn(t *testing.T) {
 		{"disabled account", env["AD_BOB_USER"], env["AD_BOB_PASSWORD"]},
 	} {
 		_, _, csrf, _ := f.get("/login")
+		began := time.Now()
 		status, _, page, _ := f.post(csrf, c.user, c.password)
+		if took := time.Since(began); took < minRefusalTime {
+			t.Errorf("%s: answered in %s, sooner than every refusal takes (%s)", c.name, took, minRefusalTime)
+		}
 		msg := regexp.MustCompile(`<p class="err" role="alert">([^<]*)</p>`).FindStringSubmatch(page)
 		if status != http.StatusUnauthorized || msg == nil {
 			t.Fatalf("%s: %d\n%s", c.name, status, page)
@@ -167,5 +172,41 @@ func TestADFormSignInWithCurl(t *testing.T) {
 	}
 	if code, id := a.redeem(t, tokenOf(t, loc)); code != http.StatusOK || id.SAMAccountName != env["AD_ALICE_USER"] {
 		t.Fatalf("redeem: %d %+v", code, id)
+	}
+}
+
+// TestADSSOSession: after alice signs in with the form, her browser's
+// cookie brings her back without signing in (a fresh token, her identity
+// confirmed in the directory again); GET /logoff ends that.
+func TestADSSOSession(t *testing.T) {
+	env := adtest.Env(t)
+	a := startADNode(t, env, func(c *Config, _ *Options) {
+		c.Form.Enabled = true
+		c.SSOSession = SSOSessionConfig{Enabled: true}
+	})
+	f := a.formClient(t)
+	_, _, csrf, _ := f.get("/login")
+	if status, _, page, _ := f.post(csrf, env["AD_ALICE_USER"], env["AD_ALICE_PASSWORD"]); status != http.StatusSeeOther {
+		t.Fatalf("form sign-in: %d\n%s", status, page)
+	}
+	resp, err := f.http.Get(a.url("auth1.example.test", "/sso"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("the next visit with the cookie: %d, want 302 without signing in", resp.StatusCode)
+	}
+	if code, id := a.redeem(t, tokenOf(t, resp.Header.Get("Location"))); code != http.StatusOK || id.SAMAccountName != env["AD_ALICE_USER"] || !contains(id.Groups, env["AD_GROUP"]) {
+		t.Fatalf("redeem the cookie's token: %d %+v", code, id)
+	}
+	if status, page, _, _ := f.get("/logoff"); status != http.StatusOK || !strings.Contains(page, "You are signed out") {
+		t.Fatalf("logoff: %d\n%s", status, page)
+	}
+	if status, _, _, _ := f.get("/sso"); status != http.StatusUnauthorized {
+		t.Fatalf("after logoff: %d, want 401", status)
+	}
+	if !strings.Contains(a.logs.String(), "method=cookie") {
+		t.Error("the log does not say the login came from the cookie")
 	}
 }

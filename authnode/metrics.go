@@ -81,7 +81,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "session_events_total",
-			Help: "Session events: created, validated, rejected, ended.",
+			Help: "Session events: created, validated, rejected, ended (application sessions, from redeem); sso_started, sso_reused, sso_ended (the node's own sign-in sessions, held by the browser's cookie).",
 		}, []string{"event"}),
 		clockOffset: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "dc_clock_offset_seconds",

@@ -261,6 +261,7 @@ func (n *Node) routes(s *settings) http.Handler {
 	mux.HandleFunc("POST /api/v1/sessions/validate", func(w http.ResponseWriter, r *http.Request) { n.handleSessionValidate(s, w, r) })
 	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) { n.handleLogout(s, w, r) })
 	mux.HandleFunc("GET "+formPath, func(w http.ResponseWriter, r *http.Request) { n.handleFormPage(s, w, r) })
+	mux.HandleFunc("GET "+logoffPath, func(w http.ResponseWriter, r *http.Request) { n.handleLogoff(s, w, r) })
 	mux.HandleFunc("POST "+formPath, func(w http.ResponseWriter, r *http.Request) { n.handleFormLogin(s, w, r) })
 	mux.HandleFunc("GET /healthz", n.handleHealthz)
 	mux.HandleFunc("GET /readyz", n.handleReadyz)
@@ -503,6 +504,8 @@ func (c *Config) setDefaults() {
 		c.Form.ClientFailures = DefaultFormClientFailures
 	}
 	def(&c.Form.Window, DefaultFormWindow)
+	def(&c.SSOSession.Lifetime, DefaultSSOSessionLifetime)
+	def(&c.SSOSession.Idle, DefaultSSOSessionIdle)
 	if c.SelfTestSPN == "" && c.FQDN != "" {
 		c.SelfTestSPN = "HTTP/" + c.FQDN
 	}
@@ -595,7 +598,7 @@ func wrapErr(err *error, fqdn string) {
 
 // reservedPaths are the node's own endpoints; the SSO path may be none of
 // them, nor under /api/.
-var reservedPaths = []string{"/healthz", "/readyz", "/logout", formPath}
+var reservedPaths = []string{"/healthz", "/readyz", "/logout", formPath, logoffPath}
 
 // CheckSSOPath says whether p can be the login endpoint's path: absolute,
 // plain characters only (it becomes a route pattern), and not one of the

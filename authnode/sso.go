@@ -176,6 +176,9 @@ func classify(err error) failure {
 func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	log := s.log.With("client", r.RemoteAddr, "conn", connID(r.Context()))
+	if s.cfg.SSOSession.Enabled && n.loginFromCookie(s, w, r, log, start) {
+		return
+	}
 	blob, ok := negotiateBlob(r.Header.Get("Authorization"))
 	if !ok {
 		n.fail(w, r, log, failNoNegotiate, nil, start)
@@ -262,7 +265,7 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 		Groups:            user.Groups,
 		GroupSIDs:         user.GroupSIDs,
 		Realm:             id.Realm,
-		AuthTime:          time.Now().UTC().Truncate(time.Second),
+		AuthTime:          n.now().UTC().Truncate(time.Second),
 		AuthMethod:        method,
 		ClientAddr:        r.RemoteAddr,
 	}
@@ -273,6 +276,9 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 	}
 	if len(id.ResponseToken) > 0 && method == "kerberos" {
 		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(id.ResponseToken))
+	}
+	if s.cfg.SSOSession.Enabled {
+		n.startSSOSession(r.Context(), s, w, log, ident, ident.AuthTime)
 	}
 	noStore(w)
 	// The token travels in the URL: keep it out of Referer headers.

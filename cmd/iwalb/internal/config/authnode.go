@@ -43,6 +43,7 @@ type rawAuthNode struct {
 	SessionTTL        duration         `yaml:"session_ttl"`
 	CookieName        str              `yaml:"cookie_name"`
 	Form              rawForm          `yaml:"form"`
+	SSOSession        rawSSOSession    `yaml:"sso_session"`
 	Store             rawStore         `yaml:"store"`
 	Kerberos          rawKerberos      `yaml:"kerberos"`
 	LDAP              rawLDAP          `yaml:"ldap"`
@@ -71,6 +72,13 @@ type rawForm struct {
 	Window         duration `yaml:"window"`
 	Organisation   str      `yaml:"organisation"`
 	Help           str      `yaml:"help"`
+}
+
+type rawSSOSession struct {
+	At          pos      `yaml:"-"`
+	Enabled     boolean  `yaml:"enabled"`
+	Lifetime    duration `yaml:"lifetime"`
+	IdleTimeout duration `yaml:"idle_timeout"`
 }
 
 type rawStore struct {
@@ -287,6 +295,17 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 	}
 
 	cfg.Form = c.authNodeForm(r.Form, p+".form")
+	cfg.SSOSession = authnode.SSOSessionConfig{
+		Enabled:  r.SSOSession.Enabled.V,
+		Lifetime: c.positive(r.SSOSession.Lifetime, p+".sso_session.lifetime", authnode.DefaultSSOSessionLifetime),
+		Idle:     c.positive(r.SSOSession.IdleTimeout, p+".sso_session.idle_timeout", authnode.DefaultSSOSessionIdle),
+	}
+	if ss := cfg.SSOSession; ss.Idle > ss.Lifetime {
+		c.add(r.SSOSession.IdleTimeout.Line, "%s.sso_session.idle_timeout: %s is longer than lifetime (%s), which ends the session first", p, ss.Idle, ss.Lifetime)
+	}
+	if ss := cfg.SSOSession; ss.Lifetime > maxSSOLifetime {
+		c.add(r.SSOSession.Lifetime.Line, "%s.sso_session.lifetime: %s is too long; a sign-in session must end within %s", p, ss.Lifetime, maxSSOLifetime)
+	}
 
 	inRedis := false
 	switch t := r.Store.Type; {
@@ -377,6 +396,10 @@ func (c *checker) authNodeTLS(r rawAuthNode, fqdnOK bool) (cert, key, clientCA s
 	}
 	return cert, key, clientCA
 }
+
+// maxSSOLifetime bounds a sign-in session: a cookie stolen from a browser
+// must stop working within the week.
+const maxSSOLifetime = 7 * 24 * time.Hour
 
 // maxFormText bounds the organisation and help texts of the sign-in page.
 const maxFormText = 1 << 10

@@ -637,7 +637,7 @@ func TestLoadProblems(t *testing.T) {
 		{
 			name:  "sso_path on one of the node's own endpoints",
 			extra: "  sso_path: /readyz\n",
-			want:  []string{`28: authnode.sso_path: "/readyz" is taken by the node's own endpoints (/healthz, /readyz, /logout, /login, /api/)`},
+			want:  []string{`28: authnode.sso_path: "/readyz" is taken by the node's own endpoints (/healthz, /readyz, /logout, /login, /logoff, /api/)`},
 		},
 		{
 			name:  "store redis without its section",

@@ -187,3 +187,23 @@ func TestAuthNodeForm(t *testing.T) {
 		strconv.Itoa(line+5) + ": authnode.form.help: 2000 bytes is too long for the sign-in page (at most 1024)",
 	})
 }
+
+func TestAuthNodeSSOSession(t *testing.T) {
+	dir := fixture(t)
+	at := "  application_url: https://app.example.test/sso/callback\n"
+	f, err := Load(writeConfig(t, dir, strings.Replace(base, at, at+"  sso_session: {enabled: true, idle_timeout: 30m}\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := f.AuthNode()
+	if want := (authnode.SSOSessionConfig{Enabled: true, Lifetime: authnode.DefaultSSOSessionLifetime, Idle: 30 * time.Minute}); cfg.SSOSession != want {
+		t.Errorf("sso_session = %+v, want %+v", cfg.SSOSession, want)
+	}
+	path := writeConfig(t, dir, strings.Replace(base, at, at+"  sso_session:\n    enabled: true\n    lifetime: 720h\n    idle_timeout: 960h\n", 1))
+	_, err = Load(path)
+	line := strings.Count(base[:strings.Index(base, at)+len(at)], "\n")
+	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+4) + ": authnode.sso_session.idle_timeout: 960h0m0s is longer than lifetime (720h0m0s)",
+		strconv.Itoa(line+3) + ": authnode.sso_session.lifetime: 720h0m0s is too long; a sign-in session must end within 168h0m0s",
+	})
+}
