@@ -236,6 +236,12 @@ type FormConfig struct {
 	// Organisation and Help are shown on the sign-in page: whose sign-in
 	// it is, and where to get help.
 	Organisation, Help string
+	// NegotiateNetworks, when not empty, are the client networks offered
+	// Negotiate; a client from elsewhere (by its real address, from the
+	// PROXY header behind the L4 balancer) gets the form at once and
+	// never a browser's password dialog. Empty: every client is offered
+	// Negotiate.
+	NegotiateNetworks []netip.Prefix
 }
 
 // SSOSessionConfig is the node's own sign-in session, held by the

@@ -210,3 +210,38 @@ func TestADSSOSession(t *testing.T) {
 		t.Error("the log does not say the login came from the cookie")
 	}
 }
+
+// TestADFormDoesNotLockAccountsOut: an account whose password policy locks
+// it out after 5 bad passwords, and a form that allows 3 failures: 8 wrong
+// passwords through the form reach the KDC 3 times only (badPwdCount 3 in
+// the directory, no lockoutTime), and kinit with the right password still
+// works.
+func TestADFormDoesNotLockAccountsOut(t *testing.T) {
+	env := adtest.Env(t)
+	admin := adtest.NewAdmin(t, env)
+	name := adtest.UniqueName("frm")
+	const password = "Form-Passw0rd1"
+	dn := admin.CreateUser(name, password)
+	admin.CreatePSO(adtest.UniqueName("pso"), 5, dn)
+	a := startADNode(t, env, func(c *Config, _ *Options) {
+		c.Form = FormConfig{Enabled: true, UserFailures: 3, ClientFailures: 100}
+		c.LDAP.RequiredGroup = "" // the new account is in no group
+	})
+	f := a.formClient(t)
+	statuses := map[int]int{}
+	for range 8 {
+		_, _, csrf, _ := f.get("/login")
+		status, _, _, _ := f.post(csrf, name, "Wrong-Passw0rd1")
+		statuses[status]++
+	}
+	if statuses[http.StatusUnauthorized] != 3 || statuses[http.StatusTooManyRequests] != 5 {
+		t.Errorf("8 wrong passwords: %v; want 3 refused by the KDC and 5 throttled", statuses)
+	}
+	if got := admin.Attr(dn, "badPwdCount"); got != "3" {
+		t.Errorf("badPwdCount = %q, want 3: the throttled attempts must not reach the KDC", got)
+	}
+	if got := admin.Attr(dn, "lockoutTime"); got != "" && got != "0" {
+		t.Errorf("lockoutTime = %q: the account was locked out", got)
+	}
+	kinit(t, env, name, password) // fails the test if the account cannot sign in
+}

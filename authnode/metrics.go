@@ -25,6 +25,7 @@ type metrics struct {
 	connsRefused    *prometheus.CounterVec
 	keytabLoads     *prometheus.CounterVec
 	formSignins     *prometheus.CounterVec
+	formOffered     *prometheus.CounterVec
 }
 
 const ns, sub = "iwalb", "authnode"
@@ -108,6 +109,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Password sign-ins through the form, by outcome: success, bad_credentials (the KDC refused the name and password), throttled (refused without asking the KDC: too many failures for the account or the client address), bad_request (a missing field, or an expired or forged form), kdc_unavailable, or failed (the password was right, but the login failed afterwards: see iwalb_authnode_logins_total).",
 		}, []string{"outcome"}),
 	}
+	m.formOffered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "form_offered_total",
+		Help: "Visits of the SSO path answered with the sign-in form, by why: network (a client outside form.negotiate_networks, never offered Negotiate), no_negotiate (the browser sent no Negotiate after the challenge), ntlm (it offered NTLM).",
+	}, []string{"why"})
+	for _, o := range []string{"network", "no_negotiate", "ntlm"} {
+		m.formOffered.WithLabelValues(o)
+	}
 	for _, o := range []string{"success", "bad_credentials", "throttled", "bad_request", "kdc_unavailable", "failed"} {
 		m.formSignins.WithLabelValues(o)
 	}
@@ -119,7 +127,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds, m.ldapOpsPerLogin,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
-		m.clockOffset, m.ready, m.storeFull, m.connsRefused, m.keytabLoads, m.formSignins,
+		m.clockOffset, m.ready, m.storeFull, m.connsRefused, m.keytabLoads, m.formSignins, m.formOffered,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

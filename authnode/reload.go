@@ -360,7 +360,7 @@ func changedKeys(a, b *Config) []string {
 	add("application_url", a.ApplicationURL != b.ApplicationURL || a.TokenParam != b.TokenParam)
 	add("ttls", a.TokenTTL != b.TokenTTL || a.SessionTTL != b.SessionTTL)
 	add("cookie_name", a.CookieName != b.CookieName)
-	add("form", a.Form != b.Form)
+	add("form", !reflect.DeepEqual(a.Form, b.Form))
 	add("sso_session", a.SSOSession != b.SSOSession)
 	add("store", a.StoreMaxEntries != b.StoreMaxEntries || a.StoreMaxBytes != b.StoreMaxBytes)
 	add("kerberos", a.Keytab != b.Keytab || a.Krb5Conf != b.Krb5Conf || a.Realm != b.Realm || a.Account != b.Account ||

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -179,6 +180,14 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 	if s.cfg.SSOSession.Enabled && n.loginFromCookie(s, w, r, log, start) {
 		return
 	}
+	if s.cfg.Form.Enabled && !negotiateOffered(s.cfg.Form.NegotiateNetworks, r.RemoteAddr) {
+		// Not a network of domain machines: the form at once, and no
+		// challenge a browser could answer with a password dialog.
+		n.metrics.formOffered.WithLabelValues("network").Inc()
+		log.Info("login", "outcome", "form", "reason", "network")
+		writeForm(w, s, http.StatusOK, formNotice, "", "")
+		return
+	}
 	blob, ok := negotiateBlob(r.Header.Get("Authorization"))
 	if !ok {
 		n.fail(w, r, log, failNoNegotiate, nil, start)
@@ -322,9 +331,12 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f 
 		// The page of the 401 is the sign-in form. After NTLM no new
 		// challenge: the browser would only try NTLM again, or ask for
 		// a password in a dialog instead of showing the form.
+		why := "ntlm"
 		if f == failNoNegotiate {
 			w.Header().Set("WWW-Authenticate", "Negotiate")
+			why = "no_negotiate"
 		}
+		n.metrics.formOffered.WithLabelValues(why).Inc()
 		writeForm(w, s, f.status, formNotice, "", "")
 		return
 	}
@@ -340,6 +352,25 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f 
 	}
 	noStore(w)
 	writePage(w, f.status, f.title, f.hint, f.reason)
+}
+
+// negotiateOffered says whether a client at remoteAddr is offered
+// Negotiate: every client when networks is empty, else those in one.
+func negotiateOffered(networks []netip.Prefix, remoteAddr string) bool {
+	if len(networks) == 0 {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range networks {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // negotiateBlob returns the base64 token of an "Authorization: Negotiate"

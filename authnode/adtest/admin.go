@@ -235,3 +235,15 @@ func (a *Admin) DN(sam string) string {
 	}
 	return res.Entries[0].DN
 }
+
+// Attr returns the first value of attribute attr of dn, or "" when it has
+// none.
+func (a *Admin) Attr(dn, attr string) string {
+	a.t.Helper()
+	res, err := a.conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		1, 0, false, "(objectClass=*)", []string{attr}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		a.t.Fatalf("read %s of %s: %v", attr, dn, err)
+	}
+	return res.Entries[0].GetAttributeValue(attr)
+}

@@ -72,6 +72,7 @@ type rawForm struct {
 	Window         duration `yaml:"window"`
 	Organisation   str      `yaml:"organisation"`
 	Help           str      `yaml:"help"`
+	NegotiateNets  strList  `yaml:"negotiate_networks"`
 }
 
 type rawSSOSession struct {
@@ -414,6 +415,12 @@ func (c *checker) authNodeForm(r rawForm, p string) authnode.FormConfig {
 		Organisation:   r.Organisation.V,
 		Help:           r.Help.V,
 	}
+	if r.NegotiateNets.Set {
+		f.NegotiateNetworks = c.prefixes(r.NegotiateNets, p+".negotiate_networks")
+		if len(r.NegotiateNets.V) == 0 {
+			c.add(r.NegotiateNets.Line, "%s.negotiate_networks: lists no network, so no client would be offered Negotiate; leave it out to offer it to every client", p)
+		}
+	}
 	for _, t := range []struct {
 		v   str
 		key string
@@ -426,7 +433,8 @@ func (c *checker) authNodeForm(r rawForm, p string) authnode.FormConfig {
 		for _, k := range []struct {
 			set  bool
 			line int
-		}{{r.UserFailures.Set, r.UserFailures.Line}, {r.ClientFailures.Set, r.ClientFailures.Line}, {r.Window.Set, r.Window.Line}} {
+		}{{r.UserFailures.Set, r.UserFailures.Line}, {r.ClientFailures.Set, r.ClientFailures.Line}, {r.Window.Set, r.Window.Line},
+			{r.NegotiateNets.Set, r.NegotiateNets.Line}} {
 			if k.set {
 				c.warn(k.line, "%s: ignored: the form is not enabled (enabled: true)", p)
 				break

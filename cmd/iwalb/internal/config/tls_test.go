@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/tls"
 	"encoding/pem"
+	"net/netip"
 	"os"
 	"reflect"
 	"strconv"
@@ -169,13 +170,14 @@ func TestAuthNodeForm(t *testing.T) {
 	if !strings.Contains(base, at) {
 		t.Fatal("the base file changed")
 	}
-	f, err := Load(writeConfig(t, dir, strings.Replace(base, at, at+"  form: {enabled: true, user_failures: 3, organisation: Example Corp}\n", 1)))
+	f, err := Load(writeConfig(t, dir, strings.Replace(base, at, at+"  form: {enabled: true, user_failures: 3, organisation: Example Corp, negotiate_networks: [10.0.0.0/8, 192.0.2.1]}\n", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ := f.AuthNode()
 	if want := (authnode.FormConfig{Enabled: true, UserFailures: 3, ClientFailures: authnode.DefaultFormClientFailures,
-		Window: authnode.DefaultFormWindow, Organisation: "Example Corp"}); cfg.Form != want {
+		Window: authnode.DefaultFormWindow, Organisation: "Example Corp",
+		NegotiateNetworks: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}}); !reflect.DeepEqual(cfg.Form, want) {
 		t.Errorf("form = %+v, want %+v", cfg.Form, want)
 	}
 	path := writeConfig(t, dir, strings.Replace(base, at, at+"  form:\n    enabled: true\n    user_failures: 0\n    window: -1m\n    help: "+strings.Repeat("x", 2000)+"\n", 1))
