@@ -171,11 +171,18 @@ const formStyle = `body{font-family:sans-serif;max-width:28em;margin:3em auto;li
 	`label{display:block;margin-top:1em}input{font-size:1em;width:100%;box-sizing:border-box;padding:.4em}` +
 	`button{margin-top:1.2em;font-size:1em;padding:.4em 1.2em}.err{color:#a00}`
 
-var formCSP = func() string {
+var formStyleHash = func() string {
 	sum := sha256.Sum256([]byte(formStyle))
-	return "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
-		"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 }()
+
+// formCSP is the pages' Content-Security-Policy: their own style only, and
+// forms that post to the node, whose answer may send the browser on to the
+// application (browsers hold a form's redirects to form-action too).
+func formCSP(s *settings) string {
+	return "default-src 'none'; style-src " + formStyleHash + "; form-action 'self' " + s.appURL.Scheme + "://" + s.appURL.Host +
+		"; frame-ancestors 'none'; base-uri 'none'"
+}
 
 var formTemplate = template.Must(template.New("form").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -213,7 +220,7 @@ func writeForm(w http.ResponseWriter, s *settings, status int, notice, errText, 
 	})
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", formCSP)
+	h.Set("Content-Security-Policy", formCSP(s))
 	noStore(w)
 	w.WriteHeader(status)
 	_ = formTemplate.Execute(w, struct {

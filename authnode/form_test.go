@@ -142,6 +142,7 @@ func TestFormPages(t *testing.T) {
 	sum := sha256.Sum256([]byte(formStyle))
 	csp := w.Header().Get("Content-Security-Policy")
 	if !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "'sha256-"+base64.StdEncoding.EncodeToString(sum[:])+"'") ||
+		!strings.Contains(csp, "form-action 'self' https://app.example.test;") ||
 		!strings.Contains(w.Body.String(), "<style>"+formStyle+"</style>") {
 		t.Errorf("CSP %q does not allow exactly the page's style", csp)
 	}

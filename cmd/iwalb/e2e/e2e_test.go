@@ -481,3 +481,74 @@ func scrape(t *testing.T, port int) string {
 	}
 	return string(b)
 }
+
+// TestE2EChromiumFormSignIn: headless Chromium without a Kerberos ticket
+// lands on the sign-in form (the page of the node's 401), signs in with
+// alice's password and ends on the demo application; a second visit goes
+// straight through on the node's cookie; after /logoff the next visit
+// shows the form again.
+func TestE2EChromiumFormSignIn(t *testing.T) {
+	e := newE2E(t)
+	appPort := freePortNum(t)
+	_, nodePort, _ := e.startAuthNode("auth1", appPort, "  form: {enabled: true, organisation: Example Corp}\n  sso_session: {enabled: true}\n")
+	e.startDemoApp(appPort, nodePort)
+	b := e.chromium(nil) // no ticket cache: Negotiate fails in the browser
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sso := fmt.Sprintf("https://auth1.example.test:%d/sso", nodePort)
+	app := fmt.Sprintf("app.example.test:%d", appPort)
+
+	tab, err := b.Open(ctx, sso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tab.Close()
+	form, err := tab.Until(ctx, `!!document.querySelector('form[action="/login"] input[name=password]')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(form.Text, "Sign in to Example Corp") {
+		t.Fatalf("the form page says:\n%s", form.Text)
+	}
+	fill := fmt.Sprintf(`(() => {
+		document.getElementById('username').value = %q;
+		document.getElementById('password').value = %q;
+		document.querySelector('form[action="/login"]').submit();
+	})()`, e.env["AD_ALICE_USER"], e.env["AD_ALICE_PASSWORD"])
+	if err := tab.Eval(ctx, fill); err != nil {
+		t.Fatal(err)
+	}
+	wait, cancelWait := context.WithTimeout(ctx, 20*time.Second)
+	defer cancelWait()
+	done, err := tab.Until(wait, `location.host === `+strconv.Quote(app)+` && document.body.innerText.includes('Signed in as')`)
+	if err != nil {
+		now, _ := tab.Until(ctx, "true")
+		var where string
+		if now != nil {
+			where = now.URL + "\n" + now.Text
+		}
+		t.Fatalf("%v; Chromium is on %s", err, where)
+	}
+	if !strings.Contains(done.Text, "Signed in as alice") || !strings.Contains(done.Text, "lb-users") {
+		t.Fatalf("after the form Chromium is on %s:\n%s", done.URL, done.Text)
+	}
+
+	again, err := b.Navigate(ctx, sso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := url.Parse(again.URL); u.Host != app || !strings.Contains(again.Text, "Signed in as alice") {
+		t.Fatalf("second visit (the cookie): %s\n%s", again.URL, again.Text)
+	}
+	off, err := b.Navigate(ctx, fmt.Sprintf("https://auth1.example.test:%d/logoff", nodePort))
+	if err != nil || !strings.Contains(off.Text, "You are signed out") {
+		t.Fatalf("logoff: %v\n%v", err, off)
+	}
+	after, err := b.Navigate(ctx, sso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(after.HTML, `action="/login"`) {
+		t.Fatalf("after logoff Chromium is on %s, not the form:\n%s", after.URL, after.Text)
+	}
+}

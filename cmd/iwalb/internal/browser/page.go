@@ -3,6 +3,7 @@ package browser
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -198,7 +199,17 @@ func (b *Browser) Open(ctx context.Context, url string) (*Tab, error) {
 func (t *Tab) Until(ctx context.Context, ready string) (*Shot, error) {
 	var s *Shot
 	err := t.run(ctx, func(ctx context.Context) error {
-		if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](ready, chromedp.WithPollingTimeout(0))); err != nil {
+		for {
+			_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](ready, chromedp.WithPollingTimeout(0)))
+			if err == nil {
+				break
+			}
+			// A navigation (a form submitted, a redirect) replaces the
+			// page the poll ran in: poll the next one.
+			if ctx.Err() == nil && navigatedAway(err) {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
 			return fmt.Errorf("wait for %s: %w", ready, err)
 		}
 		page, err := chromedp.Run(ctx, chromedp.Evaluate[Page](readPage))
@@ -216,6 +227,29 @@ func (t *Tab) Until(ctx context.Context, ready string) (*Shot, error) {
 		return nil, fmt.Errorf("browser: %w", err)
 	}
 	return s, nil
+}
+
+// Eval runs the JavaScript expression js in the tab, such as filling and
+// submitting a form; what it starts (a navigation) goes on after it
+// returns: wait for its outcome with Until.
+func (t *Tab) Eval(ctx context.Context, js string) error {
+	err := t.run(ctx, func(ctx context.Context) error {
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](js))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("browser: eval: %w", err)
+	}
+	return nil
+}
+
+// navigatedAway says whether err is Chromium's for a script whose page
+// went away under it.
+func navigatedAway(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Cannot find context with specified id") ||
+		strings.Contains(msg, "Execution context was destroyed") ||
+		strings.Contains(msg, "Inspected target navigated or closed")
 }
 
 // Close closes the tab.
