@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"html/template"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -17,6 +18,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/internal/clip"
 	"github.com/iwalb/iwalb/authnode/negotiate"
 )
@@ -141,28 +143,39 @@ func clientKey(remoteAddr string) string {
 }
 
 // accountName reads what the user typed as their account: sAMAccountName,
-// DOMAIN\name, or name@realm (a UPN whose suffix is the realm or its DNS
-// domain). It says false for anything else: no sign-in is attempted then.
-func accountName(typed, realm string) (string, bool) {
-	name := strings.TrimSpace(typed)
-	if _, after, ok := strings.Cut(name, `\`); ok {
+// DOMAIN\name, or a UPN. A UPN whose suffix is the realm gives its name
+// part; any other UPN is returned in upn, for the directory to name its
+// account. It says false for anything else: no sign-in is attempted then.
+func accountName(typed, realm string) (name, upn string, ok bool) {
+	name = strings.TrimSpace(typed)
+	if _, after, found := strings.Cut(name, `\`); found {
 		name = after
 	}
-	if before, suffix, ok := strings.Cut(name, "@"); ok {
+	if before, suffix, found := strings.Cut(name, "@"); found {
+		if suffix == "" || strings.ContainsAny(suffix, "@\\/") || before == "" {
+			return "", "", false
+		}
 		if !strings.EqualFold(suffix, realm) {
-			return "", false
-		}
-		name = before
-	}
-	if name == "" || len(name) > maxUserName {
-		return "", false
-	}
-	for _, r := range name {
-		if unicode.IsControl(r) || r == '/' || r == '@' || r == '\\' {
-			return "", false
+			upn, name = name, ""
+		} else {
+			name = before
 		}
 	}
-	return name, true
+	checked := name + upn
+	if checked == "" || len(checked) > maxUserName {
+		return "", "", false
+	}
+	for _, r := range checked {
+		if unicode.IsControl(r) || r == '/' || r == '\\' || upn == "" && r == '@' {
+			return "", "", false
+		}
+	}
+	return name, upn, true
+}
+
+// upnResolver names the account of a UPN: the directory does.
+type upnResolver interface {
+	AccountName(ctx context.Context, upn string) (string, error)
 }
 
 // formStyle is the pages' only style; the Content-Security-Policy allows
@@ -280,11 +293,47 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	password := r.PostForm.Get("password")
-	user, ok := accountName(typed, s.cfg.Realm)
+	user, upn, ok := accountName(typed, s.cfg.Realm)
 	if !ok || password == "" || len(password) > maxPassword {
 		outcome("bad_request")
 		writeForm(w, s, http.StatusBadRequest, "", formMissing, typed)
 		return
+	}
+	select {
+	case n.formSlots <- struct{}{}:
+		defer func() { <-n.formSlots }()
+	default:
+		outcome("kdc_unavailable")
+		w.Header().Set("Retry-After", "1")
+		writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
+		return
+	}
+	if upn != "" {
+		// A UPN of another suffix: the directory names its account.
+		res, ok := s.dir.dir.(upnResolver)
+		if !ok {
+			user = ""
+		} else {
+			ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
+			lstart := time.Now()
+			user, err = res.AccountName(ctx, upn)
+			cancel()
+			n.observeLDAP("upn", lstart, err)
+			if err != nil && !errors.Is(err, directory.ErrNotFound) && !errors.Is(err, directory.ErrAmbiguous) {
+				outcome("kdc_unavailable")
+				n.metrics.logins.WithLabelValues("failure", "ldap_unavailable").Inc()
+				log.Warn("login", "outcome", "failure", "reason", "ldap_unavailable", "err", clip.N(err.Error(), maxErrLog))
+				writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
+				return
+			}
+		}
+		if user == "" {
+			// No such UPN: refused as a wrong password is, at the same
+			// pace, without asking the KDC.
+			n.refuseCredentials(w, r, s, log.With("upn", clip.String(upn)), start, typed,
+				errors.New("no account has this userPrincipalName"), clientKey(r.RemoteAddr))
+			return
+		}
 	}
 	log = log.With("user", clip.String(user))
 
@@ -303,36 +352,12 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 			return
 		}
 	}
-	select {
-	case n.formSlots <- struct{}{}:
-		defer func() { <-n.formSlots }()
-	default:
-		outcome("kdc_unavailable")
-		w.Header().Set("Retry-After", "1")
-		writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
-		return
-	}
-
 	ctx, cancel := context.WithTimeout(r.Context(), kdcBudget)
 	defer cancel()
 	blob, err := negotiate.PasswordLogin(ctx, s.krb5, user, s.cfg.Realm, password, "HTTP/"+s.cfg.FQDN)
 	switch {
 	case errors.Is(err, negotiate.ErrBadCredentials):
-		counted := n.formFailures.fail(userKey, s.cfg.Form.Window, now)
-		counted = n.formFailures.fail(clientKey, s.cfg.Form.Window, now) && counted
-		outcome("bad_credentials")
-		n.metrics.logins.WithLabelValues("failure", "bad_credentials").Inc()
-		log.Info("login", "outcome", "failure", "reason", "bad_credentials", "status", http.StatusUnauthorized,
-			"err", clip.N(err.Error(), maxErrLog), "counted", counted, "duration", time.Since(start))
-		if d := minRefusalTime - time.Since(start); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-			}
-			t.Stop()
-		}
-		writeForm(w, s, http.StatusUnauthorized, "", formBadCredential, typed)
+		n.refuseCredentials(w, r, s, log, start, typed, err, userKey, clientKey)
 		return
 	case err != nil:
 		outcome("kdc_unavailable")
@@ -355,6 +380,31 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 	}
 	n.formFailures.forget(userKey)
 	outcome("success")
+}
+
+// refuseCredentials answers a refused name and password: the failure is
+// counted under keys, logged with why (never shown), and answered with the
+// one message for every refusal, no sooner than minRefusalTime after
+// start.
+func (n *Node) refuseCredentials(w http.ResponseWriter, r *http.Request, s *settings, log *slog.Logger, start time.Time, typed string, why error, keys ...string) {
+	now := n.now()
+	counted := true
+	for _, k := range keys {
+		counted = n.formFailures.fail(k, s.cfg.Form.Window, now) && counted
+	}
+	n.metrics.formSignins.WithLabelValues("bad_credentials").Inc()
+	n.metrics.logins.WithLabelValues("failure", "bad_credentials").Inc()
+	log.Info("login", "outcome", "failure", "reason", "bad_credentials", "status", http.StatusUnauthorized,
+		"err", clip.N(why.Error(), maxErrLog), "counted", counted, "duration", time.Since(start))
+	if d := minRefusalTime - time.Since(start); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+	}
+	writeForm(w, s, http.StatusUnauthorized, "", formBadCredential, typed)
 }
 
 // sameOrigin reports whether a request's Origin, when it has one, is the

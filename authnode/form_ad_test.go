@@ -245,3 +245,33 @@ func TestADFormDoesNotLockAccountsOut(t *testing.T) {
 	}
 	kinit(t, env, name, password) // fails the test if the account cannot sign in
 }
+
+// TestADFormSignInByUPN: a UPN whose suffix is not the realm (an
+// alternative UPN suffix) signs in: the directory names its account; an
+// unknown one is refused like a wrong password.
+func TestADFormSignInByUPN(t *testing.T) {
+	env := adtest.Env(t)
+	admin := adtest.NewAdmin(t, env)
+	name := adtest.UniqueName("upn")
+	const password = "Upn-Passw0rd1"
+	dn := admin.CreateUser(name, password)
+	upn := name + ".person@corp.example"
+	admin.Modify(dn, "replace", "userPrincipalName", upn)
+	a := startADNode(t, env, func(c *Config, _ *Options) {
+		c.Form.Enabled = true
+		c.LDAP.RequiredGroup = ""
+	})
+	f := a.formClient(t)
+	_, _, csrf, _ := f.get("/login")
+	status, loc, page, _ := f.post(csrf, upn, password)
+	if status != http.StatusSeeOther {
+		t.Fatalf("sign-in as %s: %d\n%s", upn, status, page)
+	}
+	if code, id := a.redeem(t, tokenOf(t, loc)); code != http.StatusOK || id.SAMAccountName != name || id.UserPrincipalName != upn {
+		t.Fatalf("redeem: %d %+v", code, id)
+	}
+	_, _, csrf, _ = f.get("/login")
+	if status, _, page, _ := f.post(csrf, "nobody.here@corp.example", password); status != http.StatusUnauthorized || !strings.Contains(page, formBadCredential) {
+		t.Fatalf("an unknown UPN: %d\n%s", status, page)
+	}
+}

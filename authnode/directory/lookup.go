@@ -490,3 +490,29 @@ func (d *Directory) inGroup(c *ldap.Conn, userDN, groupDN string) (bool, error) 
 	}
 	return len(res.Entries) == 1, nil
 }
+
+// AccountName returns the sAMAccountName of the user whose
+// userPrincipalName is upn (compared as AD does, without regard to case),
+// for a sign-in by a UPN whose suffix is not the realm: Kerberos logs in by
+// account name. ErrNotFound when no user has it, ErrAmbiguous when several
+// do.
+func (d *Directory) AccountName(ctx context.Context, upn string) (string, error) {
+	what := "search for userPrincipalName " + clip.String(upn)
+	filter := "(&(objectCategory=person)(objectClass=user)(userPrincipalName=" + ldap.EscapeFilter(upn) + "))"
+	var entries []*ldap.Entry
+	var ops int
+	err := d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
+		var err error
+		entries, err = d.findUser(c, filter)
+		return err
+	})
+	switch {
+	case err != nil:
+		return "", d.wrap(ctx, what, err)
+	case len(entries) == 0:
+		return "", fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
+	case len(entries) > 1:
+		return "", fmt.Errorf("ldap %s at %s: %w: %d users", what, d.cfg.URL, ErrAmbiguous, len(entries))
+	}
+	return entries[0].GetAttributeValue("sAMAccountName"), nil
+}
