@@ -33,15 +33,8 @@ func TestNegotiateNetworksThroughL4(t *testing.T) {
 		c.ProxyTrusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		c.Form = FormConfig{Enabled: true, NegotiateNetworks: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
 	})
-	nodeLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(ctx, nodeLn) }()
-
-	pool, err := lb.NewPool(lb.Config{Name: "nodes", Backends: []lb.BackendConfig{{Name: "auth1", Addr: nodeLn.Addr().String()}}}, lb.Options{Logger: slog.New(slog.DiscardHandler)})
+	nodeAddr := r.serve(t)
+	pool, err := lb.NewPool(lb.Config{Name: "nodes", Backends: []lb.BackendConfig{{Name: "auth1", Addr: nodeAddr}}}, lb.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,12 +50,12 @@ func TestNegotiateNetworksThroughL4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	lbDone := make(chan error, 1)
 	go func() { lbDone <- srv.Serve(ctx, lbLn) }()
 	t.Cleanup(func() {
 		cancel()
 		<-lbDone
-		<-served
 	})
 
 	pem, err := os.ReadFile(r.pki.CAFile)

@@ -104,6 +104,26 @@ func newReloadNode(t *testing.T, edit func(*Config)) *reloadNode {
 	return &reloadNode{Node: n, cfg: cfg, dir: dir, pki: pki, logs: logs, reg: reg}
 }
 
+// serve runs r's HTTPS server on a loopback port until the test ends, and
+// returns its address.
+func (r *reloadNode) serve(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
 // reload prepares and applies cfg, failing the test if Prepare refuses it.
 func (r *reloadNode) reload(t *testing.T, cfg Config) {
 	t.Helper()
@@ -324,20 +344,7 @@ func TestApplyChangesLimitsAndPath(t *testing.T) {
 // made with.
 func TestApplyServesTheNewCertificate(t *testing.T) {
 	r := newReloadNode(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	addr := ln.Addr().String()
+	addr := r.serve(t)
 	client := func(caFile string) *http.Client {
 		pool := x509.NewCertPool()
 		b, err := os.ReadFile(caFile)

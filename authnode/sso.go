@@ -254,12 +254,7 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 		return false
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
-	defer cancel()
-	lstart := time.Now()
-	user, ops, err := s.dir.dir.Lookup(ctx, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs})
-	n.observeLDAP("lookup", lstart, err)
-	n.metrics.ldapOpsPerLogin.Observe(float64(ops))
+	user, ops, err := n.lookup(r, s, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs})
 	if err != nil {
 		n.fail(w, r, log, classify(err), err, start)
 		return false
@@ -301,6 +296,18 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 	log.Info("login", "outcome", "success", "status", status,
 		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO, "duration", time.Since(start))
 	return true
+}
+
+// lookup confirms a login's account in the directory within the login's
+// budget, and records how long it took and how many operations it made.
+func (n *Node) lookup(r *http.Request, s *settings, p directory.Principal) (*directory.User, int, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
+	defer cancel()
+	start := time.Now()
+	user, ops, err := s.dir.dir.Lookup(ctx, p)
+	n.observeLDAP("lookup", start, err)
+	n.metrics.ldapOpsPerLogin.Observe(float64(ops))
+	return user, ops, err
 }
 
 // lookupBudget bounds one login's directory look-up in all: a wait for a

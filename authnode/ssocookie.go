@@ -115,12 +115,7 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 	}
 	id := rec.Identity
 	log = log.With("user", clip.String(id.SAMAccountName), "sid", id.SID, "method", "cookie")
-	ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
-	defer cancel()
-	lstart := time.Now()
-	user, ops, err := s.dir.dir.Lookup(ctx, directory.Principal{Name: id.SAMAccountName, Realm: id.Realm, SID: id.SID, GroupSIDs: id.GroupSIDs})
-	n.observeLDAP("lookup", lstart, err)
-	n.metrics.ldapOpsPerLogin.Observe(float64(ops))
+	user, ops, err := n.lookup(r, s, directory.Principal{Name: id.SAMAccountName, Realm: id.Realm, SID: id.SID, GroupSIDs: id.GroupSIDs})
 	if err != nil {
 		f := classify(err)
 		if f.status == http.StatusForbidden {

@@ -1,7 +1,6 @@
 package authnode
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -20,20 +19,7 @@ import (
 // survive the next reload.
 func TestTLSSettings(t *testing.T) {
 	r := newReloadNode(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	addr := ln.Addr().String()
+	addr := r.serve(t)
 	pem, err := os.ReadFile(r.pki.CAFile)
 	if err != nil {
 		t.Fatal(err)

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/iwalb/iwalb/lb"
 )
 
 // BenchmarkIdleConns holds idleConns relayed connections open and idle
@@ -33,13 +31,7 @@ func BenchmarkIdleConns(b *testing.B) {
 		held = append(held, c)
 		mu.Unlock()
 	})
-	router, err := NewRouter([]Route{
-		{Name: "a", ServerNames: []string{"a.example.test"}, Pool: newPool(b, "p", "", lb.HealthCheck{}, backend)},
-	}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr, _ := startServer(b, Config{Router: router, MaxConns: 1 << 20})
+	addr := relayTargets(b, backend)[1].addr // through an l4.Server
 	b.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/config"
-	"github.com/jcmturner/gokrb5/v8/krberror"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 )
 
@@ -69,31 +68,18 @@ func passwordExchange(conf *config.Config, user, realm, password, spn string) ([
 	return blob, nil
 }
 
-// passwordError sorts a gokrb5 client error of a password sign-in. gokrb5
-// flattens KDC errors into text, so the error code names are matched.
+// passwordError sorts a gokrb5 client error of a password sign-in: every
+// refusal of the name and password is ErrBadCredentials, whichever the
+// KDC's code (its name stays in the text, for the log); the rest as
+// kdcSentinel sorts them.
 func passwordError(op string, err error) error {
+	sentinel := kdcSentinel(err)
 	msg := err.Error()
-	var sentinel error
 	switch {
-	case strings.Contains(msg, "KDC_ERR_PREAUTH_FAILED"), strings.Contains(msg, "KRB_AP_ERR_BAD_INTEGRITY"),
-		strings.Contains(msg, "client password/keytab incorrect"), strings.Contains(msg, "KDC_ERR_C_PRINCIPAL_UNKNOWN"),
+	case sentinel == ErrPreauthFailed, sentinel == ErrAccountUnknown,
 		strings.Contains(msg, "KDC_ERR_CLIENT_REVOKED"), strings.Contains(msg, "KDC_ERR_KEY_EXPIRED"),
 		strings.Contains(msg, "KDC_ERR_POLICY"):
 		sentinel = ErrBadCredentials
-	case strings.Contains(msg, "KDC_ERR_S_PRINCIPAL_UNKNOWN"):
-		sentinel = ErrSPNUnknown
-	case strings.Contains(msg, "KDC_ERR_ETYPE_NOSUPP"):
-		sentinel = ErrEnctype
-	case strings.Contains(msg, "KDC_ERR_"), strings.Contains(msg, "KRB_AP_ERR_"), strings.Contains(msg, "KRB_ERR_"):
-		sentinel = ErrKDC
-	default:
-		var ke krberror.Krberror
-		if errors.As(err, &ke) && (ke.RootCause == krberror.NetworkingError || ke.RootCause == krberror.ConfigError) ||
-			strings.Contains(msg, "error sending to a KDC") || strings.Contains(msg, "communication error with KDC") {
-			sentinel = ErrKDCUnreachable
-		} else {
-			sentinel = ErrKDC
-		}
 	}
 	return fmt.Errorf("password sign-in: %s: %w: %v", op, sentinel, err)
 }

@@ -175,8 +175,8 @@ func restrictASEtypes(conf *config.Config, kt *keytab.Keytab) (*config.Config, e
 // KDC used for the account.
 var missingKey = regexp.MustCompile(`matching key not found in keytab.*kvno: (\d+) etype: (\d+)`)
 
-// kdcError sorts a gokrb5 client error into this package's sentinels.
-// gokrb5 flattens KDC errors into text, so the error code names are matched.
+// kdcError sorts a gokrb5 client error of the self-test: a key the KDC
+// used that the keytab lacks is named, anything else by kdcSentinel.
 func kdcError(op string, err error, loginKT *keytab.Keytab) error {
 	msg := err.Error()
 	if m := missingKey.FindStringSubmatch(msg); m != nil {
@@ -196,27 +196,30 @@ func kdcError(op string, err error, loginKT *keytab.Keytab) error {
 		return fmt.Errorf("negotiate self-test: %s: %w: the KDC used %s for the account but the keytab has %s",
 			op, ErrEnctype, etypeLabel(etype), joinInfos(Summarize(loginKT)))
 	}
-	var sentinel error
+	return fmt.Errorf("negotiate self-test: %s: %w: %v", op, kdcSentinel(err), err)
+}
+
+// kdcSentinel sorts a gokrb5 client error into this package's sentinels.
+// gokrb5 flattens KDC errors into text, so the error code names are matched.
+func kdcSentinel(err error) error {
+	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "KDC_ERR_PREAUTH_FAILED"), strings.Contains(msg, "KRB_AP_ERR_BAD_INTEGRITY"),
 		strings.Contains(msg, "client password/keytab incorrect"):
-		sentinel = ErrPreauthFailed
+		return ErrPreauthFailed
 	case strings.Contains(msg, "KDC_ERR_C_PRINCIPAL_UNKNOWN"):
-		sentinel = ErrAccountUnknown
+		return ErrAccountUnknown
 	case strings.Contains(msg, "KDC_ERR_S_PRINCIPAL_UNKNOWN"):
-		sentinel = ErrSPNUnknown
+		return ErrSPNUnknown
 	case strings.Contains(msg, "KDC_ERR_ETYPE_NOSUPP"):
-		sentinel = ErrEnctype
+		return ErrEnctype
 	case strings.Contains(msg, "KDC_ERR_"), strings.Contains(msg, "KRB_AP_ERR_"), strings.Contains(msg, "KRB_ERR_"):
-		sentinel = ErrKDC
-	default:
-		var ke krberror.Krberror
-		if errors.As(err, &ke) && (ke.RootCause == krberror.NetworkingError || ke.RootCause == krberror.ConfigError) ||
-			strings.Contains(msg, "error sending to a KDC") || strings.Contains(msg, "communication error with KDC") {
-			sentinel = ErrKDCUnreachable
-		} else {
-			sentinel = ErrKDC
-		}
+		return ErrKDC
 	}
-	return fmt.Errorf("negotiate self-test: %s: %w: %v", op, sentinel, err)
+	var ke krberror.Krberror
+	if errors.As(err, &ke) && (ke.RootCause == krberror.NetworkingError || ke.RootCause == krberror.ConfigError) ||
+		strings.Contains(msg, "error sending to a KDC") || strings.Contains(msg, "communication error with KDC") {
+		return ErrKDCUnreachable
+	}
+	return ErrKDC
 }
