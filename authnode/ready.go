@@ -41,6 +41,7 @@ type readyReport struct {
 type checkResult struct {
 	OK     bool
 	Detail string
+	Err    error // the failure, for Diagnose
 }
 
 // readyView is the body of /readyz.
@@ -92,7 +93,7 @@ const notReadyRecheck = 5 * time.Second
 func (n *Node) runChecks(ctx context.Context, s *settings) *readyReport {
 	rep := &readyReport{Checks: map[string]checkResult{}}
 	set := func(name string, err error, okDetail string) {
-		r := checkResult{OK: err == nil, Detail: okDetail}
+		r := checkResult{OK: err == nil, Detail: okDetail, Err: err}
 		if err != nil {
 			r.Detail = err.Error()
 		}
@@ -151,6 +152,35 @@ func (n *Node) runChecks(ctx context.Context, s *settings) *readyReport {
 	n.publishOverall()
 	n.logReadiness(s.log, prev, rep)
 	return rep
+}
+
+// Check is the outcome of one of a node's readiness checks.
+type Check struct {
+	// Name is keytab, ldap, clock or kdc_self_test.
+	Name string
+	// Err is why it failed (wrapping the directory's and negotiate's
+	// sentinels), nil when it passed.
+	Err error
+	// Detail says what passed, or what failed: it names servers and
+	// accounts, for the operator.
+	Detail string
+}
+
+// Diagnose runs the node's readiness checks once, now, and returns them
+// in order: the keytab, the LDAP proxy bind, the clock against the DC's,
+// and the KDC self-test. It is for `iwalb doctor` on a node that is not
+// serving; the readiness metrics follow it.
+func (n *Node) Diagnose(ctx context.Context) []Check {
+	s := n.acquire()
+	defer s.dir.release()
+	rep := n.runChecks(ctx, s)
+	var out []Check
+	for _, name := range []string{"keytab", "ldap", "clock", "kdc_self_test"} {
+		if r, ok := rep.Checks[name]; ok {
+			out = append(out, Check{Name: name, Err: r.Err, Detail: r.Detail})
+		}
+	}
+	return out
 }
 
 // isReady says whether the node can log users in: it is not shutting down,

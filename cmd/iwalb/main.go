@@ -5,6 +5,7 @@
 //	iwalb run    -config /etc/iwalb/iwalb.yaml  # until SIGINT or SIGTERM; SIGHUP reloads
 //	iwalb reload -config /etc/iwalb/iwalb.yaml  # a running process reloads, over its admin API
 //	iwalb keytab /etc/iwalb/http.keytab         # principals, KVNO, enctypes; what is wrong
+//	iwalb doctor -config /etc/iwalb/iwalb.yaml  # check, then the keytab, certificates, LDAP, clock and KDC
 //	iwalb version
 //
 // It owns the process: flags, signals, logging, the metrics listener and
@@ -38,6 +39,11 @@ const usage = `usage:
                               and print the outcome
   iwalb keytab [-json] FILE   list a keytab's principals, key versions and enctypes (never a key)
                               and what is wrong with them; exit 1 on a problem
+  iwalb doctor [-json] -config FILE
+                              check FILE, then what the environment says: keytab principals,
+                              certificates near expiry and, for an auth node, the LDAP bind, the
+                              clock against the DC's and the KDC self-test; each failure with its
+                              fix; exit 1 on a problem
   iwalb version               print the version
 `
 
@@ -92,6 +98,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check(path, stdout)
 	case "keytab":
 		return keytabCmd(args, stdout, stderr)
+	case "doctor":
+		return doctorCmd(args, stdout, stderr)
 	case "version":
 		if len(args) > 0 {
 			fmt.Fprintf(stderr, "iwalb version: unexpected argument %q\n\n%s", args[0], usage)

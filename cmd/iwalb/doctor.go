@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/iwalb/iwalb/authnode"
+	"github.com/iwalb/iwalb/authnode/directory"
+	"github.com/iwalb/iwalb/authnode/negotiate"
+	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
+)
+
+// certWarnBefore is how long before its expiry a certificate is reported.
+const certWarnBefore = 30 * 24 * time.Hour
+
+// doctorLine is one result of `iwalb doctor`.
+type doctorLine struct {
+	Check   string `json:"check"`
+	Status  string `json:"status"` // ok, warning, problem
+	Subject string `json:"subject,omitempty"`
+	Message string `json:"message"`
+	Fix     string `json:"fix,omitempty"`
+}
+
+// doctorCmd is `iwalb doctor -config FILE [-json]`: what `iwalb check`
+// checks, then what only the running environment can say: each keytab
+// principal at its newest key version (InspectKeytab), certificates close
+// to expiry, and, for an auth node, its readiness checks made now against
+// the domain (the LDAP proxy bind, the clock against the DC's, and the KDC
+// self-test: a ticket for the node's SPN, decrypted with the keytab). Each
+// failure says what fixes it. It exits 1 when anything is a problem.
+func doctorCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("iwalb doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "the configuration `FILE` (YAML)")
+	asJSON := fs.Bool("json", false, "print the results as JSON")
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "iwalb doctor: want -config FILE and nothing else\n\n%s", usage)
+		return exitUsage
+	}
+	lines := doctor(context.Background(), *path, time.Now())
+	code := exitOK
+	for _, l := range lines {
+		if l.Status == "problem" {
+			code = exitFailed
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(lines); err != nil {
+			fmt.Fprintf(stderr, "iwalb doctor: %v\n", err)
+			return exitFailed
+		}
+		return code
+	}
+	marks := map[string]string{"ok": "✔", "warning": "!", "problem": "✘"}
+	for _, l := range lines {
+		subject := ""
+		if l.Subject != "" {
+			subject = " " + l.Subject
+		}
+		fmt.Fprintf(stdout, "%s %s%s: %s\n", marks[l.Status], l.Check, subject, l.Message)
+		if l.Fix != "" {
+			fmt.Fprintf(stdout, "    fix: %s\n", l.Fix)
+		}
+	}
+	return code
+}
+
+// doctor runs the checks of the file at path.
+func doctor(ctx context.Context, path string, now time.Time) []doctorLine {
+	f, err := config.Load(path)
+	if err != nil {
+		return []doctorLine{{Check: "config", Status: "problem", Message: err.Error(), Fix: "iwalb check -config " + path + " names each problem at its line"}}
+	}
+	lines := []doctorLine{{Check: "config", Status: "ok", Message: path + " is valid"}}
+	for _, w := range f.Warnings() {
+		lines = append(lines, doctorLine{Check: "config", Status: "warning", Message: w.String()})
+	}
+	for _, c := range f.Certificates() {
+		l := doctorLine{Check: "certificate", Subject: c.Server + " " + c.Name, Status: "ok",
+			Message: "valid until " + c.NotAfter.UTC().Format(time.DateOnly)}
+		if left := c.NotAfter.Sub(now); left < certWarnBefore {
+			l.Status, l.Message = "warning", fmt.Sprintf("expires on %s, in %d days", c.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24))
+			l.Fix = "renew it, replace the files and run iwalb reload"
+		}
+		lines = append(lines, l)
+	}
+	cfg, ok := f.AuthNode()
+	if !ok {
+		return lines
+	}
+	if cfg.Files != nil && cfg.Files.Keytab != nil {
+		for _, k := range negotiate.InspectKeytab(negotiate.Summarize(cfg.Files.Keytab)) {
+			status := map[negotiate.Severity]string{negotiate.OK: "ok", negotiate.Warning: "warning", negotiate.Problem: "problem"}[k.Severity]
+			lines = append(lines, doctorLine{Check: "keytab", Subject: k.Principal, Status: status, Message: k.Message, Fix: k.Fix})
+		}
+	}
+	node, err := authnode.New(cfg, authnode.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return append(lines, doctorLine{Check: "authnode", Status: "problem", Message: err.Error()})
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for _, c := range node.Diagnose(ctx) {
+		l := doctorLine{Check: c.Name, Status: "ok", Message: c.Detail}
+		if c.Err != nil {
+			l.Status, l.Fix = "problem", doctorFix(c.Name, c.Err, cfg)
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// doctorFix says what fixes a failed readiness check.
+func doctorFix(check string, err error, cfg authnode.Config) string {
+	spn, account := cfg.SelfTestSPN, cfg.Account
+	switch {
+	case errors.Is(err, negotiate.ErrSPNUnknown):
+		return fmt.Sprintf("register the SPN on the service account: samba-tool spn add %s %s (Windows: setspn -S %s %s)", spn, account, spn, account)
+	case errors.Is(err, negotiate.ErrKVNO), errors.Is(err, negotiate.ErrDecrypt), errors.Is(err, negotiate.ErrPreauthFailed):
+		return fmt.Sprintf("the keytab's keys are not the account's current ones (its password changed since): export it again, samba-tool domain exportkeytab %s --principal=%s (Windows: ktpass -princ %s@%s -mapuser %s ...), and iwalb reload",
+			cfg.Keytab, spn, spn, cfg.Realm, account)
+	case errors.Is(err, negotiate.ErrEnctype):
+		return "allow AES on the service account (msDS-SupportedEncryptionTypes = 24), reset its password and export the keytab again"
+	case errors.Is(err, negotiate.ErrAccountUnknown):
+		return fmt.Sprintf("kerberos.account %q is not an account of %s: name the account that holds the SPNs", account, cfg.Realm)
+	case errors.Is(err, negotiate.ErrKDCUnreachable):
+		return fmt.Sprintf("the KDC of %s does not answer: check its kdc lines in %s and that port 88 is reachable from here", cfg.Realm, cfg.Krb5Conf)
+	case errors.Is(err, directory.ErrBind):
+		return "the directory refused the proxy bind: check ldap.bind_dn and its password (bind_password_file or bind_password_env)"
+	case errors.Is(err, directory.ErrUnavailable), errors.Is(err, directory.ErrTimeout):
+		return fmt.Sprintf("the directory at %s does not answer: check ldap.url, the firewall, and its certificate against ldap.ca_file and ldap.server_name", cfg.LDAP.URL)
+	case check == "clock":
+		return "synchronise this host's clock with the domain (chrony or ntpd against the domain controllers)"
+	}
+	return ""
+}
