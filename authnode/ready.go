@@ -2,13 +2,17 @@ package authnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/iwalb/iwalb/authnode/negotiate"
 )
 
 // readiness holds the result of the latest background checks. Health
@@ -180,7 +184,86 @@ func (n *Node) Diagnose(ctx context.Context) []Check {
 			out = append(out, Check{Name: name, Err: r.Err, Detail: r.Detail})
 		}
 	}
+	if d, ok := s.dir.dir.(accountInspector); ok && rep.Checks["ldap"].OK {
+		out = append(out, n.diagnoseAccount(ctx, s, d)...)
+	}
 	return out
+}
+
+// accountInspector reads what AD says of SPNs and service accounts.
+type accountInspector interface {
+	SPNOwners(ctx context.Context, spn string) ([]string, error)
+	AccountKeys(ctx context.Context, account string) (kvno, enctypes int, err error)
+}
+
+// Errors of Diagnose's account checks.
+var (
+	// ErrSPNNotRegistered: no account has a keytab SPN.
+	ErrSPNNotRegistered = errors.New("the SPN is registered on no account")
+	// ErrSPNDuplicate: several accounts have it (KRB_DUPLICATE_SPN).
+	ErrSPNDuplicate = errors.New("the SPN is registered on more than one account")
+	// ErrSPNOtherAccount: another account than kerberos.account has it.
+	ErrSPNOtherAccount = errors.New("the SPN is registered on another account")
+	// ErrKeyVersion: the keytab's newest key version is not the account's.
+	ErrKeyVersion = errors.New("the keytab's key version is not the account's")
+	// ErrNoAES: the account does not allow AES.
+	ErrNoAES = errors.New("the account does not allow AES")
+)
+
+// aesTypes are the AES bits of msDS-SupportedEncryptionTypes.
+const aesTypes = 0x8 | 0x10
+
+// diagnoseAccount checks, in AD, that each HTTP SPN of the keytab is
+// registered on exactly one account, kerberos.account; that the account's
+// key version is the keytab's newest; and that it allows AES.
+func (n *Node) diagnoseAccount(ctx context.Context, s *settings, d accountInspector) []Check {
+	var out []Check
+	newest := 0
+	seen := map[string]bool{}
+	for _, k := range negotiate.Summarize(s.keys.current) {
+		if !strings.EqualFold(k.Realm, s.cfg.Realm) || !strings.HasPrefix(k.Principal, "HTTP/") {
+			continue
+		}
+		newest = max(newest, k.KVNO)
+		if seen[k.Principal] {
+			continue
+		}
+		seen[k.Principal] = true
+		c := Check{Name: "spn " + k.Principal}
+		owners, err := d.SPNOwners(ctx, k.Principal)
+		switch {
+		case err != nil:
+			c.Err = err
+		case len(owners) == 0:
+			c.Err = fmt.Errorf("%w: %s", ErrSPNNotRegistered, k.Principal)
+		case len(owners) > 1:
+			c.Err = fmt.Errorf("%w: %s is on %s", ErrSPNDuplicate, k.Principal, strings.Join(owners, ", "))
+		case !strings.EqualFold(owners[0], s.cfg.Account):
+			c.Err = fmt.Errorf("%w: %s is on %s, not %s", ErrSPNOtherAccount, k.Principal, owners[0], s.cfg.Account)
+		default:
+			c.Detail = "registered on " + owners[0] + " only"
+		}
+		if c.Err != nil {
+			c.Detail = c.Err.Error()
+		}
+		out = append(out, c)
+	}
+	c := Check{Name: "account " + s.cfg.Account}
+	kvno, enctypes, err := d.AccountKeys(ctx, s.cfg.Account)
+	switch {
+	case err != nil:
+		c.Err = err
+	case newest != 0 && kvno != newest:
+		c.Err = fmt.Errorf("%w: the account is at key version %d, the keytab at %d", ErrKeyVersion, kvno, newest)
+	case enctypes != 0 && enctypes&aesTypes == 0:
+		c.Err = fmt.Errorf("%w: msDS-SupportedEncryptionTypes is 0x%x", ErrNoAES, enctypes)
+	default:
+		c.Detail = fmt.Sprintf("key version %d, as the keytab's; msDS-SupportedEncryptionTypes 0x%x", kvno, enctypes)
+	}
+	if c.Err != nil {
+		c.Detail = c.Err.Error()
+	}
+	return append(out, c)
 }
 
 // isReady says whether the node can log users in: it is not shutting down,

@@ -516,3 +516,59 @@ func (d *Directory) AccountName(ctx context.Context, upn string) (string, error)
 	}
 	return entries[0].GetAttributeValue("sAMAccountName"), nil
 }
+
+// SPNOwners returns the sAMAccountName of every account that has spn among
+// its servicePrincipalName values (matched without regard to case, as AD
+// does): one for a working SPN, none for one that is not registered, more
+// for a duplicate (KRB_DUPLICATE_SPN: the KDC then issues no ticket).
+func (d *Directory) SPNOwners(ctx context.Context, spn string) ([]string, error) {
+	what := "search for servicePrincipalName " + clip.String(spn)
+	req := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		16, 0, false, "(servicePrincipalName="+ldap.EscapeFilter(spn)+")", []string{"sAMAccountName"}, nil)
+	var res *ldap.SearchResult
+	var ops int
+	err := d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
+		var err error
+		res, err = c.Search(req)
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) && res != nil {
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, d.wrap(ctx, what, err)
+	}
+	var out []string
+	for _, e := range res.Entries {
+		out = append(out, e.GetAttributeValue("sAMAccountName"))
+	}
+	return out, nil
+}
+
+// AccountKeys returns what the directory says of an account's Kerberos
+// keys: its key version (msDS-KeyVersionNumber) and the encryption types it
+// allows (msDS-SupportedEncryptionTypes; 0 when unset, which leaves the
+// domain's default).
+func (d *Directory) AccountKeys(ctx context.Context, account string) (kvno, enctypes int, err error) {
+	what := "search for the keys of " + clip.String(account)
+	req := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		2, 0, false, "(&(objectClass=user)(sAMAccountName="+ldap.EscapeFilter(account)+"))",
+		[]string{"msDS-KeyVersionNumber", "msDS-SupportedEncryptionTypes"}, nil)
+	var res *ldap.SearchResult
+	var ops int
+	err = d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
+		var err error
+		res, err = c.Search(req)
+		return err
+	})
+	switch {
+	case err != nil:
+		return 0, 0, d.wrap(ctx, what, err)
+	case len(res.Entries) != 1:
+		return 0, 0, fmt.Errorf("ldap %s at %s: %w: %d accounts", what, d.cfg.URL, ErrNotFound, len(res.Entries))
+	}
+	e := res.Entries[0]
+	kvno, _ = strconv.Atoi(e.GetAttributeValue("msDS-KeyVersionNumber"))
+	enctypes, _ = strconv.Atoi(e.GetAttributeValue("msDS-SupportedEncryptionTypes"))
+	return kvno, enctypes, nil
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/iwalb/iwalb/authnode"
@@ -129,7 +130,18 @@ func doctor(ctx context.Context, path string, now time.Time) []doctorLine {
 // doctorFix says what fixes a failed readiness check.
 func doctorFix(check string, err error, cfg authnode.Config) string {
 	spn, account := cfg.SelfTestSPN, cfg.Account
+	if name, ok := strings.CutPrefix(check, "spn "); ok {
+		spn = name
+	}
 	switch {
+	case errors.Is(err, authnode.ErrSPNNotRegistered):
+		return fmt.Sprintf("register it on the service account: samba-tool spn add %s %s (Windows: setspn -S %s %s)", spn, account, spn, account)
+	case errors.Is(err, authnode.ErrSPNDuplicate), errors.Is(err, authnode.ErrSPNOtherAccount):
+		return fmt.Sprintf("keep it on %s alone: samba-tool spn delete %s OTHER_ACCOUNT (Windows: setspn -D %s OTHER_ACCOUNT; setspn -X lists duplicates)", account, spn, spn)
+	case errors.Is(err, authnode.ErrKeyVersion):
+		return fmt.Sprintf("export the keytab again (the account's password changed since): samba-tool domain exportkeytab %s --principal=%s, or ktpass on Windows, then iwalb reload", cfg.Keytab, spn)
+	case errors.Is(err, authnode.ErrNoAES):
+		return fmt.Sprintf("allow AES on %s: msDS-SupportedEncryptionTypes = 24 (Windows: Set-ADUser %s -KerberosEncryptionType AES128,AES256), reset its password, export the keytab again", account, account)
 	case errors.Is(err, negotiate.ErrSPNUnknown):
 		return fmt.Sprintf("register the SPN on the service account: samba-tool spn add %s %s (Windows: setspn -S %s %s)", spn, account, spn, account)
 	case errors.Is(err, negotiate.ErrKVNO), errors.Is(err, negotiate.ErrDecrypt), errors.Is(err, negotiate.ErrPreauthFailed):

@@ -77,6 +77,8 @@ func TestDoctorAD(t *testing.T) {
 		"✔ config:", "✔ certificate authnode auth1.example.test: valid until",
 		"✔ keytab HTTP/auth1.example.test@EXAMPLE.TEST: kvno", "✔ ldap: proxy bind works",
 		"✔ clock: within the allowed skew", "✔ kdc_self_test: KDC issued a ticket for HTTP/auth1.example.test",
+		"✔ spn HTTP/auth1.example.test: registered on " + env["AD_SVC_USER"] + " only",
+		"✔ account " + env["AD_SVC_USER"] + ": key version",
 	})
 
 	stale := keytab.New()
@@ -91,7 +93,20 @@ func TestDoctorAD(t *testing.T) {
 	containsInOrder(t, "doctor", out, []string{
 		"! certificate authnode auth1.example.test: expires on", "fix: renew it",
 		"✘ kdc_self_test:", "fix: the keytab's keys are not the account's current ones", "samba-tool domain exportkeytab",
+		"✘ account " + env["AD_SVC_USER"] + ": the keytab's key version is not the account's", "fix: export the keytab again",
 	})
+
+	// A keytab holding an SPN that is another account's.
+	other := keytab.New()
+	other.Entries = append(other.Entries, good.Entries...)
+	if err := other.AddEntry(env["AD_OTHER_SPN"], env["AD_REALM"], "whatever", time.Now(), 2, 18); err != nil {
+		t.Fatal(err)
+	}
+	code, out = doctorRun(doctorConfig(t, env, other, in(365)))
+	if code != 1 || !strings.Contains(out, "✘ spn "+env["AD_OTHER_SPN"]+": the SPN is registered on another account") ||
+		!strings.Contains(out, "samba-tool spn delete "+env["AD_OTHER_SPN"]) {
+		t.Fatalf("an SPN of another account: exit %d\n%s", code, out)
+	}
 
 	rc4 := keytab.New()
 	if err := rc4.AddEntry("HTTP/auth1.example.test", env["AD_REALM"], "not-the-password", time.Now(), 2, 23); err != nil {
