@@ -101,6 +101,7 @@ func doctor(ctx context.Context, path string, now time.Time) []doctorLine {
 		}
 		lines = append(lines, l)
 	}
+	lines = append(lines, browserPolicy(f.ServedNames())...)
 	cfg, ok := f.AuthNode()
 	if !ok {
 		return lines
@@ -125,6 +126,35 @@ func doctor(ctx context.Context, path string, now time.Time) []doctorLine {
 		lines = append(lines, l)
 	}
 	return lines
+}
+
+// browserPolicy says what browsers must be told to offer Kerberos to the
+// names served: Chrome's and Edge's AuthServerAllowlist, Firefox's
+// network.negotiate-auth.trusted-uris, and Windows' Local intranet zone.
+func browserPolicy(names []string) []doctorLine {
+	if len(names) == 0 {
+		return nil
+	}
+	var chrome, firefox, zone []string
+	for _, n := range names {
+		chrome = append(chrome, n)
+		if d, ok := strings.CutPrefix(n, "*."); ok {
+			firefox = append(firefox, "."+d)
+			zone = append(zone, "https://*."+d)
+		} else {
+			firefox = append(firefox, "https://"+n)
+			zone = append(zone, "https://"+n)
+		}
+	}
+	const why = "browsers offer Kerberos only to the sites they are told to"
+	return []doctorLine{
+		{Check: "browser policy", Subject: "Chrome, Edge", Status: "ok",
+			Message: "AuthServerAllowlist = " + strings.Join(chrome, ",") + " (" + why + ")"},
+		{Check: "browser policy", Subject: "Firefox", Status: "ok",
+			Message: "network.negotiate-auth.trusted-uris = " + strings.Join(firefox, ",")},
+		{Check: "browser policy", Subject: "Windows", Status: "ok",
+			Message: "Site to Zone Assignment List, Local intranet (1): " + strings.Join(zone, ", ")},
+	}
 }
 
 // doctorFix says what fixes a failed readiness check.

@@ -75,6 +75,8 @@ func TestDoctorAD(t *testing.T) {
 	}
 	containsInOrder(t, "doctor", out, []string{
 		"✔ config:", "✔ certificate authnode auth1.example.test: valid until",
+		"✔ browser policy Chrome, Edge: AuthServerAllowlist = auth1.example.test",
+		"✔ browser policy Firefox: network.negotiate-auth.trusted-uris = https://auth1.example.test",
 		"✔ keytab HTTP/auth1.example.test@EXAMPLE.TEST: kvno", "✔ ldap: proxy bind works",
 		"✔ clock: within the allowed skew", "✔ kdc_self_test: KDC issued a ticket for HTTP/auth1.example.test",
 		"✔ spn HTTP/auth1.example.test: registered on " + env["AD_SVC_USER"] + " only",
@@ -132,6 +134,25 @@ func TestDoctorAD(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(problems, ","), "keytab") {
 		t.Errorf("-json problems: %v", problems)
+	}
+}
+
+// TestDoctorBrowserPolicy: a balancer's file names every name browsers
+// reach through it, for their Negotiate allow-lists.
+func TestDoctorBrowserPolicy(t *testing.T) {
+	lines := browserPolicy([]string{"auth1.example.test", "lb.example.test", "*.apps.example.test"})
+	want := []string{
+		"AuthServerAllowlist = auth1.example.test,lb.example.test,*.apps.example.test",
+		"network.negotiate-auth.trusted-uris = https://auth1.example.test,https://lb.example.test,.apps.example.test",
+		"Local intranet (1): https://auth1.example.test, https://lb.example.test, https://*.apps.example.test",
+	}
+	for i, w := range want {
+		if i >= len(lines) || !strings.Contains(lines[i].Message, w) {
+			t.Errorf("policy line %d: %+v, want %q", i, lines, w)
+		}
+	}
+	if browserPolicy(nil) != nil {
+		t.Error("a file serving no name prints a policy")
 	}
 }
 

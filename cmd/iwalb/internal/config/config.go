@@ -142,6 +142,34 @@ type Certificate struct {
 	NotAfter time.Time
 }
 
+// ServedNames are the host names browsers reach through what the file
+// configures, sorted: the auth node's own, the L4 routes' server names, the
+// L7 front doors' names, and the pools' backend FQDNs (the names the front
+// doors redirect to). Each needs Negotiate allowed in browsers.
+func (f *File) ServedNames() []string {
+	var out []string
+	if f.authNode != nil {
+		out = append(out, f.authNode.FQDN)
+	}
+	for _, l := range f.l4 {
+		for _, r := range l.routes {
+			out = append(out, r.serverNames...)
+		}
+	}
+	for _, l := range f.l7 {
+		out = append(out, l.Names...)
+	}
+	for _, p := range f.pools {
+		for _, b := range p.Backends {
+			if b.FQDN != "" {
+				out = append(out, b.FQDN)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // Certificates lists the server certificates of the auth node and the L7
 // front doors, as loaded.
 func (f *File) Certificates() []Certificate { return slices.Clone(f.certs) }
