@@ -172,7 +172,8 @@ type Check struct {
 
 // Diagnose runs the node's readiness checks once, now, and returns them
 // in order: the keytab, the LDAP proxy bind, the clock against the DC's,
-// and the KDC self-test. It is for `iwalb doctor` on a node that is not
+// the KDC self-test, what AD says of the SPNs and the service account, and
+// with Redis a PING. It is for `iwalb doctor` on a node that is not
 // serving; the readiness metrics follow it.
 func (n *Node) Diagnose(ctx context.Context) []Check {
 	s := n.acquire()
@@ -186,6 +187,15 @@ func (n *Node) Diagnose(ctx context.Context) []Check {
 	}
 	if d, ok := s.dir.dir.(accountInspector); ok && rep.Checks["ldap"].OK {
 		out = append(out, n.diagnoseAccount(ctx, s, d)...)
+	}
+	if n.storeCheck != nil {
+		c := Check{Name: "store", Detail: "Redis answers"}
+		pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if c.Err = n.storeCheck(pingCtx); c.Err != nil {
+			c.Detail = c.Err.Error()
+		}
+		cancel()
+		out = append(out, c)
 	}
 	return out
 }

@@ -187,6 +187,8 @@ func doctorFix(check string, err error, cfg authnode.Config) string {
 		return "the directory refused the proxy bind: check ldap.bind_dn and its password (bind_password_file or bind_password_env)"
 	case errors.Is(err, directory.ErrUnavailable), errors.Is(err, directory.ErrTimeout):
 		return fmt.Sprintf("the directory at %s does not answer: check ldap.url, the firewall, and its certificate against ldap.ca_file and ldap.server_name", cfg.LDAP.URL)
+	case check == "store":
+		return "Redis does not answer: check store.redis (addresses, TLS, password) and that it runs; iwalb does not fall back to memory"
 	case check == "clock":
 		return "synchronise this host's clock with the domain (chrony or ntpd against the domain controllers)"
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
+	"github.com/iwalb/iwalb/authnode/store/redistest"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
 	"github.com/iwalb/iwalb/internal/testpki"
 )
@@ -19,7 +20,7 @@ import (
 // doctorConfig writes an auth node's configuration for the test domain,
 // with the keytab kt and a certificate valid until notAfter, and returns
 // its path.
-func doctorConfig(t *testing.T, env map[string]string, kt *keytab.Keytab, notAfter time.Time) string {
+func doctorConfig(t *testing.T, env map[string]string, kt *keytab.Keytab, notAfter time.Time, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "doctor test CA")
@@ -46,8 +47,8 @@ func doctorConfig(t *testing.T, env map[string]string, kt *keytab.Keytab, notAft
     base_dn: %s
   api:
     clients: [{name: app, key_file: app-key}]
-`, env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"], env["AD_LDAPS_URL"], env["AD_LDAP_CA_FILE"],
-		env["AD_LDAP_TLS_SERVER_NAME"], env["AD_BIND_DN"], env["AD_BASE_DN"])))
+%s`, env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"], env["AD_LDAPS_URL"], env["AD_LDAP_CA_FILE"],
+		env["AD_LDAP_TLS_SERVER_NAME"], env["AD_BIND_DN"], env["AD_BASE_DN"], strings.Join(extra, ""))))
 }
 
 // TestDoctorAD: against the real domain, iwalb doctor passes a node that
@@ -134,6 +135,32 @@ func TestDoctorAD(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(problems, ","), "keytab") {
 		t.Errorf("-json problems: %v", problems)
+	}
+}
+
+// TestDoctorRedis: with the tokens in Redis, doctor says whether Redis
+// answers.
+func TestDoctorRedis(t *testing.T) {
+	env := adtest.Env(t)
+	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens on port 1; the password file is any secret file.
+	dead := "  store:\n    type: redis\n    redis: {addrs: [127.0.0.1:1], password_file: bind, dial_timeout: 1s}\n"
+	var out strings.Builder
+	code := run([]string{"doctor", "-config", doctorConfig(t, env, good, time.Now().Add(time.Hour*24*365), dead)}, &out, &out)
+	if code != 1 || !strings.Contains(out.String(), "✘ store:") || !strings.Contains(out.String(), "fix: Redis does not answer") {
+		t.Fatalf("a Redis that does not answer: exit %d\n%s", code, out.String())
+	}
+
+	renv := redistest.Env(t)
+	live := fmt.Sprintf("  store:\n    type: redis\n    redis: {addrs: [%s], username: %s, password_file: %s, prefix: %q}\n",
+		renv["IWALB_REDIS_ADDR"], renv["IWALB_REDIS_USERNAME"], renv["IWALB_REDIS_PASSWORD_FILE"], redistest.Prefix(t))
+	out.Reset()
+	code = run([]string{"doctor", "-config", doctorConfig(t, env, good, time.Now().Add(time.Hour*24*365), live)}, &out, &out)
+	if !strings.Contains(out.String(), "✔ store: Redis answers") {
+		t.Fatalf("the test Redis: exit %d\n%s", code, out.String())
 	}
 }
 
