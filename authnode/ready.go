@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/negotiate"
 )
 
@@ -168,6 +169,8 @@ type Check struct {
 	// Detail says what passed, or what failed: it names servers and
 	// accounts, for the operator.
 	Detail string
+	// Warning marks a check that passed with something to fix.
+	Warning bool
 }
 
 // Diagnose runs the node's readiness checks once, now, and returns them
@@ -203,7 +206,7 @@ func (n *Node) Diagnose(ctx context.Context) []Check {
 // accountInspector reads what AD says of SPNs and service accounts.
 type accountInspector interface {
 	SPNOwners(ctx context.Context, spn string) ([]string, error)
-	AccountKeys(ctx context.Context, account string) (kvno, enctypes int, err error)
+	AccountKeys(ctx context.Context, account string) (directory.ServiceAccount, error)
 }
 
 // Errors of Diagnose's account checks.
@@ -259,21 +262,26 @@ func (n *Node) diagnoseAccount(ctx context.Context, s *settings, d accountInspec
 		out = append(out, c)
 	}
 	c := Check{Name: "account " + s.cfg.Account}
-	kvno, enctypes, err := d.AccountKeys(ctx, s.cfg.Account)
+	a, err := d.AccountKeys(ctx, s.cfg.Account)
 	switch {
 	case err != nil:
 		c.Err = err
-	case newest != 0 && kvno != newest:
-		c.Err = fmt.Errorf("%w: the account is at key version %d, the keytab at %d", ErrKeyVersion, kvno, newest)
-	case enctypes != 0 && enctypes&aesTypes == 0:
-		c.Err = fmt.Errorf("%w: msDS-SupportedEncryptionTypes is 0x%x", ErrNoAES, enctypes)
+	case newest != 0 && a.KVNO != newest:
+		c.Err = fmt.Errorf("%w: the account is at key version %d, the keytab at %d", ErrKeyVersion, a.KVNO, newest)
+	case a.Enctypes != 0 && a.Enctypes&aesTypes == 0:
+		c.Err = fmt.Errorf("%w: msDS-SupportedEncryptionTypes is 0x%x", ErrNoAES, a.Enctypes)
 	default:
-		c.Detail = fmt.Sprintf("key version %d, as the keytab's; msDS-SupportedEncryptionTypes 0x%x", kvno, enctypes)
+		c.Detail = fmt.Sprintf("key version %d, as the keytab's; msDS-SupportedEncryptionTypes 0x%x", a.KVNO, a.Enctypes)
 	}
 	if c.Err != nil {
 		c.Detail = c.Err.Error()
 	}
-	return append(out, c)
+	out = append(out, c)
+	if err == nil && a.PasswordMaxAge > 0 {
+		out = append(out, Check{Name: "password " + s.cfg.Account, Warning: true,
+			Detail: fmt.Sprintf("the service account's password expires every %d days; when it changes, the keytab stops matching", int(a.PasswordMaxAge.Hours()/24))})
+	}
+	return out
 }
 
 // isReady says whether the node can log users in: it is not shutting down,

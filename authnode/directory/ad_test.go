@@ -422,3 +422,33 @@ func (r *relay) maxOpen() int {
 	defer r.mu.Unlock()
 	return r.most
 }
+
+// TestServiceAccountAD: what the directory says of the SPNs and the
+// service account, as iwalb doctor reads it: each SPN on svc_http alone,
+// another SPN on svc_other, none for an unregistered one; svc_http's key
+// version and AES-only encryption types; and a password that does not
+// expire (the test domain's maxPwdAge is 0).
+func TestServiceAccountAD(t *testing.T) {
+	env := adtest.Env(t)
+	d := mustNew(t, adConfigs(t, env)["ldaps"])
+	ctx := context.Background()
+	for spn, want := range map[string]string{
+		"HTTP/auth1.example.test":   env["AD_SVC_USER"],
+		"http/AUTH1.example.test":   env["AD_SVC_USER"], // AD ignores case
+		env["AD_OTHER_SPN"]:         "svc_other",
+		"HTTP/nowhere.example.test": "",
+		"HTTP/x)(objectClass=*":     "", // escaped, not a filter
+	} {
+		owners, err := d.SPNOwners(ctx, spn)
+		if err != nil || strings.Join(owners, ",") != want {
+			t.Errorf("SPNOwners(%s) = %v, %v; want %q", spn, owners, err, want)
+		}
+	}
+	a, err := d.AccountKeys(ctx, env["AD_SVC_USER"])
+	if err != nil || a.KVNO < 1 || a.Enctypes != 0x18 || a.PasswordMaxAge != 0 {
+		t.Errorf("AccountKeys(%s) = %+v, %v; want a key version, 0x18, a password that never expires", env["AD_SVC_USER"], a, err)
+	}
+	if _, err := d.AccountKeys(ctx, "nobody-at-all"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("AccountKeys of no account: %v", err)
+	}
+}

@@ -545,30 +545,59 @@ func (d *Directory) SPNOwners(ctx context.Context, spn string) ([]string, error)
 	return out, nil
 }
 
-// AccountKeys returns what the directory says of an account's Kerberos
-// keys: its key version (msDS-KeyVersionNumber) and the encryption types it
-// allows (msDS-SupportedEncryptionTypes; 0 when unset, which leaves the
-// domain's default).
-func (d *Directory) AccountKeys(ctx context.Context, account string) (kvno, enctypes int, err error) {
+// ServiceAccount is what the directory says of a service account's keys.
+type ServiceAccount struct {
+	// KVNO is its key version (msDS-KeyVersionNumber).
+	KVNO int
+	// Enctypes are the encryption types it allows
+	// (msDS-SupportedEncryptionTypes; 0 when unset: the domain's default).
+	Enctypes int
+	// PasswordMaxAge is how long its password lasts: the domain's
+	// maxPwdAge, 0 when it never expires (the domain's policy, or
+	// DONT_EXPIRE_PASSWORD on the account).
+	PasswordMaxAge time.Duration
+}
+
+// uacDontExpirePassword is the DONT_EXPIRE_PASSWORD bit of
+// userAccountControl.
+const uacDontExpirePassword = 0x10000
+
+// AccountKeys returns what the directory says of the service account
+// account's keys and password.
+func (d *Directory) AccountKeys(ctx context.Context, account string) (ServiceAccount, error) {
 	what := "search for the keys of " + clip.String(account)
 	req := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
 		2, 0, false, "(&(objectClass=user)(sAMAccountName="+ldap.EscapeFilter(account)+"))",
-		[]string{"msDS-KeyVersionNumber", "msDS-SupportedEncryptionTypes"}, nil)
-	var res *ldap.SearchResult
+		[]string{"msDS-KeyVersionNumber", "msDS-SupportedEncryptionTypes", "userAccountControl"}, nil)
+	domainReq := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		1, 0, false, "(objectClass=*)", []string{"maxPwdAge"}, nil)
+	var res, domain *ldap.SearchResult
 	var ops int
-	err = d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
+	err := d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
 		var err error
-		res, err = c.Search(req)
+		if res, err = c.Search(req); err != nil {
+			return err
+		}
+		domain, err = c.Search(domainReq)
 		return err
 	})
 	switch {
 	case err != nil:
-		return 0, 0, d.wrap(ctx, what, err)
+		return ServiceAccount{}, d.wrap(ctx, what, err)
 	case len(res.Entries) != 1:
-		return 0, 0, fmt.Errorf("ldap %s at %s: %w: %d accounts", what, d.cfg.URL, ErrNotFound, len(res.Entries))
+		return ServiceAccount{}, fmt.Errorf("ldap %s at %s: %w: %d accounts", what, d.cfg.URL, ErrNotFound, len(res.Entries))
 	}
 	e := res.Entries[0]
-	kvno, _ = strconv.Atoi(e.GetAttributeValue("msDS-KeyVersionNumber"))
-	enctypes, _ = strconv.Atoi(e.GetAttributeValue("msDS-SupportedEncryptionTypes"))
-	return kvno, enctypes, nil
+	var a ServiceAccount
+	a.KVNO, _ = strconv.Atoi(e.GetAttributeValue("msDS-KeyVersionNumber"))
+	a.Enctypes, _ = strconv.Atoi(e.GetAttributeValue("msDS-SupportedEncryptionTypes"))
+	uac, _ := strconv.ParseInt(e.GetAttributeValue("userAccountControl"), 10, 64)
+	if uac&uacDontExpirePassword == 0 && len(domain.Entries) == 1 {
+		// maxPwdAge is negative, in 100 ns units; 0 and the smallest
+		// int64 mean never.
+		if age, err := strconv.ParseInt(domain.Entries[0].GetAttributeValue("maxPwdAge"), 10, 64); err == nil && age < 0 && age != -1<<63 {
+			a.PasswordMaxAge = time.Duration(-age) * 100
+		}
+	}
+	return a, nil
 }

@@ -120,8 +120,12 @@ func doctor(ctx context.Context, path string, now time.Time) []doctorLine {
 	defer cancel()
 	for _, c := range node.Diagnose(ctx) {
 		l := doctorLine{Check: c.Name, Status: "ok", Message: c.Detail}
-		if c.Err != nil {
+		switch {
+		case c.Err != nil:
 			l.Status, l.Fix = "problem", doctorFix(c.Name, c.Err, cfg)
+		case c.Warning:
+			l.Status = "warning"
+			l.Fix = fmt.Sprintf("set \"password never expires\" on %s (userAccountControl DONT_EXPIRE_PASSWORD), or export the keytab again at each password change", cfg.Account)
 		}
 		lines = append(lines, l)
 	}
