@@ -28,8 +28,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// version is set at build time with -ldflags "-X main.version=1.2.3".
-var version = "dev"
+// version and buildDate are set at build time with -ldflags
+// "-X main.version=1.2.3 -X main.buildDate=2026-12-04T01:00:00Z"
+// (scripts/package does).
+var (
+	version   = "dev"
+	buildDate = ""
+)
 
 const usage = `usage:
   iwalb run -config FILE      start the roles configured in FILE; stop on SIGINT or SIGTERM,
@@ -210,6 +215,9 @@ func revision() string {
 // version.
 func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "iwalb %s\n", version)
+	if buildDate != "" {
+		fmt.Fprintf(w, "built %s\n", buildDate)
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Path != "" {
 			fmt.Fprintf(w, "module %s %s\n", bi.Main.Path, bi.Main.Version)
