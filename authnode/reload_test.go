@@ -494,14 +494,7 @@ func TestKeytabWatchedWhileServing(t *testing.T) {
 		// default quota of one user's.
 		c.ReplayQuota = 10000
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- r.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-served })
+	r.serve(t) // the keytab watch runs while the node serves
 
 	kt3 := offlineKVNOKeytab(t, 3)
 	old, cur := ticketsFor(t, offlineKeytab(t), 2), ticketsFor(t, kt3, 3)
