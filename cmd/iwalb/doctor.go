@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -52,7 +53,7 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "iwalb doctor: want -config FILE and nothing else\n\n%s", usage)
 		return exitUsage
 	}
-	lines := doctor(context.Background(), *path, time.Now())
+	lines := doctor(context.Background(), *path, time.Now(), net.DefaultResolver)
 	code := exitOK
 	for _, l := range lines {
 		if l.Status == "problem" {
@@ -82,8 +83,8 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// doctor runs the checks of the file at path.
-func doctor(ctx context.Context, path string, now time.Time) []doctorLine {
+// doctor runs the checks of the file at path; names are resolved with r.
+func doctor(ctx context.Context, path string, now time.Time, r *net.Resolver) []doctorLine {
 	f, err := config.Load(path)
 	if err != nil {
 		return []doctorLine{{Check: "config", Status: "problem", Message: err.Error(), Fix: "iwalb check -config " + path + " names each problem at its line"}}
@@ -102,6 +103,7 @@ func doctor(ctx context.Context, path string, now time.Time) []doctorLine {
 		lines = append(lines, l)
 	}
 	lines = append(lines, browserPolicy(f.ServedNames())...)
+	lines = append(lines, resolveNames(ctx, r, f.ServedNames())...)
 	cfg, ok := f.AuthNode()
 	if !ok {
 		return lines
@@ -159,6 +161,40 @@ func browserPolicy(names []string) []doctorLine {
 		{Check: "browser policy", Subject: "Windows", Status: "ok",
 			Message: "Site to Zone Assignment List, Local intranet (1): " + strings.Join(zone, ", ")},
 	}
+}
+
+// resolveNames checks that each name served resolves here to addresses of
+// its own, not through a CNAME: a browser asks a ticket for the SPN of the
+// name the CNAME leads to, which the keytab does not hold for the alias.
+func resolveNames(ctx context.Context, r *net.Resolver, names []string) []doctorLine {
+	var out []doctorLine
+	for _, n := range names {
+		if strings.HasPrefix(n, "*.") {
+			continue
+		}
+		l := doctorLine{Check: "dns", Subject: n, Status: "ok"}
+		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		cname, err := r.LookupCNAME(lctx, n)
+		var addrs []string
+		if err == nil {
+			addrs, err = r.LookupHost(lctx, n)
+		}
+		cancel()
+		canonical := strings.TrimSuffix(cname, ".")
+		switch {
+		case err != nil:
+			l.Status, l.Message = "warning", "does not resolve from here: "+err.Error()
+			l.Fix = "give it an A/AAAA record (browsers must resolve it to reach it)"
+		case !strings.EqualFold(canonical, n):
+			l.Status = "problem"
+			l.Message = fmt.Sprintf("is an alias (CNAME) of %s: browsers ask a Kerberos ticket for HTTP/%s, not HTTP/%s", canonical, canonical, n)
+			l.Fix = fmt.Sprintf("make %s an A/AAAA record of its own, or serve %s and register HTTP/%s", n, canonical, canonical)
+		default:
+			l.Message = "A/AAAA: " + strings.Join(addrs, ", ")
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // doctorFix says what fixes a failed readiness check.
