@@ -173,6 +173,12 @@ func resolveNames(ctx context.Context, r *net.Resolver, names []string) []doctor
 			continue
 		}
 		l := doctorLine{Check: "dns", Subject: n, Status: "ok"}
+		if net.ParseIP(n) != nil || !strings.Contains(n, ".") {
+			l.Status, l.Message = "problem", "is an IP address or a short name: browsers ask no Kerberos ticket for it (or one for a name no SPN has)"
+			l.Fix = "serve the fully qualified name, with an A/AAAA record and an HTTP/ SPN"
+			out = append(out, l)
+			continue
+		}
 		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		cname, err := r.LookupCNAME(lctx, n)
 		var addrs []string

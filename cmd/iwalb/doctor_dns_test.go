@@ -93,8 +93,8 @@ func TestDoctorDNS(t *testing.T) {
 		"web.corp.test":   "192.0.2.10",
 		"auth1.corp.test": "192.0.2.11",
 	})
-	lines := resolveNames(context.Background(), r, []string{"auth1.corp.test", "sso.corp.test", "gone.corp.test", "*.apps.corp.test"})
-	if len(lines) != 3 {
+	lines := resolveNames(context.Background(), r, []string{"auth1.corp.test", "sso.corp.test", "gone.corp.test", "*.apps.corp.test", "intranet", "192.0.2.10"})
+	if len(lines) != 5 {
 		t.Fatalf("lines = %+v; want one per name, wildcards left out", lines)
 	}
 	want := []struct{ status, msg, fix string }{
@@ -102,6 +102,8 @@ func TestDoctorDNS(t *testing.T) {
 		{"problem", "is an alias (CNAME) of web.corp.test: browsers ask a Kerberos ticket for HTTP/web.corp.test, not HTTP/sso.corp.test",
 			"make sso.corp.test an A/AAAA record of its own"},
 		{"warning", "does not resolve from here", "give it an A/AAAA record"},
+		{"problem", "is an IP address or a short name", "serve the fully qualified name"},
+		{"problem", "is an IP address or a short name", "serve the fully qualified name"},
 	}
 	for i, w := range want {
 		l := lines[i]
