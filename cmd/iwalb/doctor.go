@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -93,6 +94,7 @@ func doctor(ctx context.Context, path string, now time.Time, r *net.Resolver) []
 	for _, w := range f.Warnings() {
 		lines = append(lines, doctorLine{Check: "config", Status: "warning", Message: w.String()})
 	}
+	roots, _ := x509.SystemCertPool() // nil: none, and every chain is reported
 	for _, c := range f.Certificates() {
 		l := doctorLine{Check: "certificate", Subject: c.Server + " " + c.Name, Status: "ok",
 			Message: "valid until " + c.NotAfter.UTC().Format(time.DateOnly)}
@@ -100,7 +102,7 @@ func doctor(ctx context.Context, path string, now time.Time, r *net.Resolver) []
 			l.Status, l.Message = "warning", fmt.Sprintf("expires on %s, in %d days", c.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24))
 			l.Fix = "renew it, replace the files and run iwalb reload"
 		}
-		lines = append(lines, l)
+		lines = append(lines, l, certChain(c, roots))
 	}
 	lines = append(lines, browserPolicy(f.ServedNames())...)
 	lines = append(lines, resolveNames(ctx, r, f.ServedNames())...)
@@ -161,6 +163,33 @@ func browserPolicy(names []string) []doctorLine {
 		{Check: "browser policy", Subject: "Windows", Status: "ok",
 			Message: "Site to Zone Assignment List, Local intranet (1): " + strings.Join(zone, ", ")},
 	}
+}
+
+// certChain checks that c's file, with the intermediates it holds, makes a
+// chain to a root this machine trusts, as browsers must: a chain that
+// does not is a warning, since a private CA the clients trust is fine.
+func certChain(c config.Certificate, roots *x509.CertPool) doctorLine {
+	l := doctorLine{Check: "certificate chain", Subject: c.Server + " " + c.Name, Status: "ok"}
+	if len(c.Chain) == 0 {
+		l.Status, l.Message = "warning", "no certificate to check"
+		return l
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range c.Chain[1:] {
+		inter.AddCert(ic)
+	}
+	if roots == nil {
+		roots = x509.NewCertPool()
+	}
+	// The names are iwalb check's: here, the chain only.
+	chains, err := c.Chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+	if err != nil {
+		l.Status, l.Message = "warning", "does not verify against this machine's roots: "+err.Error()
+		l.Fix = "if the clients trust its CA (a private one), nothing; else put the intermediates in the file after the certificate"
+		return l
+	}
+	l.Message = fmt.Sprintf("verifies to %s", chains[0][len(chains[0])-1].Subject.CommonName)
+	return l
 }
 
 // resolveNames checks that each name served resolves here to addresses of

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"net"
 	"strings"
 	"testing"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/iwalb/iwalb/cmd/iwalb/internal/config"
+	"github.com/iwalb/iwalb/internal/testpki"
 )
 
 // testDNS answers A queries on a loopback UDP port from records: a name
@@ -110,5 +114,21 @@ func TestDoctorDNS(t *testing.T) {
 		if l.Status != w.status || !strings.Contains(l.Message, w.msg) || !strings.Contains(l.Fix, w.fix) {
 			t.Errorf("line %d = %+v; want %s %q (fix %q)", i, l, w.status, w.msg, w.fix)
 		}
+	}
+}
+
+// TestDoctorCertChain: a certificate whose CA the machine trusts
+// verifies; one whose CA it does not know is a warning with the fix.
+func TestDoctorCertChain(t *testing.T) {
+	root := testpki.NewCA(t, "doctor root")
+	leaf := root.Issue(t, "sso.example.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(root.X509)
+	c := config.Certificate{Server: "l7redirect/sso", Name: "sso.example.test", Chain: []*x509.Certificate{leaf.X509}}
+	if l := certChain(c, roots); l.Status != "ok" || l.Message != "verifies to doctor root" {
+		t.Errorf("trusted root: %+v", l)
+	}
+	if l := certChain(c, x509.NewCertPool()); l.Status != "warning" || !strings.Contains(l.Fix, "intermediates") {
+		t.Errorf("unknown root: %+v", l)
 	}
 }

@@ -389,7 +389,7 @@ func (c *checker) authNodeTLS(r rawAuthNode, fqdnOK bool) (cert, key, clientCA s
 			if why := chainProblem(pair); why != "" {
 				c.add(t.Cert.Line, "%s.cert: %s", p, why)
 			}
-			c.certs = append(c.certs, Certificate{Server: "authnode", Name: certName(pair), NotAfter: pair.Leaf.NotAfter})
+			c.certs = append(c.certs, Certificate{Server: "authnode", Name: certName(pair), NotAfter: pair.Leaf.NotAfter, Chain: chainOf(pair)})
 		}
 	}
 	if t.ClientCA.Set {

@@ -39,6 +39,7 @@ package config
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -140,6 +141,9 @@ type Certificate struct {
 	// Name is the first name the certificate covers.
 	Name     string
 	NotAfter time.Time
+	// Chain is the certificate and the rest of its file: the
+	// intermediates the server sends.
+	Chain []*x509.Certificate
 }
 
 // ServedNames are the host names browsers reach through what the file

@@ -400,7 +400,7 @@ func (c *checker) l7Certificates(rl rawL7Listener, p string, names []string) []t
 		if why := chainProblem(pair); why != "" {
 			c.add(ck.Cert.Line, "%s.cert: %s", cp, why)
 		}
-		c.certs = append(c.certs, Certificate{Server: "l7redirect/" + rl.Name.V, Name: certName(pair), NotAfter: pair.Leaf.NotAfter})
+		c.certs = append(c.certs, Certificate{Server: "l7redirect/" + rl.Name.V, Name: certName(pair), NotAfter: pair.Leaf.NotAfter, Chain: chainOf(pair)})
 		named := false
 		for _, n := range names {
 			// A wildcard name is covered by a certificate for the same

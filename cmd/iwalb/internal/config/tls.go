@@ -75,6 +75,18 @@ func (c *checker) tlsSettings(r rawTLSSettings, p string) tlspolicy.Settings {
 	return s
 }
 
+// chainOf parses a pair's certificates, the leaf first; those that do not
+// parse are left out (chainProblem reports them).
+func chainOf(pair tls.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, der := range pair.Certificate {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // chainProblem says what is wrong with the order of a certificate file's
 // chain (the leaf first, then each certificate's issuer), or "". A file
 // may hold the leaf alone: clients that lack the intermediates then fail,
