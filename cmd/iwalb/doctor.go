@@ -39,11 +39,7 @@ type doctorLine struct {
 // self-test: a ticket for the node's SPN, decrypted with the keytab). Each
 // failure says what fixes it. It exits 1 when anything is a problem.
 func doctorCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("iwalb doctor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "the configuration `FILE` (YAML)")
-	asJSON := fs.Bool("json", false, "print the results as JSON")
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs, path, asJSON := commandFlags("doctor", stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK

@@ -22,10 +22,7 @@ const maxKeytabBytes = 1 << 20
 // what is wrong with them (InspectKeytab). It exits 1 when a finding is a
 // problem or the file cannot be read.
 func keytabCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("iwalb keytab", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the entries and findings as JSON")
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	fs, _, asJSON := commandFlags("keytab", stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK

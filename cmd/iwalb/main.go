@@ -50,6 +50,7 @@ const usage = `usage:
                               clock against the DC's and the KDC self-test; each failure with its
                               fix; exit 1 on a problem
   iwalb version               print the version
+  iwalb help [COMMAND | -man] one command's flags and exit codes, or the manual page
 `
 
 // Exit codes.
@@ -112,9 +113,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		printVersion(stdout)
 		return exitOK
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
+	case "help":
+		return helpCmd(args, stdout, stderr)
+	case "-h", "-help", "--help":
+		return helpCmd(nil, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "iwalb: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
@@ -124,12 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // configFlag parses the flags of run and check; ok is false when the
 // command must stop with code.
 func configFlag(cmd string, args []string, stderr io.Writer) (path string, code int, ok bool) {
-	fs := flag.NewFlagSet("iwalb "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&path, "config", "", "the configuration `FILE` (YAML)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-	}
+	fs, config, _ := commandFlags(cmd, stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", exitOK, false
@@ -140,11 +137,11 @@ func configFlag(cmd string, args []string, stderr io.Writer) (path string, code 
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "iwalb %s: unexpected argument %q\n\n%s", cmd, fs.Arg(0), usage)
 		return "", exitUsage, false
-	case path == "":
+	case *config == "":
 		fmt.Fprintf(stderr, "iwalb %s: missing -config FILE\n\n%s", cmd, usage)
 		return "", exitUsage, false
 	}
-	return path, 0, true
+	return *config, 0, true
 }
 
 // check loads the file and reports on stdout, as an editor or CI job
