@@ -245,3 +245,43 @@ func (s *TLSSession) Dial(t testing.TB) (resumed bool) {
 	defer c.Close()
 	return c.ConnectionState().DidResume
 }
+
+// ServeTCP serves each connection to a loopback listener with serve, in a
+// goroutine of its own, until the test ends; then it closes the listener
+// and waits for every serve to return (serve must return once its
+// connection is closed or its deadline passes). It returns the address.
+func ServeTCP(t testing.TB, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				serve(c)
+			})
+		}
+	})
+	return ln.Addr().String()
+}

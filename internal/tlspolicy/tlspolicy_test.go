@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/internal/testpki"
 )
 
@@ -19,30 +20,14 @@ import (
 // ticket sent with it), with cfg as its configuration.
 func server(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				tc := tls.Server(c, cfg)
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				if tc.Handshake() == nil {
-					tc.Write([]byte("x"))
-					tc.Read(make([]byte, 1)) // until the client closes
-				}
-			})
+	return testkit.ServeTCP(t, func(c net.Conn) {
+		tc := tls.Server(c, cfg)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if tc.Handshake() == nil {
+			tc.Write([]byte("x"))
+			tc.Read(make([]byte, 1)) // until the client closes
 		}
 	})
-	return ln.Addr().String()
 }
 
 type conn struct {
