@@ -91,17 +91,6 @@ func ParseVersion(v string) (uint16, error) {
 	return 0, fmt.Errorf("%q is not a TLS version; use 1.2 or 1.3", v)
 }
 
-// VersionName is "1.2" or "1.3" for a version ParseVersion returns.
-func VersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS13:
-		return "1.3"
-	case tls.VersionTLS12, 0:
-		return "1.2"
-	}
-	return fmt.Sprintf("0x%04x", v)
-}
-
 // ParseCipherSuite reads a TLS 1.2 suite by its IANA name, as Go spells
 // it (TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256). Only suites with ECDHE key
 // exchange that Go considers secure are accepted. cbc says the suite is
@@ -123,9 +112,6 @@ func ParseCipherSuite(name string) (id uint16, cbc bool, err error) {
 	}
 	return 0, false, fmt.Errorf("%q is not a TLS cipher suite name; use IANA names such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", name)
 }
-
-// SuiteName is the IANA name of a suite.
-func SuiteName(id uint16) string { return tls.CipherSuiteName(id) }
 
 // TicketKeys are the session ticket keys of one TLS server, made on first
 // use and rotated on a schedule: the newest key seals new tickets, and the

@@ -145,7 +145,7 @@ func TestTickets(t *testing.T) {
 			c := client(ca)
 			c.MaxVersion = max
 			if got := resumes(t, addr, c); got != on {
-				t.Errorf("session_tickets %v, TLS %s: resumed %v", on, VersionName(max), got)
+				t.Errorf("session_tickets %v, %s: resumed %v", on, tls.VersionName(max), got)
 			}
 		}
 	}
@@ -254,8 +254,8 @@ func TestParse(t *testing.T) {
 		if (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) || cbc != tc.cbc {
 			t.Errorf("ParseCipherSuite(%q) = %x, %v, %v; want cbc %v, error %q", tc.in, id, cbc, err, tc.cbc, tc.err)
 		}
-		if err == nil && SuiteName(id) != tc.in {
-			t.Errorf("ParseCipherSuite(%q) = %s", tc.in, SuiteName(id))
+		if err == nil && tls.CipherSuiteName(id) != tc.in {
+			t.Errorf("ParseCipherSuite(%q) = %s", tc.in, tls.CipherSuiteName(id))
 		}
 	}
 }
