@@ -21,6 +21,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/internal/clip"
 	"github.com/iwalb/iwalb/authnode/negotiate"
+	"github.com/iwalb/iwalb/internal/connlimit"
 )
 
 // The password sign-in form, for clients that cannot do Kerberos: a laptop
@@ -72,6 +73,10 @@ const (
 type failureCounts struct {
 	mu   sync.Mutex
 	keys map[string]*failureCount
+	// nextSweep is the soonest a full table is searched again for ended
+	// windows: a table kept full of live ones costs one search a second,
+	// not one per failure.
+	nextSweep time.Time
 }
 
 type failureCount struct {
@@ -103,6 +108,10 @@ func (f *failureCounts) fail(key string, window time.Duration, now time.Time) bo
 	c := f.keys[key]
 	if c == nil || !now.Before(c.ends) {
 		if c == nil && len(f.keys) >= maxFailureKeys {
+			if now.Before(f.nextSweep) {
+				return false
+			}
+			f.nextSweep = now.Add(time.Second)
 			for k, old := range f.keys {
 				if !now.Before(old.ends) {
 					delete(f.keys, k)
@@ -127,17 +136,16 @@ func (f *failureCounts) forget(key string) {
 }
 
 // clientKey is the failure key of a client address: the address, an IPv6
-// one as its /64.
+// one as its /64 (as the connection limits count sources).
 func clientKey(remoteAddr string) string {
 	ap, err := netip.ParseAddrPort(remoteAddr)
 	if err != nil {
 		host, _, _ := net.SplitHostPort(remoteAddr)
 		return "client " + host
 	}
-	a := ap.Addr().Unmap()
+	a := connlimit.Source(ap.Addr().WithZone(""))
 	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return "client " + p.String()
+		return "client " + a.String() + "/64"
 	}
 	return "client " + a.String()
 }

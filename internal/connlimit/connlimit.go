@@ -126,10 +126,17 @@ func (l *Limiter) sourceKey(src netip.Addr) (netip.Addr, bool) {
 			return netip.Addr{}, false
 		}
 	}
+	return Source(src), true
+}
+
+// Source is the address a client is counted under: src unmapped, and an
+// IPv6 address as the first of its /64, the block one host usually holds.
+func Source(src netip.Addr) netip.Addr {
+	src = src.Unmap()
 	if src.Is6() {
 		src = netip.PrefixFrom(src, 64).Masked().Addr()
 	}
-	return src, true
+	return src
 }
 
 // Open returns the number of connections holding a slot.
