@@ -284,18 +284,27 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 	if s.cfg.SSOSession.Enabled {
 		n.startSSOSession(r.Context(), s, w, log, ident, ident.AuthTime)
 	}
+	status := n.sendToApplication(w, r, s, token)
+	log.Info("login", "outcome", "success", "status", status,
+		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO, "duration", time.Since(start))
+	return true
+}
+
+// sendToApplication answers a successful login: the browser goes to the
+// application with the token (303 after the form's POST, so that the
+// application is fetched with GET; else 302). It counts the login and
+// returns the status.
+func (n *Node) sendToApplication(w http.ResponseWriter, r *http.Request, s *settings, token string) int {
 	noStore(w)
 	// The token travels in the URL: keep it out of Referer headers.
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	status := http.StatusFound
 	if r.Method == http.MethodPost {
-		status = http.StatusSeeOther // the application is fetched with GET
+		status = http.StatusSeeOther
 	}
 	http.Redirect(w, r, s.applicationURL(token), status)
 	n.metrics.logins.WithLabelValues("success", "ok").Inc()
-	log.Info("login", "outcome", "success", "status", status,
-		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO, "duration", time.Since(start))
-	return true
+	return status
 }
 
 // lookup confirms a login's account in the directory within the login's

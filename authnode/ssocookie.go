@@ -135,18 +135,14 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 		n.fail(w, r, log, classify(err), err, start)
 		return true
 	}
-	// A visit keeps the session alive for another idle period.
-	if b, err := json.Marshal(ssoRecord{Identity: rec.Identity, Started: rec.Started}); err == nil {
-		if err := n.sessions.Put(r.Context(), ssoKey(c.Value), b, ssoTTL(s, rec.Started, now)); err != nil {
-			log.Warn("sso session not extended", "err", err.Error())
-		}
+	// A visit keeps the session, the same record, alive for another idle
+	// period.
+	if err := n.sessions.Put(r.Context(), ssoKey(c.Value), raw, ssoTTL(s, rec.Started, now)); err != nil {
+		log.Warn("sso session not extended", "err", err.Error())
 	}
 	n.metrics.sessions.WithLabelValues("sso_reused").Inc()
-	noStore(w)
-	w.Header().Set("Referrer-Policy", "no-referrer")
-	http.Redirect(w, r, s.applicationURL(token), http.StatusFound)
-	n.metrics.logins.WithLabelValues("success", "ok").Inc()
-	log.Info("login", "outcome", "success", "status", http.StatusFound, "groups", len(user.Groups), "ldap_ops", ops,
+	status := n.sendToApplication(w, r, s, token)
+	log.Info("login", "outcome", "success", "status", status, "groups", len(user.Groups), "ldap_ops", ops,
 		"signed_in", rec.Started.UTC().Format(time.RFC3339), "duration", time.Since(start))
 	return true
 }
