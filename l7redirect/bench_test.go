@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +15,9 @@ import (
 )
 
 // benchHandler is a front door with one rule to a pool of one node that is
-// up (no health checks run: a pool starts with its backends up).
-func benchHandler(b *testing.B) *Handler {
+// up (no health checks run: a pool starts with its backends up), with the
+// bound on request targets if maxTarget is given.
+func benchHandler(b testing.TB, maxTarget ...int) *Handler {
 	b.Helper()
 	pool, err := lb.NewPool(lb.Config{
 		Name:     "auth",
@@ -24,7 +26,11 @@ func benchHandler(b *testing.B) *Handler {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h, err := New(Config{Name: "sso", Rules: []Rule{{Host: "sso.example.test", Pool: pool}}}, Options{Logger: quietLogger()})
+	cfg := Config{Name: "sso", Rules: []Rule{{Host: "sso.example.test", Pool: pool}}}
+	if len(maxTarget) > 0 {
+		cfg.MaxRequestTarget = maxTarget[0]
+	}
+	h, err := New(cfg, Options{Logger: quietLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -140,4 +146,32 @@ func serveBench(b *testing.B, h http.Handler) string {
 		}
 	})
 	return ln.Addr().String()
+}
+
+// BenchmarkDotSegmentPath is the CPU time of one redirect for a path of
+// "%2F../" segments, 6 and 48 KiB long, against a normal one: the time
+// must grow with the path's length (a pass per segment cost seconds).
+func BenchmarkDotSegmentPath(b *testing.B) {
+	h := benchHandler(b, 64<<10)
+	for _, bc := range []struct {
+		name, target string
+	}{
+		{"normal", "/app?x=1"},
+		{"6KiB", "/" + strings.Repeat("%2F../", 1<<10)},
+		{"48KiB", "/" + strings.Repeat("%2F../", 8<<10)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := httptest.NewRequest("GET", "https://sso.example.test"+bc.target, nil)
+			w := &discardWriter{h: http.Header{}}
+			b.SetBytes(int64(len(bc.target)))
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				h.ServeHTTP(w, r)
+			}
+			if w.code/100 != 3 {
+				b.Fatalf("answered %d, want a redirect", w.code)
+			}
+		})
+	}
 }
