@@ -601,3 +601,64 @@ func (d *Directory) AccountKeys(ctx context.Context, account string) (ServiceAcc
 	}
 	return a, nil
 }
+
+// NamedPrincipal returns the account whose sAMAccountName is account as a
+// Principal for Lookup, for a login that carries no PAC (NTLM, which the
+// domain controller checked by name): its objectSid, and from the
+// constructed tokenGroups attribute the SIDs of every group it is in,
+// nesting and the primary group included, as a ticket's PAC lists them.
+// tokenGroups also holds the BUILTIN groups (S-1-5-32-…) that Windows adds
+// on the server; a PAC does not, so they are left out. Two searches: the
+// account by name, then its entry for tokenGroups (AD computes that
+// attribute only for a base-scope search).
+func (d *Directory) NamedPrincipal(ctx context.Context, account, realm string) (_ Principal, ops int, _ error) {
+	what := "search for sAMAccountName " + clip.String(account)
+	if account == "" || strings.ContainsAny(account, "\x00") {
+		return Principal{}, 0, fmt.Errorf("ldap %s at %s: %w: not an account name", what, d.cfg.URL, ErrNotFound)
+	}
+	filter := "(&(objectCategory=person)(objectClass=user)(sAMAccountName=" + ldap.EscapeFilter(account) + "))"
+	var p Principal
+	var found int
+	err := d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
+		p, found = Principal{}, 0
+		ops++
+		entries, err := d.findUser(c, filter)
+		if err != nil || len(entries) != 1 {
+			found = len(entries)
+			return err
+		}
+		found = 1
+		if p.SID, err = sid.FromBinary(entries[0].GetRawAttributeValue("objectSid")); err != nil {
+			return fmt.Errorf("objectSid of %s: %w", entries[0].DN, err)
+		}
+		p.Name, p.Realm = entries[0].GetAttributeValue("sAMAccountName"), realm
+		ops++
+		res, err := c.Search(ldap.NewSearchRequest(entries[0].DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			1, 0, false, "(objectClass=*)", []string{"tokenGroups"}, nil))
+		if err != nil {
+			return err
+		}
+		if len(res.Entries) != 1 {
+			return fmt.Errorf("tokenGroups of %s: %d entries", entries[0].DN, len(res.Entries))
+		}
+		for _, raw := range res.Entries[0].GetRawAttributeValues("tokenGroups") {
+			s, err := sid.FromBinary(raw)
+			if err != nil {
+				return fmt.Errorf("tokenGroups of %s: %w", entries[0].DN, err)
+			}
+			if !strings.HasPrefix(s, "S-1-5-32-") {
+				p.GroupSIDs = append(p.GroupSIDs, s)
+			}
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return Principal{}, ops, d.wrap(ctx, what, err)
+	case found == 0:
+		return Principal{}, ops, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
+	case found > 1:
+		return Principal{}, ops, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrAmbiguous)
+	}
+	return p, ops, nil
+}

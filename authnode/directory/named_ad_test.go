@@ -1,0 +1,70 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/iwalb/iwalb/authnode/adtest"
+)
+
+// TestNamedPrincipalAD: an NTLM login names its account; NamedPrincipal
+// finds the account's SID and group SIDs, those a Kerberos ticket's PAC
+// would carry, so that Lookup confirms it as it confirms a ticket's user.
+func TestNamedPrincipalAD(t *testing.T) {
+	env := adtest.Env(t)
+	d, err := New(adConfigs(t, env)["ldaps"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	realm := env["AD_REALM"]
+
+	for _, user := range []string{env["AD_ALICE_USER"], env["AD_CAROL_USER"]} {
+		want := adPrincipal(t, env, user)
+		want.GroupSIDs = slices.DeleteFunc(want.GroupSIDs, func(s string) bool { return strings.HasPrefix(s, "S-1-5-32-") })
+		// AD compares names without regard to case, as the DC did.
+		got, ops, err := d.NamedPrincipal(ctx, strings.ToUpper(user), realm)
+		if err != nil {
+			t.Fatalf("NamedPrincipal(%s): %v", user, err)
+		}
+		if got.Name != user || got.Realm != realm || got.SID != want.SID || ops < 2 || ops > 3 {
+			// Two searches, and a bind when the pool opens a connection.
+			t.Errorf("NamedPrincipal(%s) = %s@%s %s in %d operations; want %s@%s %s in 2 or 3", user, got.Name, got.Realm, got.SID, ops, user, realm, want.SID)
+		}
+		slices.Sort(got.GroupSIDs)
+		slices.Sort(want.GroupSIDs)
+		if !slices.Equal(got.GroupSIDs, want.GroupSIDs) || len(got.GroupSIDs) == 0 {
+			t.Errorf("NamedPrincipal(%s) groups %v; want the token's domain groups %v", user, got.GroupSIDs, want.GroupSIDs)
+		}
+		u, _, err := d.Lookup(ctx, got)
+		if err != nil {
+			t.Fatalf("Lookup of NamedPrincipal(%s): %v", user, err)
+		}
+		if user == env["AD_ALICE_USER"] && !slices.Contains(u.Groups, env["AD_GROUP"]) {
+			t.Errorf("alice's groups %v lack %s", u.Groups, env["AD_GROUP"])
+		}
+	}
+
+	for _, tt := range []struct{ name, account string }{
+		{"unknown", "no-such-user-x"},
+		{"a group", env["AD_GROUP"]},
+		{"a wildcard", "ali*"},
+		{"empty", ""},
+	} {
+		if _, _, err := d.NamedPrincipal(ctx, tt.account, realm); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: NamedPrincipal(%q) error %v; want ErrNotFound", tt.name, tt.account, err)
+		}
+	}
+	// The disabled bob is found: Lookup, not this, refuses him.
+	p, _, err := d.NamedPrincipal(ctx, env["AD_BOB_USER"], realm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Lookup(ctx, p); !errors.Is(err, ErrDisabled) {
+		t.Errorf("Lookup(bob) error %v; want ErrDisabled", err)
+	}
+}
