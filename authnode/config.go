@@ -98,6 +98,9 @@ type Config struct {
 	// Form, when enabled, signs in with a user name and password the
 	// clients that cannot do Kerberos (form.go).
 	Form FormConfig
+	// NTLM, when enabled, signs in the browsers that fall back from
+	// Kerberos to NTLM (ntlm.go). Off, the node is Kerberos only.
+	NTLM NTLMConfig
 	// SSOSession, when enabled, lets a browser that signed in come back
 	// without signing in again, by a cookie (ssocookie.go).
 	SSOSession SSOSessionConfig
@@ -243,6 +246,38 @@ type FormConfig struct {
 	// Negotiate.
 	NegotiateNetworks []netip.Prefix
 }
+
+// NTLMConfig is NTLM sign-in: the domain controller checks each login,
+// through Samba winbind's ntlm_auth helper on this host (which must be
+// joined to the domain); iwalb holds no password hashes. NTLMv1 and LM are
+// always refused.
+type NTLMConfig struct {
+	Enabled bool
+	// Domain is the domain's NetBIOS name, e.g. "EXAMPLE" (default: the
+	// realm's first label). Logins naming another domain are refused.
+	Domain string
+	// Helper is the path of ntlm_auth (default DefaultNTLMHelper, looked
+	// up in PATH); SMBConf, when set, is the smb.conf it reads
+	// (--configfile).
+	Helper, SMBConf string
+	// MaxHelpers bounds the helper processes running at once (default
+	// DefaultNTLMMaxHelpers); each checks one login at a time.
+	MaxHelpers int
+	// Timeout bounds one check; a helper slower than this is killed
+	// (default DefaultNTLMTimeout).
+	Timeout time.Duration
+	// ChallengeTTL is how long a challenge may be answered (default
+	// DefaultNTLMChallengeTTL).
+	ChallengeTTL time.Duration
+}
+
+// NTLM defaults.
+const (
+	DefaultNTLMHelper       = "ntlm_auth"
+	DefaultNTLMMaxHelpers   = 4
+	DefaultNTLMTimeout      = 5 * time.Second
+	DefaultNTLMChallengeTTL = 60 * time.Second
+)
 
 // SSOSessionConfig is the node's own sign-in session, held by the
 // browser in the cookie CookieName.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -44,6 +45,7 @@ type rawAuthNode struct {
 	CookieName        str              `yaml:"cookie_name"`
 	Form              rawForm          `yaml:"form"`
 	SSOSession        rawSSOSession    `yaml:"sso_session"`
+	NTLM              rawNTLM          `yaml:"ntlm"`
 	Store             rawStore         `yaml:"store"`
 	Kerberos          rawKerberos      `yaml:"kerberos"`
 	LDAP              rawLDAP          `yaml:"ldap"`
@@ -73,6 +75,17 @@ type rawForm struct {
 	Organisation   str      `yaml:"organisation"`
 	Help           str      `yaml:"help"`
 	NegotiateNets  strList  `yaml:"negotiate_networks"`
+}
+
+type rawNTLM struct {
+	At           pos      `yaml:"-"`
+	Enabled      boolean  `yaml:"enabled"`
+	Domain       str      `yaml:"domain"`
+	Helper       str      `yaml:"helper"`
+	SMBConf      str      `yaml:"smb_conf"`
+	MaxHelpers   integer  `yaml:"max_helpers"`
+	Timeout      duration `yaml:"timeout"`
+	ChallengeTTL duration `yaml:"challenge_ttl"`
 }
 
 type rawSSOSession struct {
@@ -296,6 +309,7 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 	}
 
 	cfg.Form = c.authNodeForm(r.Form, p+".form")
+	cfg.NTLM = c.authNodeNTLM(r.NTLM, p+".ntlm", r.Kerberos.Realm.V)
 	cfg.SSOSession = authnode.SSOSessionConfig{
 		Enabled:  r.SSOSession.Enabled.V,
 		Lifetime: c.positive(r.SSOSession.Lifetime, p+".sso_session.lifetime", authnode.DefaultSSOSessionLifetime),
@@ -404,6 +418,61 @@ const maxSSOLifetime = 7 * 24 * time.Hour
 
 // maxFormText bounds the organisation and help texts of the sign-in page.
 const maxFormText = 1 << 10
+
+// netbiosName is a domain's NetBIOS name: 1 to 15 characters, none of
+// those Windows forbids in it.
+var netbiosName = regexp.MustCompile(`^[^\\/:*?"<>|.\s]{1,15}$`)
+
+// authNodeNTLM checks the NTLM settings: the helper must be an executable
+// file, so that a missing winbind package is a config error, not a failed
+// login.
+func (c *checker) authNodeNTLM(r rawNTLM, p, realm string) authnode.NTLMConfig {
+	n := authnode.NTLMConfig{
+		Enabled:      r.Enabled.V,
+		Domain:       strings.ToUpper(r.Domain.V),
+		Helper:       r.Helper.V,
+		MaxHelpers:   c.atLeastOne(r.MaxHelpers, p+".max_helpers", authnode.DefaultNTLMMaxHelpers),
+		Timeout:      c.positive(r.Timeout, p+".timeout", authnode.DefaultNTLMTimeout),
+		ChallengeTTL: c.positive(r.ChallengeTTL, p+".challenge_ttl", authnode.DefaultNTLMChallengeTTL),
+	}
+	if !n.Enabled {
+		if r.At.Set && (r.Domain.Set || r.Helper.Set || r.SMBConf.Set || r.MaxHelpers.Set || r.Timeout.Set || r.ChallengeTTL.Set) {
+			c.warn(r.At.Line, "%s: ignored: NTLM is not enabled (enabled: true); the node is Kerberos only", p)
+		}
+		return n
+	}
+	if n.Domain == "" {
+		n.Domain, _, _ = strings.Cut(strings.ToUpper(realm), ".")
+	}
+	if !netbiosName.MatchString(n.Domain) {
+		c.add(r.Domain.Line, "%s.domain: %q is not a NetBIOS domain name (1 to 15 characters, no dot)", p, n.Domain)
+	}
+	if n.Helper == "" {
+		n.Helper = authnode.DefaultNTLMHelper
+	}
+	line := r.Helper.Line
+	if line == 0 {
+		line = r.At.Line
+	}
+	if path, err := exec.LookPath(n.Helper); err != nil {
+		c.add(line, "%s.helper: %s: %v (install Debian's winbind package, which has ntlm_auth)", p, n.Helper, err)
+	} else {
+		n.Helper = path
+	}
+	if r.SMBConf.Set {
+		if _, abs, ok := c.readFile(r.SMBConf, p+".smb_conf"); ok {
+			n.SMBConf = abs
+		}
+	}
+	if n.MaxHelpers > maxNTLMHelpers {
+		c.add(r.MaxHelpers.Line, "%s.max_helpers: %d is more helper processes than a node needs (at most %d)", p, n.MaxHelpers, maxNTLMHelpers)
+	}
+	return n
+}
+
+// maxNTLMHelpers bounds the helper processes: each takes a few MiB, and
+// winbindd serves them all.
+const maxNTLMHelpers = 64
 
 // authNodeForm checks the password sign-in form's settings.
 func (c *checker) authNodeForm(r rawForm, p string) authnode.FormConfig {

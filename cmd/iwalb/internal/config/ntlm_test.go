@@ -1,0 +1,65 @@
+package config
+
+import (
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iwalb/iwalb/authnode"
+)
+
+// TestAuthNodeNTLM: NTLM is off unless enabled (the node is Kerberos
+// only); enabled, its domain defaults to the realm's first label and its
+// helper is found in PATH; a missing helper, a bad domain name and too
+// many helpers are reported at their lines.
+func TestAuthNodeNTLM(t *testing.T) {
+	dir := fixture(t)
+	at := "  application_url: https://app.example.test/sso/callback\n"
+	line := strings.Count(base[:strings.Index(base, at)+len(at)], "\n")
+	load := func(t *testing.T, section string) authnode.NTLMConfig {
+		t.Helper()
+		f, err := Load(writeConfig(t, dir, strings.Replace(base, at, at+section, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, _ := f.AuthNode()
+		return cfg.NTLM
+	}
+	if got := load(t, ""); got.Enabled {
+		t.Errorf("without an ntlm section: %+v, want NTLM off", got)
+	}
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := load(t, "  ntlm: {enabled: true, helper: true, timeout: 2s}\n")
+	want := authnode.NTLMConfig{Enabled: true, Domain: "EXAMPLE", Helper: truePath, MaxHelpers: authnode.DefaultNTLMMaxHelpers,
+		Timeout: 2 * time.Second, ChallengeTTL: authnode.DefaultNTLMChallengeTTL}
+	if got != want {
+		t.Errorf("ntlm = %+v, want %+v", got, want)
+	}
+
+	path := writeConfig(t, dir, strings.Replace(base, at, at+"  ntlm:\n    enabled: true\n    domain: example.test\n    helper: /nonexistent/ntlm_auth\n    max_helpers: 1000\n    smb_conf: missing.conf\n", 1))
+	_, err = Load(path)
+	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+3) + `: authnode.ntlm.domain: "EXAMPLE.TEST" is not a NetBIOS domain name (1 to 15 characters, no dot)`,
+		strconv.Itoa(line+4) + ": authnode.ntlm.helper: /nonexistent/ntlm_auth: ",
+		strconv.Itoa(line+5) + ": authnode.ntlm.max_helpers: 1000 is more helper processes than a node needs (at most 64)",
+		strconv.Itoa(line+6) + ": authnode.ntlm.smb_conf: ",
+	})
+
+	if !strings.Contains(err.Error(), "(install Debian's winbind package, which has ntlm_auth)") {
+		t.Errorf("a missing helper: %v; want the package to install", err)
+	}
+
+	path = writeConfig(t, dir, strings.Replace(base, at, at+"  ntlm:\n    helper: /usr/bin/ntlm_auth\n", 1))
+	f, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := f.Warnings(); w == nil || !strings.Contains(w.Error(), strconv.Itoa(line+1)+": warning: authnode.ntlm: ignored: NTLM is not enabled") {
+		t.Errorf("warnings %v; want the ignored ntlm section at line %d", w, line+1)
+	}
+}
