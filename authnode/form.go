@@ -329,7 +329,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 			n.observeLDAP("upn", lstart, err)
 			if err != nil && !errors.Is(err, directory.ErrNotFound) && !errors.Is(err, directory.ErrAmbiguous) {
 				outcome("kdc_unavailable")
-				n.metrics.logins.WithLabelValues("failure", "ldap_unavailable").Inc()
+				n.metrics.logins.WithLabelValues("failure", "ldap_unavailable", mechPassword).Inc()
 				log.Warn("login", "outcome", "failure", "reason", "ldap_unavailable", "err", clip.N(err.Error(), maxErrLog))
 				writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
 				return
@@ -369,7 +369,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 		return
 	case err != nil:
 		outcome("kdc_unavailable")
-		n.metrics.logins.WithLabelValues("failure", "kdc_unavailable").Inc()
+		n.metrics.logins.WithLabelValues("failure", "kdc_unavailable", mechPassword).Inc()
 		log.Warn("login", "outcome", "failure", "reason", "kdc_unavailable", "status", http.StatusServiceUnavailable,
 			"err", clip.N(err.Error(), maxErrLog), "duration", time.Since(start))
 		writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
@@ -378,11 +378,11 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 	id, err := s.keys.validator.Validate(blob)
 	if err != nil {
 		outcome("failed")
-		n.fail(w, r, log, classify(err), err, start)
+		n.fail(w, r, log, mechPassword, classify(err), err, start)
 		return
 	}
 	n.metrics.tickets.WithLabelValues(spnLabel(id.SPN), "ok").Inc()
-	if !n.completeLogin(s, w, r, log, id, start, "password") {
+	if !n.completeLogin(s, w, r, log, id, start, mechPassword) {
 		outcome("failed")
 		return
 	}
@@ -401,7 +401,7 @@ func (n *Node) refuseCredentials(w http.ResponseWriter, r *http.Request, s *sett
 		counted = n.formFailures.fail(k, s.cfg.Form.Window, now) && counted
 	}
 	n.metrics.formSignins.WithLabelValues("bad_credentials").Inc()
-	n.metrics.logins.WithLabelValues("failure", "bad_credentials").Inc()
+	n.metrics.logins.WithLabelValues("failure", "bad_credentials", mechPassword).Inc()
 	log.Info("login", "outcome", "failure", "reason", "bad_credentials", "status", http.StatusUnauthorized,
 		"err", clip.N(why.Error(), maxErrLog), "counted", counted, "duration", time.Since(start))
 	if d := minRefusalTime - time.Since(start); d > 0 {

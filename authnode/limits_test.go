@@ -133,7 +133,7 @@ func TestLoginRefusedWhenTheTokenStoreIsFull(t *testing.T) {
 		t.Fatalf("login with the token store full: %d, Location %q, body %q; want 503 store_full and no redirect",
 			w.Code, w.Header().Get("Location"), w.Body.String())
 	}
-	if got := testutil.ToFloat64(n.metrics.logins.WithLabelValues("failure", "store_full")); got != 1 {
+	if got := testutil.ToFloat64(n.metrics.logins.WithLabelValues("failure", "store_full", "kerberos")); got != 1 {
 		t.Errorf(`logins_total{outcome="failure",reason="store_full"} = %v, want 1`, got)
 	}
 	if got := testutil.ToFloat64(n.metrics.storeFull.WithLabelValues("tokens")); got != 1 {

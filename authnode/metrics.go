@@ -34,8 +34,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "logins_total",
-			Help: "Login attempts at the SSO endpoint by outcome (success, failure) and reason.",
-		}, []string{"outcome", "reason"}),
+			Help: "Login attempts at the SSO endpoint by outcome (success, failure), reason and mechanism: kerberos, ntlm, password (the sign-in form), cookie (the node's sign-in session) or none (no token, or one that could not be read).",
+		}, []string{"outcome", "reason", "mechanism"}),
 		tickets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "kerberos_tickets_total",
 			Help: "Kerberos Negotiate tokens by the keytab principal their ticket was for (other: an SPN the keytab does not hold, or none readable) and result (ok, or the failure reason). kvno, enctype or decrypt for a keytab principal may mean a stale keytab, though anyone can send such tickets; the KDC self-test proves it.",

@@ -191,7 +191,7 @@ func TestRedisDownAnswers503(t *testing.T) {
 	if checks, _ := v["checks"].(map[string]any); checks["store"] != false || checks["ldap"] != true {
 		t.Fatalf("/readyz with Redis stopped: %v; want the store check failing, the others passing", v)
 	}
-	if got := testutil.ToFloat64(n.metrics.logins.WithLabelValues("failure", "store_unavailable")); got != 1 {
+	if got := testutil.ToFloat64(n.metrics.logins.WithLabelValues("failure", "store_unavailable", "kerberos")); got != 1 {
 		t.Fatalf("logins_total{failure,store_unavailable} = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(n.metrics.redeemFailures.WithLabelValues("store_unavailable")); got != 1 {

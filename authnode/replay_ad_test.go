@@ -105,7 +105,7 @@ func TestADReplayFloodThroughTheNode(t *testing.T) {
 		t.Fatalf("alice: %d sent, %d signed in, %d refused over quota, others %v; want at least %d, %d, the rest",
 			sent.Load(), found.Load(), quota.Load(), other, flood/2, negotiate.DefaultReplayQuota)
 	}
-	if got := testutil.ToFloat64(a.node.metrics.logins.WithLabelValues("failure", "replay_quota")); got != float64(quota.Load()) {
+	if got := testutil.ToFloat64(a.node.metrics.logins.WithLabelValues("failure", "replay_quota", "kerberos")); got != float64(quota.Load()) {
 		t.Fatalf("logins_total{failure,replay_quota} = %v, want %d", got, quota.Load())
 	}
 }

@@ -190,14 +190,14 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 	}
 	blob, ok := negotiateBlob(r.Header.Get("Authorization"))
 	if !ok {
-		n.fail(w, r, log, failNoNegotiate, nil, start)
+		n.fail(w, r, log, mechNone, failNoNegotiate, nil, start)
 		return
 	}
 	n.metrics.headerBytes.Observe(float64(len(r.Header.Get("Authorization"))))
 	raw, err := base64.StdEncoding.DecodeString(blob)
 	if err != nil {
 		n.metrics.negotiateKinds.WithLabelValues(negotiate.KindGarbage.String()).Inc()
-		n.fail(w, r, log, failMalformed, err, start)
+		n.fail(w, r, log, mechNone, failMalformed, err, start)
 		return
 	}
 	kind := negotiate.Classify(raw)
@@ -228,16 +228,16 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 				log = log.With("keytab_kvnos", cur, "retired_kvnos", ret)
 			}
 		}
-		n.fail(w, r, log, f, err, start)
+		n.fail(w, r, log, kindMechanism(kind), f, err, start)
 		return
 	}
 	n.metrics.tickets.WithLabelValues(spnLabel(id.SPN), "ok").Inc()
-	n.completeLogin(s, w, r, log, id, start, "kerberos")
+	n.completeLogin(s, w, r, log, id, start, mechKerberos)
 }
 
 // completeLogin finishes a login whose Kerberos ticket was validated (from
 // the browser's Negotiate header, or from a password sign-in, method
-// "password"): it confirms the user in the directory and sends the browser
+// mechPassword), or whose NTLM answer the domain accepted (mechNTLM): it confirms the user in the directory and sends the browser
 // to the application with a one-time token. It reports whether it did.
 func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request, log *slog.Logger, id *negotiate.Identity, start time.Time, method string) bool {
 	// Names come from the ticket: log at most clip.Max bytes of each.
@@ -245,18 +245,18 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 	// A trusted realm's "alice" is not this domain's alice: other realms
 	// stop here.
 	if !strings.EqualFold(id.Realm, s.cfg.Realm) {
-		n.fail(w, r, log, failForeignRealm, fmt.Errorf("client realm %s is not %s", clip.String(id.Realm), s.cfg.Realm), start)
+		n.fail(w, r, log, method, failForeignRealm, fmt.Errorf("client realm %s is not %s", clip.String(id.Realm), s.cfg.Realm), start)
 		return false
 	}
 	// The account is confirmed by the SID the KDC signed, not by name.
 	if id.UserSID == "" {
-		n.fail(w, r, log, failNoPAC, fmt.Errorf("ticket of %s for %s has no PAC: check that the service account %s is not marked NO_AUTH_DATA_REQUIRED", clip.String(id.User), id.SPN, s.cfg.Account), start)
+		n.fail(w, r, log, method, failNoPAC, fmt.Errorf("ticket of %s for %s has no PAC: check that the service account %s is not marked NO_AUTH_DATA_REQUIRED", clip.String(id.User), id.SPN, s.cfg.Account), start)
 		return false
 	}
 
 	user, ops, err := n.lookup(r, s, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs})
 	if err != nil {
-		n.fail(w, r, log, classify(err), err, start)
+		n.fail(w, r, log, method, classify(err), err, start)
 		return false
 	}
 
@@ -275,16 +275,16 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 	}
 	token, err := n.issueToken(r.Context(), s, ident)
 	if err != nil {
-		n.fail(w, r, log, classify(err), err, start)
+		n.fail(w, r, log, method, classify(err), err, start)
 		return false
 	}
-	if len(id.ResponseToken) > 0 && method == "kerberos" {
+	if len(id.ResponseToken) > 0 && method == mechKerberos {
 		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(id.ResponseToken))
 	}
 	if s.cfg.SSOSession.Enabled {
 		n.startSSOSession(r.Context(), s, w, log, ident, ident.AuthTime)
 	}
-	status := n.sendToApplication(w, r, s, token)
+	status := n.sendToApplication(w, r, s, token, method)
 	log.Info("login", "outcome", "success", "status", status,
 		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO, "duration", time.Since(start))
 	return true
@@ -294,7 +294,7 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 // application with the token (303 after the form's POST, so that the
 // application is fetched with GET; else 302). It counts the login and
 // returns the status.
-func (n *Node) sendToApplication(w http.ResponseWriter, r *http.Request, s *settings, token string) int {
+func (n *Node) sendToApplication(w http.ResponseWriter, r *http.Request, s *settings, token, mech string) int {
 	noStore(w)
 	// The token travels in the URL: keep it out of Referer headers.
 	w.Header().Set("Referrer-Policy", "no-referrer")
@@ -303,7 +303,7 @@ func (n *Node) sendToApplication(w http.ResponseWriter, r *http.Request, s *sett
 		status = http.StatusSeeOther
 	}
 	http.Redirect(w, r, s.applicationURL(token), status)
-	n.metrics.logins.WithLabelValues("success", "ok").Inc()
+	n.metrics.logins.WithLabelValues("success", "ok", mech).Inc()
 	return status
 }
 
@@ -331,9 +331,10 @@ func (s *settings) lookupBudget() time.Duration {
 // what operator-made parts add (a keytab's list of SPNs).
 const maxErrLog = 4 << 10
 
-// fail answers a failed login, logs it once and counts it.
-func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, f failure, err error, start time.Time) {
-	n.metrics.logins.WithLabelValues("failure", f.reason).Inc()
+// fail answers a failed login by mechanism mech, logs it once and counts
+// it.
+func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, mech string, f failure, err error, start time.Time) {
+	n.metrics.logins.WithLabelValues("failure", f.reason, mech).Inc()
 	attrs := []any{"outcome", "failure", "reason", f.reason, "status", f.status, "duration", time.Since(start)}
 	if err != nil {
 		attrs = append(attrs, "err", clip.N(err.Error(), maxErrLog))
@@ -445,4 +446,27 @@ func parseAppURL(s string) (*url.URL, error) {
 		return nil, errors.New("must be an absolute http(s) URL")
 	}
 	return u, nil
+}
+
+// The mechanism label of iwalb_authnode_logins_total, and a login's
+// authMethod.
+const (
+	mechKerberos = "kerberos"
+	mechNTLM     = "ntlm"
+	mechPassword = "password"
+	mechCookie   = "cookie"
+	mechNone     = "none"
+)
+
+// kindMechanism is the mechanism of a Negotiate token of kind k: NTLM for
+// NTLM, bare or in SPNEGO, Kerberos for the rest, which the Kerberos
+// validator read or refused.
+func kindMechanism(k negotiate.Kind) string {
+	switch k {
+	case negotiate.KindNTLM, negotiate.KindSPNEGONTLM:
+		return mechNTLM
+	case negotiate.KindGarbage:
+		return mechNone
+	}
+	return mechKerberos
 }

@@ -158,7 +158,7 @@ func TestReplayQuotaAnswer(t *testing.T) {
 	if w := ssoRequest(n, offlineAuthz(t, "bob", offlineSPN, now)); strings.Contains(w.Body.String(), "replay_quota") {
 		t.Fatalf("bob, while alice is over her quota: %d %.300s", w.Code, w.Body)
 	}
-	if got := testutil.ToFloat64(n.metrics.logins.WithLabelValues("failure", "replay_quota")); got != 1 {
+	if got := testutil.ToFloat64(n.metrics.logins.WithLabelValues("failure", "replay_quota", "kerberos")); got != 1 {
 		t.Fatalf("logins_total{failure,replay_quota} = %v, want 1", got)
 	}
 }

@@ -123,7 +123,7 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 			_ = n.sessions.Delete(r.Context(), ssoKey(c.Value))
 			clearSSOCookie(w, s)
 		}
-		n.fail(w, r, log, f, err, start)
+		n.fail(w, r, log, mechCookie, f, err, start)
 		return true
 	}
 	ident := id
@@ -132,7 +132,7 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 	ident.ClientAddr = r.RemoteAddr
 	token, err := n.issueToken(r.Context(), s, ident)
 	if err != nil {
-		n.fail(w, r, log, classify(err), err, start)
+		n.fail(w, r, log, mechCookie, classify(err), err, start)
 		return true
 	}
 	// A visit keeps the session, the same record, alive for another idle
@@ -141,7 +141,7 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 		log.Warn("sso session not extended", "err", err.Error())
 	}
 	n.metrics.sessions.WithLabelValues("sso_reused").Inc()
-	status := n.sendToApplication(w, r, s, token)
+	status := n.sendToApplication(w, r, s, token, mechCookie)
 	log.Info("login", "outcome", "success", "status", status, "groups", len(user.Groups), "ldap_ops", ops,
 		"signed_in", rec.Started.UTC().Format(time.RFC3339), "duration", time.Since(start))
 	return true

@@ -16,7 +16,7 @@ import (
 
 // Series of the node's /metrics page the report reads.
 const (
-	loginsMetric   = "iwalb_authnode_logins_total"                // {outcome, reason}
+	loginsMetric   = "iwalb_authnode_logins_total"                // {outcome, reason, mechanism}
 	ldapSecondsFam = "iwalb_authnode_ldap_seconds"                // histogram {op, result}
 	kerberosFam    = "iwalb_authnode_kerberos_validation_seconds" // histogram
 )

@@ -389,18 +389,18 @@ func TestE2EKerberosLoginThroughIwalbRun(t *testing.T) {
 	// What a network team watches.
 	m := scrape(t, metricsPort)
 	for series, want := range map[string]float64{
-		`iwalb_authnode_logins_total{outcome="success",reason="ok"}`:           2,
-		`iwalb_authnode_negotiate_tokens_total{kind="kerberos"}`:               2,
-		`iwalb_authnode_tokens_issued_total`:                                   2,
-		`iwalb_authnode_tokens_redeemed_total`:                                 2,
-		`iwalb_authnode_token_redeem_failures_total{reason="unknown"}`:         1,
-		`iwalb_authnode_ready{check="overall"}`:                                1,
-		`iwalb_authnode_ready{check="kdc_self_test"}`:                          1,
-		`iwalb_authnode_session_events_total{event="created"}`:                 2,
-		`iwalb_authnode_ldap_seconds_count{op="lookup",result="ok"}`:           2,
-		`iwalb_authnode_kerberos_validation_seconds_count`:                     2,
-		`iwalb_authnode_negotiate_header_bytes_count`:                          2,
-		`iwalb_authnode_logins_total{outcome="failure",reason="no_negotiate"}`: 1,
+		`iwalb_authnode_logins_total{mechanism="kerberos",outcome="success",reason="ok"}`:       2,
+		`iwalb_authnode_negotiate_tokens_total{kind="kerberos"}`:                                2,
+		`iwalb_authnode_tokens_issued_total`:                                                    2,
+		`iwalb_authnode_tokens_redeemed_total`:                                                  2,
+		`iwalb_authnode_token_redeem_failures_total{reason="unknown"}`:                          1,
+		`iwalb_authnode_ready{check="overall"}`:                                                 1,
+		`iwalb_authnode_ready{check="kdc_self_test"}`:                                           1,
+		`iwalb_authnode_session_events_total{event="created"}`:                                  2,
+		`iwalb_authnode_ldap_seconds_count{op="lookup",result="ok"}`:                            2,
+		`iwalb_authnode_kerberos_validation_seconds_count`:                                      2,
+		`iwalb_authnode_negotiate_header_bytes_count`:                                           2,
+		`iwalb_authnode_logins_total{mechanism="none",outcome="failure",reason="no_negotiate"}`: 1,
 	} {
 		if got := metric(m, series); got != want {
 			t.Errorf("%s = %v, want %v\n%s", series, got, want, grepLines(m, "iwalb_authnode_logins"))
