@@ -100,14 +100,14 @@ func TestParseNegotiate(t *testing.T) {
 	}
 
 	bad := map[string][]byte{
-		"empty":        nil,
-		"signature":    append([]byte("NTLMSSQ\x00"), sambaNegotiate[8:]...),
-		"type 3":       append(append(append([]byte(nil), sambaNegotiate[:8]...), 3, 0, 0, 0), sambaNegotiate[12:]...),
-		"12 bytes":     sambaNegotiate[:12],
-		"too large":    append(append([]byte(nil), sambaNegotiate...), make([]byte, MaxMessageSize)...),
-		"name outside": func() []byte { b := bytes.Clone(withNames); putField(b[16:], 7, 45); return b }(),
-		"name in hdr":  func() []byte { b := bytes.Clone(withNames); putField(b[16:], 7, 8); return b }(),
-		"control char": func() []byte { b := bytes.Clone(withNames); b[41] = '\n'; return b }(),
+		"empty":         nil,
+		"signature":     append([]byte("NTLMSSQ\x00"), sambaNegotiate[8:]...),
+		"type 3":        append(append(append([]byte(nil), sambaNegotiate[:8]...), 3, 0, 0, 0), sambaNegotiate[12:]...),
+		"12 bytes":      sambaNegotiate[:12],
+		"too large":     append(append([]byte(nil), sambaNegotiate...), make([]byte, MaxMessageSize)...),
+		"name outside":  func() []byte { b := bytes.Clone(withNames); putField(b[16:], 7, 45); return b }(),
+		"name in hdr":   func() []byte { b := bytes.Clone(withNames); putField(b[16:], 7, 8); return b }(),
+		"control char":  func() []byte { b := bytes.Clone(withNames); b[41] = '\n'; return b }(),
 		"non-ASCII OEM": func() []byte { b := bytes.Clone(withNames); b[41] = 0xe9; return b }(),
 	}
 	for name, b := range bad {
@@ -228,7 +228,7 @@ func TestParseAuthenticate(t *testing.T) {
 	}
 
 	bad := map[string]func(*authMsg) []byte{
-		"field past the end": func(m *authMsg) []byte { b := m.bytes(); putField(b[36:], 10, len(b)-4); return b },
+		"field past the end":  func(m *authMsg) []byte { b := m.bytes(); putField(b[36:], 10, len(b)-4); return b },
 		"field in the header": func(m *authMsg) []byte { b := m.bytes(); putField(b[36:], 10, 20); return b },
 		"offset overflow":     func(m *authMsg) []byte { b := m.bytes(); putField(b[36:], 10, 0xfffffff8); return b },
 		"odd UTF-16":          func(m *authMsg) []byte { m.user = []byte("abc"); return m.bytes() },
@@ -356,7 +356,7 @@ func TestStatusOf(t *testing.T) {
 		"The referenced account is currently disabled and cannot be logged on to.": ErrAccountDisabled,
 		"NT_STATUS_ACCOUNT_LOCKED_OUT":                                             ErrAccountLocked,
 		"Password expired":                                                         ErrPasswordExpired,
-		"The user password must be changed before logging on the first time.":     ErrPasswordExpired,
+		"The user password must be changed before logging on the first time.":      ErrPasswordExpired,
 		"Reading winbind reply failed!":                                            ErrHelper,
 		"The specified account does not exist.":                                    ErrLogonFailure,
 		"something new":                                                            ErrLogonFailure,
