@@ -44,6 +44,11 @@ type Challenge struct {
 
 	negotiate []byte
 	challenge []byte
+
+	// Of the NegTokenInit, when the exchange is wrapped in SPNEGO.
+	spnego        bool
+	mechTypes     []byte
+	ntlmPreferred bool
 }
 
 // Flags the server agrees to when the client asks for them. Not LM_KEY

@@ -74,3 +74,55 @@ func checkMIC(c Challenge, a *Authenticate, key []byte) error {
 	}
 	return nil
 }
+
+// Magic constants of the key derivation ([MS-NLMP] 3.4.5.2, 3.4.5.3).
+const (
+	clientSignMagic = "session key to client-to-server signing key magic constant\x00"
+	serverSignMagic = "session key to server-to-client signing key magic constant\x00"
+	clientSealMagic = "session key to client-to-server sealing key magic constant\x00"
+	serverSealMagic = "session key to server-to-client sealing key magic constant\x00"
+)
+
+// gssMIC is NTLM's GSS_GetMIC of msg with sequence number 0, the first
+// message signed in a direction, as SPNEGO's mechListMIC is
+// ([MS-NLMP] 3.4.4.2, with extended session security): version 1, the
+// first 8 bytes of HMAC-MD5 under the signing key of seq and msg —
+// encrypted with RC4 under the sealing key when the client exchanged
+// keys — and seq.
+func gssMIC(exportedKey []byte, flags uint32, fromClient bool, msg []byte) ([]byte, error) {
+	if flags&FlagExtendedSessionSecurity == 0 {
+		return nil, fmt.Errorf("%w: signing without extended session security (NTLMv1-era signing) is not supported", ErrMIC)
+	}
+	signMagic, sealMagic := serverSignMagic, serverSealMagic
+	if fromClient {
+		signMagic, sealMagic = clientSignMagic, clientSealMagic
+	}
+	signKey := md5.Sum(append(append([]byte(nil), exportedKey...), signMagic...))
+	const seq = 0
+	seqBytes := []byte{seq, 0, 0, 0}
+	m := hmac.New(md5.New, signKey[:])
+	m.Write(seqBytes)
+	m.Write(msg)
+	checksum := m.Sum(nil)[:8]
+	if flags&FlagKeyExch != 0 {
+		// The sealing key is weakened to the negotiated strength
+		// ([MS-NLMP] 3.4.5.3).
+		k := exportedKey
+		switch {
+		case flags&Flag128 != 0:
+		case flags&Flag56 != 0:
+			k = k[:7]
+		default:
+			k = k[:5]
+		}
+		sealKey := md5.Sum(append(append([]byte(nil), k...), sealMagic...))
+		ciph, err := rc4.NewCipher(sealKey[:])
+		if err != nil {
+			return nil, fmt.Errorf("sealing key: %w", err)
+		}
+		ciph.XORKeyStream(checksum, checksum)
+	}
+	sig := []byte{1, 0, 0, 0}
+	sig = append(sig, checksum...)
+	return append(sig, seqBytes...), nil
+}

@@ -94,6 +94,7 @@ type Identity struct {
 
 	sessionKey []byte // exported session key, nil when the domain gave none
 	flags      uint32 // negotiated flags
+	authMIC    bool   // the AUTHENTICATE had a MIC (and so wants SPNEGO's)
 }
 
 // NewVerifier checks cfg and returns a Verifier. It starts no process:
@@ -176,7 +177,7 @@ func (v *Verifier) Verify(ctx context.Context, c Challenge, a *Authenticate) (Id
 		}
 		return Identity{}, fmt.Errorf("%w (%s)", outcome, name)
 	}
-	id := Identity{User: a.User, Domain: a.Domain, flags: c.Flags & a.Flags}
+	id := Identity{User: a.User, Domain: a.Domain, flags: c.Flags & a.Flags, authMIC: a.MIC != nil}
 	if ans.sessionKey != nil {
 		if id.sessionKey, err = exportedSessionKey(c, a, ans.sessionKey); err != nil {
 			return Identity{}, err
