@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,10 @@ func newClient(t testing.TB, env map[string]string, proto, user, password string
 func newClientEnv(t testing.TB, env map[string]string, environ []string, proto, user, password string, extra ...string) *clientHelper {
 	t.Helper()
 	args := append([]string{"--configfile=" + env["AD_NTLM_AUTH_CONF"], "--helper-protocol=" + proto,
-		"--username=" + user, "--domain=" + env["AD_DOMAIN"], "--password=" + password}, extra...)
+		"--username=" + user, "--password=" + password}, extra...)
+	if !slices.ContainsFunc(extra, func(s string) bool { return strings.HasPrefix(s, "--domain=") }) {
+		args = append(args, "--domain="+env["AD_DOMAIN"])
+	}
 	cmd := exec.Command("ntlm_auth", args...)
 	cmd.Env = append(os.Environ(), environ...)
 	stdin, err := cmd.StdinPipe()

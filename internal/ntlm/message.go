@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -232,6 +233,19 @@ type Authenticate struct {
 	// v2 is what was read from an NTLMv2 response, nil for anything else.
 	v2  *ntlmv2Response
 	raw []byte // the message as received, MIC included, for the MIC check
+}
+
+// String describes a without its responses and keys, which must never
+// reach a log: an NTLMv2 response can be cracked offline.
+func (a *Authenticate) String() string {
+	return fmt.Sprintf("AUTHENTICATE for %q in domain %q from %q (flags %#x, NT response of %d bytes, MIC %t)",
+		a.User, a.Domain, a.Workstation, a.Flags, len(a.NTResponse), a.MIC != nil)
+}
+
+// LogValue logs the names and flags only.
+func (a *Authenticate) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("user", a.User), slog.String("domain", a.Domain),
+		slog.String("workstation", a.Workstation), slog.String("flags", fmt.Sprintf("%#x", a.Flags)))
 }
 
 // Offsets in the AUTHENTICATE message.

@@ -70,6 +70,7 @@ type Verifier struct {
 	wg      sync.WaitGroup // reapers and stderr readers
 
 	starts, kills, deaths, checks atomic.Uint64
+	failedStart                   atomic.Int64 // UnixNano of the last helper that died unused, 0 after an answer
 }
 
 // VerifierStats counts a Verifier's helpers, for metrics.
@@ -86,8 +87,10 @@ type VerifierStats struct {
 }
 
 // Identity is the account the domain accepted. Its names are as the client
-// sent them: the domain matches them case-insensitively, and User may be a
-// UPN (alice@example.test) with an empty Domain.
+// sent them: the domain matches them case-insensitively; Domain is empty
+// when the client sent none (the helper's domain was asked); and User may
+// be a UPN (alice@example.test), which the domain resolves as a UPN (with
+// any Domain): look it up as one, not as a sAMAccountName.
 type Identity struct {
 	User   string
 	Domain string
@@ -96,6 +99,25 @@ type Identity struct {
 	flags      uint32 // negotiated flags
 	authMIC    bool   // the AUTHENTICATE had a MIC (and so wants SPNEGO's)
 }
+
+// String returns DOMAIN\user, or the user alone: never the session key.
+func (id Identity) String() string {
+	if id.Domain == "" {
+		return id.User
+	}
+	return id.Domain + `\` + id.User
+}
+
+// LogValue logs the names only.
+func (id Identity) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("user", id.User), slog.String("domain", id.Domain))
+}
+
+// startBackoff is how long no helper starts after one exited before its
+// first answer (a wrong --configfile, winbind's pipe out of reach): checks
+// fail at once meanwhile, instead of each starting a process that fails
+// and logs its stderr.
+const startBackoff = time.Second
 
 // NewVerifier checks cfg and returns a Verifier. It starts no process:
 // helpers start at the first checks.
@@ -210,8 +232,12 @@ func (v *Verifier) ask(ctx context.Context, req []byte) (answer, error) {
 		h.checks++
 		if err == nil {
 			v.checks.Add(1)
+			v.failedStart.Store(0)
 			v.release(h, ans.keep)
 			return ans, nil
+		}
+		if !reused && errors.Is(err, errDied) {
+			v.failedStart.Store(time.Now().UnixNano())
 		}
 		if errors.Is(err, errDied) {
 			// Its pipes broke: it has most likely exited. Let the
@@ -256,6 +282,10 @@ func (v *Verifier) acquire(ctx context.Context) (*helper, error) {
 		}
 	}
 	v.mu.Unlock()
+	if last := v.failedStart.Load(); last != 0 && time.Since(time.Unix(0, last)) < startBackoff {
+		<-v.slots
+		return nil, fmt.Errorf("%w: the last ntlm_auth exited before its first answer (its stderr is logged); none starts for %s after that", ErrHelper, startBackoff)
+	}
 	h, err := v.start()
 	if err != nil {
 		<-v.slots

@@ -3,6 +3,8 @@ package ntlm
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -174,6 +176,28 @@ func TestHelperExits(t *testing.T) {
 	}
 	if s := v.Stats(); s.Deaths != 1 || s.Running != 0 {
 		t.Fatalf("stats %+v\n%s", s, log())
+	}
+	// No new helper for a while: checks fail at once.
+	if _, err := v.Verify(context.Background(), Challenge{}, validAuthenticate(t)); !errors.Is(err, ErrHelper) || v.Stats().Starts != 1 {
+		t.Fatalf("during the backoff: %v, %+v", err, v.Stats())
+	}
+	time.Sleep(startBackoff)
+	if _, err := v.Verify(context.Background(), Challenge{}, validAuthenticate(t)); !errors.Is(err, ErrHelper) || v.Stats().Starts != 2 {
+		t.Fatalf("after the backoff: %v, %+v", err, v.Stats())
+	}
+}
+
+// TestNoSecretsInText: an Identity or Authenticate printed or logged shows
+// names, never the session key or the responses.
+func TestNoSecretsInText(t *testing.T) {
+	a := validAuthenticate(t)
+	id := Identity{User: "alice", Domain: "EXAMPLE", sessionKey: []byte("0123456789abcdef")}
+	var buf strings.Builder
+	l := slog.New(slog.NewTextHandler(&buf, nil))
+	l.Info("x", "id", id, "auth", a)
+	out := fmt.Sprintf("%v %+v %s %v %+v", id, id, id, a, a) + buf.String()
+	if strings.Contains(out, "0123456789abcdef") || strings.Contains(out, "[") || !strings.Contains(out, `EXAMPLE\alice`) || !strings.Contains(out, "user=alice") {
+		t.Fatalf("%s", out)
 	}
 }
 

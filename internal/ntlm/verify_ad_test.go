@@ -136,6 +136,19 @@ func TestVerifyAD(t *testing.T) {
 			t.Fatalf("err = %v, want ErrLogonFailure (NT_STATUS_NO_SUCH_USER)", err)
 		}
 	})
+	t.Run("UPN", func(t *testing.T) {
+		// The domain takes a user name in UPN form, with no domain (as
+		// Windows sends what was typed as alice@example.test): the
+		// Identity then names the UPN, which callers must resolve as
+		// one, not as a sAMAccountName.
+		upn := env["AD_ALICE_USER"] + "@" + env["AD_DNS_DOMAIN"]
+		cl := newClient(t, env, "ntlmssp-client-1", upn, env["AD_ALICE_PASSWORD"], "--domain=")
+		c, a := loginMessages(t, srv, cl)
+		id, err := v.Verify(ctx, c, a)
+		if err != nil || id.User != upn || id.Domain != "" {
+			t.Fatalf("%+v, %v", id, err)
+		}
+	})
 	t.Logf("stats %+v", v.Stats())
 }
 
