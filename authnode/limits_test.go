@@ -174,6 +174,13 @@ func serveTestNode(t *testing.T, edit func(*Config)) *servedNode {
 // serveOnLoopback serves n on a free port of 127.0.0.1 until the test ends,
 // and returns the address.
 func serveOnLoopback(t *testing.T, n *Node) *net.TCPAddr {
+	addr, _ := serveOnLoopbackStop(t, n)
+	return addr
+}
+
+// serveOnLoopbackStop is serveOnLoopback with a function that stops the
+// node now (and checks that Serve returned nil); cleanup does otherwise.
+func serveOnLoopbackStop(t *testing.T, n *Node) (*net.TCPAddr, func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -182,13 +189,17 @@ func serveOnLoopback(t *testing.T, n *Node) *net.TCPAddr {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().(*net.TCPAddr)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().(*net.TCPAddr), stop
 }
 
 // dialFrom opens a TCP connection to the node from the loopback address src.

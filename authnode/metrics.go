@@ -13,6 +13,8 @@ type metrics struct {
 	headerBytes     prometheus.Histogram
 	kerberosSeconds prometheus.Histogram
 	ldapSeconds     *prometheus.HistogramVec
+	ntlmChallenges  prometheus.Counter
+	ntlmSeconds     prometheus.Histogram
 	ldapOpsPerLogin prometheus.Histogram
 	tokensIssued    prometheus.Counter
 	tokensRedeemed  prometheus.Counter
@@ -109,6 +111,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Password sign-ins through the form, by outcome: success, bad_credentials (the KDC refused the name and password), throttled (refused without asking the KDC: too many failures for the account or the client address), bad_request (a missing field, or an expired or forged form), kdc_unavailable, or failed (the password was right, but the login failed afterwards: see iwalb_authnode_logins_total).",
 		}, []string{"outcome"}),
 	}
+	m.ntlmChallenges = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "ntlm_challenges_total",
+		Help: "NTLM challenges sent (the first leg of an NTLM login; the login itself counts in iwalb_authnode_logins_total{mechanism=\"ntlm\"}).",
+	})
+	m.ntlmSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: ns, Subsystem: sub, Name: "ntlm_check_seconds",
+		Help:    "Time to have an NTLM answer checked by the domain through ntlm_auth, a helper's start included.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
 	m.formOffered = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "form_offered_total",
 		Help: "Visits of the SSO path answered with the sign-in form, by why: network (a client outside form.negotiate_networks, never offered Negotiate), no_negotiate (the browser sent no Negotiate after the challenge), ntlm (it offered NTLM).",
@@ -128,6 +139,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds, m.ldapOpsPerLogin,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
 		m.clockOffset, m.ready, m.storeFull, m.connsRefused, m.keytabLoads, m.formSignins, m.formOffered,
+		m.ntlmChallenges, m.ntlmSeconds,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -391,6 +391,9 @@ func (n *Node) Serve(ctx context.Context, ln net.Listener) error {
 	waitLoops()
 	n.mu.Lock()
 	n.cur.Load().dir.close()
+	if nt := n.cur.Load().ntlm; nt != nil {
+		_ = nt.verifier.Close()
+	}
 	n.mu.Unlock()
 	if n.redis != nil {
 		_ = n.redis.Close()
@@ -423,18 +426,34 @@ func (n *Node) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, e
 	return proxyproto.REJECT, nil
 }
 
-type connIDKey struct{}
+type connKey struct{}
 
-// connContext gives every connection an id, so that the log lines of one
-// connection can be told apart (and NTLM, whose state is per connection,
-// can key on it later).
+// conn is what the node keeps of one client connection, in the context of
+// each of its requests: an id, so that the log lines of one connection can
+// be told apart, and the NTLM challenge it was sent (ntlm.go), which only
+// this connection may answer and which ends with it.
+type conn struct {
+	id   uint64
+	mu   sync.Mutex
+	ntlm *ntlmPending
+}
+
 func (n *Node) connContext(ctx context.Context, _ net.Conn) context.Context {
-	return context.WithValue(ctx, connIDKey{}, n.connSeq.Add(1))
+	return context.WithValue(ctx, connKey{}, &conn{id: n.connSeq.Add(1)})
+}
+
+// connOf is the connection of a request's context; nil for a request that
+// did not come through Serve (a test's handler call).
+func connOf(ctx context.Context) *conn {
+	c, _ := ctx.Value(connKey{}).(*conn)
+	return c
 }
 
 func connID(ctx context.Context) uint64 {
-	id, _ := ctx.Value(connIDKey{}).(uint64)
-	return id
+	if c := connOf(ctx); c != nil {
+		return c.id
+	}
+	return 0
 }
 
 func securityHeaders(next http.Handler) http.Handler {
@@ -504,6 +523,19 @@ func (c *Config) setDefaults() {
 		c.Form.ClientFailures = DefaultFormClientFailures
 	}
 	def(&c.Form.Window, DefaultFormWindow)
+	if c.NTLM.Enabled {
+		def(&c.NTLM.Timeout, DefaultNTLMTimeout)
+		def(&c.NTLM.ChallengeTTL, DefaultNTLMChallengeTTL)
+		if c.NTLM.MaxHelpers == 0 {
+			c.NTLM.MaxHelpers = DefaultNTLMMaxHelpers
+		}
+		if c.NTLM.Helper == "" {
+			c.NTLM.Helper = DefaultNTLMHelper
+		}
+		if c.NTLM.Domain == "" {
+			c.NTLM.Domain, _, _ = strings.Cut(strings.ToUpper(c.Realm), ".")
+		}
+	}
 	def(&c.SSOSession.Lifetime, DefaultSSOSessionLifetime)
 	def(&c.SSOSession.Idle, DefaultSSOSessionIdle)
 	if c.SelfTestSPN == "" && c.FQDN != "" {

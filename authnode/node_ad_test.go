@@ -39,6 +39,7 @@ type adNode struct {
 	port int
 	pki  adtest.PKI
 	logs *syncBuffer
+	stop func() // stops the node now; cleanup does otherwise
 }
 
 // startADNode starts a node configured for the test domain; edit changes the
@@ -69,8 +70,8 @@ func startADNode(t *testing.T, env map[string]string, edit func(*Config, *Option
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	addr := serveOnLoopback(t, n)
-	a := &adNode{node: n, port: addr.Port, pki: pki, logs: logs}
+	addr, stop := serveOnLoopbackStop(t, n)
+	a := &adNode{node: n, port: addr.Port, pki: pki, logs: logs, stop: stop}
 	// Wait for the first round of readiness checks, whatever its outcome.
 	deadline := time.Now().Add(20 * time.Second)
 	for n.ready.last.Load() == nil {

@@ -40,6 +40,7 @@ type settings struct {
 	apiClients []apiClient
 	dir        *dirRef
 	keys       *keySet
+	ntlm       *ntlmRef     // nil: Kerberos only
 	mux        http.Handler // routes of these settings; see Node.routes
 }
 
@@ -183,6 +184,7 @@ func (n *Node) Apply(p *Pending) {
 	if s.dir != old.dir {
 		old.dir.release()
 	}
+	old.ntlm.retire(s.ntlm)
 	s.log.Info("auth node settings applied", "changed", strings.Join(changedKeys(&old.cfg, &s.cfg), " "))
 	signal(n.keysChanged)
 	signal(n.recheck)
@@ -196,6 +198,9 @@ func (p *Pending) Discard() {
 	}
 	if !p.reused {
 		p.s.dir.release()
+	}
+	if cur := p.n.cur.Load(); p.s.ntlm != nil && (cur.ntlm == nil || cur.ntlm.verifier != p.s.ntlm.verifier) {
+		_ = p.s.ntlm.verifier.Close()
 	}
 }
 
@@ -234,6 +239,13 @@ func (n *Node) load(cfg Config, prev *settings) (s *settings, kt *keytab.Keytab,
 		if ca, err = os.ReadFile(cfg.LDAP.CAFile); err != nil {
 			return nil, nil, sum, fmt.Errorf("LDAP CA: read %s: %w", cfg.LDAP.CAFile, err)
 		}
+	}
+	var prevNTLM *ntlmRef
+	if prev != nil {
+		prevNTLM = prev.ntlm
+	}
+	if s.ntlm, err = n.newNTLMRef(&cfg, prevNTLM); err != nil {
+		return nil, nil, sum, err
 	}
 	if prev != nil && prev.dir.cfg == cfg.LDAP && bytes.Equal(prev.dir.ca, ca) && prev.dir.refs.Load() > 0 {
 		s.dir = prev.dir
@@ -362,6 +374,7 @@ func changedKeys(a, b *Config) []string {
 	add("cookie_name", a.CookieName != b.CookieName)
 	add("form", !reflect.DeepEqual(a.Form, b.Form))
 	add("sso_session", a.SSOSession != b.SSOSession)
+	add("ntlm", a.NTLM != b.NTLM)
 	add("store", a.StoreMaxEntries != b.StoreMaxEntries || a.StoreMaxBytes != b.StoreMaxBytes)
 	add("kerberos", a.Keytab != b.Keytab || a.Krb5Conf != b.Krb5Conf || a.Realm != b.Realm || a.Account != b.Account ||
 		a.SelfTestSPN != b.SelfTestSPN || a.SelfTestInterval != b.SelfTestInterval ||

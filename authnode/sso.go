@@ -188,6 +188,16 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 		writeForm(w, s, http.StatusOK, formNotice, "", "")
 		return
 	}
+	if s.ntlm != nil {
+		if msg, sp, ok, err := ntlmMessage(r.Header.Get("Authorization")); ok {
+			if err != nil {
+				n.fail(w, r, log, mechNTLM, failMalformed, err, start)
+			} else {
+				n.handleNTLM(s, w, r, log, msg, sp, start)
+			}
+			return
+		}
+	}
 	blob, ok := negotiateBlob(r.Header.Get("Authorization"))
 	if !ok {
 		n.fail(w, r, log, mechNone, failNoNegotiate, nil, start)
@@ -344,21 +354,24 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, me
 		level = slog.LevelWarn
 	}
 	log.Log(r.Context(), level, "login", attrs...)
-	if s := n.cur.Load(); s.cfg.Form.Enabled && (f == failNoNegotiate || f == failNTLM) {
-		// The page of the 401 is the sign-in form. After NTLM no new
-		// challenge: the browser would only try NTLM again, or ask for
-		// a password in a dialog instead of showing the form.
-		why := "ntlm"
+	s := n.cur.Load()
+	if s.cfg.Form.Enabled && (f == failNoNegotiate || f == failNTLM) {
+		// The page of the 401 is the sign-in form. After NTLM (which
+		// this node does not take) no new challenge: the browser would
+		// only try NTLM again, or ask for a password in a dialog instead
+		// of showing the form. A 401 must carry a challenge (RFC 9110,
+		// 15.5.2), so the form comes as a plain page, 200.
+		why, status := "ntlm", http.StatusOK
 		if f == failNoNegotiate {
-			w.Header().Set("WWW-Authenticate", "Negotiate")
-			why = "no_negotiate"
+			challenge(w, s)
+			why, status = "no_negotiate", f.status
 		}
 		n.metrics.formOffered.WithLabelValues(why).Inc()
-		writeForm(w, s, f.status, formNotice, "", "")
+		writeForm(w, s, status, formNotice, "", "")
 		return
 	}
 	if f.challenge {
-		w.Header().Set("WWW-Authenticate", "Negotiate")
+		challenge(w, s)
 	}
 	if d := negotiate.RetryAfter(err); d > 0 {
 		// Whole seconds, past the instant the refusal ends.
@@ -369,6 +382,15 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, me
 	}
 	noStore(w)
 	writePage(w, f.status, f.title, f.hint, f.reason)
+}
+
+// challenge offers the schemes the node takes: Negotiate, and NTLM when
+// it is enabled (after Negotiate: a browser that can do Kerberos does).
+func challenge(w http.ResponseWriter, s *settings) {
+	w.Header().Set("WWW-Authenticate", "Negotiate")
+	if s.ntlm != nil {
+		w.Header().Add("WWW-Authenticate", "NTLM")
+	}
 }
 
 // negotiateOffered says whether a client at remoteAddr is offered

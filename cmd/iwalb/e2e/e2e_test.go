@@ -166,7 +166,10 @@ func (p *proc) kill() {
 // 15 s, as an operator's stop would.
 func (e *e2e) start(name, program string, args ...string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, cmd: exec.Command(filepath.Join(binDir, program), args...), out: &testkit.Buffer{}, done: make(chan error, 1)}
+	if !filepath.IsAbs(program) {
+		program = filepath.Join(binDir, program) // one of the binaries built for the tests
+	}
+	p := &proc{name: name, cmd: exec.Command(program, args...), out: &testkit.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.Dir = e.dir
 	if err := p.cmd.Start(); err != nil {

@@ -61,9 +61,15 @@ type frontDoors struct {
 
 func (e *e2e) startFrontDoors() *frontDoors {
 	e.t.Helper()
+	return e.startFrontDoorsWith("")
+}
+
+// startFrontDoorsWith is startFrontDoors with more auth node settings.
+func (e *e2e) startFrontDoorsWith(nodeExtra string) *frontDoors {
+	e.t.Helper()
 	f := &frontDoors{appPort: freePortNum(e.t), l7Port: freePortNum(e.t), l4Port: freePortNum(e.t), metricsPort: freePortNum(e.t)}
 	for i := range f.nodes {
-		f.nodes[i], f.nodePorts[i], f.nodeMetrics[i] = e.startAuthNode(fmt.Sprintf("auth%d", i+1), f.appPort, behindL4)
+		f.nodes[i], f.nodePorts[i], f.nodeMetrics[i] = e.startAuthNode(fmt.Sprintf("auth%d", i+1), f.appPort, behindL4+nodeExtra)
 	}
 	e.startDemoApp(f.appPort, f.nodePorts[0], f.nodePorts[1])
 	cfg := e.frontDoorsConfig(f.l7Port, f.l4Port, f.metricsPort, f.nodePorts[0], f.nodePorts[1])
