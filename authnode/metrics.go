@@ -193,6 +193,15 @@ func (n *Node) registerGauges(reg prometheus.Registerer) error {
 			Namespace: ns, Subsystem: sub, Name: "keytab_keys", ConstLabels: prometheus.Labels{"state": "retired"},
 			Help: "Keys that tickets are accepted with: current (the keytab file's) and retired (older key versions a newer keytab no longer holds, kept for kerberos.previous_keys_ttl).",
 		}, func() float64 { return keys(true) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "ntlm_helpers",
+			Help: "ntlm_auth helper processes running (ntlm.max_helpers bounds them); 0 with NTLM off.",
+		}, func() float64 {
+			if nt := n.cur.Load().ntlm; nt != nil {
+				return float64(nt.verifier.Stats().Running)
+			}
+			return 0
+		}),
 	}
 	for _, s := range []struct {
 		name  string

@@ -29,6 +29,7 @@ import (
 // ntlmVerifier checks an AUTHENTICATE message against the domain.
 type ntlmVerifier interface {
 	Verify(ctx context.Context, c ntlm.Challenge, a *ntlm.Authenticate) (ntlm.Identity, error)
+	Stats() ntlm.VerifierStats
 	Close() error
 }
 

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
+	"github.com/iwalb/iwalb/internal/testkit"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // These tests sign in with NTLM against the real domain: the client is
@@ -34,12 +36,12 @@ func ntlmEnv(t *testing.T) map[string]string {
 }
 
 // startNTLMNode is startADNode with NTLM on.
-func startNTLMNode(t *testing.T, env map[string]string, edit func(*Config)) *adNode {
+func startNTLMNode(t *testing.T, env map[string]string, edit func(*Config, *Options)) *adNode {
 	t.Helper()
-	return startADNode(t, env, func(c *Config, _ *Options) {
+	return startADNode(t, env, func(c *Config, o *Options) {
 		c.NTLM = NTLMConfig{Enabled: true, SMBConf: env["AD_NTLM_AUTH_CONF"], MaxHelpers: 2}
 		if edit != nil {
-			edit(c)
+			edit(c, o)
 		}
 	})
 }
@@ -274,9 +276,9 @@ func ntlmHelpers(t *testing.T) []int {
 // once the node stops; it logs the cost of a login.
 func TestADNTLMLoginLoop(t *testing.T) {
 	env := ntlmEnv(t)
-	a := startNTLMNode(t, env, nil)
-	// The client's messages are made once: the node makes a new challenge
-	// each time, and Samba's client answers whatever challenge it gets.
+	reg := prometheus.NewRegistry()
+	a := startNTLMNode(t, env, func(_ *Config, o *Options) { o.Registerer = reg })
+	// A new client and connection per login, as a browser's fallback.
 	const logins = 200
 	deadline := time.Now().Add(90 * time.Second)
 	start := time.Now()
@@ -302,6 +304,9 @@ func TestADNTLMLoginLoop(t *testing.T) {
 		logins, time.Since(start).Round(time.Millisecond), (verify / logins).Round(time.Microsecond), len(helpers))
 	if len(helpers) == 0 || len(helpers) > 2 {
 		t.Errorf("%d helper processes run for a node of max_helpers 2: %v", len(helpers), helpers)
+	}
+	if got := testkit.Sum(t, reg, "iwalb_authnode_ntlm_helpers"); got != float64(len(helpers)) {
+		t.Errorf("iwalb_authnode_ntlm_helpers = %v, want the %d running", got, len(helpers))
 	}
 	a.stop()
 	for _, pid := range helpers {
