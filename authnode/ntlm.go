@@ -30,6 +30,8 @@ import (
 type ntlmVerifier interface {
 	Verify(ctx context.Context, c ntlm.Challenge, a *ntlm.Authenticate) (ntlm.Identity, error)
 	Stats() ntlm.VerifierStats
+	// Probe asks the domain about a login it must refuse: for doctor.
+	Probe(ctx context.Context) error
 	Close() error
 }
 

@@ -2,7 +2,9 @@ package authnode
 
 import (
 	"bufio"
+	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
+	"github.com/iwalb/iwalb/internal/ntlm"
 	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -338,5 +341,30 @@ func TestADNTLMInSPNEGO(t *testing.T) {
 	cl.say("TT "+base64.StdEncoding.EncodeToString(final), "AF")
 	if code, id := a.redeem(t, tokenOf(t, loc)); code != http.StatusOK || id.Identity.SAMAccountName != env["AD_ALICE_USER"] || id.Identity.AuthMethod != "ntlm" {
 		t.Errorf("redeemed %d %+v; want alice by NTLM", code, id.Identity)
+	}
+}
+
+// TestADNTLMDiagnose: doctor's check of NTLM asks the domain through the
+// node's helpers, and says so when they cannot.
+func TestADNTLMDiagnose(t *testing.T) {
+	env := ntlmEnv(t)
+	find := func(cs []Check) *Check {
+		for i := range cs {
+			if cs[i].Name == "ntlm" {
+				return &cs[i]
+			}
+		}
+		t.Fatalf("no ntlm check among %+v", cs)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := startNTLMNode(t, env, nil)
+	if c := find(a.node.Diagnose(ctx)); c.Err != nil {
+		t.Errorf("ntlm check against the test domain: %v", c.Err)
+	}
+	broken := startNTLMNode(t, env, func(c *Config, _ *Options) { c.NTLM.Helper = "false" })
+	if c := find(broken.node.Diagnose(ctx)); !errors.Is(c.Err, ntlm.ErrHelper) || c.Detail == "" {
+		t.Errorf("ntlm check with a helper that exits: %v (%q); want ErrHelper", c.Err, c.Detail)
 	}
 }

@@ -175,8 +175,9 @@ type Check struct {
 
 // Diagnose runs the node's readiness checks once, now, and returns them
 // in order: the keytab, the LDAP proxy bind, the clock against the DC's,
-// the KDC self-test, what AD says of the SPNs and the service account, and
-// with Redis a PING. It is for `iwalb doctor` on a node that is not
+// the KDC self-test, what AD says of the SPNs and the service account,
+// with NTLM on a login the domain refuses through ntlm_auth, and with Redis
+// a PING. It is for `iwalb doctor` on a node that is not
 // serving; the readiness metrics follow it.
 func (n *Node) Diagnose(ctx context.Context) []Check {
 	s := n.acquire()
@@ -190,6 +191,15 @@ func (n *Node) Diagnose(ctx context.Context) []Check {
 	}
 	if d, ok := s.dir.dir.(accountInspector); ok && rep.Checks["ldap"].OK {
 		out = append(out, n.diagnoseAccount(ctx, s, d)...)
+	}
+	if s.ntlm != nil {
+		c := Check{Name: "ntlm", Detail: "ntlm_auth asked the domain through winbindd about a random login, and it was refused, as it should be"}
+		probeCtx, cancel := context.WithTimeout(ctx, s.cfg.NTLM.Timeout+time.Second)
+		if c.Err = s.ntlm.verifier.Probe(probeCtx); c.Err != nil {
+			c.Detail = c.Err.Error()
+		}
+		cancel()
+		out = append(out, c)
 	}
 	if n.storeCheck != nil {
 		c := Check{Name: "store", Detail: "Redis answers"}
