@@ -75,29 +75,27 @@ var (
 		"Sign-in is unavailable for a moment", "This server could not ask the domain to check the sign-in. Try again shortly."}
 )
 
-// classifyNTLM maps an error of the NTLM check to its failure.
+// classifyNTLM maps an error of the NTLM check to its failure; the
+// directory's and the stores' errors as classify does.
 func classifyNTLM(err error) failure {
-	for _, c := range []struct {
-		target error
-		f      failure
-	}{
-		{ntlm.ErrNTLMv1, failNTLMv1},
-		{ntlm.ErrAnonymous, failNTLMAnonymous},
-		{ntlm.ErrLogonFailure, failNTLMBadCredentials},
-		{ntlm.ErrAccountDisabled, failUserDisabled},
-		{ntlm.ErrAccountLocked, failUserLocked},
-		{ntlm.ErrAccountExpired, failUserDisabled},
-		{ntlm.ErrAccountRestricted, failAccountRestricted},
-		{ntlm.ErrMIC, failNTLMMIC},
-		{ntlm.ErrPasswordExpired, failPasswordExpired},
-		{ntlm.ErrHelper, failNTLMUnavailable},
-		{ntlm.ErrMalformed, failMalformed},
-	} {
-		if errors.Is(err, c.target) {
-			return c.f
-		}
+	if f := match(err, ntlmFailures); f != failInternal {
+		return f
 	}
 	return classify(err)
+}
+
+var ntlmFailures = []errFailure{
+	{ntlm.ErrNTLMv1, failNTLMv1},
+	{ntlm.ErrAnonymous, failNTLMAnonymous},
+	{ntlm.ErrLogonFailure, failNTLMBadCredentials},
+	{ntlm.ErrAccountDisabled, failUserDisabled},
+	{ntlm.ErrAccountLocked, failUserLocked},
+	{ntlm.ErrAccountExpired, failUserDisabled},
+	{ntlm.ErrAccountRestricted, failAccountRestricted},
+	{ntlm.ErrMIC, failNTLMMIC},
+	{ntlm.ErrPasswordExpired, failPasswordExpired},
+	{ntlm.ErrHelper, failNTLMUnavailable},
+	{ntlm.ErrMalformed, failMalformed},
 }
 
 // newNTLMRef makes the NTLM side of settings for cfg, reusing prev's

@@ -129,47 +129,58 @@ var (
 		"Sign-in failed", "An internal error occurred; the administrator can find it in the log."}
 )
 
-// classify maps an error from validation or the directory to its failure.
-func classify(err error) failure {
-	for _, c := range []struct {
-		target error
-		f      failure
-	}{
-		{negotiate.ErrNTLM, failNTLM},
-		{negotiate.ErrMalformed, failMalformed},
-		{negotiate.ErrWrongSPN, failWrongSPN},
-		{negotiate.ErrEnctype, failEnctype},
-		{negotiate.ErrKVNO, failKVNO},
-		{negotiate.ErrDecrypt, failDecrypt},
-		{negotiate.ErrClockSkew, failClockSkew},
-		{negotiate.ErrClockAhead, failClockAhead},
-		{negotiate.ErrReplay, failReplay},
-		{negotiate.ErrReplayQuota, failReplayQuota},
-		{negotiate.ErrReplayCacheFull, failReplayCacheFull},
-		{negotiate.ErrAuthenticator, failAuthenticator},
-		{negotiate.ErrPAC, failPAC},
-		{negotiate.ErrTicketExpired, failExpired},
-		{directory.ErrUnavailable, failLDAPDown},
-		{directory.ErrBind, failLDAPDown},
-		{directory.ErrTimeout, failLDAPTimeout},
-		{directory.ErrBusy, failLDAPBusy},
-		{directory.ErrLockedOut, failUserLocked},
-		{directory.ErrNotFound, failUserNotFound},
-		{directory.ErrAmbiguous, failUserNotFound},
-		{directory.ErrIdentityMismatch, failIdentityMismatch},
-		{directory.ErrDisabled, failUserDisabled},
-		{directory.ErrNotInGroup, failNotInGroup},
-		{store.ErrFull, failStoreFull},
-		// After ErrFull: a Redis at its maxmemory fails the replay cache
-		// too, and is full rather than unavailable.
-		{store.ErrUnavailable, failStoreUnavailable},
-		{negotiate.ErrReplayUnavailable, failStoreUnavailable},
-	} {
+// errFailure is how one error (a sentinel it wraps) is answered.
+type errFailure struct {
+	target error
+	f      failure
+}
+
+// match is the failure of the first entry of table whose sentinel err
+// wraps, or failInternal.
+func match(err error, table []errFailure) failure {
+	for _, c := range table {
 		if errors.Is(err, c.target) {
 			return c.f
 		}
 	}
 	return failInternal
+}
+
+// classify maps an error from validation or the directory to its failure.
+func classify(err error) failure { return match(err, failures) }
+
+// failures maps the validator's, the directory's and the stores' errors to
+// their failures, the first match winning.
+var failures = []errFailure{
+	{negotiate.ErrNTLM, failNTLM},
+	{negotiate.ErrMalformed, failMalformed},
+	{negotiate.ErrWrongSPN, failWrongSPN},
+	{negotiate.ErrEnctype, failEnctype},
+	{negotiate.ErrKVNO, failKVNO},
+	{negotiate.ErrDecrypt, failDecrypt},
+	{negotiate.ErrClockSkew, failClockSkew},
+	{negotiate.ErrClockAhead, failClockAhead},
+	{negotiate.ErrReplay, failReplay},
+	{negotiate.ErrReplayQuota, failReplayQuota},
+	{negotiate.ErrReplayCacheFull, failReplayCacheFull},
+	{negotiate.ErrAuthenticator, failAuthenticator},
+	{negotiate.ErrPAC, failPAC},
+	{negotiate.ErrTicketExpired, failExpired},
+	{directory.ErrUnavailable, failLDAPDown},
+	{directory.ErrBind, failLDAPDown},
+	{directory.ErrTimeout, failLDAPTimeout},
+	{directory.ErrBusy, failLDAPBusy},
+	{directory.ErrLockedOut, failUserLocked},
+	{directory.ErrNotFound, failUserNotFound},
+	{directory.ErrAmbiguous, failUserNotFound},
+	{directory.ErrIdentityMismatch, failIdentityMismatch},
+	{directory.ErrDisabled, failUserDisabled},
+	{directory.ErrNotInGroup, failNotInGroup},
+	{store.ErrFull, failStoreFull},
+	// After ErrFull: a Redis at its maxmemory fails the replay cache
+	// too, and is full rather than unavailable.
+	{store.ErrUnavailable, failStoreUnavailable},
+	{negotiate.ErrReplayUnavailable, failStoreUnavailable},
 }
 
 // handleSSO performs the Negotiate exchange, confirms the user in the
