@@ -2,75 +2,42 @@ package negotiate
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
 	"github.com/jcmturner/gokrb5/v8/asn1tools"
 	"github.com/jcmturner/gokrb5/v8/spnego"
+
+	"github.com/iwalb/iwalb/internal/der"
 )
 
 // Object identifiers of the mechanisms a Negotiate blob may name.
 var (
-	oidSPNEGO   = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 2}
-	oidKRB5     = asn1.ObjectIdentifier{1, 2, 840, 113554, 1, 2, 2}
-	oidMSKRB5   = asn1.ObjectIdentifier{1, 2, 840, 48018, 1, 2, 2}
-	oidNTLMSSP  = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 2, 2, 10}
-	ntlmSig     = []byte("NTLMSSP\x00")
-	tokIDAPReq  = []byte{0x01, 0x00}
-	tokIDAPRep  = []byte{0x02, 0x00}
-	errTooShort = errors.New("truncated")
+	oidSPNEGO  = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 2}
+	oidKRB5    = asn1.ObjectIdentifier{1, 2, 840, 113554, 1, 2, 2}
+	oidMSKRB5  = asn1.ObjectIdentifier{1, 2, 840, 48018, 1, 2, 2}
+	oidNTLMSSP = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 2, 2, 10}
+	ntlmSig    = []byte("NTLMSSP\x00")
+	tokIDAPReq = []byte{0x01, 0x00}
+	tokIDAPRep = []byte{0x02, 0x00}
 )
 
 func isKRB5(oid asn1.ObjectIdentifier) bool {
 	return oid.Equal(oidKRB5) || oid.Equal(oidMSKRB5)
 }
 
-// readTLV splits one DER element (single-byte tag, definite length) off b.
-// It is written by hand, not left to encoding/asn1, because the GSS-API
-// framing is not valid DER (its inner token is not an ASN.1 value).
-func readTLV(b []byte) (tag byte, content, rest []byte, err error) {
-	if len(b) < 2 {
-		return 0, nil, nil, errTooShort
-	}
-	tag = b[0]
-	if tag&0x1f == 0x1f {
-		return 0, nil, nil, errors.New("multi-byte ASN.1 tags are not used in Negotiate tokens")
-	}
-	n := int(b[1])
-	hdr := 2
-	if n&0x80 != 0 {
-		nb := n & 0x7f
-		if nb == 0 || nb > 4 {
-			return 0, nil, nil, fmt.Errorf("unsupported ASN.1 length form 0x%02x", b[1])
-		}
-		if len(b) < 2+nb {
-			return 0, nil, nil, errTooShort
-		}
-		n = 0
-		for _, c := range b[2 : 2+nb] {
-			n = n<<8 | int(c)
-		}
-		hdr += nb
-	}
-	if n < 0 || n > len(b)-hdr {
-		return 0, nil, nil, fmt.Errorf("ASN.1 length %d exceeds the %d bytes present", n, len(b)-hdr)
-	}
-	return tag, b[hdr : hdr+n], b[hdr+n:], nil
-}
-
 // splitGSS parses the RFC 2743 §3.1 InitialContextToken framing
 // ([APPLICATION 0] { thisMech OID, innerToken }) and returns the mech and
 // the inner token.
 func splitGSS(b []byte) (asn1.ObjectIdentifier, []byte, error) {
-	tag, content, _, err := readTLV(b)
+	tag, content, _, err := der.ReadTLV(b)
 	if err != nil {
 		return nil, nil, err
 	}
 	if tag != 0x60 {
 		return nil, nil, fmt.Errorf("not a GSS-API token (tag 0x%02x)", tag)
 	}
-	otag, oidBytes, inner, err := readTLV(content)
+	otag, oidBytes, inner, err := der.ReadTLV(content)
 	if err != nil {
 		return nil, nil, fmt.Errorf("GSS-API mech OID: %w", err)
 	}

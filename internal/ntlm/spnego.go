@@ -5,6 +5,8 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
+
+	"github.com/iwalb/iwalb/internal/der"
 )
 
 // SPNEGO ([RFC 4178]) as browsers use it for NTLM under
@@ -66,7 +68,7 @@ func ParseSPNEGO(b []byte) (*SPNEGO, error) {
 	if len(b) > MaxSPNEGOSize {
 		return nil, fmt.Errorf("%w: SPNEGO token of %d bytes, more than %d", ErrMalformed, len(b), MaxSPNEGOSize)
 	}
-	tag, content, rest, err := readTLV(b)
+	tag, content, rest, err := der.ReadTLV(b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: SPNEGO: %w", ErrMalformed, err)
 	}
@@ -76,11 +78,11 @@ func ParseSPNEGO(b []byte) (*SPNEGO, error) {
 	s := &SPNEGO{NegState: -1}
 	switch tag {
 	case 0x60: // [APPLICATION 0] { thisMech OID, NegotiationToken }
-		otag, oid, inner, err := readTLV(content)
+		otag, oid, inner, err := der.ReadTLV(content)
 		if err != nil || otag != 0x06 || !bytes.Equal(oid, oidSPNEGO) {
 			return nil, fmt.Errorf("%w: a GSS-API token that is not SPNEGO", ErrMalformed)
 		}
-		itag, icontent, irest, err := readTLV(inner)
+		itag, icontent, irest, err := der.ReadTLV(inner)
 		if err != nil || itag != 0xa0 || len(irest) != 0 {
 			return nil, fmt.Errorf("%w: SPNEGO: the initial token holds no NegTokenInit", ErrMalformed)
 		}
@@ -100,7 +102,7 @@ func ParseSPNEGO(b []byte) (*SPNEGO, error) {
 // most once and in order, calling fn with each field's number and its
 // single inner element.
 func fields(b []byte, max int, fn func(n int, tag byte, content, full []byte) error) error {
-	tag, seq, rest, err := readTLV(b)
+	tag, seq, rest, err := der.ReadTLV(b)
 	if err != nil {
 		return err
 	}
@@ -109,7 +111,7 @@ func fields(b []byte, max int, fn func(n int, tag byte, content, full []byte) er
 	}
 	last := -1
 	for len(seq) > 0 {
-		ftag, fcontent, frest, err := readTLV(seq)
+		ftag, fcontent, frest, err := der.ReadTLV(seq)
 		if err != nil {
 			return err
 		}
@@ -118,7 +120,7 @@ func fields(b []byte, max int, fn func(n int, tag byte, content, full []byte) er
 			return fmt.Errorf("field tag 0x%02x out of order or unknown", ftag)
 		}
 		last = n
-		itag, icontent, irest, err := readTLV(fcontent)
+		itag, icontent, irest, err := der.ReadTLV(fcontent)
 		if err != nil {
 			return fmt.Errorf("field [%d]: %w", n, err)
 		}
@@ -145,7 +147,7 @@ func (s *SPNEGO) parseInit(b []byte) error {
 				return errors.New("mechTypes is not a SEQUENCE")
 			}
 			for i, rest := 0, content; len(rest) > 0; i++ {
-				otag, oid, r, err := readTLV(rest)
+				otag, oid, r, err := der.ReadTLV(rest)
 				if err != nil || otag != 0x06 || len(oid) == 0 {
 					return errors.New("mechTypes holds something else than OIDs")
 				}
@@ -318,63 +320,15 @@ func (id Identity) AcceptSPNEGO(c Challenge, resp *SPNEGO) ([]byte, error) {
 // when not nil.
 func negTokenResp(state int, mech, token, mic []byte) []byte {
 	var seq []byte
-	seq = appendTLV(seq, 0xa0, appendTLV(nil, 0x0a, []byte{byte(state)}))
+	seq = der.AppendTLV(seq, 0xa0, der.AppendTLV(nil, 0x0a, []byte{byte(state)}))
 	if mech != nil {
-		seq = appendTLV(seq, 0xa1, appendTLV(nil, 0x06, mech))
+		seq = der.AppendTLV(seq, 0xa1, der.AppendTLV(nil, 0x06, mech))
 	}
 	if token != nil {
-		seq = appendTLV(seq, 0xa2, appendTLV(nil, 0x04, token))
+		seq = der.AppendTLV(seq, 0xa2, der.AppendTLV(nil, 0x04, token))
 	}
 	if mic != nil {
-		seq = appendTLV(seq, 0xa3, appendTLV(nil, 0x04, mic))
+		seq = der.AppendTLV(seq, 0xa3, der.AppendTLV(nil, 0x04, mic))
 	}
-	return appendTLV(nil, 0xa1, appendTLV(nil, 0x30, seq))
-}
-
-// appendTLV appends a DER element of tag with content (definite length,
-// in its shortest form).
-func appendTLV(b []byte, tag byte, content []byte) []byte {
-	b = append(b, tag)
-	switch n := len(content); {
-	case n < 0x80:
-		b = append(b, byte(n))
-	case n < 0x100:
-		b = append(b, 0x81, byte(n))
-	case n < 0x10000:
-		b = append(b, 0x82, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x83, byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(b, content...)
-}
-
-// readTLV splits one DER element (single-byte tag, definite length of at
-// most 4 bytes) off b.
-func readTLV(b []byte) (tag byte, content, rest []byte, err error) {
-	if len(b) < 2 {
-		return 0, nil, nil, errors.New("truncated")
-	}
-	tag = b[0]
-	if tag&0x1f == 0x1f {
-		return 0, nil, nil, errors.New("multi-byte ASN.1 tag")
-	}
-	n, hdr := int(b[1]), 2
-	if n&0x80 != 0 {
-		nb := n & 0x7f
-		if nb == 0 || nb > 4 {
-			return 0, nil, nil, fmt.Errorf("ASN.1 length form 0x%02x", b[1])
-		}
-		if len(b) < 2+nb {
-			return 0, nil, nil, errors.New("truncated")
-		}
-		n = 0
-		for _, c := range b[2 : 2+nb] {
-			n = n<<8 | int(c)
-		}
-		hdr += nb
-	}
-	if n < 0 || n > len(b)-hdr {
-		return 0, nil, nil, fmt.Errorf("ASN.1 length %d exceeds the %d bytes present", n, len(b)-hdr)
-	}
-	return tag, b[hdr : hdr+n], b[hdr+n:], nil
+	return der.AppendTLV(nil, 0xa1, der.AppendTLV(nil, 0x30, seq))
 }
