@@ -2,11 +2,12 @@ package negotiate
 
 import (
 	"errors"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
 // fuzzTime is the clock of FuzzValidate; the offline seeds in testdata were
@@ -21,18 +22,16 @@ var sentinels = []error{ErrNTLM, ErrMalformed, ErrWrongSPN, ErrEnctype, ErrKVNO,
 // Work budgets of FuzzValidate: the bytes Validate may allocate, per byte of
 // blob and in all, and the length of its error (which goes into a log
 // line whatever the blob's size).
-const (
-	fuzzAllocPerByte = 64
-	fuzzAllocFixed   = 1 << 20
-	fuzzMaxErrBytes  = 2048
-)
+const fuzzMaxErrBytes = 2048
+
+var fuzzAlloc = testkit.AllocBudget{PerByte: 64, Fixed: 1 << 20}
 
 func FuzzClassify(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(ntlmNegotiate)
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		var k Kind
-		withinAllocBudget(t, "Classify", len(blob), func() { k = Classify(blob) })
+		fuzzAlloc.Within(t, "Classify", len(blob), func() { k = Classify(blob) })
 		if s := k.String(); s == "" {
 			t.Fatalf("empty label for %d", k)
 		}
@@ -48,7 +47,7 @@ func FuzzValidate(f *testing.F) {
 		v := NewValidator(kt, Options{Now: fixedClock(fuzzTime.Add(time.Second))})
 		var id *Identity
 		var err error
-		withinAllocBudget(t, "Validate", len(blob), func() { id, err = v.Validate(blob) })
+		fuzzAlloc.Within(t, "Validate", len(blob), func() { id, err = v.Validate(blob) })
 		if err == nil {
 			if id == nil || id.User == "" || id.SPN == "" {
 				t.Fatalf("accepted without an identity: %+v", id)
@@ -93,7 +92,7 @@ func FuzzPAC(f *testing.F) {
 		b = resign(b, key)
 		var info pacInfo
 		var err error
-		withinAllocBudget(t, "pacIdentity", len(b), func() { info, err = pacIdentity(b, key) })
+		fuzzAlloc.Within(t, "pacIdentity", len(b), func() { info, err = pacIdentity(b, key) })
 		if err != nil {
 			if n := len(err.Error()); n > 300 {
 				t.Fatalf("error of %d bytes for a %d-byte PAC: %.300s", n, len(b), err)
@@ -140,18 +139,4 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// withinAllocBudget runs fn, which works on n bytes of input, and fails t
-// when it allocated more than the fuzz budget: linear in n, so a parser
-// that copies its input once per record or field fails.
-func withinAllocBudget(t *testing.T, what string, n int, fn func()) {
-	t.Helper()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	fn()
-	runtime.ReadMemStats(&after)
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(fuzzAllocPerByte*n+fuzzAllocFixed) {
-		t.Fatalf("%s of %d bytes allocated %d bytes, over the budget of %d per byte + %d", what, n, alloc, fuzzAllocPerByte, fuzzAllocFixed)
-	}
 }

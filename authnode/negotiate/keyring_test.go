@@ -215,7 +215,7 @@ func FuzzParseKeytab(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var kt *keytab.Keytab
 		var err error
-		withinAllocBudget(t, "ParseKeytab", len(data), func() { kt, err = ParseKeytab(data) })
+		fuzzAlloc.Within(t, "ParseKeytab", len(data), func() { kt, err = ParseKeytab(data) })
 		if err != nil {
 			if len(err.Error()) > 200 || len(data) >= 8 && strings.Contains(err.Error(), string(data[2:])) {
 				t.Fatalf("error quotes the content: %q", err)

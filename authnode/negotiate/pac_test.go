@@ -524,7 +524,7 @@ func TestParsePACMalformed(t *testing.T) {
 				b = resign(b, key)
 			}
 			var err error
-			withinAllocBudget(t, "pacIdentity", len(b), func() { _, err = pacIdentity(b, key) })
+			fuzzAlloc.Within(t, "pacIdentity", len(b), func() { _, err = pacIdentity(b, key) })
 			switch {
 			case err == nil:
 				t.Fatal("accepted")

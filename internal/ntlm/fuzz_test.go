@@ -6,21 +6,20 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"runtime"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
 // Work budgets of the fuzz targets: the bytes a parser may allocate, per
 // byte of input and in all (it copies its input a few times: the message
 // for the MIC, the responses, the names), and the length of its error,
 // which goes into a log line whatever the input's size.
-const (
-	fuzzAllocPerByte = 16
-	fuzzAllocFixed   = 64 << 10
-	fuzzMaxErrBytes  = 512
-)
+const fuzzMaxErrBytes = 512
+
+var fuzzAlloc = testkit.AllocBudget{PerByte: 16, Fixed: 64 << 10}
 
 // sambaSPNEGOAuth is a NegTokenResp of Samba's gss-spnego-client carrying
 // alice's AUTHENTICATE (NTLMv2, from the throw-away test domain).
@@ -32,7 +31,7 @@ func FuzzParseNegotiate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var n *Negotiate
 		var err error
-		withinAllocBudget(t, "ParseNegotiate", len(b), func() { n, err = ParseNegotiate(b) })
+		fuzzAlloc.Within(t, "ParseNegotiate", len(b), func() { n, err = ParseNegotiate(b) })
 		if err != nil {
 			checkErr(t, err, len(b))
 			return
@@ -59,7 +58,7 @@ func FuzzParseAuthenticate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var a *Authenticate
 		var err error
-		withinAllocBudget(t, "ParseAuthenticate", len(b), func() { a, err = ParseAuthenticate(b) })
+		fuzzAlloc.Within(t, "ParseAuthenticate", len(b), func() { a, err = ParseAuthenticate(b) })
 		if err != nil {
 			checkErr(t, err, len(b))
 			return
@@ -107,7 +106,7 @@ func FuzzParseSPNEGO(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var s *SPNEGO
 		var err error
-		withinAllocBudget(t, "ParseSPNEGO", len(b), func() { s, err = ParseSPNEGO(b) })
+		fuzzAlloc.Within(t, "ParseSPNEGO", len(b), func() { s, err = ParseSPNEGO(b) })
 		m, uerr := UnwrapSPNEGO(b)
 		if err != nil {
 			checkErr(t, err, len(b))
@@ -180,18 +179,5 @@ func checkName(t *testing.T, s string) {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
 			t.Fatalf("name %q has U+%04X", s, r)
 		}
-	}
-}
-
-// withinAllocBudget runs fn, which works on n bytes of input, and fails t
-// when it allocated more than the fuzz budget: linear in n.
-func withinAllocBudget(t *testing.T, what string, n int, fn func()) {
-	t.Helper()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	fn()
-	runtime.ReadMemStats(&after)
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(fuzzAllocPerByte*n+fuzzAllocFixed) {
-		t.Fatalf("%s of %d bytes allocated %d bytes, over the budget of %d per byte + %d", what, n, alloc, fuzzAllocPerByte, fuzzAllocFixed)
 	}
 }

@@ -1,7 +1,7 @@
 // Package testkit holds the small helpers that the tests of several
 // packages share: a buffer that loggers, child processes and the test use
-// at once; a metric family's samples by label; and loopback ports for
-// processes a test starts later. Certificates are in internal/testpki;
+// at once; a metric family's samples by label; loopback ports for
+// processes a test starts later; and the allocation budget of fuzz targets. Certificates are in internal/testpki;
 // single series are read with prometheus/testutil.
 //
 // It is test support only: nothing outside _test.go files should import it.
