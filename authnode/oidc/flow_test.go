@@ -93,8 +93,8 @@ func TestDiscovery(t *testing.T) {
 		"userinfo_endpoint": e.issuer + "/userinfo", "jwks_uri": e.issuer + "/jwks", "end_session_endpoint": e.issuer + "/logout",
 		"response_types_supported": []any{"code"}, "subject_types_supported": []any{"public"},
 		"id_token_signing_alg_values_supported": []any{"ES256"}, "code_challenge_methods_supported": []any{"S256"},
-		"token_endpoint_auth_methods_supported": []any{"client_secret_basic", "client_secret_post", "none"},
-		"scopes_supported": []any{"openid", "profile", "email", "groups"},
+		"token_endpoint_auth_methods_supported":          []any{"client_secret_basic", "client_secret_post", "none"},
+		"scopes_supported":                               []any{"openid", "profile", "email", "groups"},
 		"authorization_response_iss_parameter_supported": true,
 	} {
 		if got, _ := json.Marshal(d[k]); string(got) != string(must(json.Marshal(v))) {
@@ -112,7 +112,6 @@ func TestDiscovery(t *testing.T) {
 func TestPublicClientAndPost(t *testing.T) {
 	e := newEnv(t, 1, nil)
 	spa := e.rp(spaID, "", spaRedirect)
-	spa.oauth.Endpoint.AuthStyle = oauth2.AuthStyleInParams
 	if _, _, err := spa.login(newFlow()); err != nil {
 		t.Fatalf("public client: %v", err)
 	}
@@ -123,7 +122,6 @@ func TestPublicClientAndPost(t *testing.T) {
 	}
 
 	other := e.rp(otherID, otherSecret, otherRedirect)
-	other.oauth.Endpoint.AuthStyle = oauth2.AuthStyleInParams
 	tok, idt, err := other.login(newFlow())
 	if err != nil {
 		t.Fatalf("client_secret_post: %v", err)

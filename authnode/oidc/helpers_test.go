@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -157,6 +158,7 @@ func newEnv(t *testing.T, nodes int, cfg func(*Config)) *env {
 		e.providers = append(e.providers, p)
 		e.handlers = append(e.handlers, p.Handler())
 	}
+	e.srv.Config.ErrorLog = stdlog.New(io.Discard, "", 0) // handshakes cut short at Close
 	e.srv.StartTLS()
 	t.Cleanup(e.srv.Close)
 	e.browser = &http.Client{
@@ -221,9 +223,17 @@ func (e *env) rp(clientID, secret, redirect string, scopes ...string) *rp {
 	if len(scopes) == 0 {
 		scopes = []string{gooidc.ScopeOpenID, "profile", "email", "groups"}
 	}
+	// The client's registered method: x/oauth2's auto-detection retries
+	// in the body after any error, which this provider refuses for a
+	// client_secret_basic client (invalid_client hides the real error).
+	ep := p.Endpoint()
+	ep.AuthStyle = oauth2.AuthStyleInHeader
+	if clientID == otherID || clientID == spaID {
+		ep.AuthStyle = oauth2.AuthStyleInParams
+	}
 	return &rp{
 		e: e, provider: p,
-		oauth:    oauth2.Config{ClientID: clientID, ClientSecret: secret, Endpoint: p.Endpoint(), RedirectURL: redirect, Scopes: scopes},
+		oauth:    oauth2.Config{ClientID: clientID, ClientSecret: secret, Endpoint: ep, RedirectURL: redirect, Scopes: scopes},
 		verifier: p.Verifier(&gooidc.Config{ClientID: clientID, Now: e.clock.Now}),
 	}
 }

@@ -295,17 +295,25 @@ var errNoKeys = errors.New("no signing keys")
 
 // keys returns the key set to use now: the one read last, when read less
 // than refresh ago; otherwise the store's, rotated first when it is due.
+//
+// While one request reads the store, the others go on with the set they
+// have if it was read less than prepublish ago: a key that signs at t was
+// stored by t-prepublish, so such a set holds every key that may sign
+// now, and a node never publishes a JWKS that lacks a key another node
+// signs with. An older set waits for the read.
+//
 // When the store fails, a set read earlier is used for up to the grace
-// (its keys stay valid that long) and the store is asked again after
-// refresh, so a store outage neither stops sign-ins that have everything
-// else they need nor makes every request wait on the store.
+// (its keys stay valid that long, and no node can add one meanwhile) and
+// the store is asked again after refresh, so a store outage neither stops
+// sign-ins that have everything else they need nor makes every request
+// wait on the store.
 func (r *keyRing) keys(ctx context.Context) (*keySet, error) {
 	now := r.now()
 	st := r.cur.Load()
 	if r.fresh(st, now) {
 		return st.set, nil
 	}
-	if st != nil {
+	if age := now.Sub(st.readAt()); st != nil && age >= 0 && age < r.timing.prepublish {
 		if !r.mu.TryLock() {
 			return st.set, nil // another request is reading the store
 		}
@@ -327,6 +335,14 @@ func (r *keyRing) keys(ctx context.Context) (*keySet, error) {
 		return st.set, nil
 	}
 	return nil, fmt.Errorf("%w: %w", errNoKeys, err)
+}
+
+// readAt is when st's set was read; zero for none.
+func (st *ringState) readAt() time.Time {
+	if st == nil {
+		return time.Time{}
+	}
+	return st.set.readAt
 }
 
 // maxCASRounds bounds the attempts to write a rotated set when other nodes
