@@ -24,6 +24,9 @@ const certWarnBefore = 30 * 24 * time.Hour
 
 // doctorLine is one result of `iwalb doctor`.
 type doctorLine struct {
+	// File is the configuration file the line is about, when doctor was
+	// given several; empty for a line across them.
+	File    string `json:"file,omitempty"`
 	Check   string `json:"check"`
 	Status  string `json:"status"` // ok, warning, problem
 	Subject string `json:"subject,omitempty"`
@@ -39,18 +42,28 @@ type doctorLine struct {
 // self-test: a ticket for the node's SPN, decrypted with the keytab). Each
 // failure says what fixes it. It exits 1 when anything is a problem.
 func doctorCmd(args []string, stdout, stderr io.Writer) int {
-	fs, path, asJSON := commandFlags("doctor", stderr)
+	fs, _, asJSON := commandFlags("doctor", stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
-	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "iwalb doctor: want -config FILE and nothing else\n\n%s", usage)
+	paths := *fs.Lookup("config").Value.(*pathList)
+	if len(paths) == 0 || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "iwalb doctor: want -config FILE (repeated for several) and nothing else\n\n%s", usage)
 		return exitUsage
 	}
-	lines := doctor(context.Background(), *path, time.Now(), net.DefaultResolver)
+	var lines []doctorLine
+	for _, p := range paths {
+		for _, l := range doctor(context.Background(), p, time.Now(), net.DefaultResolver) {
+			if len(paths) > 1 {
+				l.File = p
+			}
+			lines = append(lines, l)
+		}
+	}
+	lines = append(lines, keytabNames(paths)...)
 	code := exitOK
 	for _, l := range lines {
 		if l.Status == "problem" {
@@ -67,7 +80,17 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	marks := map[string]string{"ok": "✔", "warning": "!", "problem": "✘"}
-	for _, l := range lines {
+	file := ""
+	for i, l := range lines {
+		if len(paths) > 1 && (i == 0 || l.File != file) {
+			// Each file's lines under its name, then those across them.
+			file = l.File
+			heading := file
+			if heading == "" {
+				heading = "across the files"
+			}
+			fmt.Fprintf(stdout, "== %s\n", heading)
+		}
 		subject := ""
 		if l.Subject != "" {
 			subject = " " + l.Subject
@@ -260,6 +283,8 @@ func doctorFix(check string, err error, cfg authnode.Config) string {
 		return fmt.Sprintf("the directory at %s does not answer: check ldap.url, the firewall, and its certificate against ldap.ca_file and ldap.server_name", cfg.LDAP.URL)
 	case check == "store":
 		return "Redis does not answer: check store.redis (addresses, TLS, password) and that it runs; iwalb does not fall back to memory"
+	case check == "ntlm":
+		return "ntlm_auth could not ask the domain: install winbind, join this host to the domain (net ads join -U Administrator), start winbindd (wbinfo -t checks the trust) and add iwalb's user to the winbindd_priv group; or set ntlm.enabled: false (Kerberos only)"
 	case check == "clock":
 		return "synchronise this host's clock with the domain (chrony or ntpd against the domain controllers)"
 	}

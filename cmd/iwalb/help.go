@@ -24,8 +24,8 @@ var commandDocs = []commandDoc{
 		"Asks the iwalb running FILE to load it again, through its admin listener, and prints the outcome. Exit 1 when the reload was refused or the process cannot be reached."},
 	{"keytab", "iwalb keytab [-json] FILE",
 		"Lists a keytab's key versions, timestamps, principals and enctypes, as klist -kte does, never a key, and what is wrong with each principal at its newest key version, with the fix. Exit 1 on a problem."},
-	{"doctor", "iwalb doctor [-json] -config FILE",
-		"Checks FILE, then what the machine and the domain say: certificates (expiry, chain), the names served (DNS, no CNAME), the browser settings they need, each keytab principal, and for an auth node its LDAP bind, clock, KDC self-test, SPNs and service account in AD, and Redis. Each failure with its fix. Exit 1 on a problem."},
+	{"doctor", "iwalb doctor [-json] -config FILE [-config FILE ...]",
+		"Checks each FILE, then what the machine and the domain say: certificates (expiry, chain), the names served (DNS, no CNAME), the browser settings they need, each keytab principal, and for an auth node its LDAP bind, clock, KDC self-test, SPNs and service account in AD, NTLM through ntlm_auth, and Redis. Across the files: every name a browser asks a ticket for (the L4 balancer's, the front door's redirect targets, the nodes' own) has its HTTP/ principal in an auth node's keytab. Each failure with its fix. Exit 1 on a problem."},
 	{"version", "iwalb version",
 		"Prints the version, the build date, the VCS revision and the Go version."},
 	{"help", "iwalb help [COMMAND | -man]",
@@ -50,7 +50,7 @@ func commandFlags(cmd string, out io.Writer) (fs *flag.FlagSet, config *string, 
 	case "keytab":
 		asJSON = fs.Bool("json", false, "print the entries and findings as JSON")
 	case "doctor":
-		config = fs.String("config", "", "the configuration `FILE` (YAML)")
+		fs.Var(&pathList{}, "config", "a configuration `FILE` (YAML); repeat it to check several together: the names the L4 balancer and the L7 front door serve against the auth nodes' keytabs")
 		asJSON = fs.Bool("json", false, "print the results as JSON")
 	}
 	fs.Usage = func() { writeCommandHelp(out, cmd) }

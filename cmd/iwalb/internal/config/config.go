@@ -53,6 +53,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -172,6 +173,66 @@ func (f *File) ServedNames() []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// NegotiateName is a host name that browsers send a Kerberos ticket to
+// through what the file configures: the auth nodes behind it need
+// HTTP/<Name> in their keytab.
+type NegotiateName struct {
+	Name string
+	// Via says what serves it, for the operator: "authnode.fqdn", "l4
+	// listener public, route to pool authnodes", "l7redirect sso, a
+	// redirect target of pool authnodes".
+	Via string
+}
+
+// NegotiateNames are the names browsers ask a ticket for, in file order:
+// the auth node's own, the server names of L4 routes that lead to a pool
+// (the nodes, by passthrough; not those that lead to an L7 front door,
+// which takes no ticket), and the backend FQDNs of the pools the L7 front
+// doors redirect to. Wildcard server names are left out: no SPN matches
+// them.
+func (f *File) NegotiateNames() []NegotiateName {
+	var out []NegotiateName
+	if f.authNode != nil {
+		out = append(out, NegotiateName{f.authNode.FQDN, "authnode.fqdn"})
+	}
+	for _, l := range f.l4 {
+		for _, r := range l.routes {
+			if r.pool == "" {
+				continue
+			}
+			for _, n := range r.serverNames {
+				if !strings.HasPrefix(n, "*.") {
+					out = append(out, NegotiateName{n, fmt.Sprintf("l4 listener %s, route to pool %s", l.cfg.Name, r.pool)})
+				}
+			}
+		}
+	}
+	for _, l := range f.l7 {
+		rules := l.rules
+		if l.def != nil {
+			rules = append(slices.Clone(rules), *l.def)
+		}
+		seen := map[string]bool{}
+		for _, r := range rules {
+			if seen[r.pool] {
+				continue
+			}
+			seen[r.pool] = true
+			for _, p := range f.pools {
+				if p.Name != r.pool {
+					continue
+				}
+				for _, b := range p.Backends {
+					if b.FQDN != "" {
+						out = append(out, NegotiateName{b.FQDN, fmt.Sprintf("l7redirect %s, a redirect target of pool %s", l.Name, p.Name)})
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Certificates lists the server certificates of the auth node and the L7

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -61,5 +62,32 @@ func TestAuthNodeNTLM(t *testing.T) {
 	}
 	if w := f.Warnings(); w == nil || !strings.Contains(w.Error(), strconv.Itoa(line+1)+": warning: authnode.ntlm: ignored: NTLM is not enabled") {
 		t.Errorf("warnings %v; want the ignored ntlm section at line %d", w, line+1)
+	}
+}
+
+// TestNegotiateNames: the names a browser asks a ticket for are the L4
+// names routed to a pool and the redirect targets of the L7 front door,
+// not the front door's own name, which takes no ticket; each says what
+// serves it.
+func TestNegotiateNames(t *testing.T) {
+	f, err := Load(writeConfig(t, l7Fixture(t), l7Base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := f.NegotiateNames()
+	want := []NegotiateName{
+		{"lb.example.test", "l4 listener public, route to pool authnodes"},
+		{"auth1.example.test", "l7redirect sso, a redirect target of pool authnodes"},
+		{"auth2.example.test", "l7redirect sso, a redirect target of pool authnodes"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("NegotiateNames() = %v\nwant %v", got, want)
+	}
+	node, err := Load(writeConfig(t, fixture(t), base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := node.NegotiateNames(); len(got) != 1 || got[0].Via != "authnode.fqdn" {
+		t.Errorf("an auth node's file: %v; want its fqdn", got)
 	}
 }

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
+	"github.com/iwalb/iwalb/authnode/adtest"
+	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+)
+
+// TestDoctorKeytabNames: across an L4 balancer's file and an auth node's,
+// every name a browser asks a ticket for must be in the node's keytab: the
+// test domain's keytab has HTTP/lb.example.test and the nodes' names, not
+// HTTP/intranet.example.test, which the balancer also routes to the
+// nodes; the name it routes to the L7 front door needs none. Without the
+// node's file, the names cannot be checked, and doctor says so.
+func TestDoctorKeytabNames(t *testing.T) {
+	env := adtest.Env(t)
+	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))
+	dir := t.TempDir()
+	balancer := configtest.WriteFile(t, dir, "l4.yaml", []byte(`pools:
+  - name: authnodes
+    backends:
+      - {name: auth1, addr: "127.0.0.1:8443", fqdn: auth1.example.test}
+l4:
+  listeners:
+    - name: public
+      listen: 127.0.0.1:8444
+      routes:
+        - {server_names: [lb.example.test, intranet.example.test], pool: authnodes}
+`))
+
+	lines := keytabNames([]string{balancer, node})
+	byName := map[string]doctorLine{}
+	for _, l := range lines {
+		byName[l.Subject] = l
+	}
+	if l := byName["HTTP/lb.example.test"]; l.Status != "ok" || !strings.Contains(l.Message, "l4 listener public, route to pool authnodes") ||
+		!strings.Contains(l.Message, "in the keytab of "+node) {
+		t.Errorf("HTTP/lb.example.test: %+v; want ok, in the node's keytab", l)
+	}
+	if l := byName["HTTP/auth1.example.test"]; l.Status != "ok" {
+		t.Errorf("the node's own name: %+v; want ok", l)
+	}
+	l := byName["HTTP/intranet.example.test"]
+	if want := fmt.Sprintf("samba-tool spn add HTTP/intranet.example.test %s", env["AD_SVC_USER"]); l.Status != "problem" ||
+		!strings.Contains(l.Message, "no auth node's keytab holds it") || !strings.Contains(l.Fix, want) {
+		t.Errorf("HTTP/intranet.example.test: %+v; want a problem with the fix %q", l, want)
+	}
+	if len(lines) != 3 {
+		t.Errorf("%d lines, want one per name (lb, intranet, auth1): %+v", len(lines), lines)
+	}
+
+	only := keytabNames([]string{balancer})
+	if len(only) != 1 || only[0].Status != "warning" || !strings.Contains(only[0].Message, "cannot be checked against a keytab") {
+		t.Errorf("without the node's file: %+v; want one warning", only)
+	}
+}
+
+// TestDoctorSeveralFiles: -config may be given more than once; each file's
+// lines come under its name, the lines across the files last, and a
+// problem in any makes the exit status 1.
+func TestDoctorSeveralFiles(t *testing.T) {
+	dir := t.TempDir()
+	a := configtest.WriteFile(t, dir, "a.yaml", []byte("l4:\n  listeners: [}\n"))
+	b := configtest.WriteFile(t, dir, "b.yaml", []byte("pools: []\n"))
+	var out, errOut strings.Builder
+	code := run([]string{"doctor", "-config", a, "-config", b}, &out, &errOut)
+	if code != exitFailed || !strings.Contains(out.String(), "== "+a+"\n✘ config:") || !strings.Contains(out.String(), "== "+b+"\n") {
+		t.Errorf("exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+}
+
+// TestDoctorNTLM: with ntlm on, doctor asks the domain through ntlm_auth;
+// a helper that cannot ask it is a problem with the fix.
+func TestDoctorNTLM(t *testing.T) {
+	env := adtest.Env(t)
+	if env["AD_NTLM"] != "1" {
+		t.Fatal("the test domain runs without winbindd: start it with AD_NTLM=1 scripts/ad-up DIR (scripts/test does)")
+	}
+	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, section string
+		code          int
+		want          []string
+	}{
+		{"working", fmt.Sprintf("  ntlm: {enabled: true, smb_conf: %s}\n", env["AD_NTLM_AUTH_CONF"]), exitOK,
+			[]string{"✔ ntlm: ntlm_auth asked the domain through winbindd"}},
+		{"broken helper", "  ntlm: {enabled: true, helper: false}\n", exitFailed,
+			[]string{"✘ ntlm: NTLM probe:", "fix: ntlm_auth could not ask the domain: install winbind, join this host to the domain (net ads join"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut strings.Builder
+			code := run([]string{"doctor", "-config", doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour), tt.section)}, &out, &errOut)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, out.String(), errOut.String())
+			}
+			containsInOrder(t, "doctor", out.String(), tt.want)
+		})
+	}
+}
