@@ -471,9 +471,15 @@ func (r *keyRing) ready(set storedKeySet, now time.Time) (*keySet, error) {
 		if signer == nil && !now.Before(sk.SignFrom) {
 			signer = &k
 		}
+		if signer == nil && i == 0 {
+			// None may sign yet by this node's clock: the first key of a
+			// set another node just made by a clock a little ahead. It
+			// is the one to sign with.
+			signer = &k
+		}
 	}
 	if signer == nil {
-		return nil, errors.New("key set: no key may sign yet")
+		return nil, errors.New("key set: no key")
 	}
 	return newKeySet(*signer, pub, now)
 }

@@ -63,6 +63,23 @@ func (p *Provider) verifyIDToken(ctx context.Context, raw string) (*client, erro
 	return cl, nil
 }
 
+// unverifiedAudience returns the registered client that raw, an ID token
+// whose key is gone, names as its audience, or nil. Nothing is trusted
+// from it but the choice among registered clients.
+func (p *Provider) unverifiedAudience(raw string) *client {
+	tok, err := jwt.ParseSigned(raw, hintAlgs)
+	if err != nil {
+		return nil
+	}
+	var c struct {
+		Audience jwt.Audience `json:"aud"`
+	}
+	if tok.UnsafeClaimsWithoutVerification(&c) != nil || len(c.Audience) != 1 {
+		return nil
+	}
+	return p.clients[c.Audience[0]]
+}
+
 // Logout serves the end_session_endpoint (OpenID Connect RP-Initiated
 // Logout 1.0). The relying party names itself by a valid id_token_hint or
 // client_id; a post_logout_redirect_uri must be one that client
@@ -90,6 +107,10 @@ func (p *Provider) Logout() http.Handler {
 			c, err = p.verifyIDToken(r.Context(), h)
 			switch {
 			case errors.Is(err, errHintKeyGone):
+				// Likely ours, from before a rotation: its client names
+				// where the user may be sent back (a registered address,
+				// so no open redirect), after the user confirms.
+				c = p.unverifiedAudience(h)
 				log.Info("logout", "hint", "key_gone")
 			case err != nil:
 				log.Info("logout", "outcome", "refused", "reason", "id_token_hint", "err", err.Error())
