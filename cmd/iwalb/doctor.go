@@ -107,7 +107,11 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 func doctor(ctx context.Context, path string, now time.Time, r *net.Resolver) []doctorLine {
 	f, err := config.Load(path)
 	if err != nil {
-		return []doctorLine{{Check: "config", Status: "problem", Message: err.Error(), Fix: "iwalb check -config " + path + " names each problem at its line"}}
+		fix := "iwalb check -config " + path + " names each problem at its line"
+		if strings.Contains(err.Error(), "the certificate expired on") {
+			fix = "renew the expired certificate, replace its files, then iwalb reload; " + fix
+		}
+		return []doctorLine{{Check: "config", Status: "problem", Message: err.Error(), Fix: fix}}
 	}
 	lines := []doctorLine{{Check: "config", Status: "ok", Message: path + " is valid"}}
 	for _, w := range f.Warnings() {

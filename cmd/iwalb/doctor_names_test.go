@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/iwalb/iwalb/cmd/iwalb/internal/configtest"
+	"github.com/iwalb/iwalb/internal/testpki"
 )
 
 // TestDoctorKeytabNames: across an L4 balancer's file and an auth node's,
@@ -109,4 +111,28 @@ func TestDoctorNTLM(t *testing.T) {
 			containsInOrder(t, "doctor", out.String(), tt.want)
 		})
 	}
+}
+
+// TestDoctorExpiredCertificate: a node whose certificate expired yesterday
+// does not start (iwalb check refuses it), and doctor says so, with the
+// renewal as the fix.
+func TestDoctorExpiredCertificate(t *testing.T) {
+	env := adtest.Env(t)
+	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))
+	now := time.Now()
+	testpki.NewCA(t, "doctor test CA").IssueValid(t, now.Add(-48*time.Hour), now.Add(-24*time.Hour), "auth1.example.test").
+		WriteFiles(t, filepath.Dir(path), "tls/auth1.pem", "tls/auth1.key")
+	var out, errOut strings.Builder
+	code := run([]string{"doctor", "-config", path}, &out, &errOut)
+	if code != exitFailed {
+		t.Errorf("exit %d, want %d", code, exitFailed)
+	}
+	containsInOrder(t, "doctor", out.String(), []string{
+		"✘ config: " + path + ":", "authnode.tls.cert: the certificate expired on " + now.Add(-24*time.Hour).UTC().Format(time.DateOnly),
+		"fix: renew the expired certificate, replace its files, then iwalb reload",
+	})
 }
