@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -134,5 +136,72 @@ func TestDoctorExpiredCertificate(t *testing.T) {
 	containsInOrder(t, "doctor", out.String(), []string{
 		"✘ config: " + path + ":", "authnode.tls.cert: the certificate expired on " + now.Add(-24*time.Hour).UTC().Format(time.DateOnly),
 		"fix: renew the expired certificate, replace its files, then iwalb reload",
+	})
+}
+
+// spnWriter adds or deletes a servicePrincipalName value of an account by
+// writing the DC's domain partition without Samba's modules: the DC
+// refuses an SPN that another account has (LDAP, samba-tool), as Windows
+// does since 2012 R2, and older domains, or tools that write around the
+// check, still end up with duplicates. Root only; it needs Samba's Python
+// bindings (Debian's python3-samba, which the DC's packages bring).
+const spnWriter = `
+import sys, ldb
+from samba.param import LoadParm
+conf, spn, account, op = sys.argv[1:5]
+lp = LoadParm(); lp.load(conf)
+part = "DC=" + ",DC=".join(lp.get("realm").upper().split("."))
+db = ldb.Ldb(url="tdb://" + lp.private_path("sam.ldb.d/" + part + ".ldb"), options=["modules:"])
+res = db.search(expression="(sAMAccountName=%s)" % ldb.binary_encode(account), attrs=["dn"])
+m = ldb.Message(); m.dn = res[0].dn
+m["servicePrincipalName"] = ldb.MessageElement(spn, ldb.FLAG_MOD_ADD if op == "add" else ldb.FLAG_MOD_DELETE, "servicePrincipalName")
+db.modify(m)
+`
+
+// TestDoctorDuplicateSPN: an SPN registered on two accounts (the KDC then
+// issues no ticket for it) is a problem that names both accounts, with the
+// fix. The SPN is one of the test's own, so that no other test's ticket
+// is affected, and it is removed from both accounts at the end.
+func TestDoctorDuplicateSPN(t *testing.T) {
+	env := adtest.Env(t)
+	if os.Geteuid() != 0 {
+		t.Skip("writes the test DC's database: root only (scripts/test runs as root)")
+	}
+	other, _, _ := strings.Cut(env["AD_BIND_UPN"], "@")
+	spn := fmt.Sprintf("HTTP/dup-%d.example.test", time.Now().UnixNano())
+	write := func(account, op string) error {
+		out, err := exec.Command("/usr/bin/python3", "-c", spnWriter, env["AD_NTLM_AUTH_CONF"], spn, account, op).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s %s on %s: %v\n%s", op, spn, account, err, out)
+		}
+		return nil
+	}
+	for _, account := range []string{env["AD_SVC_USER"], other} {
+		t.Cleanup(func() {
+			if err := write(account, "delete"); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		})
+		if err := write(account, "add"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	kt := keytab.New()
+	kt.Entries = append(kt.Entries, good.Entries...)
+	if err := kt.AddEntry(spn, env["AD_REALM"], env["AD_SVC_PASSWORD"], time.Now(), good.Entries[0].KVNO8, 18); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	code := run([]string{"doctor", "-config", doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))}, &out, &errOut)
+	if code != exitFailed {
+		t.Errorf("exit %d, want %d", code, exitFailed)
+	}
+	containsInOrder(t, "doctor", out.String(), []string{
+		"✔ spn HTTP/auth1.example.test: registered on " + env["AD_SVC_USER"] + " only",
+		"✘ spn " + spn + ": the SPN is registered on more than one account", env["AD_SVC_USER"] + ", " + other, "fix: keep it on " + env["AD_SVC_USER"] + " alone: samba-tool spn delete " + spn,
 	})
 }
