@@ -205,3 +205,28 @@ func TestDoctorDuplicateSPN(t *testing.T) {
 		"✘ spn " + spn + ": the SPN is registered on more than one account", env["AD_SVC_USER"] + ", " + other, "fix: keep it on " + env["AD_SVC_USER"] + " alone: samba-tool spn delete " + spn,
 	})
 }
+
+// TestDoctorSPNNotRegistered: a keytab principal whose SPN no account has
+// (removed from the service account, or never added) is a problem with
+// the samba-tool/setspn command that registers it.
+func TestDoctorSPNNotRegistered(t *testing.T) {
+	env := adtest.Env(t)
+	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	spn := fmt.Sprintf("HTTP/gone-%d.example.test", time.Now().UnixNano())
+	kt := keytab.New()
+	kt.Entries = append(kt.Entries, good.Entries...)
+	if err := kt.AddEntry(spn, env["AD_REALM"], env["AD_SVC_PASSWORD"], time.Now(), good.Entries[0].KVNO8, 18); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	code := run([]string{"doctor", "-config", doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))}, &out, &errOut)
+	if code != exitFailed {
+		t.Errorf("exit %d, want %d", code, exitFailed)
+	}
+	containsInOrder(t, "doctor", out.String(), []string{
+		"✘ spn " + spn + ": the SPN is registered on no account", "fix: register it on the service account: samba-tool spn add " + spn + " " + env["AD_SVC_USER"],
+	})
+}
