@@ -251,6 +251,12 @@ func checkIssuer(s string) error {
 		return errors.New("must name a host, without user information")
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.ContainsAny(s, "?#"):
 		return errors.New("may have neither a query nor a fragment")
+	case hasDotSegment(u.Path):
+		return errors.New("may not have . or .. path segments")
+	case !hostName(u.Hostname()):
+		return errors.New("must name a host by a DNS name or an IP address")
+	case strings.ContainsAny(u.Path, "{}"):
+		return errors.New("may not hold braces (the endpoints' routes are patterns)")
 	case strings.HasSuffix(s, "/"):
 		return errors.New("may not end with a slash (the endpoints are the issuer followed by their paths)")
 	case u.String() != s:
@@ -321,6 +327,10 @@ func checkRedirectURI(s string) error {
 		return errors.New("may not carry user information")
 	case u.Fragment != "" || strings.Contains(s, "#"):
 		return errors.New("may not have a fragment")
+	case !hostName(u.Hostname()):
+		return errors.New("must name a host by a DNS name or an IP address (no wildcards)")
+	case hasDotSegment(u.Path):
+		return errors.New("may not have . or .. path segments")
 	case u.Scheme == "https":
 	case u.Scheme == "http" && isLoopback(u.Hostname()):
 	default:
@@ -330,6 +340,37 @@ func checkRedirectURI(s string) error {
 		return errors.New("is not in its canonical form (check case, escapes and dot segments)")
 	}
 	return nil
+}
+
+// hostName reports whether h is an IP address or made of the characters
+// of DNS names, so that a wildcard or other pattern is not mistaken for
+// one (redirect URIs are matched exactly; "*" would match only itself).
+func hostName(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for i := range len(h) {
+		switch b := h[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '-', b == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// hasDotSegment reports whether p has a "." or ".." segment, which
+// clients may resolve away before sending and so never match exactly.
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // isLoopback reports whether host is a loopback IP literal or localhost.

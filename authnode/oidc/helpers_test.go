@@ -67,6 +67,22 @@ func (a *fakeAuth) setUser(u User) {
 	a.mu.Unlock()
 }
 
+// fakeSessions plays the node's session end: it clears a cookie, and
+// fails while fail is set.
+type fakeSessions struct {
+	ended atomic.Int64
+	fail  atomic.Bool
+}
+
+func (s *fakeSessions) EndSession(w http.ResponseWriter, r *http.Request) error {
+	if s.fail.Load() {
+		return errors.New("store unavailable")
+	}
+	s.ended.Add(1)
+	http.SetCookie(w, &http.Cookie{Name: "iwalb_sso", Value: "", MaxAge: -1, Secure: true, HttpOnly: true})
+	return nil
+}
+
 var alice = User{
 	SID: "S-1-5-21-1111-2222-3333-1104", SAMAccountName: "alice", UPN: "alice@EXAMPLE.TEST",
 	Email: "alice@example.test", DisplayName: "Alice Liddell",
@@ -104,6 +120,7 @@ type env struct {
 	issuer    string
 	clock     *fakeClock
 	auth      *fakeAuth
+	sessions  *fakeSessions
 	store     *store.Memory
 	keys      *LocalKeyStore
 	providers []*Provider
@@ -137,6 +154,7 @@ func newEnv(t *testing.T, nodes int, cfg func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, clock: &fakeClock{}, keys: NewLocalKeyStore(), logs: &syncBuffer{}}
 	e.auth = &fakeAuth{clock: e.clock, user: alice}
+	e.sessions = &fakeSessions{}
 	e.store = store.NewMemory(store.Options{Now: e.clock.Now})
 	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, PathJWKS) {
@@ -151,7 +169,7 @@ func newEnv(t *testing.T, nodes int, cfg func(*Config)) *env {
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for range nodes {
-		p, err := New(c, Options{Store: e.store, Keys: e.keys, Authenticator: e.auth, Now: e.clock.Now, Logger: log})
+		p, err := New(c, Options{Store: e.store, Keys: e.keys, Authenticator: e.auth, Sessions: e.sessions, Now: e.clock.Now, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
