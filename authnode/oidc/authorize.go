@@ -182,9 +182,9 @@ func (p *Provider) checkAuthRequest(c *client, q map[string]string) (AuthRequest
 		if len(prompt) > 1 {
 			return ar, nil, &authError{"invalid_request", "prompt=none with other values"}
 		}
-		// Negotiate may show a page (the browser's 401) and the form
-		// does; a silent sign-in cannot be promised, so none is asked
-		// to sign in interactively.
+		// A sign-in without interaction cannot be promised: a browser
+		// without a ticket shows the 401's page, and the form is a
+		// page. So the relying party is told to ask with interaction.
 		return ar, nil, &authError{"login_required", "this provider does not sign in without interaction"}
 	}
 	ar.Prompt = prompt

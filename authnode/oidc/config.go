@@ -142,7 +142,10 @@ type Client struct {
 	RequiredGroup string
 	// TokenAuth is how the client authenticates at /token:
 	// client_secret_basic (the default with a secret), client_secret_post,
-	// or none (the only one, and the default, without a secret).
+	// or none (the only one, and the default, without a secret). Only
+	// that method is accepted: a relying party that tries one and then
+	// the other (x/oauth2's auto-detection) sees invalid_client for any
+	// refusal of its first try, so it should be set to the method.
 	TokenAuth string
 	// GroupSIDs adds the group_sids claim (every group SID of the user)
 	// to the groups scope's claims.

@@ -383,6 +383,8 @@ func (r *keyRing) load(ctx context.Context, now time.Time) (*keySet, error) {
 			if !ok {
 				continue // another node wrote first: read its set
 			}
+			newest := next.Keys[len(next.Keys)-1]
+			r.log.Info("oidc key set written", "keys", len(next.Keys), "kid", newest.Key.KeyID, "signs_from", newest.SignFrom)
 		} else if changed && len(set.Keys) == 0 {
 			return nil, errors.New("key set: other nodes keep replacing it")
 		} else if changed {
