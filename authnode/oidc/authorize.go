@@ -76,7 +76,7 @@ func (p *Provider) Authorize() http.Handler {
 		}
 		c := p.clients[q["client_id"]]
 		if c == nil {
-			p.log.Info("authorize", "outcome", "refused", "reason", "unknown_client", "client_id", clipName(q["client_id"]), "client", r.RemoteAddr)
+			p.log.Info("authorize", "outcome", "refused", "reason", "unknown_client", "client_id", clip(q["client_id"]), "client", r.RemoteAddr)
 			writePage(w, http.StatusBadRequest, "The sign-in request is not valid", "The application (client_id) is not registered with this sign-in service.")
 			return
 		}
@@ -106,7 +106,7 @@ func (p *Provider) Authorize() http.Handler {
 			fail(authError{"server_error", "the sign-in did not identify the user"})
 			return
 		}
-		log = log.With("sub", user.SID, "user", clipName(user.SAMAccountName))
+		log = log.With("sub", user.SID, "user", clip(user.SAMAccountName))
 		if c.RequiredGroup != "" && !user.hasGroup(c.RequiredGroup) {
 			fail(authError{"access_denied", "the user is not in the group this application requires"})
 			return

@@ -152,7 +152,7 @@ type Client struct {
 	GroupSIDs bool
 }
 
-// setDefaults fills the zero fields of a copy of c.
+// withDefaults returns a copy of c with its zero fields filled.
 func (c Config) withDefaults() Config {
 	if c.CodeTTL == 0 {
 		c.CodeTTL = DefaultCodeTTL
@@ -176,8 +176,14 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	c.Clients = slices.Clone(c.Clients)
+	c.SigningKeys = slices.Clone(c.SigningKeys)
 	for i := range c.Clients {
 		cl := &c.Clients[i]
+		// The provider keeps its own copies: a caller's later change
+		// to a slice must not change a running provider.
+		cl.RedirectURIs = slices.Clone(cl.RedirectURIs)
+		cl.PostLogoutRedirectURIs = slices.Clone(cl.PostLogoutRedirectURIs)
+		cl.Scopes = slices.Clone(cl.Scopes)
 		if len(cl.Scopes) == 0 {
 			cl.Scopes = slices.Clone(supportedScopes)
 		}

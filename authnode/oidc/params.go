@@ -105,6 +105,16 @@ func clipName(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// clip bounds a value a client chose (or a name from the directory) for a
+// log line; the handler quotes it.
+func clip(s string) string {
+	const maxLog = 64
+	if len(s) > maxLog {
+		s = s[:maxLog] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
 // requestParams reads the parameters of r: the query of a GET, the form
 // body of a POST (which then may have no query, so that nothing is read
 // from two places). Other methods are refused by the caller.

@@ -110,7 +110,7 @@ func (p *Provider) Token() http.Handler {
 		}
 		c, terr := p.authenticateClient(r, q)
 		if terr != nil {
-			p.log.Info("token", "outcome", "refused", "reason", terr.code, "client_id", clipName(q["client_id"]), "client", r.RemoteAddr)
+			p.log.Info("token", "outcome", "refused", "reason", terr.code, "client_id", clip(q["client_id"]), "client", r.RemoteAddr)
 			terr.write(w, basic)
 			return
 		}
