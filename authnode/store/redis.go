@@ -95,7 +95,7 @@ type Redis struct {
 	prefix    string
 	opTimeout time.Duration
 
-	put, get, take, replay *redis.Script
+	put, get, take, replay, cas *redis.Script
 }
 
 // NewRedis returns a Redis for cfg. It dials nothing: connections are made
@@ -157,6 +157,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		get:       redis.NewScript(getScript),
 		take:      redis.NewScript(takeScript),
 		replay:    redis.NewScript(replayScript),
+		cas:       redis.NewScript(casScript),
 	}, nil
 }
 
@@ -288,6 +289,24 @@ func (s *RedisStore) Delete(ctx context.Context, key string) error {
 	return s.r.fail("delete", s.r.client.Del(ctx, s.keys(key)...).Err())
 }
 
+// CompareAndSwap sets key to new, with no expiry, when its value is old
+// (nil or empty: when it has none), and reports whether it did. Of nodes
+// racing to write the same key from the same old value, one wins and the
+// others read its value: the OIDC provider's signing keys are written so.
+// Get reads the value.
+func (s *RedisStore) CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error) {
+	if len(new) == 0 {
+		return false, errors.New("store compare-and-swap: an empty value cannot be told from none")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.r.opTimeout)
+	defer cancel()
+	n, err := s.r.cas.Run(ctx, s.r.client, s.keys(key)[:1], old, new).Int()
+	if err != nil {
+		return false, s.r.fail("cas", err)
+	}
+	return n == 1, nil
+}
+
 // Check pings Redis; the auth node's readiness calls it.
 func (s *RedisStore) Check(ctx context.Context) error { return s.r.Check(ctx) }
 
@@ -306,6 +325,15 @@ return 1`
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
 return {0, redis.call('EXISTS', KEYS[2])}`
+	// casScript: ARGV[1] the value expected ('' for none), ARGV[2] the
+	// new value, kept without expiry.
+	casScript = `
+local v = redis.call('GET', KEYS[1])
+if (v == false and ARGV[1] == '') or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`
 	// takeScript forgets the marker with the value: a token redeemed is
 	// unknown afterwards, not expired.
 	takeScript = `

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/negotiate"
+	"github.com/iwalb/iwalb/authnode/oidc"
 	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/authnode/store/redistest"
 )
@@ -643,4 +644,70 @@ func BenchmarkRedisReplayRecord(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The OIDC provider keeps its signing keys in a RedisStore.
+var _ oidc.KeyStore = (*store.RedisStore)(nil)
+
+// TestRedisCompareAndSwapAcrossNodes: of nodes racing to write a key that
+// has no value, exactly one wins; a swap from the value it wrote succeeds
+// once; a swap from a stale value fails; Get reads what was written, and
+// the value does not expire.
+func TestRedisCompareAndSwapAcrossNodes(t *testing.T) {
+	env := redistest.Env(t)
+	a, b := twoNodes(t, redistest.Config(t, env))
+	ctx := context.Background()
+	key := fmt.Sprint("keys-", time.Now().UnixNano())
+	t.Cleanup(func() { _ = a.Store("oidc").Delete(ctx, key) })
+	const racers = 20
+	var won atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for j := range racers {
+		s := a.Store("oidc")
+		if j%2 == 1 {
+			s = b.Store("oidc")
+		}
+		wg.Go(func() {
+			<-start
+			ok, err := s.CompareAndSwap(ctx, key, nil, []byte(fmt.Sprint("set-", j)))
+			if err != nil {
+				t.Errorf("CompareAndSwap: %v", err)
+			}
+			if ok {
+				won.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if won.Load() != 1 {
+		t.Fatalf("%d of %d racers wrote the key, want 1", won.Load(), racers)
+	}
+	first, err := b.Store("oidc").Get(ctx, key)
+	if err != nil || !strings.HasPrefix(string(first), "set-") {
+		t.Fatalf("Get after the race: %q, %v", first, err)
+	}
+	if ok, err := a.Store("oidc").CompareAndSwap(ctx, key, first, []byte("second")); !ok || err != nil {
+		t.Fatalf("swap from the value written: %t, %v", ok, err)
+	}
+	if ok, err := b.Store("oidc").CompareAndSwap(ctx, key, first, []byte("third")); ok || err != nil {
+		t.Fatalf("swap from a stale value: %t, %v; want false", ok, err)
+	}
+	if v, err := a.Store("oidc").Get(ctx, key); string(v) != "second" || err != nil {
+		t.Fatalf("Get: %q, %v; want second", v, err)
+	}
+	c := redistest.Client(t, redistest.Config(t, env).Addrs[0], redistest.Config(t, env).Password)
+	keys, err := c.Keys(ctx, "*oidc:*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("keys: %v %v", keys, err)
+	}
+	for _, k := range keys {
+		if ttl := c.TTL(ctx, k).Val(); ttl >= 0 {
+			t.Errorf("%s expires in %v; a compare-and-swap value must not", k, ttl)
+		}
+	}
+	if _, err := a.Store("oidc").CompareAndSwap(ctx, key, []byte("second"), nil); err == nil {
+		t.Error("an empty new value was accepted")
+	}
 }
