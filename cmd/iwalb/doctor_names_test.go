@@ -16,12 +16,67 @@ import (
 	"github.com/iwalb/iwalb/internal/testpki"
 )
 
+// doctorL4Config writes an L4 balancer's file with one pool of the given
+// node FQDNs and one listener whose routes are given as YAML lines, and
+// returns its path.
+func doctorL4Config(t *testing.T, nodes []string, routes ...string) string {
+	t.Helper()
+	var y strings.Builder
+	y.WriteString("pools:\n  - name: authnodes\n    backends:\n")
+	for i, n := range nodes {
+		fmt.Fprintf(&y, "      - {name: node%d, addr: \"127.0.0.1:%d\", fqdn: %s}\n", i, 8443+i, n)
+	}
+	y.WriteString("  - name: web\n    backends:\n      - {name: web1, addr: \"127.0.0.1:9443\", fqdn: web1.example.test}\n")
+	y.WriteString("l4:\n  listeners:\n    - name: public\n      listen: 127.0.0.1:8444\n      routes:\n")
+	for _, r := range routes {
+		y.WriteString("        - " + r + "\n")
+	}
+	return configtest.WriteFile(t, t.TempDir(), "l4.yaml", []byte(y.String()))
+}
+
+// doctorL7Config writes an L7 front door's file for sso.example.test that
+// redirects to a pool of the given node FQDNs, and returns its path.
+func doctorL7Config(t *testing.T, nodes ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	testpki.NewCA(t, "doctor test CA").IssueValid(t, time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour), "sso.example.test").WriteFiles(t, dir, "tls/sso.pem", "tls/sso.key")
+	var y strings.Builder
+	y.WriteString("pools:\n  - name: authnodes\n    backends:\n")
+	for i, n := range nodes {
+		fmt.Fprintf(&y, "      - {name: node%d, addr: \"127.0.0.1:%d\", fqdn: %s}\n", i, 8443+i, n)
+	}
+	y.WriteString(`l7redirect:
+  listeners:
+    - name: sso
+      listen: 127.0.0.1:8446
+      certificates: [{cert: tls/sso.pem, key: tls/sso.key}]
+      names: [sso.example.test]
+      rules: [{host: sso.example.test, path_prefix: /, pool: authnodes}]
+`)
+	return configtest.WriteFile(t, dir, "l7redirect.yaml", []byte(y.String()))
+}
+
+// linesBySubject indexes doctor's lines by subject; a subject twice fails
+// the test unless the lines say the same.
+func linesBySubject(t *testing.T, lines []doctorLine) map[string]doctorLine {
+	t.Helper()
+	by := map[string]doctorLine{}
+	for _, l := range lines {
+		if old, ok := by[l.Subject]; ok && old.Status != l.Status {
+			t.Errorf("%s twice: %+v and %+v", l.Subject, old, l)
+		}
+		by[l.Subject] = l
+	}
+	return by
+}
+
 // TestDoctorKeytabNames: across an L4 balancer's file and an auth node's,
 // every name a browser asks a ticket for must be in the node's keytab: the
 // test domain's keytab has HTTP/lb.example.test and the nodes' names, not
-// HTTP/intranet.example.test, which the balancer also routes to the
-// nodes; the name it routes to the L7 front door needs none. Without the
-// node's file, the names cannot be checked, and doctor says so.
+// HTTP/intranet.example.test, which the balancer also routes to the node;
+// the name it routes to the L7 front door needs none; a wildcard cannot be
+// checked. Without the node's file, the names cannot be checked, and
+// doctor says so.
 func TestDoctorKeytabNames(t *testing.T) {
 	env := adtest.Env(t)
 	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
@@ -29,43 +84,172 @@ func TestDoctorKeytabNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))
-	dir := t.TempDir()
-	balancer := configtest.WriteFile(t, dir, "l4.yaml", []byte(`pools:
-  - name: authnodes
-    backends:
-      - {name: auth1, addr: "127.0.0.1:8443", fqdn: auth1.example.test}
-l4:
-  listeners:
-    - name: public
-      listen: 127.0.0.1:8444
-      routes:
-        - {server_names: [lb.example.test, intranet.example.test], pool: authnodes}
-`))
+	nodeKeytab := filepath.Join(filepath.Dir(node), "http.keytab")
+	balancer := doctorL4Config(t, []string{"auth1.example.test"},
+		"{server_names: [lb.example.test, intranet.example.test], pool: authnodes}",
+		`{server_names: ["*.apps.example.test"], pool: authnodes}`)
 
 	lines := keytabNames([]string{balancer, node})
-	byName := map[string]doctorLine{}
-	for _, l := range lines {
-		byName[l.Subject] = l
-	}
-	if l := byName["HTTP/lb.example.test"]; l.Status != "ok" || !strings.Contains(l.Message, "l4 listener public, route to pool authnodes") ||
-		!strings.Contains(l.Message, "in the keytab of "+node) {
+	byName := linesBySubject(t, lines)
+	if l := byName["HTTP/lb.example.test"]; l.Status != "ok" || !strings.Contains(l.Message, "served by l4 listener public, route to pool authnodes ("+balancer+")") ||
+		!strings.Contains(l.Message, "in the keytab of each node it reaches: auth1.example.test ("+node+")") {
 		t.Errorf("HTTP/lb.example.test: %+v; want ok, in the node's keytab", l)
 	}
-	if l := byName["HTTP/auth1.example.test"]; l.Status != "ok" {
+	if l := byName["HTTP/auth1.example.test"]; l.Status != "ok" || !strings.Contains(l.Message, "served by authnode.fqdn ("+node+")") {
 		t.Errorf("the node's own name: %+v; want ok", l)
 	}
 	l := byName["HTTP/intranet.example.test"]
-	if want := fmt.Sprintf("samba-tool spn add HTTP/intranet.example.test %s", env["AD_SVC_USER"]); l.Status != "problem" ||
-		!strings.Contains(l.Message, "no auth node's keytab holds it") || !strings.Contains(l.Fix, want) {
-		t.Errorf("HTTP/intranet.example.test: %+v; want a problem with the fix %q", l, want)
+	svc, realm := env["AD_SVC_USER"], env["AD_REALM"]
+	if l.Status != "problem" || !strings.Contains(l.Message, "but the keytab of auth1.example.test ("+node+"), a node it reaches, does not hold it") {
+		t.Errorf("HTTP/intranet.example.test: %+v; want a problem", l)
 	}
-	if len(lines) != 3 {
-		t.Errorf("%d lines, want one per name (lb, intranet, auth1): %+v", len(lines), lines)
+	for _, fix := range []string{
+		"samba-tool spn add HTTP/intranet.example.test " + svc,
+		"samba-tool domain exportkeytab " + nodeKeytab + " --principal=HTTP/intranet.example.test@" + realm,
+		"setspn -S HTTP/intranet.example.test " + svc,
+		"ktpass -princ HTTP/intranet.example.test@" + realm + " -mapuser " + svc + " -out " + nodeKeytab,
+	} {
+		if !strings.Contains(l.Fix, fix) {
+			t.Errorf("HTTP/intranet.example.test's fix %q; want %q in it", l.Fix, fix)
+		}
+	}
+	if l := byName["HTTP/*.apps.example.test"]; l.Status != "warning" || !strings.Contains(l.Message, "no SPN matches a wildcard") {
+		t.Errorf("a wildcard: %+v; want a warning", l)
+	}
+	if len(lines) != 4 {
+		t.Errorf("%d lines, want one per name (lb, intranet, the wildcard, auth1): %+v", len(lines), lines)
 	}
 
 	only := keytabNames([]string{balancer})
 	if len(only) != 1 || only[0].Status != "warning" || !strings.Contains(only[0].Message, "cannot be checked against a keytab") {
 		t.Errorf("without the node's file: %+v; want one warning", only)
+	}
+}
+
+// TestDoctorKeytabNamesNodes: a name is checked against the nodes it
+// reaches, the auth node files whose fqdn is a backend of its pool: each
+// must hold it, and they must share a service account; a backend whose
+// file is not given is named as not checked; a name that reaches no node
+// given is checked against every node's keytab.
+func TestDoctorKeytabNamesNodes(t *testing.T) {
+	env := adtest.Env(t)
+	full, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := keytab.New() // auth2's keytab before HTTP/lb.example.test was exported into it
+	for _, e := range full.Entries {
+		if strings.Join(e.Principal.Components, "/") == "HTTP/auth2.example.test" {
+			own.Entries = append(own.Entries, e)
+		}
+	}
+	if len(own.Entries) == 0 {
+		t.Fatalf("%s holds no HTTP/auth2.example.test", env["AD_HTTP_KEYTAB"])
+	}
+	year := time.Now().Add(365 * 24 * time.Hour)
+	auth1 := doctorConfig(t, env, full, year)
+	balancer := doctorL4Config(t, []string{"auth1.example.test", "auth2.example.test", "auth3.example.test"},
+		"{server_names: [lb.example.test], pool: authnodes}", "{server_names: [app.example.test], pool: web}")
+
+	lacking := doctorNodeConfig(t, env, "auth2.example.test", env["AD_SVC_USER"], own, year)
+	other := doctorNodeConfig(t, env, "auth2.example.test", "svc_other", full, year)
+	both := doctorNodeConfig(t, env, "auth2.example.test", env["AD_SVC_USER"], full, year)
+	for _, tt := range []struct {
+		name, auth2, status, lb, fix string
+	}{
+		{"auth2 without the name", lacking, "problem",
+			"but the keytab of auth2.example.test (" + lacking + "), a node it reaches, does not hold it",
+			"samba-tool domain exportkeytab " + filepath.Join(filepath.Dir(lacking), "http.keytab") + " --principal=HTTP/lb.example.test@"},
+		{"another account", other, "problem", "reaches nodes of different service accounts (svc_http, svc_other)", "the same kerberos.account"},
+		{"both", both, "ok", "in the keytab of each node it reaches: auth1.example.test (" + auth1 + "), auth2.example.test (" + both + ")", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			byName := linesBySubject(t, keytabNames([]string{balancer, auth1, tt.auth2}))
+			l := byName["HTTP/lb.example.test"]
+			if l.Status != tt.status || !strings.Contains(l.Message, tt.lb) || !strings.Contains(l.Fix, tt.fix) {
+				t.Errorf("HTTP/lb.example.test: %+v\nwant %s, %q, fix with %q", l, tt.status, tt.lb, tt.fix)
+			}
+			if !strings.HasSuffix(l.Message, "; not checked, their files not given: auth3.example.test") {
+				t.Errorf("HTTP/lb.example.test: %q; want auth3 named as not checked", l.Message)
+			}
+			for _, own := range []string{"HTTP/auth1.example.test", "HTTP/auth2.example.test"} {
+				if byName[own].Status != "ok" {
+					t.Errorf("%s, a node's own name in its own keytab: %+v", own, byName[own])
+				}
+			}
+			// app.example.test goes to a pool of no node given: checked
+			// against every node's keytab, and none has it.
+			if l := byName["HTTP/app.example.test"]; l.Status != "problem" || !strings.Contains(l.Message, "no auth node's keytab holds it") {
+				t.Errorf("HTTP/app.example.test: %+v; want a problem", l)
+			}
+		})
+	}
+
+	// The front door redirects to auth1 and auth2, and only auth1's file is
+	// given: auth1 is checked in its own keytab, auth2's name in any node's
+	// keytab (auth1's has it).
+	frontDoor := doctorL7Config(t, "auth1.example.test", "auth2.example.test")
+	want := map[string]string{
+		"HTTP/auth1.example.test": "served by l7redirect sso, a redirect target of pool authnodes (" + frontDoor + "); in the keytab of each node it reaches: auth1.example.test (" + auth1 + ")",
+		"HTTP/auth2.example.test": "served by l7redirect sso, a redirect target of pool authnodes (" + frontDoor + "); in the keytab of " + auth1 + " (no file given is a node it reaches)",
+	}
+	for _, l := range keytabNames([]string{frontDoor, auth1}) {
+		if w, ok := want[l.Subject]; ok && strings.Contains(l.Message, "l7redirect") {
+			if l.Status != "ok" || l.Message != w {
+				t.Errorf("redirect target %s: %+v\nwant ok, %q", l.Subject, l, w)
+			}
+			delete(want, l.Subject)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("no line for the redirect targets %v", want)
+	}
+}
+
+// TestDoctorKeytabNamesRun: doctor -config l4 -config l7redirect -config
+// authnode against the test domain: every name in the node's keytab passes
+// (exit 0, each ✔ under the files' lines); an L4 name that is not fails
+// with the SPN and keytab export that fix it.
+func TestDoctorKeytabNamesRun(t *testing.T) {
+	env := adtest.Env(t)
+	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))
+	frontDoor := doctorL7Config(t, "auth1.example.test")
+	for _, tt := range []struct {
+		name   string
+		routes string
+		code   int
+		want   []string
+	}{
+		{"all in the keytab", "{server_names: [lb.example.test], pool: authnodes}", exitOK, []string{
+			"== across the files\n",
+			"✔ keytab names HTTP/lb.example.test: served by l4 listener public, route to pool authnodes",
+			"✔ keytab names HTTP/auth1.example.test: served by l7redirect sso, a redirect target of pool authnodes",
+			"✔ keytab names HTTP/auth1.example.test: served by authnode.fqdn",
+		}},
+		{"an L4 name not in it", "{server_names: [lb.example.test, intranet.example.test], pool: authnodes}", exitFailed, []string{
+			"== across the files\n",
+			"✔ keytab names HTTP/lb.example.test:",
+			"✘ keytab names HTTP/intranet.example.test: served by l4 listener public, route to pool authnodes",
+			"a node it reaches, does not hold it",
+			"    fix: register it on the service account and export the keytab again: samba-tool spn add HTTP/intranet.example.test " + env["AD_SVC_USER"],
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			balancer := doctorL4Config(t, []string{"auth1.example.test"}, tt.routes)
+			var out, errOut strings.Builder
+			code := run([]string{"doctor", "-config", balancer, "-config", frontDoor, "-config", node}, &out, &errOut)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\n%s%s", code, tt.code, out.String(), errOut.String())
+			}
+			containsInOrder(t, "doctor", out.String(), append([]string{"== " + balancer + "\n", "== " + frontDoor + "\n", "== " + node + "\n"}, tt.want...))
+			if tt.code == exitOK && strings.Contains(out.String(), "✘") {
+				t.Errorf("a problem in a passing run:\n%s", out.String())
+			}
+		})
 	}
 }
 

@@ -19,12 +19,19 @@ import (
 
 // doctorConfig writes an auth node's configuration for the test domain,
 // with the keytab kt and a certificate valid until notAfter, and returns
-// its path.
+// its path: auth1.example.test, with the service account of the domain.
 func doctorConfig(t *testing.T, env map[string]string, kt *keytab.Keytab, notAfter time.Time, extra ...string) string {
+	t.Helper()
+	return doctorNodeConfig(t, env, "auth1.example.test", env["AD_SVC_USER"], kt, notAfter, extra...)
+}
+
+// doctorNodeConfig is doctorConfig for the node fqdn with the service
+// account account.
+func doctorNodeConfig(t *testing.T, env map[string]string, fqdn, account string, kt *keytab.Keytab, notAfter time.Time, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "doctor test CA")
-	ca.IssueValid(t, time.Now().Add(-time.Hour), notAfter, "auth1.example.test").WriteFiles(t, dir, "tls/auth1.pem", "tls/auth1.key")
+	ca.IssueValid(t, time.Now().Add(-time.Hour), notAfter, fqdn).WriteFiles(t, dir, "tls/auth1.pem", "tls/auth1.key")
 	b, err := kt.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +40,7 @@ func doctorConfig(t *testing.T, env map[string]string, kt *keytab.Keytab, notAft
 	configtest.WriteFile(t, dir, "bind", []byte(env["AD_BIND_PASSWORD"]+"\n"))
 	configtest.WriteFile(t, dir, "app-key", []byte("0123456789abcdef0123456789abcdef\n"))
 	return configtest.WriteFile(t, dir, "iwalb.yaml", []byte(fmt.Sprintf(`authnode:
-  fqdn: auth1.example.test
+  fqdn: %s
   listen: 127.0.0.1:1
   tls: {cert: tls/auth1.pem, key: tls/auth1.key}
   application_url: https://app.example.test/sso/callback
@@ -47,7 +54,7 @@ func doctorConfig(t *testing.T, env map[string]string, kt *keytab.Keytab, notAft
     base_dn: %s
   api:
     clients: [{name: app, key_file: app-key}]
-%s`, env["KRB5_CONFIG"], env["AD_REALM"], env["AD_SVC_USER"], env["AD_LDAPS_URL"], env["AD_LDAP_CA_FILE"],
+%s`, fqdn, env["KRB5_CONFIG"], env["AD_REALM"], account, env["AD_LDAPS_URL"], env["AD_LDAP_CA_FILE"],
 		env["AD_LDAP_TLS_SERVER_NAME"], env["AD_BIND_DN"], env["AD_BASE_DN"], strings.Join(extra, ""))))
 }
 

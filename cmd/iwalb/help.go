@@ -25,7 +25,7 @@ var commandDocs = []commandDoc{
 	{"keytab", "iwalb keytab [-json] FILE",
 		"Lists a keytab's key versions, timestamps, principals and enctypes, as klist -kte does, never a key, and what is wrong with each principal at its newest key version, with the fix. Exit 1 on a problem."},
 	{"doctor", "iwalb doctor [-json] -config FILE [-config FILE ...]",
-		"Checks each FILE, then what the machine and the domain say: certificates (expiry, chain), the names served (DNS, no CNAME), the browser settings they need, each keytab principal, and for an auth node its LDAP bind, clock, KDC self-test, SPNs and service account in AD, NTLM through ntlm_auth, and Redis. Across the files: every name a browser asks a ticket for (the L4 balancer's, the front door's redirect targets, the nodes' own) has its HTTP/ principal in an auth node's keytab. Each failure with its fix. Exit 1 on a problem."},
+		"Checks each FILE, then what the machine and the domain say: certificates (expiry, chain), the names served (DNS, no CNAME), the browser settings they need, each keytab principal, and for an auth node its LDAP bind, clock, KDC self-test, SPNs and service account in AD, NTLM through ntlm_auth, and Redis. Across the files: every name a browser asks a ticket for (the L4 balancer's, the front door's redirect targets, the nodes' own) has its HTTP/ principal in the keytab of each node it reaches (the auth node files whose fqdn is a backend of its pool; any auth node's when none is), and those nodes share one service account. Each failure with its fix. Exit 1 on a problem."},
 	{"version", "iwalb version",
 		"Prints the version, the build date, the VCS revision and the Go version."},
 	{"help", "iwalb help [COMMAND | -man]",

@@ -53,7 +53,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -179,23 +178,44 @@ func (f *File) ServedNames() []string {
 // through what the file configures: the auth nodes behind it need
 // HTTP/<Name> in their keytab.
 type NegotiateName struct {
+	// Name is a host name, or "*.<domain>" for an L4 route's wildcard:
+	// browsers then ask a ticket for each name under it, and no SPN
+	// matches the wildcard itself.
 	Name string
 	// Via says what serves it, for the operator: "authnode.fqdn", "l4
 	// listener public, route to pool authnodes", "l7redirect sso, a
 	// redirect target of pool authnodes".
 	Via string
+	// Backends are the FQDNs of the nodes a browser reaches under Name,
+	// which must read its tickets: the node's own for authnode.fqdn and
+	// for a redirect target, every backend FQDN of an L4 route's pool
+	// (backends without one are left out).
+	Backends []string
 }
 
 // NegotiateNames are the names browsers ask a ticket for, in file order:
 // the auth node's own, the server names of L4 routes that lead to a pool
 // (the nodes, by passthrough; not those that lead to an L7 front door,
 // which takes no ticket), and the backend FQDNs of the pools the L7 front
-// doors redirect to. Wildcard server names are left out: no SPN matches
-// them.
+// doors redirect to.
 func (f *File) NegotiateNames() []NegotiateName {
 	var out []NegotiateName
 	if f.authNode != nil {
-		out = append(out, NegotiateName{f.authNode.FQDN, "authnode.fqdn"})
+		out = append(out, NegotiateName{f.authNode.FQDN, "authnode.fqdn", []string{f.authNode.FQDN}})
+	}
+	backends := func(pool string) []string {
+		var fqdns []string
+		for _, p := range f.pools {
+			if p.Name != pool {
+				continue
+			}
+			for _, b := range p.Backends {
+				if b.FQDN != "" {
+					fqdns = append(fqdns, b.FQDN)
+				}
+			}
+		}
+		return fqdns
 	}
 	for _, l := range f.l4 {
 		for _, r := range l.routes {
@@ -203,9 +223,7 @@ func (f *File) NegotiateNames() []NegotiateName {
 				continue
 			}
 			for _, n := range r.serverNames {
-				if !strings.HasPrefix(n, "*.") {
-					out = append(out, NegotiateName{n, fmt.Sprintf("l4 listener %s, route to pool %s", l.cfg.Name, r.pool)})
-				}
+				out = append(out, NegotiateName{n, fmt.Sprintf("l4 listener %s, route to pool %s", l.cfg.Name, r.pool), backends(r.pool)})
 			}
 		}
 	}
@@ -220,15 +238,8 @@ func (f *File) NegotiateNames() []NegotiateName {
 				continue
 			}
 			seen[r.pool] = true
-			for _, p := range f.pools {
-				if p.Name != r.pool {
-					continue
-				}
-				for _, b := range p.Backends {
-					if b.FQDN != "" {
-						out = append(out, NegotiateName{b.FQDN, fmt.Sprintf("l7redirect %s, a redirect target of pool %s", l.Name, p.Name)})
-					}
-				}
+			for _, fqdn := range backends(r.pool) {
+				out = append(out, NegotiateName{fqdn, fmt.Sprintf("l7redirect %s, a redirect target of pool %s", l.Name, r.pool), []string{fqdn}})
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"os/exec"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,28 +67,30 @@ func TestAuthNodeNTLM(t *testing.T) {
 }
 
 // TestNegotiateNames: the names a browser asks a ticket for are the L4
-// names routed to a pool and the redirect targets of the L7 front door,
-// not the front door's own name, which takes no ticket; each says what
-// serves it.
+// names routed to a pool (a wildcard as it is) and the redirect targets of
+// the L7 front door, not the front door's own name, which takes no ticket;
+// each says what serves it and the node FQDNs it reaches.
 func TestNegotiateNames(t *testing.T) {
-	f, err := Load(writeConfig(t, l7Fixture(t), l7Base))
+	f, err := Load(writeConfig(t, l7Fixture(t), editL7(map[int]string{38: `        - server_names: [lb.example.test, "*.apps.example.test"]`}, "")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := f.NegotiateNames()
+	nodes := []string{"auth1.example.test", "auth2.example.test"}
 	want := []NegotiateName{
-		{"lb.example.test", "l4 listener public, route to pool authnodes"},
-		{"auth1.example.test", "l7redirect sso, a redirect target of pool authnodes"},
-		{"auth2.example.test", "l7redirect sso, a redirect target of pool authnodes"},
+		{"lb.example.test", "l4 listener public, route to pool authnodes", nodes},
+		{"*.apps.example.test", "l4 listener public, route to pool authnodes", nodes},
+		{"auth1.example.test", "l7redirect sso, a redirect target of pool authnodes", nodes[:1]},
+		{"auth2.example.test", "l7redirect sso, a redirect target of pool authnodes", nodes[1:]},
 	}
-	if !slices.Equal(got, want) {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("NegotiateNames() = %v\nwant %v", got, want)
 	}
 	node, err := Load(writeConfig(t, fixture(t), base))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := node.NegotiateNames(); len(got) != 1 || got[0].Via != "authnode.fqdn" {
-		t.Errorf("an auth node's file: %v; want its fqdn", got)
+	if got := node.NegotiateNames(); len(got) != 1 || got[0].Via != "authnode.fqdn" || !slices.Equal(got[0].Backends, []string{got[0].Name}) {
+		t.Errorf("an auth node's file: %v; want its fqdn, reaching itself", got)
 	}
 }
