@@ -255,6 +255,25 @@ func resolveNames(ctx context.Context, r *net.Resolver, names []string) []doctor
 	return out
 }
 
+// otherOwners are the accounts but account that a failed SPN check of
+// authnode.Node.Diagnose names as holding spn ("… spn is on a, b" for a
+// duplicate, "… spn is on a, not account" for another account's); none
+// when the error names none. A sAMAccountName has no comma.
+func otherOwners(err error, spn, account string) []string {
+	_, list, ok := strings.Cut(err.Error(), spn+" is on ")
+	if !ok {
+		return nil
+	}
+	list, _, _ = strings.Cut(list, ", not ")
+	var out []string
+	for _, a := range strings.Split(list, ", ") {
+		if a != "" && !strings.EqualFold(a, account) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // doctorFix says what fixes a failed readiness check.
 func doctorFix(check string, err error, cfg authnode.Config) string {
 	spn, account := cfg.SelfTestSPN, cfg.Account
@@ -265,7 +284,16 @@ func doctorFix(check string, err error, cfg authnode.Config) string {
 	case errors.Is(err, authnode.ErrSPNNotRegistered):
 		return fmt.Sprintf("register it on the service account: samba-tool spn add %s %s (Windows: setspn -S %s %s)", spn, account, spn, account)
 	case errors.Is(err, authnode.ErrSPNDuplicate), errors.Is(err, authnode.ErrSPNOtherAccount):
-		return fmt.Sprintf("keep it on %s alone: samba-tool spn delete %s OTHER_ACCOUNT (Windows: setspn -D %s OTHER_ACCOUNT; setspn -X lists duplicates)", account, spn, spn)
+		others := otherOwners(err, spn, account)
+		if len(others) == 0 {
+			others = []string{"OTHER_ACCOUNT"}
+		}
+		var del, setspn []string
+		for _, o := range others {
+			del = append(del, fmt.Sprintf("samba-tool spn delete %s %s", spn, o))
+			setspn = append(setspn, fmt.Sprintf("setspn -D %s %s", spn, o))
+		}
+		return fmt.Sprintf("keep it on %s alone: %s (Windows: %s; setspn -X lists duplicates)", account, strings.Join(del, "; "), strings.Join(setspn, "; "))
 	case errors.Is(err, authnode.ErrKeyVersion):
 		return fmt.Sprintf("export the keytab again (the account's password changed since): samba-tool domain exportkeytab %s --principal=%s, or ktpass on Windows, then iwalb reload", cfg.Keytab, spn)
 	case errors.Is(err, authnode.ErrNoAES):

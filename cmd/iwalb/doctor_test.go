@@ -114,7 +114,7 @@ func TestDoctorAD(t *testing.T) {
 	}
 	code, out = doctorRun(doctorConfig(t, env, other, in(365)))
 	if code != 1 || !strings.Contains(out, "✘ spn "+env["AD_OTHER_SPN"]+": the SPN is registered on another account") ||
-		!strings.Contains(out, "samba-tool spn delete "+env["AD_OTHER_SPN"]) {
+		!strings.Contains(out, "fix: keep it on "+env["AD_SVC_USER"]+" alone: samba-tool spn delete "+env["AD_OTHER_SPN"]+" svc_other (Windows: setspn -D "+env["AD_OTHER_SPN"]+" svc_other;") {
 		t.Fatalf("an SPN of another account: exit %d\n%s", code, out)
 	}
 
