@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -124,6 +125,15 @@ func (a *Admin) add(req *ldap.AddRequest) {
 // "replace" of values.
 func (a *Admin) Modify(dn, op, attr string, values ...string) {
 	a.t.Helper()
+	if err := a.TryModify(dn, op, attr, values...); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// TryModify is Modify returning the directory's refusal instead of
+// failing the test, for tests of what the directory refuses and for
+// cleanups.
+func (a *Admin) TryModify(dn, op, attr string, values ...string) error {
 	m := ldap.NewModifyRequest(dn, nil)
 	switch op {
 	case "add":
@@ -133,11 +143,12 @@ func (a *Admin) Modify(dn, op, attr string, values ...string) {
 	case "replace":
 		m.Replace(attr, values)
 	default:
-		a.t.Fatalf("Modify: unknown operation %q", op)
+		return fmt.Errorf("modify %s of %s: unknown operation %q", attr, dn, op)
 	}
 	if err := a.conn.Modify(m); err != nil {
-		a.t.Fatalf("%s %s of %s: %v", op, attr, dn, err)
+		return fmt.Errorf("%s %s of %s: %w", op, attr, dn, err)
 	}
+	return nil
 }
 
 // SetPassword resets the password of the account dn, as an administrator

@@ -140,6 +140,8 @@ func keytabNames(paths []string) []doctorLine {
 			l.Status = "problem"
 			l.Message = fmt.Sprintf("%s, reaches nodes of different service accounts (%s): an SPN is on one account, so the nodes of the others cannot read its tickets", where, strings.Join(slices.Sorted(maps.Keys(accounts)), ", "))
 			l.Fix = "give the nodes behind one name the same kerberos.account and keytab"
+		case len(takers) == 1 && takers[0].path == n.path:
+			l.Message = where + "; in its own keytab"
 		default:
 			l.Message = fmt.Sprintf("%s; in the keytab of each node it reaches: %s", where, strings.Join(holdingNodes, ", "))
 		}

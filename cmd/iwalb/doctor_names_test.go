@@ -3,12 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+	"github.com/jcmturner/gokrb5/v8/client"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode/adtest"
@@ -95,7 +96,7 @@ func TestDoctorKeytabNames(t *testing.T) {
 		!strings.Contains(l.Message, "in the keytab of each node it reaches: auth1.example.test ("+node+")") {
 		t.Errorf("HTTP/lb.example.test: %+v; want ok, in the node's keytab", l)
 	}
-	if l := byName["HTTP/auth1.example.test"]; l.Status != "ok" || !strings.Contains(l.Message, "served by authnode.fqdn ("+node+")") {
+	if l := byName["HTTP/auth1.example.test"]; l.Status != "ok" || l.Message != "served by authnode.fqdn ("+node+"); in its own keytab" {
 		t.Errorf("the node's own name: %+v; want ok", l)
 	}
 	l := byName["HTTP/intranet.example.test"]
@@ -323,53 +324,48 @@ func TestDoctorExpiredCertificate(t *testing.T) {
 	})
 }
 
-// spnWriter adds or deletes a servicePrincipalName value of an account by
-// writing the DC's domain partition without Samba's modules: the DC
-// refuses an SPN that another account has (LDAP, samba-tool), as Windows
-// does since 2012 R2, and older domains, or tools that write around the
-// check, still end up with duplicates. Root only; it needs Samba's Python
-// bindings (Debian's python3-samba, which the DC's packages bring).
-const spnWriter = `
-import sys, ldb
-from samba.param import LoadParm
-conf, spn, account, op = sys.argv[1:5]
-lp = LoadParm(); lp.load(conf)
-part = "DC=" + ",DC=".join(lp.get("realm").upper().split("."))
-db = ldb.Ldb(url="tdb://" + lp.private_path("sam.ldb.d/" + part + ".ldb"), options=["modules:"])
-res = db.search(expression="(sAMAccountName=%s)" % ldb.binary_encode(account), attrs=["dn"])
-m = ldb.Message(); m.dn = res[0].dn
-m["servicePrincipalName"] = ldb.MessageElement(spn, ldb.FLAG_MOD_ADD if op == "add" else ldb.FLAG_MOD_DELETE, "servicePrincipalName")
-db.modify(m)
-`
-
-// TestDoctorDuplicateSPN: an SPN registered on two accounts (the KDC then
-// issues no ticket for it) is a problem that names both accounts, with the
-// fix. The SPN is one of the test's own, so that no other test's ticket
-// is affected, and it is removed from both accounts at the end.
+// TestDoctorDuplicateSPN: an SPN registered on two accounts is a problem
+// that names both, with the fix. The duplicate is made for real: the SPN
+// (one of the test's own, so that no other test's ticket is affected) is
+// put on the service account through LDAP, and the KDC issues tickets for
+// it; the DC refuses it on a second account through LDAP, so it is written
+// there into the DC's database around that check
+// (adtest.AddSPNUnchecked), after which the KDC issues none
+// (KDC_ERR_S_PRINCIPAL_UNKNOWN: Samba's KDC finds no one principal). The
+// second account is a user of the test's own; both values and the user
+// are removed at the end, also when the test fails.
 func TestDoctorDuplicateSPN(t *testing.T) {
 	env := adtest.Env(t)
 	if os.Geteuid() != 0 {
 		t.Skip("writes the test DC's database: root only (scripts/test runs as root)")
 	}
-	other, _, _ := strings.Cut(env["AD_BIND_UPN"], "@")
-	spn := fmt.Sprintf("HTTP/dup-%d.example.test", time.Now().UnixNano())
-	write := func(account, op string) error {
-		out, err := exec.Command("/usr/bin/python3", "-c", spnWriter, env["AD_NTLM_AUTH_CONF"], spn, account, op).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s %s on %s: %v\n%s", op, spn, account, err, out)
+	admin := adtest.NewAdmin(t, env)
+	svc := env["AD_SVC_USER"]
+	spn := fmt.Sprintf("HTTP/%s.example.test", adtest.UniqueName("dup-"))
+	svcDN := admin.DN(svc)
+	t.Cleanup(func() {
+		if err := admin.TryModify(svcDN, "delete", "servicePrincipalName", spn); err != nil {
+			t.Errorf("cleanup: %v", err)
 		}
-		return nil
+	})
+	admin.Modify(svcDN, "add", "servicePrincipalName", spn)
+	alice := func() *client.Client { // a fresh client: no ticket cached
+		return adtest.Login(t, env, env["AD_ALICE_USER"], env["AD_ALICE_PASSWORD"])
 	}
-	for _, account := range []string{env["AD_SVC_USER"], other} {
-		t.Cleanup(func() {
-			if err := write(account, "delete"); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		})
-		if err := write(account, "add"); err != nil {
-			t.Fatal(err)
-		}
+	if _, _, err := alice().GetServiceTicket(spn); err != nil {
+		t.Fatalf("a ticket for %s on %s alone: %v", spn, svc, err)
 	}
+
+	other := adtest.UniqueName("dup-")
+	otherDN := admin.CreateUser(other, "Dup-Passw0rd-"+other)
+	if err := admin.TryModify(otherDN, "add", "servicePrincipalName", spn); !ldap.IsErrorWithCode(err, ldap.LDAPResultConstraintViolation) {
+		t.Fatalf("the DC took %s on a second account through LDAP: %v; want a constraint violation", spn, err)
+	}
+	adtest.AddSPNUnchecked(t, env, other, spn)
+	if _, _, err := alice().GetServiceTicket(spn); err == nil || !strings.Contains(err.Error(), "KDC_ERR_S_PRINCIPAL_UNKNOWN") {
+		t.Fatalf("a ticket for %s on two accounts: %v; want KDC_ERR_S_PRINCIPAL_UNKNOWN", spn, err)
+	}
+
 	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
 	if err != nil {
 		t.Fatal(err)
@@ -385,9 +381,13 @@ func TestDoctorDuplicateSPN(t *testing.T) {
 		t.Errorf("exit %d, want %d", code, exitFailed)
 	}
 	containsInOrder(t, "doctor", out.String(), []string{
-		"✔ spn HTTP/auth1.example.test: registered on " + env["AD_SVC_USER"] + " only",
-		"✘ spn " + spn + ": the SPN is registered on more than one account", env["AD_SVC_USER"] + ", " + other, "fix: keep it on " + env["AD_SVC_USER"] + " alone: samba-tool spn delete " + spn,
+		"✔ spn HTTP/auth1.example.test: registered on " + svc + " only",
+		"✘ spn " + spn + ": the SPN is registered on more than one account: " + spn + " is on ",
+		"    fix: keep it on " + svc + " alone: samba-tool spn delete " + spn + " " + other + " (Windows: setspn -D " + spn + " " + other + "; setspn -X lists duplicates)",
 	})
+	if !strings.Contains(out.String(), spn+" is on "+svc+", "+other+"\n") && !strings.Contains(out.String(), spn+" is on "+other+", "+svc+"\n") {
+		t.Errorf("the duplicate's line does not name both accounts, %s and %s, alone:\n%s", svc, other, out.String())
+	}
 }
 
 // TestDoctorSPNNotRegistered: a keytab principal whose SPN no account has
