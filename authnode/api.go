@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/store"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // maxAPIBody bounds the body of API calls: they carry one secret each.
@@ -34,7 +36,7 @@ type sessionRecord struct {
 
 // issueToken stores ident under a fresh one-time token and returns the token.
 func (n *Node) issueToken(ctx context.Context, s *settings, ident Identity) (string, error) {
-	token, err := newSecret()
+	token, err := secret.New()
 	if err != nil {
 		return "", err
 	}
@@ -42,7 +44,7 @@ func (n *Node) issueToken(ctx context.Context, s *settings, ident Identity) (str
 	if err != nil {
 		return "", fmt.Errorf("encode token record: %w", err)
 	}
-	if err := n.tokens.Put(ctx, storeKey(token), rec, s.cfg.TokenTTL); err != nil {
+	if err := n.tokens.Put(ctx, secret.Hash(token), rec, s.cfg.TokenTTL); err != nil {
 		if errors.Is(err, store.ErrFull) {
 			n.metrics.storeFull.WithLabelValues("tokens").Inc()
 		}
@@ -79,7 +81,7 @@ func (n *Node) handleRedeem(s *settings, w http.ResponseWriter, r *http.Request)
 		writeJSONError(w, http.StatusBadRequest, "malformed", err.Error())
 		return
 	}
-	raw, err := n.tokens.Take(r.Context(), storeKey(token))
+	raw, err := n.tokens.Take(r.Context(), secret.Hash(token))
 	switch {
 	case errors.Is(err, store.ErrExpired):
 		n.metrics.redeemFailures.WithLabelValues("expired").Inc()
@@ -105,12 +107,12 @@ func (n *Node) handleRedeem(s *settings, w http.ResponseWriter, r *http.Request)
 		writeJSONError(w, http.StatusInternalServerError, "store", "the token record is unreadable")
 		return
 	}
-	sid, err := newSecret()
+	sid, err := secret.New()
 	if err == nil {
 		sess := sessionRecord{Identity: rec.Identity, Client: client, ExpiresAt: time.Now().Add(s.cfg.SessionTTL).UTC().Truncate(time.Second)}
 		var b []byte
 		if b, err = json.Marshal(sess); err == nil {
-			err = n.sessions.Put(r.Context(), storeKey(sid), b, s.cfg.SessionTTL)
+			err = n.sessions.Put(r.Context(), secret.Hash(sid), b, s.cfg.SessionTTL)
 		}
 		if err == nil {
 			n.metrics.tokensRedeemed.Inc()
@@ -156,7 +158,7 @@ func (n *Node) handleSessionValidate(s *settings, w http.ResponseWriter, r *http
 		writeJSONError(w, http.StatusBadRequest, "malformed", err.Error())
 		return
 	}
-	raw, err := n.sessions.Get(r.Context(), storeKey(sid))
+	raw, err := n.sessions.Get(r.Context(), secret.Hash(sid))
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrExpired) {
 		n.metrics.sessions.WithLabelValues("rejected").Inc()
 		writeJSONError(w, http.StatusNotFound, "unknown", "the session is unknown, ended or expired")
@@ -188,7 +190,7 @@ func (n *Node) handleSessionValidate(s *settings, w http.ResponseWriter, r *http
 // node's own cookie is cleared either way.
 func (n *Node) handleLogout(s *settings, w http.ResponseWriter, r *http.Request) {
 	// A browser's own sign-in session ends too.
-	if c, err := r.Cookie(s.cfg.CookieName); err == nil && wellFormedSecret(c.Value) {
+	if c, err := r.Cookie(s.cfg.CookieName); err == nil && secret.WellFormed(c.Value) {
 		if err := n.sessions.Delete(r.Context(), ssoKey(c.Value)); err == nil {
 			n.metrics.sessions.WithLabelValues("sso_ended").Inc()
 		}
@@ -197,7 +199,7 @@ func (n *Node) handleLogout(s *settings, w http.ResponseWriter, r *http.Request)
 	noStore(w)
 	sid, err := readSecretField(w, r, "session")
 	if err == nil {
-		if derr := n.sessions.Delete(r.Context(), storeKey(sid)); derr != nil {
+		if derr := n.sessions.Delete(r.Context(), secret.Hash(sid)); derr != nil {
 			s.log.Error("logout", "err", derr.Error())
 			writeJSONError(w, http.StatusServiceUnavailable, storeReason(derr), "the session store is unavailable")
 			return
@@ -301,8 +303,8 @@ func readSecretField(w http.ResponseWriter, r *http.Request, name string) (strin
 	default:
 		return "", fmt.Errorf("send %q as application/json or a form", name)
 	}
-	if !wellFormedSecret(v) {
-		return "", fmt.Errorf("%s is not well formed (%d characters of base64url expected)", name, secretLen)
+	if !secret.WellFormed(v) {
+		return "", fmt.Errorf("%s is not well formed (%d characters of base64url expected)", name, secret.Len)
 	}
 	return v, nil
 }

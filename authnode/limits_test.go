@@ -28,6 +28,8 @@ import (
 	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/store"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // manyGroups is a user in 40 groups, as users of real domains have: their
@@ -388,7 +390,7 @@ func TestClientCertificateNamesMatchExactly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := httptest.NewRequest("POST", "/api/v1/tokens/redeem", strings.NewReader(`{"token":"`+strings.Repeat("A", secretLen)+`"}`))
+		r := httptest.NewRequest("POST", "/api/v1/tokens/redeem", strings.NewReader(`{"token":"`+strings.Repeat("A", secret.Len)+`"}`))
 		r.Header.Set("Content-Type", "application/json")
 		r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{pair.Leaf}}}
 		w := httptest.NewRecorder()

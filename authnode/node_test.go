@@ -27,6 +27,8 @@ import (
 	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/internal/connlimit"
 	"github.com/iwalb/iwalb/internal/testkit"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // These tests drive the handlers with stand-ins for the KDC-checked
@@ -260,7 +262,7 @@ func TestLoginRedeemOnceAndNoSecretsInLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.SAMAccountName != "alice" || got.UserPrincipalName != "alice@example.test" || got.Realm != "EXAMPLE.TEST" ||
-		len(got.Groups) != 1 || len(got.GroupSIDs) != 2 || !wellFormedSecret(got.Session.ID) || !got.Session.ExpiresAt.After(time.Now()) {
+		len(got.Groups) != 1 || len(got.GroupSIDs) != 2 || !secret.WellFormed(got.Session.ID) || !got.Session.ExpiresAt.After(time.Now()) {
 		t.Fatalf("redeemed identity %+v", got)
 	}
 	if !strings.Contains(w.Body.String(), `"groupSids":["S-1-18-1","S-1-5-21-1004336348-1177238915-682003330-1104"]`) {
@@ -336,7 +338,7 @@ func TestRedeemRejectsBadInput(t *testing.T) {
 		{"not json", "application/json", "{", 400},
 		{"short token", "application/json", `{"token":"abc"}`, 400},
 		{"wrong type", "text/plain", "token=x", 400},
-		{"unknown token", "application/json", `{"token":"` + strings.Repeat("A", secretLen) + `"}`, 404},
+		{"unknown token", "application/json", `{"token":"` + strings.Repeat("A", secret.Len) + `"}`, 404},
 		{"huge body", "application/json", `{"token":"` + strings.Repeat("A", 1<<20) + `"}`, 400},
 	} {
 		r := httptest.NewRequest("POST", "/api/v1/tokens/redeem", strings.NewReader(tc.body))

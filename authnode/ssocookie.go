@@ -13,6 +13,8 @@ import (
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/internal/clip"
 	"github.com/iwalb/iwalb/authnode/store"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // The SSO cookie: with Config.SSOSession.Enabled, a successful sign-in (by
@@ -41,7 +43,7 @@ type ssoRecord struct {
 
 // ssoKey is the store key of an SSO cookie's secret: apart from the
 // application sessions', so that neither is ever taken for the other.
-func ssoKey(secret string) string { return "sso:" + storeKey(secret) }
+func ssoKey(cookie string) string { return "sso:" + secret.Hash(cookie) }
 
 // startSSOSession keeps ident as a sign-in session and sets its cookie on
 // w. A failure to store it is logged and the login goes on without one.
@@ -50,11 +52,11 @@ func (n *Node) startSSOSession(ctx context.Context, s *settings, w http.Response
 	if ttl <= 0 {
 		return
 	}
-	secret, err := newSecret()
+	cookie, err := secret.New()
 	if err == nil {
 		var b []byte
 		if b, err = json.Marshal(ssoRecord{Identity: ident, Started: started}); err == nil {
-			err = n.sessions.Put(ctx, ssoKey(secret), b, ttl)
+			err = n.sessions.Put(ctx, ssoKey(cookie), b, ttl)
 		}
 	}
 	if err != nil {
@@ -62,7 +64,7 @@ func (n *Node) startSSOSession(ctx context.Context, s *settings, w http.Response
 		return
 	}
 	n.metrics.sessions.WithLabelValues("sso_started").Inc()
-	setSSOCookie(w, s, secret, started.Add(s.cfg.SSOSession.Lifetime))
+	setSSOCookie(w, s, cookie, started.Add(s.cfg.SSOSession.Lifetime))
 }
 
 // ssoTTL is how long a sign-in session started at started is kept from
@@ -71,9 +73,9 @@ func ssoTTL(s *settings, started, now time.Time) time.Duration {
 	return min(s.cfg.SSOSession.Idle, started.Add(s.cfg.SSOSession.Lifetime).Sub(now))
 }
 
-func setSSOCookie(w http.ResponseWriter, s *settings, secret string, expires time.Time) {
+func setSSOCookie(w http.ResponseWriter, s *settings, value string, expires time.Time) {
 	http.SetCookie(w, &http.Cookie{
-		Name: s.cfg.CookieName, Value: secret, Path: "/", Expires: expires.UTC(),
+		Name: s.cfg.CookieName, Value: value, Path: "/", Expires: expires.UTC(),
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
 	})
 }
@@ -91,7 +93,7 @@ func clearSSOCookie(w http.ResponseWriter, s *settings) {
 // expired or unknown cookie is cleared on the way).
 func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Request, log *slog.Logger, start time.Time) bool {
 	c, err := r.Cookie(s.cfg.CookieName)
-	if err != nil || !wellFormedSecret(c.Value) {
+	if err != nil || !secret.WellFormed(c.Value) {
 		return false
 	}
 	raw, err := n.sessions.Get(r.Context(), ssoKey(c.Value))
@@ -165,7 +167,7 @@ var logoffTemplate = template.Must(template.New("logoff").Parse(`<!doctype html>
 // back to the application's site.
 func (n *Node) handleLogoff(s *settings, w http.ResponseWriter, r *http.Request) {
 	ended := false
-	if c, err := r.Cookie(s.cfg.CookieName); err == nil && wellFormedSecret(c.Value) {
+	if c, err := r.Cookie(s.cfg.CookieName); err == nil && secret.WellFormed(c.Value) {
 		if err := n.sessions.Delete(r.Context(), ssoKey(c.Value)); err != nil {
 			s.log.Error("logoff", "err", err.Error())
 			noStore(w)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/iwalb/iwalb/authnode/store"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // AuthRequest is what a relying party asked for at /authorize, as the
@@ -111,7 +113,7 @@ func (p *Provider) Authorize() http.Handler {
 			fail(authError{"access_denied", "the user is not in the group this application requires"})
 			return
 		}
-		code, err := newSecret()
+		code, err := secret.New()
 		if err != nil {
 			log.Error("authorize", "outcome", "failure", "err", err.Error())
 			fail(authError{"server_error", "no code could be made"})
@@ -128,14 +130,14 @@ func (p *Provider) Authorize() http.Handler {
 		}
 		raw, err := json.Marshal(rec)
 		if err == nil {
-			err = p.store.Put(r.Context(), codeSpace+secretHash(code), raw, p.cfg.CodeTTL)
+			err = p.store.Put(r.Context(), codeSpace+secret.Hash(code), raw, p.cfg.CodeTTL)
 		}
 		if err != nil {
 			log.Error("authorize", "outcome", "failure", "reason", storeReason(err), "err", err.Error())
 			fail(authError{"temporarily_unavailable", "the sign-in could not be recorded; try again shortly"})
 			return
 		}
-		log.Info("authorize", "outcome", "code", "code", logID(secretHash(code)), "method", user.Method, "pkce", rec.Challenge != "")
+		log.Info("authorize", "outcome", "code", "code", logID(secret.Hash(code)), "method", user.Method, "pkce", rec.Challenge != "")
 		p.redirect(w, r, redirect, url.Values{"code": {code}, "state": {q["state"]}})
 	})
 }

@@ -20,6 +20,8 @@ import (
 
 	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/internal/testkit"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // The parameter parser's work budget: it decodes its input into a map of
@@ -143,7 +145,7 @@ func FuzzAuthorize(f *testing.F) {
 // redirect URI gets tokens.
 func FuzzToken(f *testing.F) {
 	verifier := strings.Repeat("v", 43)
-	code := strings.Repeat("c", secretLen)
+	code := strings.Repeat("c", secret.Len)
 	good := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {appRedirect}}
 	f.Add(good.Encode())
 	f.Add(good.Encode() + "&code=x")
@@ -158,7 +160,7 @@ func FuzzToken(f *testing.F) {
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(appID+":"+appSecret))
 	f.Fuzz(func(t *testing.T, body string) {
 		p, st := fuzzProvider(t, key)
-		if err := st.Put(context.Background(), codeSpace+secretHash(code), rec, time.Hour); err != nil {
+		if err := st.Put(context.Background(), codeSpace+secret.Hash(code), rec, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		req := httptest.NewRequest(http.MethodPost, "https://sso.example.test/token", strings.NewReader(body))

@@ -22,6 +22,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/iwalb/iwalb/authnode/store"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // fakeClock is the real clock plus an offset the test moves forward.
@@ -212,7 +214,7 @@ func secretLike(s string) string {
 				continue
 			}
 		}
-		if start := i - run; run >= secretLen && !strings.HasSuffix(s[:start], "kid=") {
+		if start := i - run; run >= secret.Len && !strings.HasSuffix(s[:start], "kid=") {
 			return s[start:i]
 		}
 		run = 0

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // TestRedirectURIExact refuses, with a page and without a redirect or a
@@ -317,8 +319,8 @@ func TestExpiredCode(t *testing.T) {
 	p := e.providers[0]
 	var rec codeRecord
 	rec.ClientID, rec.RedirectURI, rec.ExpiresAt = appID, appRedirect, e.clock.Now().Add(-time.Second)
-	code2, _ := newSecret()
-	_ = p.store.Put(context.Background(), codeSpace+secretHash(code2), must(json.Marshal(rec)), time.Hour)
+	code2, _ := secret.New()
+	_ = p.store.Put(context.Background(), codeSpace+secret.Hash(code2), must(json.Marshal(rec)), time.Hour)
 	_, err = r.oauth.Exchange(e.ctx(), code2)
 	if !isOAuthError(err, "invalid_grant") || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("code past its ExpiresAt: %v", err)
@@ -386,7 +388,7 @@ func TestUserInfoRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknown, _ := newSecret()
+	unknown, _ := secret.New()
 	for name, auth := range map[string]string{
 		"none": "", "basic": "Basic eDp5", "malformed": "Bearer abc", "unknown": "Bearer " + unknown,
 	} {

@@ -2,10 +2,7 @@ package oidc
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,38 +171,6 @@ func (p *Provider) keys(ctx context.Context) (*keySet, error) {
 		return p.static, nil
 	}
 	return p.ring.keys(ctx)
-}
-
-// Secrets: codes and access tokens are 256 random bits in unpadded
-// base64url, stored only under their SHA-256.
-const (
-	secretBytes = 32
-	secretLen   = 43 // base64.RawURLEncoding.EncodedLen(secretBytes)
-)
-
-func newSecret() (string, error) {
-	b := make([]byte, secretBytes)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("read random bytes: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-// wellFormedSecret says whether s could have been made by newSecret, so
-// that junk never reaches the store.
-func wellFormedSecret(s string) bool {
-	if len(s) != secretLen {
-		return false
-	}
-	_, err := base64.RawURLEncoding.DecodeString(s)
-	return err == nil
-}
-
-// secretHash is the hex SHA-256 of a secret: the store key's tail, and
-// (its first 8 characters) what log lines may name.
-func secretHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 // Store key spaces. The node's own tokens are bare hashes, so an OIDC code

@@ -18,6 +18,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/iwalb/iwalb/authnode/store"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // tokenError is an error answer of the token endpoint (RFC 6749 §5.2).
@@ -192,20 +194,20 @@ func (p *Provider) redeem(ctx context.Context, log *slog.Logger, c *client, q ma
 	if code == "" {
 		return nil, invalidRequest("code is missing")
 	}
-	if !wellFormedSecret(code) {
+	if !secret.WellFormed(code) {
 		log.Info("token", "outcome", "refused", "reason", "malformed_code")
 		return nil, invalidGrant("the code is not valid")
 	}
-	hash := secretHash(code)
+	hash := secret.Hash(code)
 	log = log.With("code", logID(hash))
 	// The access token is made first, so that the record of the code's
 	// use can name it before anything else can fail.
-	at, err := newSecret()
+	at, err := secret.New()
 	if err != nil {
 		log.Error("token", "outcome", "failure", "err", err.Error())
 		return nil, &tokenError{http.StatusInternalServerError, "server_error", "no token could be made"}
 	}
-	atHash := secretHash(at)
+	atHash := secret.Hash(at)
 	raw, err := p.store.Take(ctx, codeSpace+hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

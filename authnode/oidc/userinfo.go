@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/iwalb/iwalb/authnode/store"
+
+	"github.com/iwalb/iwalb/internal/secret"
 )
 
 // UserInfo serves /userinfo (OIDC Core §5.3): the claims of the grant
@@ -30,11 +32,11 @@ func (p *Provider) UserInfo() http.Handler {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_request", "error_description": "a Bearer access token is required"})
 			return
 		}
-		if !wellFormedSecret(token) {
+		if !secret.WellFormed(token) {
 			refuse(http.StatusUnauthorized, "invalid_token", "the access token is not valid")
 			return
 		}
-		hash := secretHash(token)
+		hash := secret.Hash(token)
 		raw, err := p.store.Get(r.Context(), accessSpace+hash)
 		if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrExpired) {
 			p.log.Error("userinfo", "outcome", "failure", "reason", storeReason(err), "err", err.Error())
