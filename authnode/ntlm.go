@@ -146,36 +146,32 @@ func (old *ntlmRef) retire(new *ntlmRef) {
 	time.AfterFunc(old.cfg.Timeout+time.Second, func() { _ = old.verifier.Close() })
 }
 
-// ntlmMessage returns the NTLMSSP message of an Authorization header: bare
-// (scheme NTLM, or Negotiate with a bare message), or in SPNEGO under
-// Negotiate, with the SPNEGO token it came in (nil when bare). ok says the
-// header carries one; a Negotiate token that does not (Kerberos, garbage)
-// is left to the Kerberos path.
-func ntlmMessage(header string) (msg []byte, sp *ntlm.SPNEGO, ok bool, err error) {
-	scheme, blob, found := strings.Cut(header, " ")
-	blob = strings.TrimSpace(blob)
-	if !found || blob == "" {
-		return nil, nil, false, nil
-	}
-	isNTLM := strings.EqualFold(scheme, "NTLM")
-	if !isNTLM && !strings.EqualFold(scheme, "Negotiate") {
-		return nil, nil, false, nil
-	}
+// ntlmBlob decodes the token of an "Authorization: NTLM" header, which
+// must be an NTLMSSP message.
+func ntlmBlob(blob string) ([]byte, error) {
 	raw, err := base64.StdEncoding.DecodeString(blob)
 	switch {
-	case err != nil && isNTLM:
-		return nil, nil, true, fmt.Errorf("%w: base64: %w", ntlm.ErrMalformed, err)
 	case err != nil:
-		return nil, nil, false, nil
-	case ntlm.IsMessage(raw):
-		return raw, nil, true, nil
-	case isNTLM:
-		return nil, nil, true, fmt.Errorf("%w: not an NTLMSSP message", ntlm.ErrMalformed)
+		return nil, fmt.Errorf("%w: base64: %w", ntlm.ErrMalformed, err)
+	case !ntlm.IsMessage(raw):
+		return nil, fmt.Errorf("%w: not an NTLMSSP message", ntlm.ErrMalformed)
+	}
+	return raw, nil
+}
+
+// ntlmInNegotiate returns the NTLMSSP message of a Negotiate token that is
+// not Kerberos: bare, or in SPNEGO with the SPNEGO token it
+// came in (nil when bare). A token that carries none (garbage, a
+// NegTokenInit that only proposes NTLMSSP) gives nil, for the Kerberos
+// path to answer.
+func ntlmInNegotiate(raw []byte) (msg []byte, sp *ntlm.SPNEGO) {
+	if ntlm.IsMessage(raw) {
+		return raw, nil
 	}
 	if sp, err := ntlm.ParseSPNEGO(raw); err == nil && ntlm.IsMessage(sp.Token) {
-		return sp.Token, sp, true, nil
+		return sp.Token, sp
 	}
-	return nil, nil, false, nil
+	return nil, nil
 }
 
 // handleNTLM answers one leg of an NTLM exchange: a NEGOTIATE gets the

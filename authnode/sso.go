@@ -200,11 +200,12 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.ntlm != nil {
-		if msg, sp, ok, err := ntlmMessage(r.Header.Get("Authorization")); ok {
+		if blob, ok := schemeBlob(r.Header.Get("Authorization"), "NTLM"); ok {
+			msg, err := ntlmBlob(blob)
 			if err != nil {
 				n.fail(w, r, log, mechNTLM, failMalformed, err, start)
 			} else {
-				n.handleNTLM(s, w, r, log, msg, sp, start)
+				n.handleNTLM(s, w, r, log, msg, nil, start)
 			}
 			return
 		}
@@ -222,6 +223,20 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kind := negotiate.Classify(raw)
+	if s.ntlm != nil && kind != negotiate.KindKerberos {
+		// Decoded once; a Kerberos token, the common case, is not parsed
+		// again. Classify reads SPNEGO with gokrb5, which refuses some
+		// clients' NegTokenResp (Samba's, with a mechListMIC) as
+		// garbage: those are given to the NTLM parser too.
+		if msg, sp := ntlmInNegotiate(raw); msg != nil {
+			if kind = negotiate.KindNTLM; sp != nil {
+				kind = negotiate.KindSPNEGONTLM
+			}
+			n.metrics.negotiateKinds.WithLabelValues(kind.String()).Inc()
+			n.handleNTLM(s, w, r, log.With("kind", kind.String()), msg, sp, start)
+			return
+		}
+	}
 	n.metrics.negotiateKinds.WithLabelValues(kind.String()).Inc()
 	log = log.With("kind", kind.String())
 
@@ -424,10 +439,14 @@ func negotiateOffered(networks []netip.Prefix, remoteAddr string) bool {
 }
 
 // negotiateBlob returns the base64 token of an "Authorization: Negotiate"
-// header. The scheme is case-insensitive (RFC 9110).
-func negotiateBlob(h string) (string, bool) {
-	scheme, blob, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Negotiate") {
+// header.
+func negotiateBlob(h string) (string, bool) { return schemeBlob(h, "Negotiate") }
+
+// schemeBlob returns the base64 token of an Authorization header of
+// scheme. The scheme is case-insensitive (RFC 9110).
+func schemeBlob(h, scheme string) (string, bool) {
+	sch, blob, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(sch, scheme) {
 		return "", false
 	}
 	blob = strings.TrimSpace(blob)
