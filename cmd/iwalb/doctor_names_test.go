@@ -80,10 +80,7 @@ func linesBySubject(t *testing.T, lines []doctorLine) map[string]doctorLine {
 // doctor says so.
 func TestDoctorKeytabNames(t *testing.T) {
 	env := adtest.Env(t)
-	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	kt := testKeytab(t, env)
 	node := doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))
 	nodeKeytab := filepath.Join(filepath.Dir(node), "http.keytab")
 	balancer := doctorL4Config(t, []string{"auth1.example.test"},
@@ -134,10 +131,7 @@ func TestDoctorKeytabNames(t *testing.T) {
 // given is checked against every node's keytab.
 func TestDoctorKeytabNamesNodes(t *testing.T) {
 	env := adtest.Env(t)
-	full, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	full := testKeytab(t, env)
 	own := keytab.New() // auth2's keytab before HTTP/lb.example.test was exported into it
 	for _, e := range full.Entries {
 		if strings.Join(e.Principal.Components, "/") == "HTTP/auth2.example.test" {
@@ -213,10 +207,7 @@ func TestDoctorKeytabNamesNodes(t *testing.T) {
 // with the SPN and keytab export that fix it.
 func TestDoctorKeytabNamesRun(t *testing.T) {
 	env := adtest.Env(t)
-	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	kt := testKeytab(t, env)
 	node := doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))
 	frontDoor := doctorL7Config(t, "auth1.example.test")
 	for _, tt := range []struct {
@@ -275,10 +266,7 @@ func TestDoctorNTLM(t *testing.T) {
 	if env["AD_NTLM"] != "1" {
 		t.Fatal("the test domain runs without winbindd: start it with AD_NTLM=1 scripts/ad-up DIR (scripts/test does)")
 	}
-	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	kt := testKeytab(t, env)
 	for _, tt := range []struct {
 		name, section string
 		code          int
@@ -305,10 +293,7 @@ func TestDoctorNTLM(t *testing.T) {
 // renewal as the fix.
 func TestDoctorExpiredCertificate(t *testing.T) {
 	env := adtest.Env(t)
-	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	kt := testKeytab(t, env)
 	path := doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))
 	now := time.Now()
 	testpki.NewCA(t, "doctor test CA").IssueValid(t, now.Add(-48*time.Hour), now.Add(-24*time.Hour), "auth1.example.test").
@@ -366,10 +351,7 @@ func TestDoctorDuplicateSPN(t *testing.T) {
 		t.Fatalf("a ticket for %s on two accounts: %v; want KDC_ERR_S_PRINCIPAL_UNKNOWN", spn, err)
 	}
 
-	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := testKeytab(t, env)
 	kt := keytab.New()
 	kt.Entries = append(kt.Entries, good.Entries...)
 	if err := kt.AddEntry(spn, env["AD_REALM"], env["AD_SVC_PASSWORD"], time.Now(), good.Entries[0].KVNO8, 18); err != nil {
@@ -395,10 +377,7 @@ func TestDoctorDuplicateSPN(t *testing.T) {
 // the samba-tool/setspn command that registers it.
 func TestDoctorSPNNotRegistered(t *testing.T) {
 	env := adtest.Env(t)
-	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := testKeytab(t, env)
 	spn := fmt.Sprintf("HTTP/gone-%d.example.test", time.Now().UnixNano())
 	kt := keytab.New()
 	kt.Entries = append(kt.Entries, good.Entries...)
@@ -413,4 +392,14 @@ func TestDoctorSPNNotRegistered(t *testing.T) {
 	containsInOrder(t, "doctor", out.String(), []string{
 		"✘ spn " + spn + ": the SPN is registered on no account", "fix: register it on the service account: samba-tool spn add " + spn + " " + env["AD_SVC_USER"],
 	})
+}
+
+// testKeytab is the test domain's keytab of the HTTP SPNs.
+func testKeytab(t *testing.T, env map[string]string) *keytab.Keytab {
+	t.Helper()
+	kt, err := keytab.Load(env["AD_HTTP_KEYTAB"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kt
 }

@@ -65,10 +65,7 @@ func doctorNodeConfig(t *testing.T, env map[string]string, fqdn, account string,
 // expiry is a warning; -json gives the same results.
 func TestDoctorAD(t *testing.T) {
 	env := adtest.Env(t)
-	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := testKeytab(t, env)
 	in := func(days int) time.Time { return time.Now().Add(time.Duration(days) * 24 * time.Hour) }
 	doctorRun := func(path string, args ...string) (int, string) {
 		t.Helper()
@@ -149,10 +146,7 @@ func TestDoctorAD(t *testing.T) {
 // answers.
 func TestDoctorRedis(t *testing.T) {
 	env := adtest.Env(t)
-	good, err := keytab.Load(env["AD_HTTP_KEYTAB"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := testKeytab(t, env)
 	// Nothing listens on port 1; the password file is any secret file.
 	dead := "  store:\n    type: redis\n    redis: {addrs: [127.0.0.1:1], password_file: bind, dial_timeout: 1s}\n"
 	var out strings.Builder
