@@ -90,7 +90,7 @@ func TestDiscovery(t *testing.T) {
 	}
 	for k, v := range map[string]any{
 		"issuer": e.issuer, "authorization_endpoint": e.issuer + "/authorize", "token_endpoint": e.issuer + "/token",
-		"userinfo_endpoint": e.issuer + "/userinfo", "jwks_uri": e.issuer + "/jwks", "end_session_endpoint": e.issuer + "/logout",
+		"userinfo_endpoint": e.issuer + "/userinfo", "jwks_uri": e.issuer + "/jwks", "end_session_endpoint": e.issuer + "/end_session",
 		"response_types_supported": []any{"code"}, "subject_types_supported": []any{"public"},
 		"id_token_signing_alg_values_supported": []any{"ES256"}, "code_challenge_methods_supported": []any{"S256"},
 		"token_endpoint_auth_methods_supported":          []any{"client_secret_basic", "client_secret_post", "none"},

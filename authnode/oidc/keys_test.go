@@ -41,7 +41,7 @@ func kidOf(t *testing.T, raw string) string {
 	return hdr.Kid
 }
 
-// logoutStatus sends an id_token_hint to /logout and returns the status.
+// logoutStatus sends an id_token_hint to the end-session endpoint and returns the status.
 func (e *env) logoutStatus(hint string) int {
 	e.t.Helper()
 	q := url.Values{"id_token_hint": {hint}, "post_logout_redirect_uri": {appLogout}}

@@ -61,14 +61,15 @@ type Options struct {
 
 // Paths of the endpoints, under the issuer's path. Handler routes them;
 // a host that routes itself mounts each handler at the issuer's path plus
-// its Path constant, since discovery announces them there.
+// its Path constant, since discovery announces them there. The end-session
+// endpoint is not /logout, which the auth node's redeem API has.
 const (
 	PathDiscovery = "/.well-known/openid-configuration"
 	PathJWKS      = "/jwks"
 	PathAuthorize = "/authorize"
 	PathToken     = "/token"
 	PathUserInfo  = "/userinfo"
-	PathLogout    = "/logout"
+	PathLogout    = "/end_session"
 )
 
 // Provider is the OpenID Connect provider of one auth node. Every node
