@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/iwalb/iwalb/authnode/oidc"
 	"github.com/iwalb/iwalb/authnode/store"
 )
 
@@ -166,6 +167,12 @@ type Config struct {
 
 	// LDAP configures the Active Directory look-ups.
 	LDAP LDAPConfig
+
+	// OIDC, when set, makes the node an OpenID Connect provider as well
+	// (oidcnode.go): its endpoints under the issuer's path, the same
+	// sign-in at /authorize as at SSOPath, and the codes, access tokens
+	// and generated signing keys in the node's stores (shared in Redis).
+	OIDC *oidc.Config
 
 	// APIClients are the applications allowed to redeem tokens.
 	APIClients []APIClient

@@ -201,7 +201,7 @@ var formStyleHash = func() string {
 // forms that post to the node, whose answer may send the browser on to the
 // application (browsers hold a form's redirects to form-action too).
 func formCSP(s *settings) string {
-	return "default-src 'none'; style-src " + formStyleHash + "; form-action 'self' " + s.appURL.Scheme + "://" + s.appURL.Host +
+	return "default-src 'none'; style-src " + formStyleHash + "; form-action 'self' " + formActions(s) +
 		"; frame-ancestors 'none'; base-uri 'none'"
 }
 
@@ -216,7 +216,8 @@ var formTemplate = template.Must(template.New("form").Parse(`<!doctype html>
 {{with .Error}}<p class="err" role="alert">{{.}}</p>{{end}}
 <form method="post" action="/login">
 <input type="hidden" name="csrf" value="{{.CSRF}}">
-<label for="username">User name</label>
+{{with .Resume}}<input type="hidden" name="oidc" value="{{.}}">
+{{end}}<label for="username">User name</label>
 <input id="username" name="username" value="{{.User}}" autocomplete="username" autocapitalize="none" spellcheck="false" required>
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
@@ -229,9 +230,14 @@ var formTemplate = template.Must(template.New("form").Parse(`<!doctype html>
 `))
 
 // writeForm answers with the sign-in form: a fresh anti-forgery token in
-// its cookie and hidden field, notice and errText above the form, and user
-// (what was typed) kept in its field.
-func writeForm(w http.ResponseWriter, s *settings, status int, notice, errText, user string) {
+// its cookie and hidden field, notice and errText above the form, user
+// (what was typed) kept in its field, and for a sign-in for the OIDC
+// provider, its authorization request.
+func writeForm(w http.ResponseWriter, r *http.Request, s *settings, status int, notice, errText, user string) {
+	var resume string
+	if f := signInOf(r); f != nil {
+		resume = f.resume
+	}
 	var b [24]byte
 	_, _ = rand.Read(b[:])
 	token := base64.RawURLEncoding.EncodeToString(b[:])
@@ -245,8 +251,8 @@ func writeForm(w http.ResponseWriter, s *settings, status int, notice, errText, 
 	noStore(w)
 	w.WriteHeader(status)
 	_ = formTemplate.Execute(w, struct {
-		Organisation, Help, Notice, Error, User, CSRF, Realm string
-	}{s.cfg.Form.Organisation, s.cfg.Form.Help, notice, errText, user, token, s.cfg.Realm})
+		Organisation, Help, Notice, Error, User, CSRF, Realm, Resume string
+	}{s.cfg.Form.Organisation, s.cfg.Form.Help, notice, errText, user, token, s.cfg.Realm, resume})
 }
 
 // Messages of the form. One for every refused name and password, so that
@@ -265,7 +271,7 @@ func (n *Node) handleFormPage(s *settings, w http.ResponseWriter, r *http.Reques
 		http.NotFound(w, r)
 		return
 	}
-	writeForm(w, s, http.StatusOK, "", "", "")
+	writeForm(w, r, s, http.StatusOK, "", "", "")
 }
 
 // handleFormLogin checks a posted name and password (POST /login).
@@ -282,8 +288,24 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
 	if !strings.EqualFold(strings.TrimSpace(ct), "application/x-www-form-urlencoded") || r.ParseForm() != nil {
 		outcome("bad_request")
-		writeForm(w, s, http.StatusBadRequest, "", formMissing, "")
+		writeForm(w, r, s, http.StatusBadRequest, "", formMissing, "")
 		return
+	}
+	// The form of an OIDC sign-in ends at the provider, which checks the
+	// authorization request again.
+	var forOIDC *signInFor
+	if resume := r.PostForm.Get("oidc"); resume != "" && s.oidc != nil {
+		if err := s.oidc.CheckResume(resume); err != nil {
+			// Changed on the way: no one is signed in for it.
+			outcome("bad_request")
+			log.Info("form sign-in", "outcome", "bad_request", "why", "oidc request", "err", err.Error())
+			noStore(w)
+			writePage(w, http.StatusBadRequest, "The sign-in request is not valid", err.Error(), "oidc_request")
+			return
+		}
+		forOIDC = &signInFor{resume: resume}
+		r = withSignIn(r, forOIDC)
+		log = log.With("for", "oidc")
 	}
 	typed := r.PostForm.Get("username")
 	if len(typed) > maxUserName {
@@ -297,14 +319,14 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 	if err != nil || field == "" || subtle.ConstantTimeCompare([]byte(cookie.Value), []byte(field)) != 1 || !sameOrigin(r, s.cfg.FQDN) {
 		outcome("bad_request")
 		log.Info("form sign-in", "outcome", "bad_request", "why", "anti-forgery token or origin")
-		writeForm(w, s, http.StatusForbidden, "", formExpired, typed)
+		writeForm(w, r, s, http.StatusForbidden, "", formExpired, typed)
 		return
 	}
 	password := r.PostForm.Get("password")
 	user, upn, ok := accountName(typed, s.cfg.Realm)
 	if !ok || password == "" || len(password) > maxPassword {
 		outcome("bad_request")
-		writeForm(w, s, http.StatusBadRequest, "", formMissing, typed)
+		writeForm(w, r, s, http.StatusBadRequest, "", formMissing, typed)
 		return
 	}
 	select {
@@ -313,7 +335,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 	default:
 		outcome("kdc_unavailable")
 		w.Header().Set("Retry-After", "1")
-		writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
+		writeForm(w, r, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
 		return
 	}
 	if upn != "" {
@@ -331,7 +353,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 				outcome("kdc_unavailable")
 				n.metrics.logins.WithLabelValues("failure", "ldap_unavailable", mechPassword).Inc()
 				log.Warn("login", "outcome", "failure", "reason", "ldap_unavailable", "err", clip.N(err.Error(), maxErrLog))
-				writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
+				writeForm(w, r, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
 				return
 			}
 		}
@@ -355,7 +377,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 			outcome("throttled")
 			log.Warn("form sign-in", "outcome", "throttled", "key", strings.Fields(k.key)[0], "retry_after", wait.Round(time.Second))
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-			writeForm(w, s, http.StatusTooManyRequests, "",
+			writeForm(w, r, s, http.StatusTooManyRequests, "",
 				"Too many failed sign-ins. Try again in "+strconv.Itoa(int(wait/time.Minute)+1)+" minutes.", typed)
 			return
 		}
@@ -372,7 +394,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 		n.metrics.logins.WithLabelValues("failure", "kdc_unavailable", mechPassword).Inc()
 		log.Warn("login", "outcome", "failure", "reason", "kdc_unavailable", "status", http.StatusServiceUnavailable,
 			"err", clip.N(err.Error(), maxErrLog), "duration", time.Since(start))
-		writeForm(w, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
+		writeForm(w, r, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
 		return
 	}
 	id, err := s.keys.validator.Validate(blob)
@@ -388,6 +410,9 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 	}
 	n.formFailures.forget(userKey)
 	outcome("success")
+	if forOIDC != nil {
+		s.oidc.Resume(w, r, forOIDC.resume, forOIDC.user)
+	}
 }
 
 // refuseCredentials answers a refused name and password: the failure is
@@ -412,7 +437,7 @@ func (n *Node) refuseCredentials(w http.ResponseWriter, r *http.Request, s *sett
 		}
 		t.Stop()
 	}
-	writeForm(w, s, http.StatusUnauthorized, "", formBadCredential, typed)
+	writeForm(w, r, s, http.StatusUnauthorized, "", formBadCredential, typed)
 }
 
 // sameOrigin reports whether a request's Origin, when it has one, is the

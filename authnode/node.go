@@ -43,6 +43,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/negotiate"
+	"github.com/iwalb/iwalb/authnode/oidc"
 	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/internal/connlimit"
 )
@@ -143,6 +144,9 @@ type Node struct {
 	// storeCheck proves a shared store reachable, for readiness; nil for
 	// the in-memory one.
 	storeCheck func(ctx context.Context) error
+	// oidcKeys keeps the OIDC provider's generated signing keys, for the
+	// node's life: a reload keeps signing with them.
+	oidcKeys oidc.KeyStore
 }
 
 // New checks cfg, loads the keytab and certificates and returns a Node that
@@ -170,15 +174,6 @@ func New(cfg Config, opts Options) (_ *Node, err error) {
 		return nil, fmt.Errorf("register auth node metrics: %w", err)
 	}
 	n.conns = connlimit.New(connLimits(cfg))
-	s, kt, sum, err := n.load(cfg, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			s.dir.release()
-		}
-	}()
 	vopts := negotiate.Options{
 		MaxClockSkew: cfg.MaxClockSkew, MaxFutureSkew: cfg.MaxFutureSkew, Now: n.now,
 		ReplayCacheMax: cfg.ReplayCacheMax, ReplayQuota: cfg.ReplayQuota,
@@ -231,6 +226,17 @@ func New(cfg Config, opts Options) (_ *Node, err error) {
 		n.storeCheck = c.Check
 		n.ready.store.Store(&checkResult{Detail: "not checked yet"})
 	}
+	n.oidcKeys = n.oidcKeyStore()
+	// After the stores: the OIDC provider of the settings uses them.
+	s, kt, sum, err := n.load(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.dir.release()
+		}
+	}()
 	n.mu.Lock()
 	s.keys = n.loadKeysLocked(nil, kt, sum, s, time.Now(), "start")
 	n.install(s)
@@ -265,6 +271,9 @@ func (n *Node) routes(s *settings) http.Handler {
 	mux.HandleFunc("POST "+formPath, func(w http.ResponseWriter, r *http.Request) { n.handleFormLogin(s, w, r) })
 	mux.HandleFunc("GET /healthz", n.handleHealthz)
 	mux.HandleFunc("GET /readyz", n.handleReadyz)
+	if s.oidc != nil {
+		mountOIDC(mux, s.oidc)
+	}
 	return mux
 }
 
@@ -573,6 +582,11 @@ func (c *Config) validate() error {
 	need(c.Account, "Account")
 	if err := CheckSSOPath(c.SSOPath); err != nil {
 		errs = append(errs, fmt.Errorf("SSOPath %w", err))
+	}
+	if c.OIDC != nil {
+		if err := CheckOIDCPaths(c.OIDC.Issuer, c.SSOPath); err != nil {
+			errs = append(errs, fmt.Errorf("OIDC issuer %q: %w", c.OIDC.Issuer, err))
+		}
 	}
 	if c.MaxHeaderBytes < 64<<10 {
 		errs = append(errs, fmt.Errorf("MaxHeaderBytes %d is below 64 KiB; Kerberos tickets with large PACs would be refused", c.MaxHeaderBytes))

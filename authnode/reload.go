@@ -20,6 +20,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
 	"github.com/iwalb/iwalb/authnode/directory"
+	"github.com/iwalb/iwalb/authnode/oidc"
 )
 
 // ErrRestartRequired: Prepare was given settings that differ from the
@@ -40,7 +41,8 @@ type settings struct {
 	apiClients []apiClient
 	dir        *dirRef
 	keys       *keySet
-	ntlm       *ntlmRef     // nil: Kerberos only
+	ntlm       *ntlmRef // nil: Kerberos only
+	oidc       *oidc.Provider
 	mux        http.Handler // routes of these settings; see Node.routes
 }
 
@@ -220,6 +222,9 @@ func (n *Node) load(cfg Config, prev *settings) (s *settings, kt *keytab.Keytab,
 	s = &settings{cfg: cfg, log: n.log.With("node", cfg.FQDN)}
 	if s.appURL, err = parseAppURL(cfg.ApplicationURL); err != nil {
 		return nil, nil, sum, fmt.Errorf("application URL %q: %w", cfg.ApplicationURL, err)
+	}
+	if s.oidc, err = n.newProvider(s); err != nil {
+		return nil, nil, sum, err
 	}
 	files, err := kerberosFiles(&cfg)
 	if err != nil {

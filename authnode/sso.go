@@ -185,9 +185,18 @@ var failures = []errFailure{
 
 // handleSSO performs the Negotiate exchange, confirms the user in the
 // directory and sends the browser to the application with a one-time token.
-func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
+func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) { n.signIn(s, w, r) }
+
+// signIn signs the browser in: by its SSO cookie, the Negotiate exchange
+// (Kerberos, or NTLM when enabled) or, when it can do neither, the form.
+// A sign-in for the application ends with its one-time token; one for the
+// OIDC provider (signInOf) with the user handed back.
+func (n *Node) signIn(s *settings, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	log := s.log.With("client", r.RemoteAddr, "conn", connID(r.Context()))
+	if f := signInOf(r); f != nil {
+		log = log.With("for", "oidc", "client_id", f.req.ClientID)
+	}
 	if s.cfg.SSOSession.Enabled && n.loginFromCookie(s, w, r, log, start) {
 		return
 	}
@@ -196,7 +205,7 @@ func (n *Node) handleSSO(s *settings, w http.ResponseWriter, r *http.Request) {
 		// challenge a browser could answer with a password dialog.
 		n.metrics.formOffered.WithLabelValues("network").Inc()
 		log.Info("login", "outcome", "form", "reason", "network")
-		writeForm(w, s, http.StatusOK, formNotice, "", "")
+		writeForm(w, r, s, http.StatusOK, formNotice, "", "")
 		return
 	}
 	if s.ntlm != nil {
@@ -309,10 +318,15 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 		AuthMethod:        method,
 		ClientAddr:        r.RemoteAddr,
 	}
-	token, err := n.issueToken(r.Context(), s, ident)
-	if err != nil {
-		n.fail(w, r, log, method, classify(err), err, start)
-		return false
+	// For the OIDC provider (f), no token: the user goes back to it, and
+	// it makes the code and answers.
+	f := signInOf(r)
+	var token string
+	if f == nil {
+		if token, err = n.issueToken(r.Context(), s, ident); err != nil {
+			n.fail(w, r, log, method, classify(err), err, start)
+			return false
+		}
 	}
 	if len(id.ResponseToken) > 0 && method == mechKerberos {
 		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(id.ResponseToken))
@@ -320,9 +334,14 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 	if s.cfg.SSOSession.Enabled {
 		n.startSSOSession(r.Context(), s, w, log, ident, ident.AuthTime)
 	}
-	status := n.sendToApplication(w, r, s, token, method)
-	log.Info("login", "outcome", "success", "status", status,
-		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO, "duration", time.Since(start))
+	attrs := []any{"outcome", "success", "groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO}
+	if f != nil {
+		f.user = oidcUser(&ident)
+		n.metrics.logins.WithLabelValues("success", "ok", method).Inc()
+	} else {
+		attrs = append(attrs, "status", n.sendToApplication(w, r, s, token, method))
+	}
+	log.Info("login", append(attrs, "duration", time.Since(start))...)
 	return true
 }
 
@@ -393,7 +412,7 @@ func (n *Node) fail(w http.ResponseWriter, r *http.Request, log *slog.Logger, me
 			why, status = "no_negotiate", f.status
 		}
 		n.metrics.formOffered.WithLabelValues(why).Inc()
-		writeForm(w, s, status, formNotice, "", "")
+		writeForm(w, r, s, status, formNotice, "", "")
 		return
 	}
 	if f.challenge {

@@ -114,6 +114,10 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 		_ = n.sessions.Delete(r.Context(), ssoKey(c.Value))
 		clearSSOCookie(w, s)
 		return false
+	case !signInOf(r).cookieAllowed(rec.Started, now):
+		// The relying party wants a fresher sign-in: the exchange goes
+		// on, and its success replaces the session.
+		return false
 	}
 	id := rec.Identity
 	log = log.With("user", clip.String(id.SAMAccountName), "sid", id.SID, "method", "cookie")
@@ -132,10 +136,13 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 	ident.SAMAccountName, ident.UserPrincipalName = user.SAMAccountName, user.UserPrincipalName
 	ident.DisplayName, ident.Mail, ident.Groups = user.DisplayName, user.Mail, user.Groups
 	ident.ClientAddr = r.RemoteAddr
-	token, err := n.issueToken(r.Context(), s, ident)
-	if err != nil {
-		n.fail(w, r, log, mechCookie, classify(err), err, start)
-		return true
+	f := signInOf(r)
+	var token string
+	if f == nil {
+		if token, err = n.issueToken(r.Context(), s, ident); err != nil {
+			n.fail(w, r, log, mechCookie, classify(err), err, start)
+			return true
+		}
 	}
 	// A visit keeps the session, the same record, alive for another idle
 	// period.
@@ -143,9 +150,16 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 		log.Warn("sso session not extended", "err", err.Error())
 	}
 	n.metrics.sessions.WithLabelValues("sso_reused").Inc()
-	status := n.sendToApplication(w, r, s, token, mechCookie)
-	log.Info("login", "outcome", "success", "status", status, "groups", len(user.Groups), "ldap_ops", ops,
-		"signed_in", rec.Started.UTC().Format(time.RFC3339), "duration", time.Since(start))
+	attrs := []any{"outcome", "success", "groups", len(user.Groups), "ldap_ops", ops, "signed_in", rec.Started.UTC().Format(time.RFC3339)}
+	if f != nil {
+		// The provider's auth_time and amr are the sign-in's that set
+		// the cookie (ident's), not this visit's.
+		f.user = oidcUser(&ident)
+		n.metrics.logins.WithLabelValues("success", "ok", mechCookie).Inc()
+	} else {
+		attrs = append(attrs, "status", n.sendToApplication(w, r, s, token, mechCookie))
+	}
+	log.Info("login", append(attrs, "duration", time.Since(start))...)
 	return true
 }
 

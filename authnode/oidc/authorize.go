@@ -29,6 +29,10 @@ type AuthRequest struct {
 	// sign-in older than it should authenticate again.
 	MaxAge    time.Duration
 	LoginHint string
+	// Resume is the request's parameters, encoded: a sign-in that goes on
+	// in another request (the password form's POST) gives them back to
+	// Provider.Resume with the user, and they are checked again there.
+	Resume string
 }
 
 type authRequestKey struct{}
@@ -76,70 +80,137 @@ func (p *Provider) Authorize() http.Handler {
 			writePage(w, http.StatusBadRequest, "The sign-in request is not valid", err.Error()+".")
 			return
 		}
-		c := p.clients[q["client_id"]]
-		if c == nil {
-			p.log.Info("authorize", "outcome", "refused", "reason", "unknown_client", "client_id", clip(q["client_id"]), "client", r.RemoteAddr)
-			writePage(w, http.StatusBadRequest, "The sign-in request is not valid", "The application (client_id) is not registered with this sign-in service.")
-			return
-		}
-		redirect := q["redirect_uri"]
-		if !slices.Contains(c.RedirectURIs, redirect) {
-			p.log.Info("authorize", "outcome", "refused", "reason", "redirect_uri", "client_id", c.ID, "client", r.RemoteAddr)
-			writePage(w, http.StatusBadRequest, "The sign-in request is not valid",
-				"The return address (redirect_uri) is not one registered for this application. Its administrator must register the exact address.")
-			return
-		}
-		log := p.log.With("client_id", c.ID, "client", r.RemoteAddr)
-		fail := func(e authError) {
-			log.Info("authorize", "outcome", "error", "error", e.code, "why", e.desc)
-			p.redirect(w, r, redirect, url.Values{"error": {e.code}, "error_description": {e.desc}, "state": {q["state"]}})
-		}
-		ar, scopes, e := p.checkAuthRequest(c, q)
-		if e != nil {
-			fail(*e)
-			return
-		}
-		user, ok := p.auth.SignIn(w, r.WithContext(context.WithValue(r.Context(), authRequestKey{}, ar)))
+		p.authorize(w, r, q, nil)
+	})
+}
+
+// Resume finishes an authorization request whose sign-in went on in
+// another request: resume is AuthRequest.Resume, which came back through
+// the browser, and user who signed in. The request is checked again, as
+// at /authorize, so that a resume value changed on the way is no more
+// than a new /authorize request; the browser is sent back with a code or
+// an error, or shown a page.
+func (p *Provider) Resume(w http.ResponseWriter, r *http.Request, resume string, user *User) {
+	noStore(w)
+	q, err := parseParams(resume, authorizeParams)
+	if err != nil {
+		p.log.Info("authorize", "outcome", "refused", "reason", "malformed", "err", err.Error(), "client", r.RemoteAddr)
+		writePage(w, http.StatusBadRequest, "The sign-in request is not valid", err.Error()+".")
+		return
+	}
+	if user == nil {
+		// A caller's mistake, answered as a failed sign-in would be.
+		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The sign-in did not identify the user.")
+		return
+	}
+	p.authorize(w, r, q, user)
+}
+
+// authorize serves the checked parameters q of an authorization request:
+// the user signs in by the Authenticator unless given (Resume).
+func (p *Provider) authorize(w http.ResponseWriter, r *http.Request, q map[string]string, user *User) {
+	c, redirect, refused := p.clientOf(q)
+	if refused != nil {
+		p.log.Info("authorize", "outcome", "refused", "reason", refused.reason, "client_id", clip(q["client_id"]), "client", r.RemoteAddr)
+		writePage(w, http.StatusBadRequest, "The sign-in request is not valid", refused.text)
+		return
+	}
+	log := p.log.With("client_id", c.ID, "client", r.RemoteAddr)
+	fail := func(e authError) {
+		log.Info("authorize", "outcome", "error", "error", e.code, "why", e.desc)
+		p.redirect(w, r, redirect, url.Values{"error": {e.code}, "error_description": {e.desc}, "state": {q["state"]}})
+	}
+	ar, scopes, e := p.checkAuthRequest(c, q)
+	if e != nil {
+		fail(*e)
+		return
+	}
+	if user == nil {
+		ar.Resume = encodeParams(q)
+		var ok bool
+		user, ok = p.auth.SignIn(w, r.WithContext(context.WithValue(r.Context(), authRequestKey{}, ar)))
 		if !ok {
 			return // the Authenticator answered
 		}
-		if user == nil || user.SID == "" {
-			log.Error("authorize", "outcome", "failure", "err", "the authenticator returned a user without a SID")
-			fail(authError{"server_error", "the sign-in did not identify the user"})
-			return
-		}
-		log = log.With("sub", user.SID, "user", clip(user.SAMAccountName))
-		if c.RequiredGroup != "" && !user.hasGroup(c.RequiredGroup) {
-			fail(authError{"access_denied", "the user is not in the group this application requires"})
-			return
-		}
-		code, err := secret.New()
-		if err != nil {
-			log.Error("authorize", "outcome", "failure", "err", err.Error())
-			fail(authError{"server_error", "no code could be made"})
-			return
-		}
-		now := p.now()
-		rec := codeRecord{
-			ClientID: c.ID, RedirectURI: redirect, Challenge: q["code_challenge"], Nonce: q["nonce"],
-			Scopes: scopes, AuthTime: user.AuthTime.UTC().Truncate(time.Second), AMR: amr(user.Method),
-			Claims: claimsFor(user, scopes, &c.Client), ExpiresAt: now.Add(p.cfg.CodeTTL).UTC(),
-		}
-		if rec.AuthTime.IsZero() {
-			rec.AuthTime = now.UTC().Truncate(time.Second)
-		}
-		raw, err := json.Marshal(rec)
-		if err == nil {
-			err = p.store.Put(r.Context(), codeSpace+secret.Hash(code), raw, p.cfg.CodeTTL)
-		}
-		if err != nil {
-			log.Error("authorize", "outcome", "failure", "reason", storeReason(err), "err", err.Error())
-			fail(authError{"temporarily_unavailable", "the sign-in could not be recorded; try again shortly"})
-			return
-		}
-		log.Info("authorize", "outcome", "code", "code", logID(secret.Hash(code)), "method", user.Method, "pkce", rec.Challenge != "")
-		p.redirect(w, r, redirect, url.Values{"code": {code}, "state": {q["state"]}})
-	})
+	}
+	if user == nil || user.SID == "" {
+		log.Error("authorize", "outcome", "failure", "err", "the authenticator returned a user without a SID")
+		fail(authError{"server_error", "the sign-in did not identify the user"})
+		return
+	}
+	log = log.With("sub", user.SID, "user", clip(user.SAMAccountName))
+	if c.RequiredGroup != "" && !user.hasGroup(c.RequiredGroup) {
+		fail(authError{"access_denied", "the user is not in the group this application requires"})
+		return
+	}
+	code, err := secret.New()
+	if err != nil {
+		log.Error("authorize", "outcome", "failure", "err", err.Error())
+		fail(authError{"server_error", "no code could be made"})
+		return
+	}
+	now := p.now()
+	rec := codeRecord{
+		ClientID: c.ID, RedirectURI: redirect, Challenge: q["code_challenge"], Nonce: q["nonce"],
+		Scopes: scopes, AuthTime: user.AuthTime.UTC().Truncate(time.Second), AMR: amr(user.Method),
+		Claims: claimsFor(user, scopes, &c.Client), ExpiresAt: now.Add(p.cfg.CodeTTL).UTC(),
+	}
+	if rec.AuthTime.IsZero() {
+		rec.AuthTime = now.UTC().Truncate(time.Second)
+	}
+	raw, err := json.Marshal(rec)
+	if err == nil {
+		err = p.store.Put(r.Context(), codeSpace+secret.Hash(code), raw, p.cfg.CodeTTL)
+	}
+	if err != nil {
+		log.Error("authorize", "outcome", "failure", "reason", storeReason(err), "err", err.Error())
+		fail(authError{"temporarily_unavailable", "the sign-in could not be recorded; try again shortly"})
+		return
+	}
+	log.Info("authorize", "outcome", "code", "code", logID(secret.Hash(code)), "method", user.Method, "pkce", rec.Challenge != "")
+	p.redirect(w, r, redirect, url.Values{"code": {code}, "state": {q["state"]}})
+}
+
+// encodeParams encodes q as a query, in a stable order.
+func encodeParams(q map[string]string) string {
+	v := make(url.Values, len(q))
+	for k, s := range q {
+		v.Set(k, s)
+	}
+	return v.Encode()
+}
+
+// refusal is an authorization request refused with a page: one whose
+// client or redirect URI cannot be trusted with a redirect.
+type refusal struct{ reason, text string }
+
+// clientOf returns the client of an authorization request and its
+// redirect URI, which must be exactly one the client registered.
+func (p *Provider) clientOf(q map[string]string) (*client, string, *refusal) {
+	c := p.clients[q["client_id"]]
+	if c == nil {
+		return nil, "", &refusal{"unknown_client", "The application (client_id) is not registered with this sign-in service."}
+	}
+	redirect := q["redirect_uri"]
+	if !slices.Contains(c.RedirectURIs, redirect) {
+		return nil, "", &refusal{"redirect_uri", "The return address (redirect_uri) is not one registered for this application. Its administrator must register the exact address."}
+	}
+	return c, redirect, nil
+}
+
+// CheckResume says whether resume (AuthRequest.Resume, back from the
+// browser) names a registered client and one of its redirect URIs: what
+// Resume checks before it redirects anywhere. A sign-in form checks it
+// before it signs anyone in.
+func (p *Provider) CheckResume(resume string) error {
+	q, err := parseParams(resume, authorizeParams)
+	if err != nil {
+		return err
+	}
+	if _, _, r := p.clientOf(q); r != nil {
+		return errors.New(r.text)
+	}
+	return nil
 }
 
 // checkAuthRequest checks the parameters after the client and redirect URI

@@ -46,6 +46,7 @@ type rawAuthNode struct {
 	Form              rawForm          `yaml:"form"`
 	SSOSession        rawSSOSession    `yaml:"sso_session"`
 	NTLM              rawNTLM          `yaml:"ntlm"`
+	OIDC              rawOIDC          `yaml:"oidc"`
 	Store             rawStore         `yaml:"store"`
 	Kerberos          rawKerberos      `yaml:"kerberos"`
 	LDAP              rawLDAP          `yaml:"ldap"`
@@ -310,6 +311,11 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 
 	cfg.Form = c.authNodeForm(r.Form, p+".form")
 	cfg.NTLM = c.authNodeNTLM(r.NTLM, p+".ntlm", r.Kerberos.Realm.V)
+	ssoPath := cfg.SSOPath
+	if ssoPath == "" {
+		ssoPath = authnode.DefaultSSOPath
+	}
+	cfg.OIDC = c.authNodeOIDC(r.OIDC, p+".oidc", ssoPath)
 	cfg.SSOSession = authnode.SSOSessionConfig{
 		Enabled:  r.SSOSession.Enabled.V,
 		Lifetime: c.positive(r.SSOSession.Lifetime, p+".sso_session.lifetime", authnode.DefaultSSOSessionLifetime),
