@@ -48,10 +48,22 @@ func withSignIn(r *http.Request, f *signInFor) *http.Request {
 	return r.WithContext(context.WithValue(r.Context(), signInForKey{}, f))
 }
 
-// oidcAuthenticator is the node's oidc.Authenticator for the settings s.
-type oidcAuthenticator struct {
-	n *Node
-	s *settings
+// settingsKey marks a request to the provider with the settings it is
+// served with (see mountOIDC).
+type settingsKey struct{}
+
+// oidcAuthenticator is the node's oidc.Authenticator. It signs in with the
+// settings the request is served with, which mountOIDC puts in its
+// context: a provider outlives settings that share it (a keytab reload
+// makes new settings with new keys and the same provider).
+type oidcAuthenticator struct{ n *Node }
+
+// settingsOf returns the settings r is served with.
+func (n *Node) settingsOf(r *http.Request) *settings {
+	if s, ok := r.Context().Value(settingsKey{}).(*settings); ok {
+		return s
+	}
+	return n.cur.Load()
 }
 
 // SignIn signs the browser in as /sso does and returns the user; without
@@ -59,7 +71,7 @@ type oidcAuthenticator struct {
 func (a oidcAuthenticator) SignIn(w http.ResponseWriter, r *http.Request) (*oidc.User, bool) {
 	req, _ := oidc.AuthorizationFrom(r.Context())
 	f := &signInFor{req: req, resume: req.Resume}
-	a.n.signIn(a.s, w, withSignIn(r, f))
+	a.n.signIn(a.n.settingsOf(r), w, withSignIn(r, f))
 	return f.user, f.user != nil
 }
 
@@ -89,20 +101,18 @@ func (f *signInFor) cookieAllowed(started, now time.Time) bool {
 
 // oidcSessions ends the node's sign-in session (the SSO cookie) at the
 // provider's RP-initiated logout.
-type oidcSessions struct {
-	n *Node
-	s *settings
-}
+type oidcSessions struct{ n *Node }
 
 // EndSession deletes the browser's SSO session and clears its cookie.
 func (e oidcSessions) EndSession(w http.ResponseWriter, r *http.Request) error {
-	if c, err := r.Cookie(e.s.cfg.CookieName); err == nil && secret.WellFormed(c.Value) {
+	s := e.n.settingsOf(r)
+	if c, err := r.Cookie(s.cfg.CookieName); err == nil && secret.WellFormed(c.Value) {
 		if err := e.n.sessions.Delete(r.Context(), ssoKey(c.Value)); err != nil {
 			return fmt.Errorf("end the sign-in session: %w", err)
 		}
 		e.n.metrics.sessions.WithLabelValues("sso_ended").Inc()
 	}
-	clearSSOCookie(w, e.s)
+	clearSSOCookie(w, s)
 	return nil
 }
 
@@ -114,7 +124,7 @@ func (n *Node) newProvider(s *settings) (*oidc.Provider, error) {
 	}
 	p, err := oidc.New(*s.cfg.OIDC, oidc.Options{
 		Store: n.tokens, Keys: n.oidcKeys,
-		Authenticator: oidcAuthenticator{n, s}, Sessions: oidcSessions{n, s},
+		Authenticator: oidcAuthenticator{n}, Sessions: oidcSessions{n},
 		Now: n.now, Logger: s.log,
 	})
 	if err != nil {
@@ -163,10 +173,14 @@ func CheckOIDCPaths(issuer, ssoPath string) error {
 	return nil
 }
 
-// mountOIDC adds the provider's endpoints to mux.
-func mountOIDC(mux *http.ServeMux, p *oidc.Provider) {
-	h := p.Handler()
-	for _, path := range oidcPaths(p.Issuer()) {
+// mountOIDC adds the endpoints of s's provider to mux, of the routes of s:
+// each request carries s to the Authenticator.
+func mountOIDC(mux *http.ServeMux, s *settings) {
+	ph := s.oidc.Handler()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ph.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), settingsKey{}, s)))
+	})
+	for _, path := range oidcPaths(s.oidc.Issuer()) {
 		mux.Handle(path, h)
 	}
 }
