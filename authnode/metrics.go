@@ -28,6 +28,7 @@ type metrics struct {
 	keytabLoads     *prometheus.CounterVec
 	formSignins     *prometheus.CounterVec
 	formOffered     *prometheus.CounterVec
+	oidcRequests    *prometheus.CounterVec
 }
 
 const ns, sub = "iwalb", "authnode"
@@ -120,6 +121,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:    "Time to have an NTLM answer checked by the domain through ntlm_auth, a helper's start included.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
+	m.oidcRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "oidc_requests_total",
+		Help: "Requests to the OpenID Connect provider by endpoint (discovery, jwks, authorize, token, userinfo, end_session) and HTTP status: authorize's 302 is a code or an error sent back to the relying party (the sign-ins themselves count in iwalb_authnode_logins_total), token's 400 and 401 are refused redemptions and client authentications.",
+	}, []string{"endpoint", "code"})
 	m.formOffered = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "form_offered_total",
 		Help: "Visits of the SSO path answered with the sign-in form, by why: network (a client outside form.negotiate_networks, never offered Negotiate), no_negotiate (the browser sent no Negotiate after the challenge), ntlm (it offered NTLM).",
@@ -139,7 +144,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.logins, m.tickets, m.negotiateKinds, m.headerBytes, m.kerberosSeconds, m.ldapSeconds, m.ldapOpsPerLogin,
 		m.tokensIssued, m.tokensRedeemed, m.redeemFailures, m.tokensExpired, m.sessions,
 		m.clockOffset, m.ready, m.storeFull, m.connsRefused, m.keytabLoads, m.formSignins, m.formOffered,
-		m.ntlmChallenges, m.ntlmSeconds,
+		m.ntlmChallenges, m.ntlmSeconds, m.oidcRequests,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -272,7 +272,7 @@ func (n *Node) routes(s *settings) http.Handler {
 	mux.HandleFunc("GET /healthz", n.handleHealthz)
 	mux.HandleFunc("GET /readyz", n.handleReadyz)
 	if s.oidc != nil {
-		mountOIDC(mux, s)
+		n.mountOIDC(mux, s)
 	}
 	return mux
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/iwalb/iwalb/authnode/oidc"
 )
 
@@ -64,6 +66,14 @@ func TestApplyKeepsOIDCKeysAndCodes(t *testing.T) {
 	}
 	if tw.Code != http.StatusOK || json.Unmarshal(tw.Body.Bytes(), &tok) != nil || tok.IDToken == "" {
 		t.Fatalf("the code issued before the reload, redeemed after it: %d %s", tw.Code, tw.Body)
+	}
+	for _, c := range []struct {
+		endpoint, code string
+		want           float64
+	}{{"jwks", "200", 2}, {"authorize", "302", 1}, {"token", "200", 1}} {
+		if got := testutil.ToFloat64(r.metrics.oidcRequests.WithLabelValues(c.endpoint, c.code)); got != c.want {
+			t.Errorf("iwalb_authnode_oidc_requests_total{endpoint=%q,code=%q} = %v, want %v", c.endpoint, c.code, got, c.want)
+		}
 	}
 	q.Set("client_id", "added")
 	if w := get(testIssuer+oidc.PathAuthorize+"?"+q.Encode(), login()); w.Code != http.StatusFound || !strings.Contains(w.Header().Get("Location"), "code=") {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -173,16 +174,53 @@ func CheckOIDCPaths(issuer, ssoPath string) error {
 	return nil
 }
 
+// oidcEndpoints name the provider's endpoints, in the order of oidcPaths,
+// for the metric label.
+var oidcEndpoints = []string{"discovery", "jwks", "authorize", "token", "userinfo", "end_session"}
+
 // mountOIDC adds the endpoints of s's provider to mux, of the routes of s:
-// each request carries s to the Authenticator.
-func mountOIDC(mux *http.ServeMux, s *settings) {
+// each request carries s to the Authenticator, and is counted by endpoint
+// and status.
+func (n *Node) mountOIDC(mux *http.ServeMux, s *settings) {
 	ph := s.oidc.Handler()
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ph.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), settingsKey{}, s)))
-	})
-	for _, path := range oidcPaths(s.oidc.Issuer()) {
-		mux.Handle(path, h)
+	for i, path := range oidcPaths(s.oidc.Issuer()) {
+		endpoint := oidcEndpoints[i]
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			sw := &statusWriter{ResponseWriter: w}
+			ph.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), settingsKey{}, s)))
+			n.metrics.oidcRequests.WithLabelValues(endpoint, strconv.Itoa(sw.status())).Inc()
+		})
 	}
+}
+
+// statusWriter records the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap gives http.ResponseController the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
 }
 
 // formActions are the origins the sign-in form's answer may send the
