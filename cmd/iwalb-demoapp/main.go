@@ -3,6 +3,12 @@
 // node's API with its API key, and shows "Signed in as <user>" with the
 // user's groups. The demo and the browser tests land on it.
 //
+// With -oidc-issuer it is instead an OpenID Connect relying party of the
+// auth node's provider, built on go-oidc and x/oauth2 (oidc.go): "/" sends
+// a browser that is not signed in through the authorization code flow,
+// and the same page shows who signed in, with the amr; "Sign out" goes
+// through the provider's end_session_endpoint.
+//
 // It is a demonstration of the application side of the protocol, not a part
 // of the product.
 package main
@@ -50,8 +56,46 @@ type app struct {
 }
 
 func run(args []string) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	h, opts, err := newServer(args, log)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: opts.listen, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("demo app listening", "addr", opts.listen, "mode", opts.mode)
+	if opts.cert != "" {
+		err = srv.ListenAndServeTLS(opts.cert, opts.key)
+	} else {
+		err = srv.ListenAndServe()
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// serveOptions are the flags that say how to serve, not what.
+type serveOptions struct {
+	listen, cert, key string
+	mode              string // "token" or "oidc", for the log
+}
+
+// newServer reads the flags and returns the application's handler in the
+// mode they choose: with -oidc-issuer an OpenID Connect relying party
+// (oidc.go), otherwise the receiver of iwalb's one-time token.
+func newServer(args []string, log *slog.Logger) (http.Handler, serveOptions, error) {
 	fs := flag.NewFlagSet("iwalb-demoapp", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
+	var opts serveOptions
+	fs.StringVar(&opts.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	var nodes []string
 	fs.Func("node", "auth node base URL for the API, e.g. https://auth1.example.test:8443 (repeat for several nodes)", func(v string) error {
 		nodes = append(nodes, strings.TrimRight(v, "/"))
@@ -66,31 +110,75 @@ func run(args []string) error {
 		resolve[v[:i]] = v[i+1:]
 		return nil
 	})
-	ca := fs.String("ca", "", "CA file that signed the auth node's certificate")
+	ca := fs.String("ca", "", "CA file that signed the auth node's (or the OpenID provider's) certificate")
 	keyFile := fs.String("api-key-file", "", "file holding this application's API key")
 	loginURL := fs.String("login-url", "", "sign-in URL (the front door or the node's /sso)")
 	shared := fs.Bool("shared-store", false, "the nodes share their store (Redis): ask the first node, and the next only when one cannot be reached or answers 503")
-	cert := fs.String("cert", "", "TLS certificate (serve HTTPS when set)")
-	key := fs.String("key", "", "TLS key")
+	fs.StringVar(&opts.cert, "cert", "", "TLS certificate (serve HTTPS when set)")
+	fs.StringVar(&opts.key, "key", "", "TLS key")
+	var oc oidcConfig
+	oc.flags(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, opts, err
 	}
+	client, err := httpClient(*ca, resolve)
+	if err != nil {
+		return nil, opts, err
+	}
+	mux := http.NewServeMux()
+	// For the tests' readiness checks: "/" may be a redirect to sign-in.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	if oc.issuer != "" {
+		opts.mode = "oidc"
+		if len(nodes) > 0 || *keyFile != "" || *loginURL != "" || *shared {
+			return nil, opts, errors.New("-node, -api-key-file, -login-url and -shared-store are for iwalb's token, not with -oidc-issuer")
+		}
+		o, err := newOIDCApp(oc, client, log)
+		if err != nil {
+			return nil, opts, err
+		}
+		o.routes(mux)
+		return mux, opts, nil
+	}
+	opts.mode = "token"
 	if len(nodes) == 0 || *keyFile == "" {
-		return errors.New("-node and -api-key-file are required")
+		return nil, opts, errors.New("-node and -api-key-file are required (or -oidc-issuer and its flags, for OpenID Connect)")
 	}
 	k, err := os.ReadFile(*keyFile)
 	if err != nil {
-		return fmt.Errorf("read API key: %w", err)
+		return nil, opts, fmt.Errorf("read API key: %w", err)
 	}
+	a := &app{
+		nodes:    nodes,
+		shared:   *shared,
+		loginURL: *loginURL,
+		apiKey:   strings.TrimSpace(string(k)),
+		client:   client,
+		log:      log,
+	}
+	if a.loginURL == "" {
+		a.loginURL = a.nodes[0] + "/sso"
+	}
+	log.Info("token mode", "nodes", a.nodes)
+	mux.HandleFunc("GET /sso/callback", a.callback)
+	mux.HandleFunc("GET /{$}", a.home)
+	mux.HandleFunc("POST /logout", a.logout)
+	return mux, opts, nil
+}
+
+// httpClient is the client for the auth nodes' API or the OpenID provider:
+// it trusts the CA file when one is given, and dials the -resolve
+// addresses.
+func httpClient(ca string, resolve map[string]string) (*http.Client, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if *ca != "" {
-		pem, err := os.ReadFile(*ca)
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
 		if err != nil {
-			return fmt.Errorf("read CA: %w", err)
+			return nil, fmt.Errorf("read CA: %w", err)
 		}
 		tlsCfg.RootCAs = x509.NewCertPool()
 		if !tlsCfg.RootCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("%s holds no certificate", *ca)
+			return nil, fmt.Errorf("%s holds no certificate", ca)
 		}
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second}
@@ -101,41 +189,7 @@ func run(args []string) error {
 		}
 		return d.DialContext(ctx, network, addr)
 	}}
-	a := &app{
-		nodes:    nodes,
-		shared:   *shared,
-		loginURL: *loginURL,
-		apiKey:   strings.TrimSpace(string(k)),
-		client:   &http.Client{Transport: tr, Timeout: 10 * time.Second},
-		log:      slog.New(slog.NewTextHandler(os.Stderr, nil)),
-	}
-	if a.loginURL == "" {
-		a.loginURL = a.nodes[0] + "/sso"
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /sso/callback", a.callback)
-	mux.HandleFunc("GET /{$}", a.home)
-	mux.HandleFunc("POST /logout", a.logout)
-	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	a.log.Info("demo app listening", "addr", *listen, "nodes", a.nodes)
-	if *cert != "" {
-		err = srv.ListenAndServeTLS(*cert, *key)
-	} else {
-		err = srv.ListenAndServe()
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, nil
 }
 
 type identity struct {
@@ -256,6 +310,7 @@ func (a *app) logout(w http.ResponseWriter, r *http.Request) {
 type page struct {
 	Title    string
 	ID       *identity
+	Auth     *oidcAuth // how an OpenID Connect sign-in was made; nil in the token mode
 	Error    string
 	LoginURL string
 }
@@ -265,8 +320,9 @@ var tmpl = template.Must(template.New("p").Parse(`<!doctype html>
 <body style="font-family:sans-serif;max-width:40em;margin:3em auto">
 <h1>iwalb demo application</h1>
 {{with .ID}}<p id="who">Signed in as {{.SAMAccountName}}</p>
-<p>{{.DisplayName}} &lt;{{.UserPrincipalName}}&gt;, realm {{.Realm}}</p>
+<p>{{.DisplayName}} &lt;{{.UserPrincipalName}}&gt;{{with .Realm}}, realm {{.}}{{end}}</p>
 <p>Groups:</p><ul id="groups">{{range .Groups}}<li>{{.}}</li>{{end}}</ul>
+{{with $.Auth}}<p id="auth">OpenID Connect sign-in at {{.Issuer}}: amr <span id="amr">{{range $i, $m := .AMR}}{{if $i}} {{end}}{{$m}}{{end}}</span> ({{.Method}}); this application authenticated to the provider with {{.ClientAuth}}</p>{{end}}
 <form method="post" action="/logout"><button>Sign out</button></form>
 {{else}}<p id="who">{{$.Title}}</p>{{end}}
 {{with .Error}}<p id="error">{{.}}</p>{{end}}
