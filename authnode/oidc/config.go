@@ -85,6 +85,14 @@ type Config struct {
 	// fragment or a trailing slash. Relying parties compare it byte for
 	// byte with the tokens' iss.
 	Issuer string
+	// BackchannelURL, when set, is where relying parties' servers call
+	// the token, userinfo and JWKS endpoints, as discovery announces them
+	// (default: the issuer). It has the issuer's path; only the host and
+	// port differ. A front door that answers with redirects (iwalb's L7)
+	// suits browsers, but HTTP clients follow a redirect to another host
+	// without their Authorization header: this names a way to the nodes
+	// without one (the L4 passthrough name).
+	BackchannelURL string
 	// Clients are the registered relying parties.
 	Clients []Client
 	// CodeTTL is how long an authorization code may be redeemed (default
@@ -201,6 +209,9 @@ func (c Config) withDefaults() Config {
 func (c *Config) validate() error {
 	if err := checkIssuer(c.Issuer); err != nil {
 		return fmt.Errorf("issuer %q: %w", c.Issuer, err)
+	}
+	if err := checkBackchannel(c.BackchannelURL, c.Issuer); err != nil {
+		return fmt.Errorf("backchannel URL %q: %w", c.BackchannelURL, err)
 	}
 	for _, d := range []struct {
 		name      string

@@ -55,9 +55,9 @@ func (p *Provider) Discovery() http.Handler {
 		doc := discoveryDoc{
 			Issuer:                                     p.cfg.Issuer,
 			AuthorizationEndpoint:                      p.cfg.Issuer + PathAuthorize,
-			TokenEndpoint:                              p.cfg.Issuer + PathToken,
-			UserinfoEndpoint:                           p.cfg.Issuer + PathUserInfo,
-			JWKSURI:                                    p.cfg.Issuer + PathJWKS,
+			TokenEndpoint:                              p.backchannel() + PathToken,
+			UserinfoEndpoint:                           p.backchannel() + PathUserInfo,
+			JWKSURI:                                    p.backchannel() + PathJWKS,
 			EndSessionEndpoint:                         p.cfg.Issuer + PathLogout,
 			ResponseTypesSupported:                     []string{"code"},
 			ResponseModesSupported:                     []string{"query"},

@@ -67,9 +67,17 @@ func (e *e2e) startFrontDoors() *frontDoors {
 // startFrontDoorsWith is startFrontDoors with more auth node settings.
 func (e *e2e) startFrontDoorsWith(nodeExtra string) *frontDoors {
 	e.t.Helper()
+	return e.startFrontDoorsFor(func(*frontDoors) string { return nodeExtra })
+}
+
+// startFrontDoorsFor is startFrontDoors with more auth node settings made
+// from the ports chosen.
+func (e *e2e) startFrontDoorsFor(nodeExtra func(*frontDoors) string) *frontDoors {
+	e.t.Helper()
 	f := &frontDoors{appPort: freePortNum(e.t), l7Port: freePortNum(e.t), l4Port: freePortNum(e.t), metricsPort: freePortNum(e.t)}
+	extra := nodeExtra(f)
 	for i := range f.nodes {
-		f.nodes[i], f.nodePorts[i], f.nodeMetrics[i] = e.startAuthNode(fmt.Sprintf("auth%d", i+1), f.appPort, behindL4+nodeExtra)
+		f.nodes[i], f.nodePorts[i], f.nodeMetrics[i] = e.startAuthNode(fmt.Sprintf("auth%d", i+1), f.appPort, behindL4+extra)
 	}
 	e.startDemoApp(f.appPort, f.nodePorts[0], f.nodePorts[1])
 	cfg := e.frontDoorsConfig(f.l7Port, f.l4Port, f.metricsPort, f.nodePorts[0], f.nodePorts[1])

@@ -13,6 +13,7 @@ type rawOIDC struct {
 	At             pos           `yaml:"-"`
 	Enabled        boolean       `yaml:"enabled"`
 	Issuer         str           `yaml:"issuer"`
+	BackchannelURL str           `yaml:"backchannel_url"`
 	SigningAlg     str           `yaml:"signing_alg"`
 	SigningKeys    strList       `yaml:"signing_keys"`
 	KeyRotation    duration      `yaml:"key_rotation"`
@@ -65,6 +66,12 @@ func (c *checker) authNodeOIDC(r rawOIDC, p, ssoPath string) *oidc.Config {
 			c.add(r.Issuer.Line, "%s.issuer: %q %v", p, cfg.Issuer, err)
 		} else if err := authnode.CheckOIDCPaths(cfg.Issuer, ssoPath); err != nil {
 			c.add(r.Issuer.Line, "%s.issuer: %q: %v", p, cfg.Issuer, err)
+		}
+	}
+	if r.BackchannelURL.Set {
+		cfg.BackchannelURL = r.BackchannelURL.V
+		if err := oidc.CheckBackchannel(cfg.BackchannelURL, cfg.Issuer); err != nil {
+			c.add(r.BackchannelURL.Line, "%s.backchannel_url: %q %v", p, cfg.BackchannelURL, err)
 		}
 	}
 	for i, f := range r.SigningKeys.V {

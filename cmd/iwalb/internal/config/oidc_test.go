@@ -39,6 +39,7 @@ func TestAuthNodeOIDC(t *testing.T) {
 	got := load(t, `  oidc:
     enabled: true
     issuer: https://sso.example.test
+    backchannel_url: https://lb.example.test
     id_token_ttl: 2m
     clients:
       - id: grafana
@@ -46,7 +47,7 @@ func TestAuthNodeOIDC(t *testing.T) {
         redirect_uris: [https://grafana.example.test/login/generic_oauth]
         required_group: Grafana-Users
 `)
-	if got == nil || got.Issuer != "https://sso.example.test" || got.IDTokenTTL != 2*time.Minute || len(got.Clients) != 1 {
+	if got == nil || got.Issuer != "https://sso.example.test" || got.BackchannelURL != "https://lb.example.test" || got.IDTokenTTL != 2*time.Minute || len(got.Clients) != 1 {
 		t.Fatalf("oidc = %+v", got)
 	}
 	if cl := got.Clients[0]; cl.ID != "grafana" || cl.Secret != "grafana-secret-0123456789" || cl.RequiredGroup != "Grafana-Users" ||
@@ -60,6 +61,7 @@ func TestAuthNodeOIDC(t *testing.T) {
 	path := writeConfig(t, dir, strings.Replace(base, at, at+`  oidc:
     enabled: true
     issuer: https://sso.example.test/
+    backchannel_url: https://lb.example.test/other
     clients:
       - id: a
         secret: inline-secret-0123456789
@@ -74,11 +76,12 @@ func TestAuthNodeOIDC(t *testing.T) {
 	_, err := Load(path)
 	assertProblems(t, path, err, []string{
 		strconv.Itoa(line+3) + `: authnode.oidc.issuer: "https://sso.example.test/" may not end with a slash`,
-		strconv.Itoa(line+6) + `: authnode.oidc.clients[0].secret: inline secrets are not allowed; use secret_file or secret_env`,
-		strconv.Itoa(line+8) + `: authnode.oidc.clients[0].redirect_uris[0]: redirect URI "https://*.example.test/cb": must name a host by a DNS name or an IP address (no wildcards)`,
-		strconv.Itoa(line+9) + `: authnode.oidc.clients[0].redirect_uris[1]: redirect URI "http://app.example.test/cb": must be https (http only to a loopback address)`,
-		strconv.Itoa(line+11) + `: authnode.oidc.clients[1].redirect_uris[0]: redirect URI "https://b.example.test/cb#frag": may not have a fragment`,
-		strconv.Itoa(line+12) + `: authnode.oidc.clients[2].id: "b" is registered twice (first at line ` + strconv.Itoa(line+10) + `)`,
+		strconv.Itoa(line+4) + `: authnode.oidc.backchannel_url: "https://lb.example.test/other" must have the issuer's path`,
+		strconv.Itoa(line+7) + `: authnode.oidc.clients[0].secret: inline secrets are not allowed; use secret_file or secret_env`,
+		strconv.Itoa(line+9) + `: authnode.oidc.clients[0].redirect_uris[0]: redirect URI "https://*.example.test/cb": must name a host by a DNS name or an IP address (no wildcards)`,
+		strconv.Itoa(line+10) + `: authnode.oidc.clients[0].redirect_uris[1]: redirect URI "http://app.example.test/cb": must be https (http only to a loopback address)`,
+		strconv.Itoa(line+12) + `: authnode.oidc.clients[1].redirect_uris[0]: redirect URI "https://b.example.test/cb#frag": may not have a fragment`,
+		strconv.Itoa(line+13) + `: authnode.oidc.clients[2].id: "b" is registered twice (first at line ` + strconv.Itoa(line+11) + `)`,
 	})
 
 	// The node's own paths, and lifetimes that do not fit.
