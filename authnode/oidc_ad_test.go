@@ -335,3 +335,42 @@ func TestADOIDCSharedAcrossNodes(t *testing.T) {
 		t.Error("the first redemption's access token still works after the code was replayed")
 	}
 }
+
+// TestADOIDCNTLM: a browser that falls back to NTLM signs in at /authorize
+// too, its two legs on one connection as at /sso: the ID token says amr
+// ntlm.
+func TestADOIDCNTLM(t *testing.T) {
+	env := ntlmEnv(t)
+	a := startNTLMNode(t, env, func(c *Config, _ *Options) { withOIDC(c) })
+	r := newRP(t, a, "app")
+	f := r.start()
+	cl := newNTLMClient(t, env, "alice", env["AD_ALICE_PASSWORD"])
+	c := a.oneConn()
+	get := func(msg []byte) (int, []byte, string) {
+		req, _ := http.NewRequest("GET", f.url, nil)
+		req.Header.Set("Authorization", "NTLM "+base64.StdEncoding.EncodeToString(msg))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		var token []byte
+		if s, b, ok := strings.Cut(resp.Header.Get("WWW-Authenticate"), " "); ok && s == "NTLM" {
+			token, _ = base64.StdEncoding.DecodeString(b)
+		}
+		return resp.StatusCode, token, resp.Header.Get("Location")
+	}
+	status, chal, _ := get(cl.negotiate())
+	if status != http.StatusUnauthorized || len(chal) == 0 {
+		t.Fatalf("/authorize with an NTLM NEGOTIATE: %d, challenge of %d bytes", status, len(chal))
+	}
+	status, _, loc := get(cl.authenticate(chal))
+	if status != http.StatusFound {
+		t.Fatalf("/authorize with the NTLM AUTHENTICATE: %d\nlog:\n%s", status, a.logs)
+	}
+	claims, _ := r.finish(f, loc)
+	if fmt.Sprint(claims["amr"]) != "[ntlm]" || claims["preferred_username"] != "alice" {
+		t.Errorf("NTLM sign-in: amr %v user %v, want [ntlm] alice", claims["amr"], claims["preferred_username"])
+	}
+}
