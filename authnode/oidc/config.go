@@ -15,6 +15,10 @@ const (
 	AuthSecretBasic = "client_secret_basic"
 	AuthSecretPost  = "client_secret_post"
 	AuthNone        = "none"
+	// AuthPrivateKeyJWT is a client that signs a JWT with its private key
+	// (OpenID Connect Core §9, RFC 7523); the provider holds only the
+	// public keys (Client.Keys).
+	AuthPrivateKeyJWT = "private_key_jwt"
 )
 
 // Signing algorithms. ES256 is the default: small keys and signatures, and
@@ -49,6 +53,13 @@ const (
 	MaxIDTokenTTL         = 24 * time.Hour
 	DefaultAccessTokenTTL = 10 * time.Minute
 	MaxAccessTokenTTL     = 24 * time.Hour
+	// DefaultRefreshTokenTTL is how long a client with refresh tokens
+	// may go on refreshing after the user signed in: a working day.
+	// It is absolute: rotation does not extend it.
+	DefaultRefreshTokenTTL = 8 * time.Hour
+	// MaxRefreshTokenTTL bounds it: a sign-in is confirmed against the
+	// directory at each refresh, but still never lasts beyond a month.
+	MaxRefreshTokenTTL = 30 * 24 * time.Hour
 	// DefaultKeyRotation is how long a generated key signs before the
 	// next one takes over.
 	DefaultKeyRotation = 30 * 24 * time.Hour
@@ -104,6 +115,11 @@ type Config struct {
 	// AccessTokenTTL is the access token's lifetime at /userinfo
 	// (default DefaultAccessTokenTTL, at most MaxAccessTokenTTL).
 	AccessTokenTTL time.Duration
+	// RefreshTokenTTL is how long after the user's sign-in (auth_time) a
+	// client with RefreshTokens may refresh (default
+	// DefaultRefreshTokenTTL, at most MaxRefreshTokenTTL). Every refresh
+	// token of that sign-in expires then, however often it was rotated.
+	RefreshTokenTTL time.Duration
 	// SigningAlg is ES256 (the default) or RS256. With SigningKeys it must
 	// be the algorithm of the first key (empty: taken from it).
 	SigningAlg string
@@ -130,8 +146,12 @@ type Client struct {
 	ID string
 	// Secret is the client secret (already read from its file). Empty
 	// makes a public client, which must use PKCE (S256) and TokenAuth
-	// none.
+	// none, unless the client has Keys.
 	Secret string
+	// Keys are the public keys of a private_key_jwt client (see
+	// ParseClientKeys), which has no Secret: it signs a client assertion
+	// at /token with its private key instead.
+	Keys ClientKeys
 	// RedirectURIs are the exact redirect_uri values the client may ask
 	// for: compared as strings, no wildcards, no normalisation. Each is an
 	// absolute https URL, or http on a loopback address (RFC 8252 §7.3),
@@ -150,14 +170,20 @@ type Client struct {
 	RequiredGroup string
 	// TokenAuth is how the client authenticates at /token:
 	// client_secret_basic (the default with a secret), client_secret_post,
-	// or none (the only one, and the default, without a secret). Only
-	// that method is accepted: a relying party that tries one and then
+	// private_key_jwt (the only one, and the default, with Keys), or none
+	// (the only one, and the default, with neither). Only that method is
+	// accepted: a relying party that tries one and then
 	// the other (x/oauth2's auto-detection) sees invalid_client for any
 	// refusal of its first try, so it should be set to the method.
 	TokenAuth string
 	// GroupSIDs adds the group_sids claim (every group SID of the user)
 	// to the groups scope's claims.
 	GroupSIDs bool
+	// RefreshTokens lets the client have refresh tokens: the code grant
+	// then also answers one, which the refresh_token grant rotates,
+	// re-checking the user each time (Options.Confirm). Off by default:
+	// without it no refresh token is issued, and the grant is refused.
+	RefreshTokens bool
 }
 
 // withDefaults returns a copy of c with its zero fields filled.
@@ -170,6 +196,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AccessTokenTTL == 0 {
 		c.AccessTokenTTL = DefaultAccessTokenTTL
+	}
+	if c.RefreshTokenTTL == 0 {
+		c.RefreshTokenTTL = DefaultRefreshTokenTTL
 	}
 	if c.KeyRotation == 0 {
 		c.KeyRotation = DefaultKeyRotation
@@ -196,8 +225,12 @@ func (c Config) withDefaults() Config {
 			cl.Scopes = slices.Clone(supportedScopes)
 		}
 		if cl.TokenAuth == "" {
-			cl.TokenAuth = AuthSecretBasic
-			if cl.Secret == "" {
+			switch {
+			case cl.Secret != "":
+				cl.TokenAuth = AuthSecretBasic
+			case cl.Keys.Len() > 0:
+				cl.TokenAuth = AuthPrivateKeyJWT
+			default:
 				cl.TokenAuth = AuthNone
 			}
 		}
@@ -220,6 +253,7 @@ func (c *Config) validate() error {
 		{"code TTL", c.CodeTTL, time.Second, MaxCodeTTL},
 		{"ID token TTL", c.IDTokenTTL, 10 * time.Second, MaxIDTokenTTL},
 		{"access token TTL", c.AccessTokenTTL, 10 * time.Second, MaxAccessTokenTTL},
+		{"refresh token TTL", c.RefreshTokenTTL, time.Minute, MaxRefreshTokenTTL},
 		{"key rotation", c.KeyRotation, MinKeyRotation, 10 * 365 * 24 * time.Hour},
 		{"key grace", c.KeyGrace, c.IDTokenTTL + maxKeyRefresh, 365 * 24 * time.Hour},
 	} {
@@ -294,12 +328,22 @@ func (cl *Client) validate() error {
 		if len(cl.Secret) < minSecret || len(cl.Secret) > maxSecret {
 			return fmt.Errorf("token auth %s needs a secret of %d to %d bytes", cl.TokenAuth, minSecret, maxSecret)
 		}
+	case AuthPrivateKeyJWT:
+		if cl.Secret != "" {
+			return errors.New("token auth private_key_jwt takes public keys, not a secret")
+		}
+		if cl.Keys.Len() == 0 {
+			return errors.New("token auth private_key_jwt needs the client's public keys (made by ParseClientKeys)")
+		}
 	case AuthNone:
 		if cl.Secret != "" {
 			return errors.New("token auth none (a public client) takes no secret")
 		}
 	default:
-		return fmt.Errorf("token auth %q: client_secret_basic, client_secret_post or none expected", cl.TokenAuth)
+		return fmt.Errorf("token auth %q: client_secret_basic, client_secret_post, private_key_jwt or none expected", cl.TokenAuth)
+	}
+	if cl.TokenAuth != AuthPrivateKeyJWT && cl.Keys.Len() > 0 {
+		return fmt.Errorf("public keys are for token auth private_key_jwt, not %s", cl.TokenAuth)
 	}
 	if len(cl.RedirectURIs) == 0 {
 		return errors.New("no redirect URI")

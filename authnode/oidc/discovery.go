@@ -23,9 +23,12 @@ type discoveryDoc struct {
 	IDTokenSigningAlgValuesSupported  []string `json:"id_token_signing_alg_values_supported"`
 	CodeChallengeMethodsSupported     []string `json:"code_challenge_methods_supported"`
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
-	ScopesSupported                   []string `json:"scopes_supported"`
-	ClaimsSupported                   []string `json:"claims_supported"`
-	PromptValuesSupported             []string `json:"prompt_values_supported"`
+	// The algorithms of private_key_jwt assertions, when a client uses
+	// it.
+	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported,omitempty"`
+	ScopesSupported                            []string `json:"scopes_supported"`
+	ClaimsSupported                            []string `json:"claims_supported"`
+	PromptValuesSupported                      []string `json:"prompt_values_supported"`
 	// RFC 9207: authorization responses carry iss.
 	AuthorizationResponseISSParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
 	RequestParameterSupported                  bool `json:"request_parameter_supported"`
@@ -45,13 +48,22 @@ func (p *Provider) Discovery() http.Handler {
 		if ks, err := p.keys(r.Context()); err == nil {
 			algs = ks.algs
 		}
-		var auth []string
+		var auth, authAlgs []string
+		grants := []string{"authorization_code"}
 		for _, c := range p.cfg.Clients {
 			if !slices.Contains(auth, c.TokenAuth) {
 				auth = append(auth, c.TokenAuth)
 			}
+			if c.RefreshTokens && !slices.Contains(grants, "refresh_token") {
+				grants = append(grants, "refresh_token")
+			}
 		}
 		slices.Sort(auth)
+		if slices.Contains(auth, AuthPrivateKeyJWT) {
+			for _, a := range assertionAlgs {
+				authAlgs = append(authAlgs, string(a))
+			}
+		}
 		doc := discoveryDoc{
 			Issuer:                                     p.cfg.Issuer,
 			AuthorizationEndpoint:                      p.cfg.Issuer + PathAuthorize,
@@ -61,11 +73,12 @@ func (p *Provider) Discovery() http.Handler {
 			EndSessionEndpoint:                         p.cfg.Issuer + PathLogout,
 			ResponseTypesSupported:                     []string{"code"},
 			ResponseModesSupported:                     []string{"query"},
-			GrantTypesSupported:                        []string{"authorization_code"},
+			GrantTypesSupported:                        grants,
 			SubjectTypesSupported:                      []string{"public"},
 			IDTokenSigningAlgValuesSupported:           algs,
 			CodeChallengeMethodsSupported:              []string{"S256"},
 			TokenEndpointAuthMethodsSupported:          auth,
+			TokenEndpointAuthSigningAlgValuesSupported: authAlgs,
 			ScopesSupported:                            supportedScopes,
 			ClaimsSupported:                            claimsSupported,
 			PromptValuesSupported:                      []string{"none", "login", "consent", "select_account"},

@@ -23,7 +23,49 @@
 // store (atomic: it redeems once across nodes), checks client, redirect
 // URI, expiry and the PKCE verifier, and answers an ID token (JWT signed
 // with go-jose) and an opaque access token for /userinfo. A code used
-// twice is refused and the access token of its first use deleted.
+// twice is refused and the access token of its first use deleted (and
+// the refresh token family it started revoked).
+//
+// # Client authentication
+//
+// A client authenticates at /token only by the method it is registered
+// for (Client.TokenAuth): client_secret_basic, client_secret_post, none
+// (a public client, with PKCE), or private_key_jwt (OpenID Connect Core
+// §9, RFC 7523), for which the provider holds the client's public keys
+// (Client.Keys, read by ParseClientKeys from a JWKS document or PEM:
+// EC P-256 and P-384, RSA 2048 to 4096 bits, Ed25519; private and
+// symmetric keys are refused). Such a client sends
+// client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer
+// and client_assertion, a JWT of at most 8 KiB that go-jose verifies:
+// signed by one of its keys with an algorithm that fits the key (ES256,
+// ES384, RS256, PS256, EdDSA; never none, never HMAC), iss and sub its
+// client_id, aud the token endpoint's URL (as the issuer or the
+// back-channel URL) or the issuer, exp required and at most 10 minutes
+// ahead, nbf and iat not in the future (30 s of leeway on each), and a
+// jti used once: its use is recorded in the Store until exp and
+// decided by a splitter on two keys (Moir and Anderson's: of any number
+// of attempts at any nodes at most one wins, with no more than per-key
+// atomic Get and Put, which the Store has), so that a replayed assertion
+// is refused at any node. Every failure is invalid_client (401); the log
+// says why.
+//
+// # Refresh tokens
+//
+// Off by default. A client with RefreshTokens gets a refresh token
+// (opaque, 256 random bits, stored as its SHA-256) with the code grant's
+// tokens; the refresh_token grant (unauthorized_client for any other
+// client) authenticates the client as above, checks the token is the
+// client's, may narrow the scope (never widen it: invalid_scope, and the
+// token is not spent), re-confirms the user in the directory
+// (Options.Confirm) and checks the client's RequiredGroup again, then
+// rotates: a new refresh token, access token and ID token (auth_time and
+// amr of the original sign-in, claims as the directory has them now, no
+// nonce), and the old refresh token is spent. The tokens of one sign-in
+// are a family, which lives RefreshTokenTTL from the sign-in's auth_time
+// whatever the rotations. A rotated-out token presented again (or two
+// uses of one token at once), a token presented by another client, or a
+// user Confirm refuses, revokes the family: a tombstone that every later
+// use of its refresh tokens and access tokens (/userinfo) meets.
 //
 // # Claims
 //
@@ -57,7 +99,8 @@
 // Code: 60 s (at most 10 min). ID token: 5 min: relying parties read it
 // once, at sign-in. Access token: 10 min, for /userinfo at sign-in. Keys:
 // ES256, generated and rotated every 30 days, each kept published 24 h
-// after it stopped signing. No refresh tokens.
+// after it stopped signing. Refresh tokens: none, unless the client has
+// RefreshTokens; then 8 h from the sign-in (at most 30 days).
 //
 // # Keys
 //
@@ -77,8 +120,10 @@
 //
 // # Not supported
 //
-// Implicit and hybrid flows, request objects, private_key_jwt, refresh
-// tokens, prompt=none (answered login_required: Negotiate and the form
-// may show a page), dynamic registration, pairwise subjects, CORS on
-// /token and /userinfo.
+// Implicit and hybrid flows, request objects, client_secret_jwt (an
+// HMAC assertion keyed with a shared secret), token revocation and
+// introspection endpoints, offline_access (refresh tokens are per client,
+// and bounded by RefreshTokenTTL), prompt=none (answered login_required:
+// Negotiate and the form may show a page), dynamic registration,
+// pairwise subjects, CORS on /token and /userinfo.
 package oidc

@@ -69,6 +69,34 @@ func (a *fakeAuth) setUser(u User) {
 	a.mu.Unlock()
 }
 
+// fakeDirectory plays Options.Confirm: it answers the sign-in's current
+// user (fakeAuth's), or fails while fail is set.
+type fakeDirectory struct {
+	auth  *fakeAuth
+	fail  atomic.Bool
+	calls atomic.Int64
+	mu    sync.Mutex
+	asked []User // the users Confirm was given
+}
+
+func (d *fakeDirectory) Confirm(_ context.Context, u *User) (*User, error) {
+	d.calls.Add(1)
+	d.mu.Lock()
+	d.asked = append(d.asked, *u)
+	d.mu.Unlock()
+	if d.fail.Load() {
+		return nil, errors.New("the account is disabled")
+	}
+	d.auth.mu.Lock()
+	defer d.auth.mu.Unlock()
+	cur := d.auth.user
+	if cur.SID != u.SID {
+		return nil, errors.New("no such account")
+	}
+	cur.AuthTime = time.Now() // the directory's time, which must not become auth_time
+	return &cur, nil
+}
+
 // fakeSessions plays the node's session end: it clears a cookie, and
 // fails while fail is set.
 type fakeSessions struct {
@@ -122,6 +150,7 @@ type env struct {
 	issuer    string
 	clock     *fakeClock
 	auth      *fakeAuth
+	dir       *fakeDirectory
 	sessions  *fakeSessions
 	store     *store.Memory
 	keys      *LocalKeyStore
@@ -156,6 +185,7 @@ func newEnv(t *testing.T, nodes int, cfg func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, clock: &fakeClock{}, keys: NewLocalKeyStore(), logs: &syncBuffer{}}
 	e.auth = &fakeAuth{clock: e.clock, user: alice}
+	e.dir = &fakeDirectory{auth: e.auth}
 	e.sessions = &fakeSessions{}
 	e.store = store.NewMemory(store.Options{Now: e.clock.Now})
 	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +201,7 @@ func newEnv(t *testing.T, nodes int, cfg func(*Config)) *env {
 	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for range nodes {
-		p, err := New(c, Options{Store: e.store, Keys: e.keys, Authenticator: e.auth, Sessions: e.sessions, Now: e.clock.Now, Logger: log})
+		p, err := New(c, Options{Store: e.store, Keys: e.keys, Authenticator: e.auth, Sessions: e.sessions, Confirm: e.dir.Confirm, Now: e.clock.Now, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -349,7 +349,7 @@ func TestTokenRequestErrors(t *testing.T) {
 		{"grant_type=authorization_code&code=a", "Basic !!", 401, "invalid_client"},
 		{"grant_type=authorization_code&code=a&client_id=app", "", 401, "invalid_client"}, // no secret
 		{"grant_type=authorization_code&code=a&client_id=nobody&client_secret=" + appSecret, "", 401, "invalid_client"},
-		{"grant_type=refresh_token&refresh_token=x", basic, 400, "invalid_request"},
+		{"grant_type=refresh_token&refresh_token=x", basic, 400, "unauthorized_client"}, // app has no RefreshTokens
 		{"grant_type=authorization_code&code=a&client_assertion=x", basic, 400, "invalid_request"},
 		{strings.Repeat("x=1&", 5000), basic, 400, "invalid_request"},
 	} {

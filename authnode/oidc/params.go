@@ -36,7 +36,10 @@ var (
 	tokenParams = map[string]int{
 		"grant_type": 64, "code": 64, "redirect_uri": maxRedirectURI, "client_id": maxClientID,
 		"client_secret": maxSecret, "code_verifier": 128, "scope": 1024,
-		"client_assertion": 0, "client_assertion_type": 0, "refresh_token": 0,
+		// The assertion's own bound (maxAssertionBytes) is checked as
+		// part of client authentication, so that a client learns of it
+		// as of any other failure of its assertion (invalid_client).
+		"client_assertion": maxParamBytes, "client_assertion_type": 128, "refresh_token": 64,
 	}
 	logoutParams = map[string]int{
 		"id_token_hint": maxIDTokenHint, "client_id": maxClientID, "post_logout_redirect_uri": maxRedirectURI,

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -42,8 +43,9 @@ type SessionEnder interface {
 // Options carry what a Provider gets from the auth node rather than from
 // its configuration.
 type Options struct {
-	// Store keeps codes, access tokens and the record of redeemed codes.
-	// Required.
+	// Store keeps codes, access and refresh tokens, the records of
+	// redeemed codes and rotated refresh tokens, and the jti of each
+	// client assertion. Required.
 	Store Store
 	// Keys keeps the generated key set shared by the nodes. Required
 	// unless Config.SigningKeys is set.
@@ -53,6 +55,18 @@ type Options struct {
 	// Sessions ends the node's sign-in session at logout; nil: there is
 	// none to end.
 	Sessions SessionEnder
+	// Confirm re-checks the user in the directory at each refresh: it
+	// finds the account of u.SID and returns it as it is now, or an error
+	// when it may no longer sign in (disabled, expired, locked out,
+	// deleted), or cannot be checked. u holds what the grant knows: SID
+	// and AuthTime always, names, mail and groups as the granted scopes
+	// carried them. Any error refuses the refresh (invalid_grant) and
+	// revokes the sign-in's tokens, as does a returned user outside the
+	// client's RequiredGroup; the claims of the refreshed tokens are made
+	// from the returned user. Required when a client has RefreshTokens:
+	// a refresh that checks nothing would keep a disabled account signed
+	// in for up to RefreshTokenTTL.
+	Confirm func(ctx context.Context, u *User) (*User, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger receives the provider's log lines; nil means slog.Default().
@@ -83,6 +97,7 @@ type Provider struct {
 	store    Store
 	auth     Authenticator
 	sessions SessionEnder
+	confirm  func(ctx context.Context, u *User) (*User, error)
 	now      func() time.Time
 	log      *slog.Logger
 
@@ -112,9 +127,11 @@ func New(cfg Config, opts Options) (*Provider, error) {
 		return nil, errors.New("oidc: no authenticator")
 	case len(cfg.SigningKeys) == 0 && opts.Keys == nil:
 		return nil, errors.New("oidc: neither signing keys nor a key store to generate them into")
+	case opts.Confirm == nil && slices.ContainsFunc(cfg.Clients, func(c Client) bool { return c.RefreshTokens }):
+		return nil, errors.New("oidc: a client has refresh tokens, but there is no Confirm to re-check the user at each refresh")
 	}
 	p := &Provider{
-		cfg: cfg, store: opts.Store, auth: opts.Authenticator, sessions: opts.Sessions,
+		cfg: cfg, store: opts.Store, auth: opts.Authenticator, sessions: opts.Sessions, confirm: opts.Confirm,
 		now: opts.Now, log: opts.Logger, clients: map[string]*client{},
 	}
 	if p.now == nil {

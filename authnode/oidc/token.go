@@ -27,6 +27,9 @@ type tokenError struct {
 	status int
 	code   string
 	desc   string
+	// why is for the log only: what the answer does not tell a client
+	// whose authentication failed.
+	why string
 }
 
 func (e *tokenError) write(w http.ResponseWriter, basic bool) {
@@ -40,16 +43,23 @@ func (e *tokenError) write(w http.ResponseWriter, basic bool) {
 }
 
 var (
-	errInvalidClient = &tokenError{http.StatusUnauthorized, "invalid_client", "client authentication failed"}
-	errStoreDown     = &tokenError{http.StatusServiceUnavailable, "temporarily_unavailable", "the token store is unavailable; try again shortly"}
+	errInvalidClient = &tokenError{status: http.StatusUnauthorized, code: "invalid_client", desc: "client authentication failed"}
+	errStoreDown     = &tokenError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", desc: "the token store is unavailable; try again shortly"}
 )
 
+// clientRefused is invalid_client, with why for the log.
+func clientRefused(why string) *tokenError {
+	e := *errInvalidClient
+	e.why = why
+	return &e
+}
+
 func invalidGrant(desc string) *tokenError {
-	return &tokenError{http.StatusBadRequest, "invalid_grant", desc}
+	return &tokenError{status: http.StatusBadRequest, code: "invalid_grant", desc: desc}
 }
 
 func invalidRequest(desc string) *tokenError {
-	return &tokenError{http.StatusBadRequest, "invalid_request", desc}
+	return &tokenError{status: http.StatusBadRequest, code: "invalid_request", desc: desc}
 }
 
 // usedRecord remembers a redeemed code until the tokens it produced have
@@ -57,6 +67,8 @@ func invalidRequest(desc string) *tokenError {
 type usedRecord struct {
 	ClientID     string   `json:"client"`
 	AccessTokens []string `json:"accessTokens"` // their hashes
+	// Family is the refresh token family the code started, if any.
+	Family string `json:"family,omitempty"`
 }
 
 // accessRecord is what the store keeps under an access token's hash.
@@ -65,6 +77,9 @@ type accessRecord struct {
 	Scopes    []string   `json:"scopes"`
 	Claims    userClaims `json:"claims"`
 	ExpiresAt time.Time  `json:"expiresAt"`
+	// Family is the refresh token family the token was issued in, if
+	// any: a revoked family revokes it too.
+	Family string `json:"family,omitempty"`
 }
 
 // tokenResponse is a successful token answer (OIDC Core §3.1.3.3).
@@ -74,6 +89,8 @@ type tokenResponse struct {
 	ExpiresIn   int64  `json:"expires_in"`
 	IDToken     string `json:"id_token"`
 	Scope       string `json:"scope"`
+	// RefreshToken is set for a client with RefreshTokens.
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
 // idTokenClaims are the ID token's claims (OIDC Core §2); the user's claims
@@ -90,13 +107,14 @@ type idTokenClaims struct {
 	userClaims
 }
 
-// Token serves /token: the authorization_code grant. The client
+// Token serves /token: the authorization_code grant, and the
+// refresh_token grant for clients with RefreshTokens. The client
 // authenticates first (a failed attempt leaves the code untouched, so a
 // library that tries the header and then the body still redeems it); the
 // code is then taken from the store, which ends it whatever follows: a
 // code presented by another client, with another redirect URI or a wrong
 // PKCE verifier is spent, and a code presented again revokes the access
-// token its first use produced.
+// token its first use produced (and the refresh tokens it started).
 func (p *Provider) Token() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !allow(w, r, http.MethodPost) {
@@ -112,12 +130,28 @@ func (p *Provider) Token() http.Handler {
 		}
 		c, terr := p.authenticateClient(r, q)
 		if terr != nil {
-			p.log.Info("token", "outcome", "refused", "reason", terr.code, "client_id", clip(q["client_id"]), "client", r.RemoteAddr)
+			level := slog.LevelInfo
+			if terr.status >= http.StatusInternalServerError {
+				level = slog.LevelError
+			}
+			args := []any{"outcome", "refused", "reason", terr.code, "client_id", clip(q["client_id"]), "client", r.RemoteAddr}
+			if terr.why != "" {
+				args = append(args, "why", terr.why)
+			}
+			p.log.Log(r.Context(), level, "token", args...)
 			terr.write(w, basic)
 			return
 		}
 		log := p.log.With("client_id", c.ID, "client", r.RemoteAddr)
-		resp, terr := p.redeem(r.Context(), log, c, q)
+		var resp *tokenResponse
+		switch q["grant_type"] {
+		case "authorization_code":
+			resp, terr = p.redeem(r.Context(), log, c, q)
+		case "refresh_token":
+			resp, terr = p.refresh(r.Context(), log, c, q)
+		default:
+			terr = &tokenError{status: http.StatusBadRequest, code: "unsupported_grant_type", desc: "only authorization_code and refresh_token are supported"}
+		}
 		if terr != nil {
 			terr.write(w, false)
 			return
@@ -127,15 +161,18 @@ func (p *Provider) Token() http.Handler {
 }
 
 // authenticateClient finds the client and checks its credentials, sent in
-// exactly one way, the one it is registered for.
+// exactly one way, the one it is registered for: a private_key_jwt client
+// only by an assertion, any other never by one.
 func (p *Provider) authenticateClient(r *http.Request, q map[string]string) (*client, *tokenError) {
 	id, secret, method := q["client_id"], q["client_secret"], AuthNone
+	assertion, assertionType := q["client_assertion"], q["client_assertion_type"]
+	asserted := assertion != "" || assertionType != ""
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, cred, _ := strings.Cut(h, " ")
 		if !strings.EqualFold(scheme, "Basic") {
 			return nil, invalidRequest("only Basic client authentication is accepted in the Authorization header")
 		}
-		if secret != "" {
+		if secret != "" || asserted {
 			return nil, invalidRequest("the client authenticated in two ways")
 		}
 		hid, hsecret, ok := parseBasic(cred)
@@ -146,17 +183,25 @@ func (p *Provider) authenticateClient(r *http.Request, q map[string]string) (*cl
 			return nil, invalidRequest("client_id differs from the Authorization header's")
 		}
 		id, secret, method = hid, hsecret, AuthSecretBasic
+	} else if asserted {
+		if secret != "" {
+			return nil, invalidRequest("the client authenticated in two ways")
+		}
+		return p.authenticateAssertion(r.Context(), id, assertionType, assertion)
 	} else if secret != "" {
 		method = AuthSecretPost
 	}
 	c := p.clients[id]
-	if c == nil || c.TokenAuth != method {
-		return nil, errInvalidClient
+	switch {
+	case c == nil:
+		return nil, clientRefused("unknown client")
+	case c.TokenAuth != method:
+		return nil, clientRefused("the client is registered for " + c.TokenAuth + ", not " + method)
 	}
 	if method != AuthNone {
 		given := sha256.Sum256([]byte(secret))
 		if subtle.ConstantTimeCompare(given[:], c.secretHash[:]) != 1 {
-			return nil, errInvalidClient
+			return nil, clientRefused("wrong secret")
 		}
 	}
 	return c, nil
@@ -185,11 +230,9 @@ func parseBasic(cred string) (id, secret string, ok bool) {
 	return id, secret, id != "" && len(id) <= maxClientID && len(secret) <= maxSecret
 }
 
-// redeem exchanges a code for tokens.
+// redeem exchanges a code for tokens: for a client with RefreshTokens, a
+// refresh token too, which starts a family.
 func (p *Provider) redeem(ctx context.Context, log *slog.Logger, c *client, q map[string]string) (*tokenResponse, *tokenError) {
-	if q["grant_type"] != "authorization_code" {
-		return nil, &tokenError{http.StatusBadRequest, "unsupported_grant_type", "only authorization_code is supported"}
-	}
 	code := q["code"]
 	if code == "" {
 		return nil, invalidRequest("code is missing")
@@ -203,9 +246,13 @@ func (p *Provider) redeem(ctx context.Context, log *slog.Logger, c *client, q ma
 	// The access token is made first, so that the record of the code's
 	// use can name it before anything else can fail.
 	at, err := secret.New()
+	var family string
+	if err == nil && c.RefreshTokens {
+		family, err = newFamily()
+	}
 	if err != nil {
 		log.Error("token", "outcome", "failure", "err", err.Error())
-		return nil, &tokenError{http.StatusInternalServerError, "server_error", "no token could be made"}
+		return nil, errNoToken
 	}
 	atHash := secret.Hash(at)
 	raw, err := p.store.Take(ctx, codeSpace+hash)
@@ -221,15 +268,20 @@ func (p *Provider) redeem(ctx context.Context, log *slog.Logger, c *client, q ma
 		return nil, errStoreDown
 	}
 	// From here the code is spent. Its use is recorded at once, for as
-	// long as the access token can live, so that a replay revokes it.
-	used, _ := json.Marshal(usedRecord{ClientID: c.ID, AccessTokens: []string{atHash}})
-	if err := p.store.Put(ctx, usedSpace+hash, used, p.cfg.AccessTokenTTL+p.cfg.CodeTTL); err != nil {
+	// long as the access token (or the refresh tokens) can live, so that
+	// a replay revokes them.
+	used, _ := json.Marshal(usedRecord{ClientID: c.ID, AccessTokens: []string{atHash}, Family: family})
+	usedTTL := p.cfg.AccessTokenTTL
+	if family != "" {
+		usedTTL = max(usedTTL, p.cfg.RefreshTokenTTL)
+	}
+	if err := p.store.Put(ctx, usedSpace+hash, used, usedTTL+p.cfg.CodeTTL); err != nil {
 		log.Warn("token", "warning", "the code's use could not be recorded: a replay will not revoke its tokens", "err", err.Error())
 	}
 	var rec codeRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		log.Error("token", "outcome", "failure", "reason", "store", "err", fmt.Errorf("decode code record: %w", err).Error())
-		return nil, &tokenError{http.StatusInternalServerError, "server_error", "the code's record is unreadable"}
+		return nil, &tokenError{status: http.StatusInternalServerError, code: "server_error", desc: "the code's record is unreadable"}
 	}
 	now := p.now()
 	switch {
@@ -247,7 +299,7 @@ func (p *Provider) redeem(ctx context.Context, log *slog.Logger, c *client, q ma
 		log.Info("token", "outcome", "refused", "reason", "pkce", "why", terr.desc)
 		return nil, terr
 	}
-	arec, _ := json.Marshal(accessRecord{ClientID: c.ID, Scopes: rec.Scopes, Claims: rec.Claims, ExpiresAt: now.Add(p.cfg.AccessTokenTTL).UTC()})
+	arec, _ := json.Marshal(accessRecord{ClientID: c.ID, Scopes: rec.Scopes, Claims: rec.Claims, ExpiresAt: now.Add(p.cfg.AccessTokenTTL).UTC(), Family: family})
 	if err := p.store.Put(ctx, accessSpace+atHash, arec, p.cfg.AccessTokenTTL); err != nil {
 		log.Error("token", "outcome", "failure", "reason", storeReason(err), "err", err.Error())
 		return nil, errStoreDown
@@ -256,14 +308,23 @@ func (p *Provider) redeem(ctx context.Context, log *slog.Logger, c *client, q ma
 	if err != nil {
 		_ = p.store.Delete(ctx, accessSpace+atHash)
 		log.Error("token", "outcome", "failure", "reason", "signing", "err", err.Error())
-		return nil, &tokenError{http.StatusServiceUnavailable, "temporarily_unavailable", "the ID token could not be signed; try again shortly"}
+		return nil, errNoSignature
 	}
-	log.Info("token", "outcome", "issued", "sub", rec.Claims.Sub, "kid", kid, "access_token", logID(atHash))
+	var rt string
+	if family != "" {
+		rt = p.startFamily(ctx, log, c, family, &rec, now)
+	}
+	log.Info("token", "outcome", "issued", "sub", rec.Claims.Sub, "kid", kid, "access_token", logID(atHash), "refresh", rt != "")
 	return &tokenResponse{
 		AccessToken: at, TokenType: "Bearer", ExpiresIn: int64(p.cfg.AccessTokenTTL / time.Second),
-		IDToken: idt, Scope: strings.Join(rec.Scopes, " "),
+		IDToken: idt, Scope: strings.Join(rec.Scopes, " "), RefreshToken: rt,
 	}, nil
 }
+
+var (
+	errNoToken     = &tokenError{status: http.StatusInternalServerError, code: "server_error", desc: "no token could be made"}
+	errNoSignature = &tokenError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", desc: "the ID token could not be signed; try again shortly"}
+)
 
 // revokeReused handles a code that is not (or no longer) in the store: if
 // it was redeemed, the access tokens it produced are deleted, since
@@ -282,6 +343,9 @@ func (p *Provider) revokeReused(ctx context.Context, log *slog.Logger, hash stri
 	if err := json.Unmarshal(raw, &used); err != nil {
 		log.Error("token", "outcome", "refused", "reason", "code_reused", "err", fmt.Errorf("decode the code's use: %w", err).Error())
 		return
+	}
+	if used.Family != "" {
+		p.revokeFamily(ctx, log, used.Family, "code_reused")
 	}
 	revoked := 0
 	for _, h := range used.AccessTokens {

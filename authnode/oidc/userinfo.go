@@ -53,6 +53,23 @@ func (p *Provider) UserInfo() http.Handler {
 			refuse(http.StatusUnauthorized, "invalid_token", "the access token is unknown, expired or revoked")
 			return
 		}
+		// A token of a refresh token family lives only as long as the
+		// family: a revoked one (a reused refresh token, a user the
+		// directory no longer confirms) revokes it.
+		if rec.Family != "" {
+			revoked, err := p.familyRevoked(r.Context(), rec.Family)
+			if err != nil {
+				p.log.Error("userinfo", "outcome", "failure", "reason", storeReason(err), "err", err.Error())
+				w.Header().Set("Retry-After", "1")
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "error_description": "the token store is unavailable"})
+				return
+			}
+			if revoked {
+				p.log.Info("userinfo", "outcome", "refused", "reason", "family_revoked", "access_token", logID(hash), "client", r.RemoteAddr)
+				refuse(http.StatusUnauthorized, "invalid_token", "the access token is unknown, expired or revoked")
+				return
+			}
+		}
 		writeJSON(w, http.StatusOK, rec.Claims)
 	})
 }
