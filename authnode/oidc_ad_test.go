@@ -374,3 +374,57 @@ func TestADOIDCNTLM(t *testing.T) {
 		t.Errorf("NTLM sign-in: amr %v user %v, want [ntlm] alice", claims["amr"], claims["preferred_username"])
 	}
 }
+
+// TestADOIDCRefreshConfirmsTheUser: a client with refresh tokens gets one;
+// a refresh looks the user up again by SID (the new ID token has the same
+// auth_time); once the account is disabled in the directory, the refresh
+// is refused and the access token of the family stops working.
+func TestADOIDCRefreshConfirmsTheUser(t *testing.T) {
+	env := adtest.Env(t)
+	admin := adtest.NewAdmin(t, env)
+	u := newTestUser(t, admin)
+	admin.Modify(env["AD_GROUP_DN"], "add", "member", u.dn)
+	a := startADNode(t, env, func(c *Config, _ *Options) {
+		withOIDC(c)
+		c.OIDC.Clients[0].RefreshTokens = true
+	})
+	cl := adtest.Login(t, env, u.name, u.password)
+	r := newRP(t, a, "app")
+	f := r.start()
+	status, loc, body := visit(t, a.browser(), f.url,
+		"Negotiate "+base64.StdEncoding.EncodeToString(adtest.NegotiateBlob(t, cl, "HTTP/auth1.example.test")))
+	if status != http.StatusFound {
+		t.Fatalf("/authorize: %d %s", status, body)
+	}
+	claims, tok := r.finish(f, loc)
+	if tok.RefreshToken == "" {
+		t.Fatal("no refresh token for a client that has them")
+	}
+	refresh := func(tok *oauth2.Token) (*oauth2.Token, error) {
+		old := *tok
+		old.Expiry = time.Now().Add(-time.Minute) // due: the source refreshes
+		return r.conf.TokenSource(r.ctx, &old).Token()
+	}
+	next, err := refresh(tok)
+	if err != nil {
+		t.Fatalf("refresh: %v\nlog:\n%s", err, a.logs)
+	}
+	raw, _ := next.Extra("id_token").(string)
+	id, err := r.verifier.Verify(r.ctx, raw)
+	if err != nil {
+		t.Fatalf("refreshed ID token: %v", err)
+	}
+	var again map[string]any
+	_ = id.Claims(&again)
+	if again["sub"] != claims["sub"] || again["auth_time"] != claims["auth_time"] || again["preferred_username"] != u.name {
+		t.Errorf("refreshed claims %v; want the sign-in's sub and auth_time, user %s", again, u.name)
+	}
+
+	admin.SetDisabled(u.dn, true)
+	if _, err := refresh(next); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("refresh of a disabled account: %v, want invalid_grant", err)
+	}
+	if _, err := r.provider.UserInfo(r.ctx, oauth2.StaticTokenSource(next)); err == nil {
+		t.Error("the family's access token still works after the refresh was refused")
+	}
+}

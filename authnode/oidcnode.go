@@ -2,6 +2,7 @@ package authnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/oidc"
 	"github.com/iwalb/iwalb/internal/secret"
 )
@@ -117,6 +119,48 @@ func (e oidcSessions) EndSession(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// sidResolver finds an account by its SID, with its groups as they are
+// now (directory.Directory).
+type sidResolver interface {
+	PrincipalBySID(ctx context.Context, userSID, realm string) (directory.Principal, int, error)
+}
+
+// confirmOIDC is the provider's Confirm: at each refresh the account of
+// u.SID is looked up again, by SID, with its groups as the directory has
+// them now (tokenGroups, no ticket being at hand), and refused as a login
+// would be (disabled, expired, locked out, renamed away, out of the
+// required group). The sign-in's time and method are u's.
+func (n *Node) confirmOIDC(ctx context.Context, u *oidc.User) (*oidc.User, error) {
+	s, ok := ctx.Value(settingsKey{}).(*settings)
+	if !ok {
+		s = n.acquire()
+		defer s.dir.release()
+	}
+	res, ok := s.dir.dir.(sidResolver)
+	if !ok {
+		return nil, errors.New("confirm the user: the directory cannot find accounts by SID")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.lookupBudget())
+	defer cancel()
+	start := time.Now()
+	p, _, err := res.PrincipalBySID(ctx, u.SID, s.cfg.Realm)
+	n.observeLDAP("principal", start, err)
+	if err != nil {
+		return nil, fmt.Errorf("confirm the user: %w", err)
+	}
+	start = time.Now()
+	du, _, err := s.dir.dir.Lookup(ctx, p)
+	n.observeLDAP("lookup", start, err)
+	if err != nil {
+		return nil, fmt.Errorf("confirm the user: %w", err)
+	}
+	return &oidc.User{
+		SID: u.SID, SAMAccountName: du.SAMAccountName, UPN: du.UserPrincipalName,
+		Email: du.Mail, DisplayName: du.DisplayName, Groups: du.Groups, GroupSIDs: du.GroupSIDs,
+		AuthTime: u.AuthTime, Method: u.Method,
+	}, nil
+}
+
 // newProvider makes the OIDC provider of s, on the node's token store and
 // key store. Nothing is read or dialled: keys come at first use.
 func (n *Node) newProvider(s *settings) (*oidc.Provider, error) {
@@ -125,7 +169,7 @@ func (n *Node) newProvider(s *settings) (*oidc.Provider, error) {
 	}
 	p, err := oidc.New(*s.cfg.OIDC, oidc.Options{
 		Store: n.tokens, Keys: n.oidcKeys,
-		Authenticator: oidcAuthenticator{n}, Sessions: oidcSessions{n},
+		Authenticator: oidcAuthenticator{n}, Sessions: oidcSessions{n}, Confirm: n.confirmOIDC,
 		Now: n.now, Logger: s.log,
 	})
 	if err != nil {

@@ -616,7 +616,28 @@ func (d *Directory) NamedPrincipal(ctx context.Context, account, realm string) (
 	if account == "" || strings.ContainsAny(account, "\x00") {
 		return Principal{}, 0, fmt.Errorf("ldap %s at %s: %w: not an account name", what, d.cfg.URL, ErrNotFound)
 	}
-	filter := "(&(objectCategory=person)(objectClass=user)(sAMAccountName=" + ldap.EscapeFilter(account) + "))"
+	return d.principal(ctx, what, "(&(objectCategory=person)(objectClass=user)(sAMAccountName="+ldap.EscapeFilter(account)+"))", realm)
+}
+
+// PrincipalBySID is NamedPrincipal for the account whose objectSid is
+// userSID: for a sign-in confirmed again long after its ticket (an OpenID
+// Connect refresh), with the account's name and groups as they are now.
+func (d *Directory) PrincipalBySID(ctx context.Context, userSID, realm string) (_ Principal, ops int, _ error) {
+	what := "search for objectSid " + clip.String(userSID)
+	b, err := parseSID(userSID)
+	if err != nil {
+		return Principal{}, 0, fmt.Errorf("ldap %s at %s: %w: %w", what, d.cfg.URL, ErrNotFound, err)
+	}
+	p, ops, err := d.principal(ctx, what, "(&(objectCategory=person)(objectClass=user)(objectSid="+escapeBytes(b)+"))", realm)
+	if err == nil && p.SID != userSID {
+		return Principal{}, ops, fmt.Errorf("ldap %s at %s: %w: the entry found has objectSid %s", what, d.cfg.URL, ErrIdentityMismatch, p.SID)
+	}
+	return p, ops, err
+}
+
+// principal finds the one account filter matches and reads its SID and
+// group SIDs (see NamedPrincipal).
+func (d *Directory) principal(ctx context.Context, what, filter, realm string) (_ Principal, ops int, _ error) {
 	var p Principal
 	var found int
 	err := d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {

@@ -68,3 +68,36 @@ func TestNamedPrincipalAD(t *testing.T) {
 		t.Errorf("Lookup(bob) error %v; want ErrDisabled", err)
 	}
 }
+
+// TestPrincipalBySIDAD: a refresh knows the account by SID only;
+// PrincipalBySID finds the same account and groups as NamedPrincipal, and
+// refuses a SID of no account, a group's, and a malformed one.
+func TestPrincipalBySIDAD(t *testing.T) {
+	env := adtest.Env(t)
+	d, err := New(adConfigs(t, env)["ldaps"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	realm := env["AD_REALM"]
+	byName, _, err := d.NamedPrincipal(ctx, env["AD_ALICE_USER"], realm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bySID, _, err := d.PrincipalBySID(ctx, byName.SID, realm)
+	if err != nil {
+		t.Fatalf("PrincipalBySID(alice's SID): %v", err)
+	}
+	slices.Sort(byName.GroupSIDs)
+	slices.Sort(bySID.GroupSIDs)
+	if bySID.Name != byName.Name || bySID.SID != byName.SID || !slices.Equal(bySID.GroupSIDs, byName.GroupSIDs) {
+		t.Errorf("PrincipalBySID = %+v; want %+v", bySID, byName)
+	}
+	domain := byName.SID[:strings.LastIndexByte(byName.SID, '-')]
+	for _, s := range []string{domain + "-99999", adtest.ObjectSID(t, env, env["AD_GROUP"]), "S-1-x", ""} {
+		if _, _, err := d.PrincipalBySID(ctx, s, realm); !errors.Is(err, ErrNotFound) {
+			t.Errorf("PrincipalBySID(%q) error %v; want ErrNotFound", s, err)
+		}
+	}
+}

@@ -10,17 +10,18 @@ import (
 
 // rawOIDC is authnode.oidc: the node as an OpenID Connect provider.
 type rawOIDC struct {
-	At             pos           `yaml:"-"`
-	Enabled        boolean       `yaml:"enabled"`
-	Issuer         str           `yaml:"issuer"`
-	BackchannelURL str           `yaml:"backchannel_url"`
-	SigningAlg     str           `yaml:"signing_alg"`
-	SigningKeys    strList       `yaml:"signing_keys"`
-	KeyRotation    duration      `yaml:"key_rotation"`
-	KeyGrace       duration      `yaml:"key_grace"`
-	CodeTTL        duration      `yaml:"code_ttl"`
-	IDTokenTTL     duration      `yaml:"id_token_ttl"`
-	AccessTokenTTL duration      `yaml:"access_token_ttl"`
+	At             pos             `yaml:"-"`
+	Enabled        boolean         `yaml:"enabled"`
+	Issuer         str             `yaml:"issuer"`
+	BackchannelURL str             `yaml:"backchannel_url"`
+	SigningAlg     str             `yaml:"signing_alg"`
+	SigningKeys    strList         `yaml:"signing_keys"`
+	KeyRotation    duration        `yaml:"key_rotation"`
+	KeyGrace       duration        `yaml:"key_grace"`
+	CodeTTL        duration        `yaml:"code_ttl"`
+	IDTokenTTL     duration        `yaml:"id_token_ttl"`
+	AccessTokenTTL duration        `yaml:"access_token_ttl"`
+	RefreshTTL     duration        `yaml:"refresh_token_ttl"`
 	Clients        []rawOIDCClient `yaml:"clients"`
 }
 
@@ -32,6 +33,8 @@ type rawOIDCClient struct {
 	SecretFile             str     `yaml:"secret_file"`
 	SecretEnv              str     `yaml:"secret_env"`
 	TokenAuth              str     `yaml:"token_auth"`
+	KeysFile               str     `yaml:"keys_file"`
+	RefreshTokens          boolean `yaml:"refresh_tokens"`
 	RedirectURIs           strList `yaml:"redirect_uris"`
 	PostLogoutRedirectURIs strList `yaml:"post_logout_redirect_uris"`
 	Scopes                 strList `yaml:"scopes"`
@@ -53,12 +56,13 @@ func (c *checker) authNodeOIDC(r rawOIDC, p, ssoPath string) *oidc.Config {
 	}
 	before := len(c.problems)
 	cfg := &oidc.Config{
-		SigningAlg:     r.SigningAlg.V,
-		KeyRotation:    r.KeyRotation.V,
-		KeyGrace:       r.KeyGrace.V,
-		CodeTTL:        r.CodeTTL.V,
-		IDTokenTTL:     r.IDTokenTTL.V,
-		AccessTokenTTL: r.AccessTokenTTL.V,
+		SigningAlg:      r.SigningAlg.V,
+		KeyRotation:     r.KeyRotation.V,
+		KeyGrace:        r.KeyGrace.V,
+		CodeTTL:         r.CodeTTL.V,
+		IDTokenTTL:      r.IDTokenTTL.V,
+		AccessTokenTTL:  r.AccessTokenTTL.V,
+		RefreshTokenTTL: r.RefreshTTL.V,
 	}
 	if c.needStr(r.Issuer, r.At, p, "issuer") {
 		cfg.Issuer = r.Issuer.V
@@ -118,12 +122,23 @@ func (c *checker) authNodeOIDC(r rawOIDC, p, ssoPath string) *oidc.Config {
 func (c *checker) oidcClient(rc rawOIDCClient, cp string) (oidc.Client, bool) {
 	cl := oidc.Client{
 		ID: rc.ID.V, TokenAuth: rc.TokenAuth.V, RequiredGroup: rc.RequiredGroup.V, GroupSIDs: rc.GroupSIDs.V,
+		RefreshTokens: rc.RefreshTokens.V,
 	}
 	before := len(c.problems)
 	c.needStr(rc.ID, rc.At, cp, "id")
 	if rc.SecretFile.Set || rc.SecretEnv.Set {
 		if s, ok := c.secret(rc.SecretFile, rc.SecretEnv, rc.At, cp, "secret_file", "secret_env"); ok {
 			cl.Secret = strings.TrimSpace(s)
+		}
+	}
+	if rc.KeysFile.Set {
+		// Public keys: readable by anyone is fine.
+		if data, abs, ok := c.readFile(rc.KeysFile, cp+".keys_file"); ok {
+			k, err := oidc.ParseClientKeys(data)
+			if err != nil {
+				c.add(rc.KeysFile.Line, "%s.keys_file: %s: %v", cp, showPath(rc.KeysFile.V, abs), err)
+			}
+			cl.Keys = k
 		}
 	}
 	if !rc.RedirectURIs.Set || len(rc.RedirectURIs.V) == 0 {

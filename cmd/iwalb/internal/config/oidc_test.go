@@ -1,6 +1,11 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -83,6 +88,51 @@ func TestAuthNodeOIDC(t *testing.T) {
 		strconv.Itoa(line+12) + `: authnode.oidc.clients[1].redirect_uris[0]: redirect URI "https://b.example.test/cb#frag": may not have a fragment`,
 		strconv.Itoa(line+13) + `: authnode.oidc.clients[2].id: "b" is registered twice (first at line ` + strconv.Itoa(line+11) + `)`,
 	})
+
+	// A private_key_jwt client with refresh tokens; a keys file holding a
+	// private key by mistake.
+	var key *ecdsa.PrivateKey
+	key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	priv, _ := x509.MarshalPKCS8PrivateKey(key)
+	for name, block := range map[string]*pem.Block{"rp.pub": {Type: "PUBLIC KEY", Bytes: pub}, "rp.key": {Type: "PRIVATE KEY", Bytes: priv}} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got = load(t, `  oidc:
+    enabled: true
+    issuer: https://sso.example.test
+    refresh_token_ttl: 24h
+    clients:
+      - id: jwt
+        token_auth: private_key_jwt
+        keys_file: rp.pub
+        refresh_tokens: true
+        redirect_uris: [https://jwt.example.test/cb]
+`)
+	if cl := got.Clients[0]; got.RefreshTokenTTL != 24*time.Hour || cl.TokenAuth != oidc.AuthPrivateKeyJWT || cl.Keys.Len() != 1 || !cl.RefreshTokens {
+		t.Errorf("private_key_jwt client: ttl %v, %+v", got.RefreshTokenTTL, cl)
+	}
+	path = writeConfig(t, dir, strings.Replace(base, at, at+`  oidc:
+    enabled: true
+    issuer: https://sso.example.test
+    clients:
+      - id: jwt
+        token_auth: private_key_jwt
+        keys_file: rp.key
+        redirect_uris: [https://jwt.example.test/cb]
+`, 1))
+	_, err = Load(path)
+	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+7) + `: authnode.oidc.clients[0].keys_file: "rp.key" (` + filepath.Join(dir, "rp.key") + `): client keys: PEM block 1 is a private key`,
+	})
+	if !strings.Contains(err.Error(), "the private key stays with the client") {
+		t.Errorf("a private key as the client's keys: %v; want the hint", err)
+	}
 
 	// The node's own paths, and lifetimes that do not fit.
 	path = writeConfig(t, dir, strings.Replace(base, at, at+`  oidc:
