@@ -318,15 +318,9 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 		AuthMethod:        method,
 		ClientAddr:        r.RemoteAddr,
 	}
-	// For the OIDC provider (f), no token: the user goes back to it, and
-	// it makes the code and answers.
-	f := signInOf(r)
-	var token string
-	if f == nil {
-		if token, err = n.issueToken(r.Context(), s, ident); err != nil {
-			n.fail(w, r, log, method, classify(err), err, start)
-			return false
-		}
+	token, ok := n.tokenFor(w, r, s, log, ident, method, start)
+	if !ok {
+		return false
 	}
 	if len(id.ResponseToken) > 0 && method == mechKerberos {
 		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(id.ResponseToken))
@@ -334,15 +328,38 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 	if s.cfg.SSOSession.Enabled {
 		n.startSSOSession(r.Context(), s, w, log, ident, ident.AuthTime)
 	}
-	attrs := []any{"outcome", "success", "groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO}
-	if f != nil {
+	n.deliver(w, r, s, log, ident, token, method, start,
+		"groups", len(user.Groups), "group_sids", len(user.GroupSIDs), "ldap_ops", ops, "kvno", id.KVNO)
+	return true
+}
+
+// tokenFor makes the application's one-time token for a login of ident,
+// unless the login is for the OIDC provider, which makes its own code
+// (the token is then empty). On a failure it answers, and says false.
+func (n *Node) tokenFor(w http.ResponseWriter, r *http.Request, s *settings, log *slog.Logger, ident Identity, method string, start time.Time) (string, bool) {
+	if signInOf(r) != nil {
+		return "", true
+	}
+	token, err := n.issueToken(r.Context(), s, ident)
+	if err != nil {
+		n.fail(w, r, log, method, classify(err), err, start)
+		return "", false
+	}
+	return token, true
+}
+
+// deliver ends a successful login: the user goes back to the OIDC
+// provider (which answers), or the browser to the application with token.
+// It counts the login and logs it, with attrs.
+func (n *Node) deliver(w http.ResponseWriter, r *http.Request, s *settings, log *slog.Logger, ident Identity, token, method string, start time.Time, attrs ...any) {
+	attrs = append([]any{"outcome", "success"}, attrs...)
+	if f := signInOf(r); f != nil {
 		f.user = oidcUser(&ident)
 		n.metrics.logins.WithLabelValues("success", "ok", method).Inc()
 	} else {
 		attrs = append(attrs, "status", n.sendToApplication(w, r, s, token, method))
 	}
 	log.Info("login", append(attrs, "duration", time.Since(start))...)
-	return true
 }
 
 // sendToApplication answers a successful login: the browser goes to the

@@ -136,13 +136,9 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 	ident.SAMAccountName, ident.UserPrincipalName = user.SAMAccountName, user.UserPrincipalName
 	ident.DisplayName, ident.Mail, ident.Groups = user.DisplayName, user.Mail, user.Groups
 	ident.ClientAddr = r.RemoteAddr
-	f := signInOf(r)
-	var token string
-	if f == nil {
-		if token, err = n.issueToken(r.Context(), s, ident); err != nil {
-			n.fail(w, r, log, mechCookie, classify(err), err, start)
-			return true
-		}
+	token, ok := n.tokenFor(w, r, s, log, ident, mechCookie, start)
+	if !ok {
+		return true
 	}
 	// A visit keeps the session, the same record, alive for another idle
 	// period.
@@ -150,16 +146,10 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 		log.Warn("sso session not extended", "err", err.Error())
 	}
 	n.metrics.sessions.WithLabelValues("sso_reused").Inc()
-	attrs := []any{"outcome", "success", "groups", len(user.Groups), "ldap_ops", ops, "signed_in", rec.Started.UTC().Format(time.RFC3339)}
-	if f != nil {
-		// The provider's auth_time and amr are the sign-in's that set
-		// the cookie (ident's), not this visit's.
-		f.user = oidcUser(&ident)
-		n.metrics.logins.WithLabelValues("success", "ok", mechCookie).Inc()
-	} else {
-		attrs = append(attrs, "status", n.sendToApplication(w, r, s, token, mechCookie))
-	}
-	log.Info("login", append(attrs, "duration", time.Since(start))...)
+	// For the OIDC provider, auth_time and amr are those of the sign-in
+	// that set the cookie (ident's), not this visit's.
+	n.deliver(w, r, s, log, ident, token, mechCookie, start,
+		"groups", len(user.Groups), "ldap_ops", ops, "signed_in", rec.Started.UTC().Format(time.RFC3339))
 	return true
 }
 
