@@ -15,15 +15,7 @@ import (
 func TestBackchannelURL(t *testing.T) {
 	const back = "https://lb.example.test:8443/oidc"
 	e := newEnv(t, 1, func(c *Config) { c.BackchannelURL = back })
-	resp, err := e.browser.Get(e.issuer + PathDiscovery)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var d map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
-		t.Fatal(err)
-	}
+	d := e.discovery()
 	for k, want := range map[string]string{
 		"issuer": e.issuer, "authorization_endpoint": e.issuer + PathAuthorize, "end_session_endpoint": e.issuer + PathLogout,
 		"token_endpoint": back + PathToken, "userinfo_endpoint": back + PathUserInfo, "jwks_uri": back + PathJWKS,
@@ -43,4 +35,19 @@ func TestBackchannelURL(t *testing.T) {
 			t.Errorf("backchannel %s: %v, want %q", bad, err, want)
 		}
 	}
+}
+
+// discovery fetches and decodes the discovery document.
+func (e *env) discovery() map[string]any {
+	e.t.Helper()
+	resp, err := e.browser.Get(e.issuer + PathDiscovery)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var d map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		e.t.Fatal(err)
+	}
+	return d
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/store"
 
 	"github.com/iwalb/iwalb/internal/secret"
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
 // fakeClock is the real clock plus an offset the test moves forward.
@@ -163,22 +164,7 @@ type env struct {
 }
 
 // syncBuffer collects log lines from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.Buffer
 
 // newEnv starts nodes providers; cfg may change the configuration.
 func newEnv(t *testing.T, nodes int, cfg func(*Config)) *env {

@@ -14,13 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	authoidc "github.com/iwalb/iwalb/authnode/oidc"
 	"github.com/iwalb/iwalb/authnode/store"
+	"github.com/iwalb/iwalb/internal/testkit"
 	"github.com/iwalb/iwalb/internal/testpki"
 )
 
@@ -49,22 +49,7 @@ func (a *fakeAuth) SignIn(http.ResponseWriter, *http.Request) (*authoidc.User, b
 }
 
 // syncBuffer collects the app's log lines from its handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.Buffer
 
 // rpEnv is the auth node's provider behind a TLS server named
 // sso.example.test (a name only -resolve knows), the demo application in
