@@ -655,7 +655,8 @@ var _ oidc.KeyStore = (*store.RedisStore)(nil)
 // the value does not expire.
 func TestRedisCompareAndSwapAcrossNodes(t *testing.T) {
 	env := redistest.Env(t)
-	a, b := twoNodes(t, redistest.Config(t, env))
+	cfg := redistest.Config(t, env)
+	a, b := twoNodes(t, cfg)
 	ctx := context.Background()
 	key := fmt.Sprint("keys-", time.Now().UnixNano())
 	t.Cleanup(func() { _ = a.Store("oidc").Delete(ctx, key) })
@@ -697,8 +698,10 @@ func TestRedisCompareAndSwapAcrossNodes(t *testing.T) {
 	if v, err := a.Store("oidc").Get(ctx, key); string(v) != "second" || err != nil {
 		t.Fatalf("Get: %q, %v; want second", v, err)
 	}
-	c := redistest.Client(t, redistest.Config(t, env).Addrs[0], redistest.Config(t, env).Password)
-	keys, err := c.Keys(ctx, "*oidc:*").Result()
+	// This test's keys only: other tests share the server, and their
+	// codes and tokens do expire.
+	c := redistest.Client(t, cfg.Addrs[0], cfg.Password)
+	keys, err := c.Keys(ctx, cfg.Prefix+"oidc:*").Result()
 	if err != nil || len(keys) == 0 {
 		t.Fatalf("keys: %v %v", keys, err)
 	}
