@@ -201,6 +201,15 @@ func (n *Node) Diagnose(ctx context.Context) []Check {
 		cancel()
 		out = append(out, c)
 	}
+	if s.oidc != nil {
+		c := Check{Name: "oidc_keys", Detail: "the OpenID Connect provider has a key to sign with"}
+		keyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if c.Err = s.oidc.CheckKeys(keyCtx); c.Err != nil {
+			c.Detail = c.Err.Error()
+		}
+		cancel()
+		out = append(out, c)
+	}
 	if n.storeCheck != nil {
 		c := Check{Name: "store", Detail: "Redis answers"}
 		pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)

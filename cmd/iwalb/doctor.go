@@ -317,6 +317,8 @@ func doctorFix(check string, err error, cfg authnode.Config) string {
 		return "Redis does not answer: check store.redis (addresses, TLS, password) and that it runs; iwalb does not fall back to memory"
 	case check == "ntlm":
 		return "ntlm_auth could not ask the domain: install winbind, join this host to the domain (net ads join -U Administrator), start winbindd (wbinfo -t checks the trust) and add iwalb's user to the winbindd_priv group; or set ntlm.enabled: false (Kerberos only)"
+	case check == "oidc_keys":
+		return "the provider could not read or write its signing keys: with generated keys, check that Redis answers (store.redis); with signing_keys, check the files"
 	case check == "clock":
 		return "synchronise this host's clock with the domain (chrony or ntpd against the domain controllers)"
 	}

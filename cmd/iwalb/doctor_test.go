@@ -149,18 +149,23 @@ func TestDoctorRedis(t *testing.T) {
 	good := testKeytab(t, env)
 	// Nothing listens on port 1; the password file is any secret file.
 	dead := "  store:\n    type: redis\n    redis: {addrs: [127.0.0.1:1], password_file: bind, dial_timeout: 1s}\n"
+	// The OIDC provider's generated keys are in Redis too.
+	const oidcOn = "  oidc: {enabled: true, issuer: \"https://lb.example.test\", clients: [{id: a, redirect_uris: [\"https://a.example.test/cb\"]}]}\n"
 	var out strings.Builder
-	code := run([]string{"doctor", "-config", doctorConfig(t, env, good, time.Now().Add(time.Hour*24*365), dead)}, &out, &out)
+	code := run([]string{"doctor", "-config", doctorConfig(t, env, good, time.Now().Add(time.Hour*24*365), dead+oidcOn)}, &out, &out)
 	if code != 1 || !strings.Contains(out.String(), "✘ store:") || !strings.Contains(out.String(), "fix: Redis does not answer") {
 		t.Fatalf("a Redis that does not answer: exit %d\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "✘ oidc_keys:") || !strings.Contains(out.String(), "fix: the provider could not read or write its signing keys") {
+		t.Errorf("the OIDC keys in a Redis that does not answer: exit %d\n%s", code, out.String())
 	}
 
 	renv := redistest.Env(t)
 	live := fmt.Sprintf("  store:\n    type: redis\n    redis: {addrs: [%s], username: %s, password_file: %s, prefix: %q}\n",
 		renv["IWALB_REDIS_ADDR"], renv["IWALB_REDIS_USERNAME"], renv["IWALB_REDIS_PASSWORD_FILE"], redistest.Prefix(t))
 	out.Reset()
-	code = run([]string{"doctor", "-config", doctorConfig(t, env, good, time.Now().Add(time.Hour*24*365), live)}, &out, &out)
-	if !strings.Contains(out.String(), "✔ store: Redis answers") {
+	code = run([]string{"doctor", "-config", doctorConfig(t, env, good, time.Now().Add(time.Hour*24*365), live+oidcOn)}, &out, &out)
+	if !strings.Contains(out.String(), "✔ store: Redis answers") || !strings.Contains(out.String(), "✔ oidc_keys: the OpenID Connect provider has a key to sign with") {
 		t.Fatalf("the test Redis: exit %d\n%s", code, out.String())
 	}
 }

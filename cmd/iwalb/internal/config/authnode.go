@@ -351,6 +351,9 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 			c.warn(n.Line, "%s.kerberos.replay_cache_size: bounds the in-memory replay cache only; with store.type redis the replay cache is in Redis (replay_quota still applies)", p)
 		}
 	}
+	if cfg.OIDC != nil && !inRedis && len(cfg.OIDC.SigningKeys) == 0 {
+		c.warn(r.OIDC.At.Line, "%s.oidc: with store.type memory the provider's codes and generated keys live in this process: a code redeems only here, and another node publishes other keys; behind one issuer, more than one node needs store.type redis", p)
+	}
 	if m := r.Store.MaxEntries; m.Set {
 		cfg.StoreMaxEntries = m.V
 		if m.V < 1 {

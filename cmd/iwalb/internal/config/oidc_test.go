@@ -62,6 +62,14 @@ func TestAuthNodeOIDC(t *testing.T) {
 	if err := got.Check(); err != nil {
 		t.Errorf("the loaded configuration does not pass the provider's checks: %v", err)
 	}
+	// In memory, codes and keys are one node's: said, not refused.
+	f, err := Load(writeConfig(t, dir, strings.Replace(base, at, at+"  oidc: {enabled: true, issuer: \"https://sso.example.test\", clients: [{id: a, redirect_uris: [\"https://a.example.test/cb\"]}]}\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := f.Warnings(); w == nil || !strings.Contains(w.Error(), strconv.Itoa(line+1)+": warning: authnode.oidc: with store.type memory") {
+		t.Errorf("warnings %v; want the in-memory provider's at line %d", w, line+1)
+	}
 
 	path := writeConfig(t, dir, strings.Replace(base, at, at+`  oidc:
     enabled: true
@@ -78,8 +86,9 @@ func TestAuthNodeOIDC(t *testing.T) {
       - id: b
         redirect_uris: [https://b.example.test/cb]
 `, 1))
-	_, err := Load(path)
+	_, err = Load(path)
 	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+1) + `: warning: authnode.oidc: with store.type memory`,
 		strconv.Itoa(line+3) + `: authnode.oidc.issuer: "https://sso.example.test/" may not end with a slash`,
 		strconv.Itoa(line+4) + `: authnode.oidc.backchannel_url: "https://lb.example.test/other" must have the issuer's path`,
 		strconv.Itoa(line+7) + `: authnode.oidc.clients[0].secret: inline secrets are not allowed; use secret_file or secret_env`,
@@ -128,6 +137,7 @@ func TestAuthNodeOIDC(t *testing.T) {
 `, 1))
 	_, err = Load(path)
 	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+1) + `: warning: authnode.oidc: with store.type memory`,
 		strconv.Itoa(line+7) + `: authnode.oidc.clients[0].keys_file: "rp.key" (` + filepath.Join(dir, "rp.key") + `): client keys: PEM block 1 is a private key`,
 	})
 	if !strings.Contains(err.Error(), "the private key stays with the client") {
@@ -142,6 +152,7 @@ func TestAuthNodeOIDC(t *testing.T) {
 `, 1))
 	_, err = Load(path)
 	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+1) + `: warning: authnode.oidc: with store.type memory`,
 		strconv.Itoa(line+3) + `: authnode.oidc.issuer: "https://sso.example.test/api": its endpoint /api/.well-known/openid-configuration is a path of the node's own`,
 	})
 	path = writeConfig(t, dir, strings.Replace(base, at, at+`  oidc:
@@ -153,11 +164,12 @@ func TestAuthNodeOIDC(t *testing.T) {
 `, 1))
 	_, err = Load(path)
 	assertProblems(t, path, err, []string{
+		strconv.Itoa(line+1) + `: warning: authnode.oidc: with store.type memory`,
 		strconv.Itoa(line+1) + `: authnode.oidc: key grace 1h0m0s is out of range`,
 	})
 
 	path = writeConfig(t, dir, strings.Replace(base, at, at+"  oidc:\n    issuer: https://sso.example.test\n", 1))
-	f, err := Load(path)
+	f, err = Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
