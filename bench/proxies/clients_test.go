@@ -145,3 +145,13 @@ func TestWrkRecordsTheCommandsFigures(t *testing.T) {
 		t.Fatal("a failing command: no error")
 	}
 }
+
+// TestClientOffersP256: with --key ecdsa, an OpenSSL server (HAProxy,
+// nginx) serves its P-256 certificate over TLS 1.2 only to a client that
+// lists P-256 among its groups; the key share stays X25519 alone.
+func TestClientOffersP256(t *testing.T) {
+	prefs := (&target{sni: "sso.bench.test"}).tlsConfig().CurvePreferences
+	if len(prefs) != 2 || prefs[0] != tls.X25519 || prefs[1] != tls.CurveP256 {
+		t.Fatalf("curve preferences %v, want [X25519 P-256]", prefs)
+	}
+}
