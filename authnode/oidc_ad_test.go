@@ -3,6 +3,7 @@ package authnode
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/iwalb/iwalb/authnode/adtest"
 	"github.com/iwalb/iwalb/authnode/oidc"
+	"github.com/iwalb/iwalb/authnode/store"
 	"github.com/iwalb/iwalb/authnode/store/redistest"
 )
 
@@ -426,5 +428,65 @@ func TestADOIDCRefreshConfirmsTheUser(t *testing.T) {
 	}
 	if _, err := r.provider.UserInfo(r.ctx, oauth2.StaticTokenSource(next)); err == nil {
 		t.Error("the family's access token still works after the refresh was refused")
+	}
+}
+
+// TestADOIDCRedisStopsAndComesBack: with the shared store stopped, a
+// sign-in at /authorize fails as at /sso (503 store_unavailable, a page,
+// no code), the token endpoint answers 503 temporarily_unavailable for a
+// code issued before, and nothing hangs; once Redis is back, the same
+// nodes sign in and redeem again, with the keys they had.
+func TestADOIDCRedisStopsAndComesBack(t *testing.T) {
+	env := adtest.Env(t)
+	renv := redistest.Env(t)
+	srv := redistest.StartServer(t, renv, "pw-oidc-down")
+	a, _ := startRedisNodes(t, env, &RedisConfig{RedisConfig: store.RedisConfig{Addrs: []string{srv.Addr()}, Password: "pw-oidc-down",
+		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second}}, withOIDC)
+	negotiate := aliceNegotiate(t, env)
+	r := newRP(t, a, "app")
+	jwks := func() (int, string) {
+		status, _, body := visit(t, a.client(), testIssuer+oidc.PathJWKS, "")
+		return status, body
+	}
+	_, keysBefore := jwks()
+	pending := r.start()
+	status, pendingLoc, _ := visit(t, a.browser(), pending.url, negotiate())
+	if status != http.StatusFound {
+		t.Fatalf("/authorize with Redis up: %d", status)
+	}
+
+	srv.Stop()
+	// The sign-in fails as at /sso (the replay cache is in Redis too):
+	// the node's page says why, and no code leaves.
+	f := r.start()
+	status, loc, body := visit(t, a.browser(), f.url, negotiate())
+	if status != http.StatusServiceUnavailable || loc != "" || !strings.Contains(body, "store_unavailable") {
+		t.Fatalf("/authorize with Redis stopped: %d %q, want 503 store_unavailable and no redirect\n%s", status, loc, body)
+	}
+	code := func() string { u, _ := url.Parse(pendingLoc); return u.Query().Get("code") }()
+	_, err := r.conf.Exchange(r.ctx, code, oauth2.VerifierOption(pending.verifier))
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response.StatusCode != http.StatusServiceUnavailable || re.ErrorCode != "temporarily_unavailable" {
+		t.Fatalf("token with Redis stopped: %v, want 503 temporarily_unavailable", err)
+	}
+
+	srv.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		f = r.start()
+		status, loc, _ = visit(t, a.browser(), f.url, negotiate())
+		if status == http.StatusFound && strings.Contains(loc, "code=") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/authorize 30 s after Redis came back: %d %q\nlog:\n%s", status, loc, a.logs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if claims, _ := r.finish(f, loc); claims["preferred_username"] != "alice" {
+		t.Errorf("after Redis came back: %v", claims)
+	}
+	if _, keysAfter := jwks(); keysAfter != keysBefore {
+		t.Errorf("the keys changed across Redis's restart:\n%s\n%s", keysBefore, keysAfter)
 	}
 }
