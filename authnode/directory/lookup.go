@@ -53,6 +53,10 @@ type Principal struct {
 	// GroupSIDs are the group SIDs of the PAC (negotiate.Identity's), in
 	// the string form of package authnode/internal/sid.
 	GroupSIDs []string
+	// entry is the account's entry as NamedPrincipal or PrincipalBySID
+	// read it (with userAttributes), so that Lookup need not search for
+	// it again; nil for a ticket's principal.
+	entry *ldap.Entry
 }
 
 // userAttributes are the attributes Lookup reads from the user entry.
@@ -124,19 +128,9 @@ func (d *Directory) Lookup(ctx context.Context, p Principal) (_ *User, ops int, 
 	var u *User
 	var refusal error
 	var ambiguous bool
-	err = d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
-		// Every attempt starts afresh: do may retry on a new connection.
-		u, refusal, ambiguous = nil, nil, false
-		ops++
-		entries, err := d.findUser(c, filter)
-		if err != nil || len(entries) == 0 {
-			return err
-		}
-		if len(entries) > 1 {
-			ambiguous = true
-			return nil
-		}
-		entry := entries[0]
+	// check reads the one entry found, and says whether the account may
+	// go on to the required group's check.
+	check := func(entry *ldap.Entry) bool {
 		u = &User{
 			DN:                entry.DN,
 			SID:               p.SID,
@@ -149,29 +143,53 @@ func (d *Directory) Lookup(ctx context.Context, p Principal) (_ *User, ops int, 
 			// The server matched the filter on something else: trust
 			// nothing it said.
 			u, refusal = nil, fmt.Errorf("%w: the entry found has objectSid %x, not %x", ErrIdentityMismatch, got, sid)
-			return nil
+			return false
 		}
 		if !nameMatches(p.Name, p.Realm, u.SAMAccountName, u.UserPrincipalName) {
 			refusal = fmt.Errorf("%w: the account with this SID is %s (%s), not %s", ErrIdentityMismatch,
 				u.SAMAccountName, u.UserPrincipalName, clip.String(p.Name))
-			return nil
+			return false
 		}
 		if refusal = accountRefusal(entry, d.now()); refusal != nil {
 			u.Disabled = true
-			return nil
+			return false
 		}
-		if d.cfg.RequiredGroup != "" && d.cfg.RequiredGroupCheck == GroupCheckDirectory {
+		return true
+	}
+	askGroup := d.cfg.RequiredGroup != "" && d.cfg.RequiredGroupCheck == GroupCheckDirectory
+	inGroup := func(c *ldap.Conn) error {
+		ops++
+		in, err := d.inGroup(c, u.DN, d.cfg.RequiredGroup)
+		if err == nil && !in {
+			refusal = fmt.Errorf("%w %q (asked of the directory)", ErrNotInGroup, d.cfg.RequiredGroup)
+		}
+		return err
+	}
+	if p.entry != nil {
+		// Read a moment ago, in this login, by NamedPrincipal or
+		// PrincipalBySID: not searched for again.
+		if check(p.entry) && askGroup {
+			err = d.do(ctx, d.slots, &ops, inGroup)
+		}
+	} else {
+		err = d.do(ctx, d.slots, &ops, func(c *ldap.Conn) error {
+			// Every attempt starts afresh: do may retry on a new connection.
+			u, refusal, ambiguous = nil, nil, false
 			ops++
-			in, err := d.inGroup(c, u.DN, d.cfg.RequiredGroup)
-			if err != nil {
+			entries, err := d.findUser(c, filter)
+			if err != nil || len(entries) == 0 {
 				return err
 			}
-			if !in {
-				refusal = fmt.Errorf("%w %q (asked of the directory)", ErrNotInGroup, d.cfg.RequiredGroup)
+			if len(entries) > 1 {
+				ambiguous = true
+				return nil
 			}
-		}
-		return nil
-	})
+			if check(entries[0]) && askGroup {
+				return inGroup(c)
+			}
+			return nil
+		})
+	}
 	switch {
 	case err != nil:
 		return nil, ops, d.wrap(ctx, what, err)
@@ -652,7 +670,7 @@ func (d *Directory) principal(ctx context.Context, what, filter, realm string) (
 		if p.SID, err = sid.FromBinary(entries[0].GetRawAttributeValue("objectSid")); err != nil {
 			return fmt.Errorf("objectSid of %s: %w", entries[0].DN, err)
 		}
-		p.Name, p.Realm = entries[0].GetAttributeValue("sAMAccountName"), realm
+		p.Name, p.Realm, p.entry = entries[0].GetAttributeValue("sAMAccountName"), realm, entries[0]
 		ops++
 		res, err := c.Search(ldap.NewSearchRequest(entries[0].DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
 			1, 0, false, "(objectClass=*)", []string{"tokenGroups"}, nil))

@@ -44,6 +44,16 @@ func TestNamedPrincipalAD(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Lookup of NamedPrincipal(%s): %v", user, err)
 		}
+		// With the group names cached: the account's entry, read by
+		// NamedPrincipal, is not searched for again; a ticket's
+		// principal (no entry) takes its one search.
+		if _, ops, err := d.Lookup(ctx, got); err != nil || ops != 0 {
+			t.Errorf("Lookup of NamedPrincipal(%s) again: %d operations, %v; want 0", user, ops, err)
+		}
+		ticket := Principal{Name: got.Name, Realm: got.Realm, SID: got.SID, GroupSIDs: got.GroupSIDs}
+		if _, ops, err := d.Lookup(ctx, ticket); err != nil || ops != 1 {
+			t.Errorf("Lookup of a ticket's principal for %s: %d operations, %v; want 1", user, ops, err)
+		}
 		if user == env["AD_ALICE_USER"] && !slices.Contains(u.Groups, env["AD_GROUP"]) {
 			t.Errorf("alice's groups %v lack %s", u.Groups, env["AD_GROUP"])
 		}
