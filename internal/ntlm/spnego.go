@@ -166,14 +166,7 @@ func (s *SPNEGO) parseInit(b []byte) error {
 				return errors.New("reqFlags is not a BIT STRING")
 			}
 		case 2, 3:
-			if tag != 0x04 {
-				return errors.New("not an OCTET STRING")
-			}
-			if n == 2 {
-				s.Token = bytes.Clone(content)
-			} else {
-				s.MechListMIC = bytes.Clone(content)
-			}
+			return s.tokenOrMIC(n, tag, content)
 		}
 		return nil
 	})
@@ -202,19 +195,26 @@ func (s *SPNEGO) parseResp(b []byte) error {
 				return errors.New("supportedMech is not an OID")
 			}
 		case 2, 3:
-			if tag != 0x04 {
-				return errors.New("not an OCTET STRING")
-			}
-			if n == 2 {
-				s.Token = bytes.Clone(content)
-			} else {
-				s.MechListMIC = bytes.Clone(content)
-			}
+			return s.tokenOrMIC(n, tag, content)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("%w: SPNEGO NegTokenResp: %w", ErrMalformed, err)
+	}
+	return nil
+}
+
+// tokenOrMIC reads field 2 (the mechanism's token) or 3 (mechListMIC),
+// both OCTET STRINGs, of a NegTokenInit or a NegTokenResp.
+func (s *SPNEGO) tokenOrMIC(n int, tag byte, content []byte) error {
+	if tag != 0x04 {
+		return errors.New("not an OCTET STRING")
+	}
+	if n == 2 {
+		s.Token = bytes.Clone(content)
+	} else {
+		s.MechListMIC = bytes.Clone(content)
 	}
 	return nil
 }
