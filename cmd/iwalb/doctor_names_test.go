@@ -351,12 +351,7 @@ func TestDoctorDuplicateSPN(t *testing.T) {
 		t.Fatalf("a ticket for %s on two accounts: %v; want KDC_ERR_S_PRINCIPAL_UNKNOWN", spn, err)
 	}
 
-	good := testKeytab(t, env)
-	kt := keytab.New()
-	kt.Entries = append(kt.Entries, good.Entries...)
-	if err := kt.AddEntry(spn, env["AD_REALM"], env["AD_SVC_PASSWORD"], time.Now(), good.Entries[0].KVNO8, 18); err != nil {
-		t.Fatal(err)
-	}
+	kt := testKeytabWith(t, env, spn)
 	var out, errOut strings.Builder
 	code := run([]string{"doctor", "-config", doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))}, &out, &errOut)
 	if code != exitFailed {
@@ -377,13 +372,8 @@ func TestDoctorDuplicateSPN(t *testing.T) {
 // the samba-tool/setspn command that registers it.
 func TestDoctorSPNNotRegistered(t *testing.T) {
 	env := adtest.Env(t)
-	good := testKeytab(t, env)
 	spn := fmt.Sprintf("HTTP/gone-%d.example.test", time.Now().UnixNano())
-	kt := keytab.New()
-	kt.Entries = append(kt.Entries, good.Entries...)
-	if err := kt.AddEntry(spn, env["AD_REALM"], env["AD_SVC_PASSWORD"], time.Now(), good.Entries[0].KVNO8, 18); err != nil {
-		t.Fatal(err)
-	}
+	kt := testKeytabWith(t, env, spn)
 	var out, errOut strings.Builder
 	code := run([]string{"doctor", "-config", doctorConfig(t, env, kt, time.Now().Add(365*24*time.Hour))}, &out, &errOut)
 	if code != exitFailed {
@@ -392,6 +382,19 @@ func TestDoctorSPNNotRegistered(t *testing.T) {
 	containsInOrder(t, "doctor", out.String(), []string{
 		"✘ spn " + spn + ": the SPN is registered on no account", "fix: register it on the service account: samba-tool spn add " + spn + " " + env["AD_SVC_USER"],
 	})
+}
+
+// testKeytabWith is testKeytab with a key for spn too, made from the
+// service account's password at the keytab's key version.
+func testKeytabWith(t *testing.T, env map[string]string, spn string) *keytab.Keytab {
+	t.Helper()
+	good := testKeytab(t, env)
+	kt := keytab.New()
+	kt.Entries = append(kt.Entries, good.Entries...)
+	if err := kt.AddEntry(spn, env["AD_REALM"], env["AD_SVC_PASSWORD"], time.Now(), good.Entries[0].KVNO8, 18); err != nil {
+		t.Fatal(err)
+	}
+	return kt
 }
 
 // testKeytab is the test domain's keytab of the HTTP SPNs.
