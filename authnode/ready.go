@@ -193,33 +193,28 @@ func (n *Node) Diagnose(ctx context.Context) []Check {
 		out = append(out, n.diagnoseAccount(ctx, s, d)...)
 	}
 	if s.ntlm != nil {
-		c := Check{Name: "ntlm", Detail: "ntlm_auth asked the domain through winbindd about a random login, and it was refused, as it should be"}
-		probeCtx, cancel := context.WithTimeout(ctx, s.cfg.NTLM.Timeout+time.Second)
-		if c.Err = s.ntlm.verifier.Probe(probeCtx); c.Err != nil {
-			c.Detail = c.Err.Error()
-		}
-		cancel()
-		out = append(out, c)
+		out = append(out, diagnose(ctx, "ntlm", "ntlm_auth asked the domain through winbindd about a random login, and it was refused, as it should be",
+			s.cfg.NTLM.Timeout+time.Second, s.ntlm.verifier.Probe))
 	}
 	if s.oidc != nil {
-		c := Check{Name: "oidc_keys", Detail: "the OpenID Connect provider has a key to sign with"}
-		keyCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if c.Err = s.oidc.CheckKeys(keyCtx); c.Err != nil {
-			c.Detail = c.Err.Error()
-		}
-		cancel()
-		out = append(out, c)
+		out = append(out, diagnose(ctx, "oidc_keys", "the OpenID Connect provider has a key to sign with", 10*time.Second, s.oidc.CheckKeys))
 	}
 	if n.storeCheck != nil {
-		c := Check{Name: "store", Detail: "Redis answers"}
-		pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if c.Err = n.storeCheck(pingCtx); c.Err != nil {
-			c.Detail = c.Err.Error()
-		}
-		cancel()
-		out = append(out, c)
+		out = append(out, diagnose(ctx, "store", "Redis answers", 10*time.Second, n.storeCheck))
 	}
 	return out
+}
+
+// diagnose runs one check within timeout: detail when it passes, its
+// error when it does not.
+func diagnose(ctx context.Context, name, detail string, timeout time.Duration, check func(context.Context) error) Check {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := Check{Name: name, Detail: detail}
+	if c.Err = check(ctx); c.Err != nil {
+		c.Detail = c.Err.Error()
+	}
+	return c
 }
 
 // accountInspector reads what AD says of SPNs and service accounts.
