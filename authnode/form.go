@@ -21,6 +21,7 @@ import (
 	"github.com/iwalb/iwalb/authnode/directory"
 	"github.com/iwalb/iwalb/authnode/internal/clip"
 	"github.com/iwalb/iwalb/authnode/negotiate"
+	"github.com/iwalb/iwalb/authnode/oidc"
 	"github.com/iwalb/iwalb/internal/connlimit"
 )
 
@@ -236,7 +237,7 @@ var formTemplate = template.Must(template.New("form").Parse(`<!doctype html>
 func writeForm(w http.ResponseWriter, r *http.Request, s *settings, status int, notice, errText, user string) {
 	var resume string
 	if f := signInOf(r); f != nil {
-		resume = f.resume
+		resume = f.req.Resume
 	}
 	var b [24]byte
 	_, _ = rand.Read(b[:])
@@ -303,7 +304,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 			writePage(w, http.StatusBadRequest, "The sign-in request is not valid", err.Error(), "oidc_request")
 			return
 		}
-		forOIDC = &signInFor{resume: resume}
+		forOIDC = &signInFor{req: oidc.AuthRequest{Resume: resume}}
 		r = withSignIn(r, forOIDC)
 		log = log.With("for", "oidc")
 	}
@@ -411,7 +412,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 	n.formFailures.forget(userKey)
 	outcome("success")
 	if forOIDC != nil {
-		s.oidc.Resume(w, r, forOIDC.resume, forOIDC.user)
+		s.oidc.Resume(w, r, forOIDC.req.Resume, forOIDC.user)
 	}
 }
 

@@ -32,10 +32,10 @@ import (
 // instead of making a token; nothing is written but the headers a sign-in
 // sets (the mutual-authentication token, the SSO cookie).
 type signInFor struct {
-	req oidc.AuthRequest
-	// resume is the authorization request, for the form to carry.
-	resume string
-	user   *oidc.User
+	// req is what the relying party asked; its Resume is what the form
+	// carries to its POST.
+	req  oidc.AuthRequest
+	user *oidc.User
 }
 
 type signInForKey struct{}
@@ -73,7 +73,7 @@ func (n *Node) settingsOf(r *http.Request) *settings {
 // one, the answer (a challenge, the form, a failure page) is written.
 func (a oidcAuthenticator) SignIn(w http.ResponseWriter, r *http.Request) (*oidc.User, bool) {
 	req, _ := oidc.AuthorizationFrom(r.Context())
-	f := &signInFor{req: req, resume: req.Resume}
+	f := &signInFor{req: req}
 	a.n.signIn(a.n.settingsOf(r), w, withSignIn(r, f))
 	return f.user, f.user != nil
 }
