@@ -108,6 +108,26 @@ func field(b []byte, at, hdr int, name string) ([]byte, error) {
 	return b[off : off+n], nil
 }
 
+// span is where a field of a message lies: bytes [from, to).
+type span struct {
+	from, to int
+	name     string
+}
+
+// disjoint refuses fields that share bytes. Clients lay them out one after
+// the other; overlapping ones would let a message of n bytes carry fields
+// of several times n bytes, each copied and checked.
+func disjoint(spans []span) error {
+	for i, a := range spans {
+		for _, b := range spans[i+1:] {
+			if a.to > a.from && b.to > b.from && a.from < b.to && b.from < a.to {
+				return fmt.Errorf("%w: %s field (offset %d to %d) overlaps %s field (offset %d to %d)", ErrMalformed, a.name, a.from, a.to, b.name, b.from, b.to)
+			}
+		}
+	}
+	return nil
+}
+
 // decodeString converts a name of a message to UTF-8: UTF-16LE when the
 // message says Unicode, else the client's OEM code page. The OEM code page
 // is not known here, so only ASCII is accepted in it: guessing one would
@@ -265,6 +285,7 @@ func ParseAuthenticate(b []byte) (*Authenticate, error) {
 	unicode := a.Flags&FlagUnicode != 0
 	var lm, nt, dom, user, ws, key []byte
 	lowest := len(b) // where the payload starts: no field may lie before it
+	var spans [6]span
 	for _, f := range []struct {
 		at   int
 		dst  *[]byte
@@ -283,8 +304,13 @@ func ParseAuthenticate(b []byte) (*Authenticate, error) {
 		}
 		*f.dst = v
 		if len(v) > 0 {
-			lowest = min(lowest, int(binary.LittleEndian.Uint32(b[f.at+4:])))
+			off := int(binary.LittleEndian.Uint32(b[f.at+4:]))
+			lowest = min(lowest, off)
+			spans[(f.at-12)/8] = span{off, off + len(v), f.name}
 		}
+	}
+	if err := disjoint(spans[:]); err != nil {
+		return nil, err
 	}
 	var err error
 	if a.Domain, err = decodeString(dom, unicode, "domain"); err != nil {

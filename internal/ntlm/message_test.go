@@ -220,6 +220,13 @@ func TestParseAuthenticate(t *testing.T) {
 		t.Fatalf("MIC %x, %v", a.MIC, err)
 	}
 
+	// Empty fields may point anywhere, also at another field.
+	b := validAuth().bytes()
+	putField(b[52:], 0, 72)
+	if _, err := ParseAuthenticate(b); err != nil {
+		t.Fatalf("empty key at the LM response's offset: %v", err)
+	}
+
 	// An NTLMv1 response parses (Verify refuses it).
 	m = validAuth()
 	m.nt = make([]byte, 24)
@@ -231,6 +238,13 @@ func TestParseAuthenticate(t *testing.T) {
 		"field past the end":  func(m *authMsg) []byte { b := m.bytes(); putField(b[36:], 10, len(b)-4); return b },
 		"field in the header": func(m *authMsg) []byte { b := m.bytes(); putField(b[36:], 10, 20); return b },
 		"offset overflow":     func(m *authMsg) []byte { b := m.bytes(); putField(b[36:], 10, 0xfffffff8); return b },
+		// Fields share no bytes: LM inside NT, the user name on the domain's.
+		"LM inside NT": func(m *authMsg) []byte { b := m.bytes(); putField(b[12:], 24, 72+24+8); return b },
+		"user on domain": func(m *authMsg) []byte {
+			b := m.bytes()
+			copy(b[36:44], b[28:36])
+			return b
+		},
 		"odd UTF-16":          func(m *authMsg) []byte { m.user = []byte("abc"); return m.bytes() },
 		"NUL in user":         func(m *authMsg) []byte { m.user = utf16le("ali\x00ce"); return m.bytes() },
 		"LF in domain":        func(m *authMsg) []byte { m.domain = utf16le("EXAMPLE\nUsername: bob"); return m.bytes() },
