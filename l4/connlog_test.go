@@ -132,102 +132,110 @@ func TestRelayedConnectionLogLine(t *testing.T) {
 			checkErr: []string{"backend_to_client: ", "connection reset by peer"}, // which copy failed, and why
 		},
 	}
+	// Each case twice: waiting in the relay's goroutines, and parked
+	// (a direction quiet for 10ms waits in the parker, without one).
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
+		for _, parkAfter := range []time.Duration{-1, 10 * time.Millisecond} {
+			name := tt.name
+			if parkAfter > 0 {
+				name += ", parked"
 			}
-			defer ln.Close()
-			type counts struct{ received, sent int }
-			backendDone := make(chan counts, 1)
-			go func() {
-				c, err := ln.Accept()
+			t.Run(name, func(t *testing.T) {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
-					return
+					t.Fatal(err)
+				}
+				defer ln.Close()
+				type counts struct{ received, sent int }
+				backendDone := make(chan counts, 1)
+				go func() {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(10 * time.Second))
+					r, s := tt.backend(c)
+					backendDone <- counts{r, s}
+				}()
+				router, _ := NewRouter([]Route{{Name: "auth", ServerNames: []string{"a.example.test"}, ProxyProtocol: 1,
+					Pool: newPool(t, "p", "", lb.HealthCheck{}, ln.Addr().String())}}, nil)
+				var logs testkit.Buffer
+				addr, _, stop := runServer(t, Config{Name: "public", Router: router, IdleTimeout: tt.idle, parkAfter: parkAfter,
+					TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, logs.JSONLogger())
+
+				start := time.Now() // before the balancer can accept
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
 				}
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				r, s := tt.backend(c)
-				backendDone <- counts{r, s}
-			}()
-			router, _ := NewRouter([]Route{{Name: "auth", ServerNames: []string{"a.example.test"}, ProxyProtocol: 1,
-				Pool: newPool(t, "p", "", lb.HealthCheck{}, ln.Addr().String())}}, nil)
-			var logs testkit.Buffer
-			addr, _, stop := runServer(t, Config{Name: "public", Router: router, IdleTimeout: tt.idle,
-				TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}, logs.JSONLogger())
-
-			start := time.Now() // before the balancer can accept
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write(append(clone(upstreamHeader), hello...)); err != nil {
-				t.Fatal(err)
-			}
-			clientGot := make(chan int64, 1)
-			counted := &countingConn{Conn: c}
-			go func() {
-				tt.client(t, counted, stop)
-				clientGot <- counted.read
-			}()
-			var be counts
-			select {
-			case be = <-backendDone:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the backend never finished")
-			}
-			received := <-clientGot
-			waitFor(t, "the log line", 5*time.Second, func() bool { return len(logs.Records(t, "connection relayed")) > 0 })
-			took := time.Since(start)
-
-			lines := logs.Records(t, "connection relayed")
-			if len(lines) != 1 {
-				t.Fatalf("%d log lines for one connection, want 1", len(lines))
-			}
-			l := lines[0]
-			bytes, _ := l["bytes"].(map[string]any)
-			want := map[string]any{
-				"level":    "INFO",
-				"listener": "public",
-				"client":   "203.0.113.7:40123",
-				"sni":      "a.example.test",
-				"route":    "auth",
-				"backend":  "p-1",
-				"end":      tt.end,
-			}
-			for k, v := range want {
-				if l[k] != v {
-					t.Errorf("%s = %v, want %v", k, l[k], v)
+				if _, err := c.Write(append(clone(upstreamHeader), hello...)); err != nil {
+					t.Fatal(err)
 				}
-			}
-			if got := bytes["client_to_backend"]; got != float64(be.received) {
-				t.Errorf("bytes.client_to_backend = %v, the backend received %d", got, be.received)
-			}
-			if got := bytes["backend_to_client"]; got != float64(be.sent) {
-				t.Errorf("bytes.backend_to_client = %v, the backend sent %d", got, be.sent)
-			}
-			if tt.end != EndError && received != int64(be.sent) {
-				t.Errorf("the client received %d bytes, the backend sent %d", received, be.sent)
-			}
-			if d, ok := l["duration"].(float64); !ok || d <= 0 || time.Duration(d) > took {
-				t.Errorf("duration = %v ns, want more than 0 and at most the %s the test took", l["duration"], took)
-			}
-			errText, _ := l["err"].(string)
-			if tt.checkErr == nil && l["err"] != nil {
-				t.Errorf("err = %v, want none", l["err"])
-			}
-			for _, part := range tt.checkErr {
-				if !strings.Contains(errText, part) {
-					t.Errorf("err = %q, want it to mention %q", errText, part)
+				clientGot := make(chan int64, 1)
+				counted := &countingConn{Conn: c}
+				go func() {
+					tt.client(t, counted, stop)
+					clientGot <- counted.read
+				}()
+				var be counts
+				select {
+				case be = <-backendDone:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the backend never finished")
 				}
-			}
-			if strings.Contains(logs.String(), secret) {
-				t.Error("the log holds the client's payload")
-			}
-		})
+				received := <-clientGot
+				waitFor(t, "the log line", 5*time.Second, func() bool { return len(logs.Records(t, "connection relayed")) > 0 })
+				took := time.Since(start)
+
+				lines := logs.Records(t, "connection relayed")
+				if len(lines) != 1 {
+					t.Fatalf("%d log lines for one connection, want 1", len(lines))
+				}
+				l := lines[0]
+				bytes, _ := l["bytes"].(map[string]any)
+				want := map[string]any{
+					"level":    "INFO",
+					"listener": "public",
+					"client":   "203.0.113.7:40123",
+					"sni":      "a.example.test",
+					"route":    "auth",
+					"backend":  "p-1",
+					"end":      tt.end,
+				}
+				for k, v := range want {
+					if l[k] != v {
+						t.Errorf("%s = %v, want %v", k, l[k], v)
+					}
+				}
+				if got := bytes["client_to_backend"]; got != float64(be.received) {
+					t.Errorf("bytes.client_to_backend = %v, the backend received %d", got, be.received)
+				}
+				if got := bytes["backend_to_client"]; got != float64(be.sent) {
+					t.Errorf("bytes.backend_to_client = %v, the backend sent %d", got, be.sent)
+				}
+				if tt.end != EndError && received != int64(be.sent) {
+					t.Errorf("the client received %d bytes, the backend sent %d", received, be.sent)
+				}
+				if d, ok := l["duration"].(float64); !ok || d <= 0 || time.Duration(d) > took {
+					t.Errorf("duration = %v ns, want more than 0 and at most the %s the test took", l["duration"], took)
+				}
+				errText, _ := l["err"].(string)
+				if tt.checkErr == nil && l["err"] != nil {
+					t.Errorf("err = %v, want none", l["err"])
+				}
+				for _, part := range tt.checkErr {
+					if !strings.Contains(errText, part) {
+						t.Errorf("err = %q, want it to mention %q", errText, part)
+					}
+				}
+				if strings.Contains(logs.String(), secret) {
+					t.Error("the log holds the client's payload")
+				}
+			})
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,7 +224,8 @@ func runServer(t testing.TB, cfg Config, logger *slog.Logger) (addr string, reg 
 			select {
 			case <-done:
 			case <-time.After(5 * time.Second):
-				t.Error("Serve did not return after cancel")
+				buf := make([]byte, 1<<20)
+				t.Errorf("Serve did not return after cancel; goroutines:\n%s", buf[:runtime.Stack(buf, true)])
 			}
 		})
 	}

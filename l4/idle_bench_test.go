@@ -8,15 +8,26 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iwalb/iwalb/internal/testkit"
 )
 
 // BenchmarkIdleConns holds idleConns relayed connections open and idle
 // through an l4.Server, and reports the Go memory each one holds: its
 // goroutines' stacks and its heap, after a GC. The client and backend
 // sockets are in the same process but hold no goroutine and no buffer;
-// their share is the two netFDs. bench/proxies/run measures the same thing
-// as RSS, with real TLS sessions, against HAProxy and nginx.
+// their share is the two netFDs. "waiting": the relays wait in their
+// goroutines (as for their first second of quiet); "parked": they have
+// parked. bench/proxies/run measures the same thing as RSS, with real TLS
+// sessions, against HAProxy and nginx.
 func BenchmarkIdleConns(b *testing.B) {
+	b.Run("waiting", func(b *testing.B) { benchIdleConns(b, -1) })
+	if parkable {
+		b.Run("parked", func(b *testing.B) { benchIdleConns(b, 20*time.Millisecond) })
+	}
+}
+
+func benchIdleConns(b *testing.B, parkAfter time.Duration) {
 	const idleConns = 2000
 	hello := captureHello(b, &tls.Config{ServerName: "a.example.test"})
 	var mu sync.Mutex
@@ -31,7 +42,7 @@ func BenchmarkIdleConns(b *testing.B) {
 		held = append(held, c)
 		mu.Unlock()
 	})
-	addr := relayTargets(b, backend)[1].addr // through an l4.Server
+	addr, reg := relayServer(b, backend, parkAfter)
 	b.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -68,10 +79,17 @@ func BenchmarkIdleConns(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		time.Sleep(100 * time.Millisecond) // the relays block in their reads
+		if parkAfter > 0 {
+			waitFor(b, "every relay parked", 30*time.Second, func() bool {
+				return testkit.Sum(b, reg, "iwalb_l4_relay_directions_parked") == 2*idleConns
+			})
+		}
 		after := memNow()
 		goroutines = float64(runtime.NumGoroutine()-g0) / idleConns
-		stack = float64(after.StackInuse-before.StackInuse) / idleConns
-		heap = float64(after.HeapInuse-before.HeapInuse) / idleConns
+		// Signed: stacks freed by goroutines that parked may leave less
+		// than before.
+		stack = float64(int64(after.StackInuse)-int64(before.StackInuse)) / idleConns
+		heap = float64(int64(after.HeapInuse)-int64(before.HeapInuse)) / idleConns
 		b.StopTimer()
 		for _, c := range clients {
 			c.Close()

@@ -18,6 +18,7 @@ type Metrics struct {
 	dialErrs *prometheus.CounterVec
 	rejected *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	parked   *prometheus.GaugeVec
 }
 
 // Reasons a connection is refused, as counted in iwalb_l4_rejected_total.
@@ -71,10 +72,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Lifetime of relayed connections.",
 			Buckets: []float64{.01, .05, .1, .5, 1, 5, 15, 60, 300, 900, 3600},
 		}, []string{"listener", "route"}),
+		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "iwalb_l4_relay_directions_parked",
+			Help: "Directions of relayed connections that waited a second for bytes and now wait without a goroutine of their own, by listener; an idle connection counts 2.",
+		}, []string{"listener"}),
 	}
 	if reg != nil {
 		var errs []error
-		for _, c := range []prometheus.Collector{m.accepted, m.routed, m.active, m.open, m.bytes, m.dialErrs, m.rejected, m.duration} {
+		for _, c := range []prometheus.Collector{m.accepted, m.routed, m.active, m.open, m.bytes, m.dialErrs, m.rejected, m.duration, m.parked} {
 			errs = append(errs, reg.Register(c))
 		}
 		if err := errors.Join(errs...); err != nil {

@@ -138,6 +138,10 @@ func newMover(pools *relayPools, dst, src net.Conn, progress func(int64)) *mover
 	return m
 }
 
+// source is src's raw connection, for parking; nil when the mover copies
+// with io.Copy.
+func (m *mover) source() syscall.RawConn { return m.srcRaw }
+
 // relay is the callback of the wait for bytes. Each time src is readable
 // it reads what is there into a buffer lent for that read and writes it to
 // dst, until a read finds nothing (EAGAIN: it waits again, without a

@@ -5,6 +5,7 @@ package l4
 import (
 	"io"
 	"net"
+	"syscall"
 )
 
 // relayPools is empty where the relay copies with io.Copy.
@@ -29,3 +30,6 @@ func newMover(_ *relayPools, dst, src net.Conn, progress func(int64)) *mover {
 // move moves at most copyChunk bytes from src to dst, reporting them to
 // progress; it returns io.EOF once src has ended.
 func (m *mover) move() (int64, error) { return copyChunkOf(m.dst, m.src, &m.lr, m.progress) }
+
+// source is nil: relays here cannot park.
+func (m *mover) source() syscall.RawConn { return nil }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/iwalb/iwalb/lb"
 )
 
@@ -120,14 +122,21 @@ type relayTarget struct{ name, addr string }
 // relayTargets are the backend itself and an l4.Server in front of it.
 func relayTargets(b *testing.B, backend string) []relayTarget {
 	b.Helper()
+	addr, _ := relayServer(b, backend, 0)
+	return []relayTarget{{"direct", backend}, {"l4", addr}}
+}
+
+// relayServer is an l4.Server that relays a.example.test to backend, its
+// relays parking after parkAfter (0: the default).
+func relayServer(b *testing.B, backend string, parkAfter time.Duration) (string, *prometheus.Registry) {
+	b.Helper()
 	router, err := NewRouter([]Route{
 		{Name: "a", ServerNames: []string{"a.example.test"}, Pool: newPool(b, "p", "", lb.HealthCheck{}, backend)},
 	}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	addr, _ := startServer(b, Config{Router: router, MaxConns: 1 << 20})
-	return []relayTarget{{"direct", backend}, {"l4", addr}}
+	return startServer(b, Config{Router: router, MaxConns: 1 << 20, parkAfter: parkAfter})
 }
 
 // startRelayBackend serves each connection with serve on a loopback

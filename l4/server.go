@@ -89,7 +89,17 @@ type Config struct {
 	// (RejectOverSourceLimit), with a warning at most every 10s. 0 means no
 	// per-source limit.
 	MaxConnsPerSource int
+
+	// parkAfter is how long a relayed direction waits for bytes in a
+	// goroutine of its own before it parks; 0 means defaultParkAfter,
+	// negative never (tests set it).
+	parkAfter time.Duration
 }
+
+// defaultParkAfter: a connection quiet for a second holds no goroutine. A
+// busy one never parks, and waking a parked one costs a goroutine start
+// and an epoll_ctl, some microseconds a second at most.
+const defaultParkAfter = time.Second
 
 // DefaultMaxConns is Config.MaxConns when it is not set. A relayed
 // connection holds two sockets (pipes only while a bulk transfer is under
@@ -140,6 +150,9 @@ type Server struct {
 	readers sync.Pool // of *bufio.Reader
 	// pools holds the relays' buffers and pipes.
 	pools *relayPools
+	// parker watches the relays' quiet directions; parked counts them.
+	parker *parker
+	parked prometheus.Gauge
 }
 
 // reader returns a buffered reader of c of the given size, recycled when
@@ -186,7 +199,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{name: cfg.Name, log: opts.Logger, m: opts.Metrics, born: time.Now(), pools: newRelayPools()}
+	s := &Server{name: cfg.Name, log: opts.Logger, m: opts.Metrics, born: time.Now(), pools: newRelayPools(), parker: newParker()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -196,6 +209,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	s.limit = connlimit.New(cfg.limits())
 	s.openGauge = s.m.open.WithLabelValues(cfg.Name)
+	s.parked = s.m.parked.WithLabelValues(cfg.Name)
 	s.accepted = s.m.accepted.WithLabelValues(cfg.Name)
 	s.overLimit.counter = s.m.rejected.WithLabelValues(cfg.Name, RejectOverLimit)
 	s.overSourceLimit.counter = s.m.rejected.WithLabelValues(cfg.Name, RejectOverSourceLimit)
@@ -248,6 +262,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.PeekTimeout, DefaultPeekTimeout)
 	def(&c.DialTimeout, DefaultDialTimeout)
 	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.parkAfter, defaultParkAfter)
 	if c.MaxHelloSize == 0 {
 		c.MaxHelloSize = DefaultMaxHelloSize
 	}
@@ -462,21 +477,26 @@ func (s *Server) relay(ctx context.Context, cfg *Config, c net.Conn, p peeked, r
 		done()
 		return
 	}
-	stopB := context.AfterFunc(ctx, func() { d.conn.Close() })
 	s.log.Debug("relaying", "client", addrString(p.src), "sni", p.hello.ServerName, "route", route.Name,
 		"backend", d.lease.Backend().Name)
 
 	t := &tunnel{
-		idle:    cfg.IdleTimeout,
-		client:  c,
-		backend: d.conn,
-		pools:   s.pools,
-		up:      s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirUp)),
-		down:    s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirDown)),
+		idle:      cfg.IdleTimeout,
+		parkAfter: cfg.parkAfter,
+		parker:    s.parker,
+		parked:    s.parked,
+		client:    c,
+		backend:   d.conn,
+		pools:     s.pools,
+		up:        s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirUp)),
+		down:      s.m.bytes.WithLabelValues(s.name, route.Name, dirName(dirDown)),
 	}
 	t.up.Add(float64(d.sent)) // the PROXY header and the peeked bytes went in the dial's first write
+	// A parked direction has no goroutine to see its socket closed: the
+	// tunnel closes both sides itself.
+	stopT := context.AfterFunc(ctx, t.shutdown)
 	t.start(func(end string, endErr error) {
-		stopB()
+		stopT()
 		d.conn.Close()
 		d.lease.Release()
 		s.m.duration.WithLabelValues(s.name, route.Name).Observe(time.Since(start).Seconds())

@@ -404,9 +404,16 @@ func echoBackend(t testing.TB) string {
 	return ln.Addr().String()
 }
 
+// TestThousandConnectionsNoLeak, also with relays that park after 1ms of
+// quiet: they park and wake all through the exchange.
 func TestThousandConnectionsNoLeak(t *testing.T) {
+	t.Run("goroutines", func(t *testing.T) { testThousandConnections(t, -1) })
+	t.Run("parking", func(t *testing.T) { testThousandConnections(t, time.Millisecond) })
+}
+
+func testThousandConnections(t *testing.T, parkAfter time.Duration) {
 	router, _ := NewRouter(nil, &Route{Name: "all", Pool: newPool(t, "p", lb.PolicyLeastConn, lb.HealthCheck{}, echoBackend(t), echoBackend(t))})
-	addr, reg := startServer(t, Config{Router: router})
+	addr, reg := startServer(t, Config{Router: router, parkAfter: parkAfter})
 	hello := captureHello(t, &tls.Config{ServerName: "a.example.test"})
 	payload := append(clone(hello), bytes.Repeat([]byte("x"), 4096)...)
 
@@ -469,7 +476,14 @@ func TestIdleTimeout(t *testing.T) {
 	// The backend streams one byte every 40ms for a while without reading;
 	// the client sends nothing after its hello. One direction alone is
 	// traffic: the connection must survive well past the idle timeout, and
-	// then close once both directions are quiet.
+	// then close once both directions are quiet. Also with relays that park
+	// after 10ms: the trickle parks and wakes the backend's direction, and
+	// the idle timeout is the parked connection's timer.
+	t.Run("goroutines", func(t *testing.T) { testIdleTimeout(t, -1) })
+	t.Run("parking", func(t *testing.T) { testIdleTimeout(t, 10*time.Millisecond) })
+}
+
+func testIdleTimeout(t *testing.T, parkAfter time.Duration) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -491,13 +505,14 @@ func TestIdleTimeout(t *testing.T) {
 		io.Copy(io.Discard, c) // then quiet until the balancer closes
 	}()
 	router, _ := NewRouter(nil, &Route{Name: "all", Pool: newPool(t, "p", "", lb.HealthCheck{}, ln.Addr().String())})
-	addr, _ := startServer(t, Config{Router: router, IdleTimeout: 200 * time.Millisecond})
+	addr, _ := startServer(t, Config{Router: router, IdleTimeout: 200 * time.Millisecond, parkAfter: parkAfter})
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	start := time.Now()
 	c.Write(captureHello(t, &tls.Config{ServerName: "a.example.test"}))
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(bufio.NewReader(c))
@@ -506,6 +521,10 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	if isTimeout(err) {
 		t.Fatal("the balancer never closed the idle connection")
+	}
+	// 25 ticks of 40ms, then the idle timeout: not much later.
+	if took := time.Since(start); took > ticks*40*time.Millisecond+200*time.Millisecond+time.Second {
+		t.Fatalf("closed %v after the hello: the idle timeout came late", took)
 	}
 }
 

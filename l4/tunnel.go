@@ -48,13 +48,22 @@ const (
 // A write deadline of twice the idle timeout per chunk ends the tunnel when
 // a destination stops taking bytes.
 //
-// The owner closes client or backend from outside only to shut down; the
-// tunnel reports such an end as EndShutdown.
+// A direction whose source has given nothing for parkAfter parks
+// (park_linux.go): its goroutine ends and the parker starts a new one when
+// the source is readable again. While every direction is parked or
+// finished, a timer keeps the idle timeout.
+//
+// The owner closes client or backend from outside only to shut down (with
+// shutdown, which also ends parked directions); the tunnel reports such an
+// end as EndShutdown.
 type tunnel struct {
 	idle            time.Duration // <= 0: no idle timeout
+	parkAfter       time.Duration // <= 0: never park
+	parker          *parker       // nil: never park
 	client, backend net.Conn
 	pools           *relayPools // the server's buffers and pipes; nil: io.Copy
 	up, down        prometheus.Counter
+	parked          prometheus.Gauge // directions parked; with parker
 
 	started time.Time // the monotonic base of last, armed and suspect
 	// moved counts the bytes each direction relayed. Each is written only
@@ -68,10 +77,24 @@ type tunnel struct {
 	closing   atomic.Bool // the tunnel itself is closing both sides
 	closeOnce sync.Once
 
-	mu     sync.Mutex
-	end    string // one of the End* constants; "" while relaying
-	endErr error  // with EndError
+	movers [2]*mover
+	state  [2]atomic.Int32  // dirRunning, dirParked or dirClosed
+	parkID [2]atomic.Uint64 // the parker's id of each direction's last parking
+	left   atomic.Int32     // directions not yet ended
+	ended  func(end string, err error)
+
+	mu        sync.Mutex
+	end       string      // one of the End* constants; "" while relaying
+	endErr    error       // with EndError
+	idleTimer *time.Timer // the idle timeout while nothing runs
 }
+
+// The states of a direction.
+const (
+	dirRunning = iota // in a goroutine of its own (or ended: see finished)
+	dirParked         // waiting in the parker, without a goroutine
+	dirClosed         // closed while parked: ended
+)
 
 const (
 	dirUp   = 0 // client to backend
@@ -86,23 +109,52 @@ func dirName(dir int) string {
 	return "backend_to_client"
 }
 
-// start relays in two goroutines, one per direction, and calls ended from
-// the last of them once both directions have ended and both sides are
-// closed, with how the connection ended (and the error for EndError).
+// start relays in two goroutines, one per direction, and calls ended once
+// both directions have ended and both sides are closed, with how the
+// connection ended (and the error for EndError).
 func (t *tunnel) start(ended func(end string, err error)) {
 	t.started = time.Now()
 	t.suspect.Store(-1)
-	var left atomic.Int32
-	left.Store(2)
-	half := func(dir int, dst, src net.Conn, bytes prometheus.Counter) {
-		t.copyHalf(dir, dst, src, bytes)
-		if left.Add(-1) == 0 {
-			t.closeBoth()
-			ended(t.result())
-		}
+	t.left.Store(2)
+	t.ended = ended
+	for dir, bytes := range [2]prometheus.Counter{t.up, t.down} {
+		t.movers[dir] = newMover(t.pools, t.dst(dir), t.src(dir), func(n int64) {
+			t.moved[dir] += n
+			bytes.Add(float64(n))
+			t.last.Store(t.now())
+		})
 	}
-	go half(dirUp, t.backend, t.client, t.up)
-	go half(dirDown, t.client, t.backend, t.down)
+	go t.run(dirUp)
+	go t.run(dirDown)
+}
+
+// run relays one direction until it ends or parks.
+func (t *tunnel) run(dir int) {
+	if !t.copyHalf(dir) {
+		t.halfEnded()
+	}
+}
+
+// halfEnded counts a direction that has ended; the last one closes both
+// sides and reports how the tunnel ended.
+func (t *tunnel) halfEnded() {
+	if t.left.Add(-1) > 0 {
+		t.quiet() // the other direction may be parked
+		return
+	}
+	t.closeBoth()
+	t.mu.Lock()
+	if t.idleTimer != nil {
+		t.idleTimer.Stop()
+	}
+	t.mu.Unlock()
+	t.ended(t.result())
+}
+
+// shutdown ends the tunnel as the owner shuts down.
+func (t *tunnel) shutdown() {
+	t.setEnd(EndShutdown, nil)
+	t.closeBoth()
 }
 
 // result is how the tunnel ended, once both directions have.
@@ -118,25 +170,31 @@ func (t *tunnel) result() (string, error) {
 // now is the time since the tunnel started, on the monotonic clock.
 func (t *tunnel) now() int64 { return int64(time.Since(t.started)) }
 
-// copyHalf copies src to dst until src ends, then half-closes dst. It is a
-// named function so that goroutine dumps of a busy balancer read well.
-func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) {
-	m := newMover(t.pools, dst, src, func(n int64) {
-		t.moved[dir] += n
-		bytes.Add(float64(n))
-		t.last.Store(t.now())
-	})
+// copyHalf copies dir's source to its destination until the source ends,
+// then half-closes the destination; it returns true if instead the
+// direction parked. It is a named function so that goroutine dumps of a
+// busy balancer read well.
+func (t *tunnel) copyHalf(dir int) (parked bool) {
+	m, dst, src := t.movers[dir], t.dst(dir), t.src(dir)
+	canPark := t.parkAfter > 0 && t.parker != nil && m.source() != nil
 	for {
-		var writeBy time.Time
-		if t.idle > 0 {
-			now := time.Now()
-			src.SetReadDeadline(now.Add(t.idle))
-			// A destination that takes nothing for long is gone: a client
-			// that half-closed and stopped reading would otherwise pin this
-			// copy in its write forever. The write deadline is later than
-			// the read one so that an expiry can be told apart below.
-			writeBy = now.Add(2 * t.idle)
-			dst.SetWriteDeadline(writeBy)
+		var armedAt, writeBy time.Time
+		if t.idle > 0 || canPark {
+			armedAt = time.Now()
+			wait := t.idle
+			if canPark && (wait <= 0 || t.parkAfter < wait) {
+				wait = t.parkAfter
+			}
+			src.SetReadDeadline(armedAt.Add(wait))
+			if t.idle > 0 {
+				// A destination that takes nothing for long is gone: a
+				// client that half-closed and stopped reading would
+				// otherwise pin this copy in its write forever. The write
+				// deadline is later than the read one so that an expiry
+				// can be told apart below.
+				writeBy = armedAt.Add(2 * t.idle)
+				dst.SetWriteDeadline(writeBy)
+			}
 			// After arming: a question asked later than this is sure to
 			// interrupt this read (see idleNow).
 			t.armed[dir].Store(t.now())
@@ -149,16 +207,22 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 			t.finished[dir].Store(true)
 			t.setEnd(closedBy(dir), nil)
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-				return
+				return false
 			}
 			t.closeBoth()
-			return
-		case t.idle > 0 && errors.Is(err, os.ErrDeadlineExceeded):
+			return false
+		case !armedAt.IsZero() && errors.Is(err, os.ErrDeadlineExceeded):
 			// A read deadline stops a move before it takes a byte from src
 			// (a splice burst with its pipe empty), so the copy may go on. A
 			// write deadline may strand bytes already taken from src: the
 			// stream is broken, so the tunnel ends.
-			if time.Now().Before(writeBy) && (n > 0 || !t.idleNow(dir)) {
+			if n == 0 && canPark && time.Since(armedAt) >= t.parkAfter && (writeBy.IsZero() || time.Now().Before(writeBy)) {
+				if t.park(dir) {
+					return true
+				}
+				continue
+			}
+			if t.idle <= 0 || time.Now().Before(writeBy) && (n > 0 || !t.idleNow(dir)) {
 				continue
 			}
 			t.setEnd(EndIdleTimeout, nil)
@@ -176,8 +240,93 @@ func (t *tunnel) copyHalf(dir int, dst, src net.Conn, bytes prometheus.Counter) 
 		// Idle, reset, or closed under us: end both directions.
 		t.finished[dir].Store(true)
 		t.closeBoth()
+		return false
+	}
+}
+
+// park hands dir to the parker, and reports whether its goroutine should
+// end: it parked, or the tunnel closed meanwhile (and closeBoth counted
+// the direction as ended). If the parker fails, dir goes on waiting in its
+// goroutine.
+func (t *tunnel) park(dir int) bool {
+	t.parked.Inc() // before anything can wake it or close it
+	t.state[dir].Store(dirParked)
+	if t.closing.Load() {
+		// closeBoth may have looked before the store: end dir here if it
+		// did not.
+		if t.state[dir].CompareAndSwap(dirParked, dirClosed) {
+			t.parked.Dec()
+			t.halfEnded()
+		}
+		return true
+	}
+	id, err := t.parker.park(t, dir, t.movers[dir].source())
+	if err != nil {
+		// Closed under us (closeBoth then ends dir), or no epoll to be
+		// had: keep waiting here.
+		if t.state[dir].CompareAndSwap(dirParked, dirRunning) {
+			t.parked.Dec()
+			return false
+		}
+		return true
+	}
+	if t.state[dir].Load() == dirClosed {
+		t.parker.forget(id) // closeBoth may have looked before it was parked
+	}
+	t.quiet()
+	return true
+}
+
+// unparked is the parker's call once dir's source is readable again.
+func (t *tunnel) unparked(dir int) {
+	if t.state[dir].CompareAndSwap(dirParked, dirRunning) {
+		t.parked.Dec()
+		go t.run(dir)
+	}
+}
+
+// quiet arms the idle timeout's timer if no direction is running: every
+// one is parked or has ended.
+func (t *tunnel) quiet() {
+	if t.idle <= 0 || !t.stopped() {
 		return
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing.Load() {
+		return
+	}
+	wait := time.Duration(int64(t.idle) - (t.now() - t.last.Load()))
+	if t.idleTimer == nil {
+		t.idleTimer = time.AfterFunc(wait, t.idleExpired)
+	} else {
+		t.idleTimer.Reset(wait)
+	}
+}
+
+// stopped reports whether no direction is running.
+func (t *tunnel) stopped() bool {
+	for dir := range 2 {
+		if t.state[dir].Load() == dirRunning && !t.finished[dir].Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// idleExpired is the idle timer's: it closes the tunnel if still nothing
+// runs and nothing moved for the idle timeout. A direction that runs keeps
+// the timeout itself.
+func (t *tunnel) idleExpired() {
+	if !t.stopped() {
+		return
+	}
+	if t.now()-t.last.Load() < int64(t.idle) {
+		t.quiet()
+		return
+	}
+	t.setEnd(EndIdleTimeout, nil)
+	t.closeBoth()
 }
 
 // copyChunkOf copies at most copyChunk bytes from src to dst through lr
@@ -229,8 +378,8 @@ func (t *tunnel) idleNow(dir int) bool {
 	if now-t.last.Load() < int64(t.idle) {
 		return false // something moved recently
 	}
-	if t.finished[1-dir].Load() {
-		return true // nobody else will ever report progress
+	if t.finished[1-dir].Load() || t.state[1-dir].Load() == dirParked {
+		return true // the other direction cannot be moving bytes
 	}
 	if t.suspect.Load() > t.armed[dir].Load() {
 		// The other direction had been quiet for the idle timeout when it
@@ -249,10 +398,21 @@ func (t *tunnel) src(dir int) net.Conn {
 	return t.backend
 }
 
+func (t *tunnel) dst(dir int) net.Conn { return t.src(1 - dir) }
+
+// closeBoth closes both sides, and ends the directions that were parked
+// (closing their sockets took them out of the parker's watch).
 func (t *tunnel) closeBoth() {
 	t.closeOnce.Do(func() {
 		t.closing.Store(true)
 		t.client.Close()
 		t.backend.Close()
 	})
+	for dir := range 2 {
+		if t.state[dir].CompareAndSwap(dirParked, dirClosed) {
+			t.parked.Dec()
+			t.parker.forget(t.parkID[dir].Load())
+			t.halfEnded()
+		}
+	}
 }

@@ -1,0 +1,215 @@
+package l4
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// A relayed connection that has been quiet for a while holds no goroutine:
+// each direction whose source has given nothing for parkAfter "parks" — it
+// asks the parker to watch its source socket and its goroutine ends — and
+// the parker starts a new goroutine for it once the socket is readable (or
+// has ended, or failed). An idle connection then costs its sockets and its
+// tunnel (some 2-3 KiB), not two goroutine stacks on top.
+//
+// The parker watches with an epoll instance of its own, in which each
+// parked socket is registered level-triggered and one-shot: bytes that
+// arrived between the last read and the registration wake it at once, and
+// each registration wakes it once. The epoll descriptor itself waits in the
+// runtime's poller (it is readable when an event is ready), so the parker
+// needs no thread of its own. It runs only while something is parked: the
+// last socket to leave it closes the epoll descriptor and ends its
+// goroutine.
+
+// parkable reports whether this platform can park relays.
+const parkable = true
+
+// parker watches the parked directions of a Server's relays.
+type parker struct {
+	mu     sync.Mutex
+	ep     *os.File // the epoll descriptor; nil while nothing is parked
+	nextID uint64
+	parked map[uint64]parkedDir // by the id each registration carries
+}
+
+// parkedDir is a direction waiting in the parker.
+type parkedDir struct {
+	t   *tunnel
+	dir int
+}
+
+func newParker() *parker { return &parker{parked: make(map[uint64]parkedDir)} }
+
+// parkEvents are what wakes a parked direction: bytes, the peer's end of
+// stream, and (always reported) hang-ups and errors.
+const parkEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+// park registers src (t's source in direction dir) and returns the id the
+// registration carries (also in t.parkID[dir]). Once src is readable, the
+// parker calls t.unparked(dir), unless forget(id) came first.
+func (p *parker) park(t *tunnel, dir int, src syscall.RawConn) (uint64, error) {
+	p.mu.Lock()
+	id, err := p.register(t, dir, src)
+	idle := p.stopIfEmpty()
+	p.mu.Unlock()
+	closeIdle(idle)
+	return id, err
+}
+
+// register is park's work, with p.mu held.
+func (p *parker) register(t *tunnel, dir int, src syscall.RawConn) (uint64, error) {
+	if p.ep == nil {
+		if err := p.start(); err != nil {
+			return 0, err
+		}
+	}
+	p.nextID++
+	id := p.nextID
+	// Before the registration, which may wake at once: once woken, dir may
+	// park again with another id.
+	t.parkID[dir].Store(id)
+	ev := syscall.EpollEvent{Events: parkEvents, Fd: int32(id), Pad: int32(id >> 32)}
+	var ctlErr error
+	// Control keeps src's descriptor open while it is registered.
+	err := src.Control(func(fd uintptr) {
+		ctlErr = syscall.EpollCtl(int(p.ep.Fd()), syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		if errors.Is(ctlErr, syscall.EEXIST) {
+			// Parked before in this epoll: its one-shot registration
+			// is disarmed, not removed.
+			ctlErr = syscall.EpollCtl(int(p.ep.Fd()), syscall.EPOLL_CTL_MOD, int(fd), &ev)
+		}
+	})
+	if err == nil {
+		err = ctlErr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("park relay: %w", err)
+	}
+	p.parked[id] = parkedDir{t, dir}
+	return id, nil
+}
+
+// forget drops a registration whose socket has been closed (closing it
+// removed it from the epoll set).
+func (p *parker) forget(id uint64) {
+	p.mu.Lock()
+	delete(p.parked, id)
+	idle := p.stopIfEmpty()
+	p.mu.Unlock()
+	closeIdle(idle)
+}
+
+// start opens the epoll descriptor and starts the goroutine that waits on
+// it; p.mu is held.
+func (p *parker) start() error {
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("epoll_create1: %w", err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("epoll descriptor: %w", err)
+	}
+	ep := os.NewFile(uintptr(fd), "relay parker epoll") // non-blocking: in the runtime's poller
+	rc, err := ep.SyscallConn()
+	if err != nil {
+		ep.Close()
+		return fmt.Errorf("epoll descriptor: %w", err)
+	}
+	p.ep = ep
+	go p.wait(ep, rc)
+	return nil
+}
+
+// stopIfEmpty, once nothing is parked, takes the epoll descriptor away
+// and returns it, for closeIdle to close once p.mu is released (a close
+// waits for wait's read, which may be waiting for p.mu); p.mu is held.
+func (p *parker) stopIfEmpty() *os.File {
+	if len(p.parked) > 0 || p.ep == nil {
+		return nil
+	}
+	ep := p.ep
+	p.ep = nil
+	return ep
+}
+
+// closeIdle closes an epoll descriptor stopIfEmpty took away, which ends
+// its wait.
+func closeIdle(ep *os.File) {
+	if ep != nil {
+		ep.Close()
+	}
+}
+
+// wait hands each event of ep to its parked direction, until ep is closed.
+func (p *parker) wait(ep *os.File, rc syscall.RawConn) {
+	var events [64]syscall.EpollEvent
+	var ready []parkedDir
+	var werr error
+	collect := func(fd uintptr) bool {
+		for {
+			n, err := syscall.EpollWait(int(fd), events[:], 0)
+			switch {
+			case errors.Is(err, syscall.EINTR):
+				continue
+			case err != nil:
+				werr = err
+				return true
+			}
+			p.mu.Lock()
+			for _, ev := range events[:n] {
+				id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+				if d, ok := p.parked[id]; ok {
+					delete(p.parked, id)
+					ready = append(ready, d)
+				}
+			}
+			p.mu.Unlock()
+			// The runtime's poller watches ep edge-triggered: read it
+			// until it is empty, or a later event could go unnoticed.
+			if n < len(events) {
+				return len(ready) > 0 // with nothing ready, wait for the poller
+			}
+		}
+	}
+	for {
+		err := rc.Read(collect)
+		for i, d := range ready {
+			d.t.unparked(d.dir)
+			ready[i] = parkedDir{}
+		}
+		ready = ready[:0]
+		p.mu.Lock()
+		idle := p.stopIfEmpty()
+		closed := p.ep != ep
+		p.mu.Unlock()
+		closeIdle(idle)
+		if closed || err != nil || werr != nil {
+			if !closed {
+				// The epoll descriptor failed: nothing parked can be woken.
+				// Hand everything back to its relay.
+				p.failAll(ep)
+			}
+			return
+		}
+	}
+}
+
+// failAll wakes every parked direction after the epoll descriptor failed,
+// so that each goes back to waiting in a goroutine of its own.
+func (p *parker) failAll(ep *os.File) {
+	p.mu.Lock()
+	parked := p.parked
+	p.parked = make(map[uint64]parkedDir)
+	if p.ep == ep {
+		p.ep = nil
+	}
+	p.mu.Unlock()
+	ep.Close()
+	for _, d := range parked {
+		d.t.unparked(d.dir)
+	}
+}
