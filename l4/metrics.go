@@ -74,7 +74,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"listener", "route"}),
 		parked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "iwalb_l4_relay_directions_parked",
-			Help: "Directions of relayed connections that waited a second for bytes and now wait without a goroutine of their own, by listener; an idle connection counts 2.",
+			Help: "Directions of relayed connections that had no bytes for 100ms and now wait without a goroutine of their own, by listener; an idle connection counts 2.",
 		}, []string{"listener"}),
 	}
 	if reg != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // A relayed connection that has been quiet for a while holds no goroutine:
@@ -20,17 +21,20 @@ import (
 // arrived between the last read and the registration wake it at once, and
 // each registration wakes it once. The epoll descriptor itself waits in the
 // runtime's poller (it is readable when an event is ready), so the parker
-// needs no thread of its own. It runs only while something is parked: the
-// last socket to leave it closes the epoll descriptor and ends its
-// goroutine.
+// needs no thread of its own. It runs while something is parked, and for
+// a while (linger) after the last parked socket left, so that one
+// connection that parks and wakes again and again does not open and close
+// an epoll descriptor each time.
 
 // parkable reports whether this platform can park relays.
 const parkable = true
 
 // parker watches the parked directions of a Server's relays.
 type parker struct {
+	linger time.Duration // how long wait goes on with nothing parked
+
 	mu     sync.Mutex
-	ep     *os.File // the epoll descriptor; nil while nothing is parked
+	ep     *os.File // the epoll descriptor; nil when wait is not running
 	nextID uint64
 	parked map[uint64]parkedDir // by the id each registration carries
 }
@@ -41,7 +45,9 @@ type parkedDir struct {
 	dir int
 }
 
-func newParker() *parker { return &parker{parked: make(map[uint64]parkedDir)} }
+func newParker(linger time.Duration) *parker {
+	return &parker{linger: linger, parked: make(map[uint64]parkedDir)}
+}
 
 // parkEvents are what wakes a parked direction: bytes, the peer's end of
 // stream, and (always reported) hang-ups and errors.
@@ -52,11 +58,8 @@ const parkEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
 // parker calls t.unparked(dir), unless forget(id) came first.
 func (p *parker) park(t *tunnel, dir int, src syscall.RawConn) (uint64, error) {
 	p.mu.Lock()
-	id, err := p.register(t, dir, src)
-	idle := p.stopIfEmpty()
-	p.mu.Unlock()
-	closeIdle(idle)
-	return id, err
+	defer p.mu.Unlock()
+	return p.register(t, dir, src)
 }
 
 // register is park's work, with p.mu held.
@@ -97,9 +100,7 @@ func (p *parker) register(t *tunnel, dir int, src syscall.RawConn) (uint64, erro
 func (p *parker) forget(id uint64) {
 	p.mu.Lock()
 	delete(p.parked, id)
-	idle := p.stopIfEmpty()
 	p.mu.Unlock()
-	closeIdle(idle)
 }
 
 // start opens the epoll descriptor and starts the goroutine that waits on
@@ -124,27 +125,8 @@ func (p *parker) start() error {
 	return nil
 }
 
-// stopIfEmpty, once nothing is parked, takes the epoll descriptor away
-// and returns it, for closeIdle to close once p.mu is released (a close
-// waits for wait's read, which may be waiting for p.mu); p.mu is held.
-func (p *parker) stopIfEmpty() *os.File {
-	if len(p.parked) > 0 || p.ep == nil {
-		return nil
-	}
-	ep := p.ep
-	p.ep = nil
-	return ep
-}
-
-// closeIdle closes an epoll descriptor stopIfEmpty took away, which ends
-// its wait.
-func closeIdle(ep *os.File) {
-	if ep != nil {
-		ep.Close()
-	}
-}
-
-// wait hands each event of ep to its parked direction, until ep is closed.
+// wait hands each event of ep to its parked direction. Once nothing has
+// been parked for linger, it closes ep and ends.
 func (p *parker) wait(ep *os.File, rc syscall.RawConn) {
 	var events [64]syscall.EpollEvent
 	var ready []parkedDir
@@ -175,6 +157,7 @@ func (p *parker) wait(ep *os.File, rc syscall.RawConn) {
 			}
 		}
 	}
+	lingering := false
 	for {
 		err := rc.Read(collect)
 		for i, d := range ready {
@@ -182,18 +165,36 @@ func (p *parker) wait(ep *os.File, rc syscall.RawConn) {
 			ready[i] = parkedDir{}
 		}
 		ready = ready[:0]
-		p.mu.Lock()
-		idle := p.stopIfEmpty()
-		closed := p.ep != ep
-		p.mu.Unlock()
-		closeIdle(idle)
-		if closed || err != nil || werr != nil {
-			if !closed {
-				// The epoll descriptor failed: nothing parked can be woken.
-				// Hand everything back to its relay.
-				p.failAll(ep)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			p.mu.Lock()
+			stop := len(p.parked) == 0
+			if stop {
+				p.ep = nil // the next park starts another
 			}
+			p.mu.Unlock()
+			if stop {
+				ep.Close()
+				return
+			}
+			err = nil
+		}
+		if err != nil || werr != nil {
+			// The epoll descriptor failed: nothing parked can be woken.
+			// Hand everything back to its relay.
+			p.failAll(ep)
 			return
+		}
+		p.mu.Lock()
+		empty := len(p.parked) == 0
+		p.mu.Unlock()
+		// Only when it changes: a deadline is a timer to reset.
+		if empty != lingering {
+			lingering = empty
+			if empty {
+				ep.SetReadDeadline(time.Now().Add(p.linger))
+			} else {
+				ep.SetReadDeadline(time.Time{})
+			}
 		}
 	}
 }

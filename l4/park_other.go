@@ -5,6 +5,7 @@ package l4
 import (
 	"errors"
 	"syscall"
+	"time"
 )
 
 // parkable reports whether this platform can park relays: here, relays
@@ -13,7 +14,7 @@ const parkable = false
 
 type parker struct{}
 
-func newParker() *parker { return &parker{} }
+func newParker(time.Duration) *parker { return &parker{} }
 
 func (p *parker) park(*tunnel, int, syscall.RawConn) (uint64, error) {
 	return 0, errors.New("park relay: not supported on this platform")

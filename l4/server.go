@@ -96,10 +96,14 @@ type Config struct {
 	parkAfter time.Duration
 }
 
-// defaultParkAfter: a connection quiet for a second holds no goroutine. A
-// busy one never parks, and waking a parked one costs a goroutine start
-// and an epoll_ctl, some microseconds a second at most.
-const defaultParkAfter = time.Second
+// defaultParkAfter: a connection quiet for 100ms holds no goroutine. A
+// busy one never parks; waking a parked one costs a goroutine start, an
+// epoll_ctl and a wait of the parker's, a few microseconds, at most ten
+// times a second a connection. Longer, and a burst of new connections
+// leaves more goroutine stacks behind, which the runtime keeps until its
+// next collection: 3,000 connections held after such a burst took 6.1 KiB
+// each with 100ms, 7.7 with 250ms, 12.4 with 1s (BENCHMARKS.md).
+const defaultParkAfter = 100 * time.Millisecond
 
 // DefaultMaxConns is Config.MaxConns when it is not set. A relayed
 // connection holds two sockets (pipes only while a bulk transfer is under
@@ -199,7 +203,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{name: cfg.Name, log: opts.Logger, m: opts.Metrics, born: time.Now(), pools: newRelayPools(), parker: newParker()}
+	s := &Server{name: cfg.Name, log: opts.Logger, m: opts.Metrics, born: time.Now(), pools: newRelayPools()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -207,6 +211,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if s.m == nil {
 		s.m, _ = NewMetrics(nil)
 	}
+	// The parker goes on for a while with nothing parked, so that a
+	// connection that parks and wakes often does not start one each time.
+	s.parker = newParker(max(10*cfg.parkAfter, 0))
 	s.limit = connlimit.New(cfg.limits())
 	s.openGauge = s.m.open.WithLabelValues(cfg.Name)
 	s.parked = s.m.parked.WithLabelValues(cfg.Name)

@@ -70,6 +70,7 @@ type tunnel struct {
 	// by its own copy, a chunk at a time, and read once run has returned.
 	moved   [2]int64
 	last    atomic.Int64    // since start: the last progress either way
+	lastDir [2]atomic.Int64 // since start: each direction's last progress
 	armed   [2]atomic.Int64 // since start: when each direction last armed its read deadline
 	suspect atomic.Int64    // since start: when a direction last asked the other to report; -1: never
 
@@ -121,7 +122,9 @@ func (t *tunnel) start(ended func(end string, err error)) {
 		t.movers[dir] = newMover(t.pools, t.dst(dir), t.src(dir), func(n int64) {
 			t.moved[dir] += n
 			bytes.Add(float64(n))
-			t.last.Store(t.now())
+			now := t.now()
+			t.last.Store(now)
+			t.lastDir[dir].Store(now)
 		})
 	}
 	go t.run(dirUp)
@@ -216,7 +219,9 @@ func (t *tunnel) copyHalf(dir int) (parked bool) {
 			// (a splice burst with its pipe empty), so the copy may go on. A
 			// write deadline may strand bytes already taken from src: the
 			// stream is broken, so the tunnel ends.
-			if n == 0 && canPark && time.Since(armedAt) >= t.parkAfter && (writeBy.IsZero() || time.Now().Before(writeBy)) {
+			// Park once this direction has moved nothing for parkAfter,
+			// whether or not this move had moved bytes before that.
+			if canPark && t.now()-t.lastDir[dir].Load() >= int64(t.parkAfter) && (writeBy.IsZero() || time.Now().Before(writeBy)) {
 				if t.park(dir) {
 					return true
 				}
