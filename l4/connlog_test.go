@@ -105,6 +105,26 @@ func TestRelayedConnectionLogLine(t *testing.T) {
 			},
 		},
 		{
+			// Half-closed, then quiet: the balancer closes it at the idle
+			// timeout (with parking, the parked connection's timer does).
+			name: "the client half-closes, then both sides go quiet",
+			end:  EndIdleTimeout,
+			idle: 200 * time.Millisecond,
+			backend: func(c net.Conn) (int, int) {
+				b, _ := io.ReadAll(c) // up to the client's half-close
+				n, _ := io.WriteString(c, "answer")
+				// Then silent, well past the idle timeout (its reads
+				// would only see the end again).
+				time.Sleep(time.Second)
+				return len(b), n
+			},
+			client: func(t *testing.T, c net.Conn, _ func()) {
+				io.WriteString(c, secret)
+				c.(*countingConn).CloseWrite()
+				io.Copy(io.Discard, c) // until the balancer closes
+			},
+		},
+		{
 			name: "the listener shuts down",
 			end:  EndShutdown,
 			backend: func(c net.Conn) (int, int) {
