@@ -173,7 +173,7 @@ func BenchmarkParkedRoundTrip(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64((processCPU(b) - c0).Microseconds())/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64((processCPU(b)-c0).Microseconds())/float64(b.N), "cpu-µs/op")
 			time.Sleep(pause)
 			if parked := testkit.Sum(b, reg, "iwalb_l4_relay_directions_parked"); park > 0 && parked != 2 {
 				b.Fatalf("%v directions parked after a pause, want 2", parked)
