@@ -35,6 +35,7 @@ type parker struct {
 
 	mu     sync.Mutex
 	ep     *os.File // the epoll descriptor; nil when wait is not running
+	epfd   int      // ep's descriptor (ep.Fd would make it blocking)
 	nextID uint64
 	parked map[uint64]parkedDir // by the id each registration carries
 }
@@ -78,11 +79,11 @@ func (p *parker) register(t *tunnel, dir int, src syscall.RawConn) (uint64, erro
 	var ctlErr error
 	// Control keeps src's descriptor open while it is registered.
 	err := src.Control(func(fd uintptr) {
-		ctlErr = syscall.EpollCtl(int(p.ep.Fd()), syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		ctlErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 		if errors.Is(ctlErr, syscall.EEXIST) {
 			// Parked before in this epoll: its one-shot registration
 			// is disarmed, not removed.
-			ctlErr = syscall.EpollCtl(int(p.ep.Fd()), syscall.EPOLL_CTL_MOD, int(fd), &ev)
+			ctlErr = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_MOD, int(fd), &ev)
 		}
 	})
 	if err == nil {
@@ -99,8 +100,14 @@ func (p *parker) register(t *tunnel, dir int, src syscall.RawConn) (uint64, erro
 // removed it from the epoll set).
 func (p *parker) forget(id uint64) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.parked[id]; !ok {
+		return
+	}
 	delete(p.parked, id)
-	p.mu.Unlock()
+	if len(p.parked) == 0 && p.ep != nil {
+		p.ep.SetReadDeadline(time.Now().Add(p.linger)) // wait stops unless something parks
+	}
 }
 
 // start opens the epoll descriptor and starts the goroutine that waits on
@@ -120,13 +127,14 @@ func (p *parker) start() error {
 		ep.Close()
 		return fmt.Errorf("epoll descriptor: %w", err)
 	}
-	p.ep = ep
+	p.ep, p.epfd = ep, fd
 	go p.wait(ep, rc)
 	return nil
 }
 
 // wait hands each event of ep to its parked direction. Once nothing has
-// been parked for linger, it closes ep and ends.
+// been parked for linger (a read deadline on ep, set when the last parked
+// direction left), it closes ep and ends.
 func (p *parker) wait(ep *os.File, rc syscall.RawConn) {
 	var events [64]syscall.EpollEvent
 	var ready []parkedDir
@@ -157,28 +165,16 @@ func (p *parker) wait(ep *os.File, rc syscall.RawConn) {
 			}
 		}
 	}
-	lingering := false
 	for {
 		err := rc.Read(collect)
 		for i, d := range ready {
 			d.t.unparked(d.dir)
 			ready[i] = parkedDir{}
 		}
+		woke := len(ready) > 0
 		ready = ready[:0]
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			p.mu.Lock()
-			stop := len(p.parked) == 0
-			if stop {
-				p.ep = nil // the next park starts another
-			}
-			p.mu.Unlock()
-			if stop {
-				ep.Close()
-				return
-			}
-			err = nil
-		}
-		if err != nil || werr != nil {
+		expired := errors.Is(err, os.ErrDeadlineExceeded)
+		if err != nil && !expired || werr != nil {
 			// The epoll descriptor failed: nothing parked can be woken.
 			// Hand everything back to its relay.
 			p.failAll(ep)
@@ -186,15 +182,18 @@ func (p *parker) wait(ep *os.File, rc syscall.RawConn) {
 		}
 		p.mu.Lock()
 		empty := len(p.parked) == 0
+		switch {
+		case expired && empty:
+			p.ep = nil // the next park starts another
+		case expired:
+			ep.SetReadDeadline(time.Time{}) // parked again meanwhile
+		case empty && woke:
+			ep.SetReadDeadline(time.Now().Add(p.linger))
+		}
 		p.mu.Unlock()
-		// Only when it changes: a deadline is a timer to reset.
-		if empty != lingering {
-			lingering = empty
-			if empty {
-				ep.SetReadDeadline(time.Now().Add(p.linger))
-			} else {
-				ep.SetReadDeadline(time.Time{})
-			}
+		if expired && empty {
+			ep.Close()
+			return
 		}
 	}
 }

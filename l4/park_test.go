@@ -122,6 +122,10 @@ func TestParkedConnections(t *testing.T) {
 	if got := testkit.Sum(t, reg, "iwalb_l4_relay_directions_parked"); got != 0 {
 		t.Fatalf("%v directions still counted as parked", got)
 	}
+	// With nothing parked, the parker stops too (after 10 times parkAfter).
+	waitFor(t, "every goroutine of the balancer's to end", 5*time.Second, func() bool {
+		return runtime.NumGoroutine() <= base
+	})
 }
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
