@@ -123,8 +123,9 @@ func TestParkedConnections(t *testing.T) {
 		t.Fatalf("%v directions still counted as parked", got)
 	}
 	// With nothing parked, the parker stops too (after 10 times parkAfter).
-	waitFor(t, "every goroutine of the balancer's to end", 5*time.Second, func() bool {
-		return runtime.NumGoroutine() <= base
+	waitFor(t, "the parker's goroutine to end", 5*time.Second, func() bool {
+		buf := make([]byte, 1<<20)
+		return !bytes.Contains(buf[:runtime.Stack(buf, true)], []byte("l4.(*parker).wait"))
 	})
 }
 
