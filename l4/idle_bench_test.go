@@ -131,21 +131,7 @@ func BenchmarkParkedRoundTrip(b *testing.B) {
 	}
 	const parkAfter, pause = time.Millisecond, 10 * time.Millisecond
 	hello := captureHello(b, &tls.Config{ServerName: "a.example.test"})
-	backend := startRelayBackend(b, func(c net.Conn) {
-		defer c.Close()
-		if _, err := io.ReadFull(c, make([]byte, len(hello))); err != nil {
-			return
-		}
-		buf := make([]byte, 64)
-		for {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				return
-			}
-			if _, err := c.Write(buf); err != nil {
-				return
-			}
-		}
-	})
+	backend := startRelayBackend(b, echoMessages(len(hello), 64))
 	for _, park := range []time.Duration{-1, parkAfter} {
 		name := "waiting"
 		if park > 0 {

@@ -74,21 +74,7 @@ func BenchmarkRelayConn(b *testing.B) {
 func BenchmarkRelayRoundTrip(b *testing.B) {
 	for _, size := range []int{64, 1024} {
 		hello := captureHello(b, &tls.Config{ServerName: "a.example.test"})
-		backend := startRelayBackend(b, func(c net.Conn) {
-			defer c.Close()
-			if _, err := io.ReadFull(c, make([]byte, len(hello))); err != nil {
-				return
-			}
-			buf := make([]byte, size)
-			for {
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return
-				}
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
-			}
-		})
+		backend := startRelayBackend(b, echoMessages(len(hello), size))
 		for _, target := range relayTargets(b, backend) {
 			b.Run(fmt.Sprintf("%s/%dB", target.name, size), func(b *testing.B) {
 				c, err := net.Dial("tcp", target.addr)
@@ -113,6 +99,26 @@ func BenchmarkRelayRoundTrip(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// echoMessages is a backend that reads the hello (helloLen bytes), then
+// sends back each message of size bytes.
+func echoMessages(helloLen, size int) func(net.Conn) {
+	return func(c net.Conn) {
+		defer c.Close()
+		if _, err := io.ReadFull(c, make([]byte, helloLen)); err != nil {
+			return
+		}
+		buf := make([]byte, size)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
 		}
 	}
 }
