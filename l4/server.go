@@ -464,8 +464,9 @@ func (s *Server) peek(c net.Conn, cfg *Config) (p peeked, ok bool) {
 }
 
 // relay dials a backend of route's pool and relays c to it both ways, in
-// two goroutines of the tunnel, until either side is done; then it logs the
-// connection and calls done. It returns once the relay has started.
+// the tunnel's goroutines (one a direction, none while it is parked),
+// until either side is done; then it logs the connection and calls done.
+// It returns once the relay has started.
 func (s *Server) relay(ctx context.Context, cfg *Config, c net.Conn, p peeked, route *Route, accepted time.Time, done func()) {
 	start := time.Now()
 	d, err := s.dialBackend(ctx, cfg, route, p.src, p.dst, p.br)
