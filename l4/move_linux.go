@@ -1,7 +1,6 @@
 package l4
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -275,10 +274,13 @@ func (m *mover) spliceBurst(limit int64) (int64, error) {
 	return moved, nil
 }
 
+// readFD and spliceFD compare the system call's error itself (an Errno)
+// with EINTR: errors.Is, on every read that finds nothing, showed in
+// profiles of small keep-alive requests.
 func readFD(fd int, b []byte) (int, error) {
 	for {
 		n, err := syscall.Read(fd, b)
-		if !errors.Is(err, syscall.EINTR) {
+		if err != syscall.EINTR {
 			if n < 0 {
 				n = 0
 			}
@@ -290,7 +292,7 @@ func readFD(fd int, b []byte) (int, error) {
 func spliceFD(from, to, n int) (int, error) {
 	for {
 		m, err := syscall.Splice(from, nil, to, nil, n, spliceFlags)
-		if !errors.Is(err, syscall.EINTR) {
+		if err != syscall.EINTR {
 			if m < 0 {
 				m = 0
 			}
