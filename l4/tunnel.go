@@ -41,10 +41,11 @@ const (
 // Each direction's mover relays a chunk at a time: on Linux by reads and
 // writes on the raw sockets and splice(2) bursts (move_linux.go), elsewhere
 // by io.Copy. Because a move is invisible until it returns, idleness is
-// decided with read deadlines: a direction whose deadline passes without progress "suspects"
-// the connection and pokes the other direction (sets its read deadline to
-// now) so that it reports whatever it moved; only if that direction, asked
-// after it armed its read, has also moved nothing is the connection closed.
+// decided with read deadlines: a direction whose deadline passes without
+// progress "suspects" the connection and pokes the other direction (sets
+// its read deadline to now) so that it reports whatever it moved; only if
+// that direction, asked after it armed its read, has also moved nothing
+// (or it is parked, or ended) is the connection closed.
 // A write deadline of twice the idle timeout per chunk ends the tunnel when
 // a destination stops taking bytes.
 //
