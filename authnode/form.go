@@ -184,7 +184,7 @@ func accountName(typed, realm string) (name, upn string, ok bool) {
 
 // upnResolver names the account of a UPN: the directory does.
 type upnResolver interface {
-	AccountName(ctx context.Context, upn string) (string, error)
+	AccountName(ctx context.Context, upn string) (string, int, error)
 }
 
 // formStyle is the pages' only style; the Content-Security-Policy allows
@@ -339,6 +339,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 		writeForm(w, r, s, http.StatusServiceUnavailable, "", formUnavailable, typed)
 		return
 	}
+	var dirOps int // LDAP operations before the look-up
 	if upn != "" {
 		// A UPN of another suffix: the directory names its account.
 		res, ok := s.dir.dir.(upnResolver)
@@ -347,7 +348,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
 			lstart := time.Now()
-			user, err = res.AccountName(ctx, upn)
+			user, dirOps, err = res.AccountName(ctx, upn)
 			cancel()
 			n.observeLDAP("upn", lstart, err)
 			if err != nil && !errors.Is(err, directory.ErrNotFound) && !errors.Is(err, directory.ErrAmbiguous) {
@@ -405,7 +406,7 @@ func (n *Node) handleFormLogin(s *settings, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	n.metrics.tickets.WithLabelValues(spnLabel(id.SPN), "ok").Inc()
-	if !n.completeLogin(s, w, r, log, id, start, mechPassword) {
+	if !n.completeLogin(s, w, r, log, id, start, mechPassword, nil, dirOps) {
 		outcome("failed")
 		return
 	}

@@ -263,7 +263,7 @@ func (n *Node) handleNTLM(s *settings, w http.ResponseWriter, r *http.Request, l
 	}
 	// The account the domain accepted, by the name it gave: its SID and
 	// groups come from the directory, as a ticket's PAC would give them.
-	pr, err := n.ntlmPrincipal(r.Context(), s, id.User)
+	pr, ops, err := n.ntlmPrincipal(r.Context(), s, id.User)
 	if err != nil {
 		n.fail(w, r, log, mechNTLM, classify(err), err, start)
 		return
@@ -271,36 +271,38 @@ func (n *Node) handleNTLM(s *settings, w http.ResponseWriter, r *http.Request, l
 	if spnego {
 		w.Header().Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(accept))
 	}
-	n.completeLogin(s, w, r, log, &negotiate.Identity{User: pr.Name, Realm: pr.Realm, UserSID: pr.SID, GroupSIDs: pr.GroupSIDs}, start, mechNTLM)
+	n.completeLogin(s, w, r, log, &negotiate.Identity{User: pr.Name, Realm: pr.Realm, UserSID: pr.SID, GroupSIDs: pr.GroupSIDs}, start, mechNTLM, &pr, ops)
 }
 
 // ntlmPrincipal finds the account an NTLM login named, as a sAMAccountName
 // or as a UPN (whose account the directory names first), with its SID and
-// groups, within the login's directory budget.
-func (n *Node) ntlmPrincipal(ctx context.Context, s *settings, user string) (directory.Principal, error) {
+// groups, within the login's directory budget; with the LDAP operations it
+// made.
+func (n *Node) ntlmPrincipal(ctx context.Context, s *settings, user string) (directory.Principal, int, error) {
 	res, ok := s.dir.dir.(principalResolver)
 	if !ok {
-		return directory.Principal{}, errors.New("the directory cannot find accounts by name")
+		return directory.Principal{}, 0, errors.New("the directory cannot find accounts by name")
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.lookupBudget())
 	defer cancel()
+	var upnOps int
 	if strings.Contains(user, "@") {
 		up, ok := s.dir.dir.(upnResolver)
 		if !ok {
-			return directory.Principal{}, errors.New("the directory cannot find accounts by UPN")
+			return directory.Principal{}, 0, errors.New("the directory cannot find accounts by UPN")
 		}
 		start := time.Now()
-		account, err := up.AccountName(ctx, user)
+		account, ops, err := up.AccountName(ctx, user)
 		n.observeLDAP("upn", start, err)
 		if err != nil {
-			return directory.Principal{}, err
+			return directory.Principal{}, ops, err
 		}
-		user = account
+		user, upnOps = account, ops
 	}
 	start := time.Now()
-	p, _, err := res.NamedPrincipal(ctx, user, s.cfg.Realm)
+	p, ops, err := res.NamedPrincipal(ctx, user, s.cfg.Realm)
 	n.observeLDAP("principal", start, err)
-	return p, err
+	return p, upnOps + ops, err
 }
 
 // ntlmDomainMatches says whether the domain an AUTHENTICATE names is the

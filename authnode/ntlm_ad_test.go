@@ -303,8 +303,15 @@ func TestADNTLMLoginLoop(t *testing.T) {
 		cl.close()
 	}
 	helpers := ntlmHelpers(t)
-	t.Logf("%d NTLM logins in %v; the AUTHENTICATE leg (check by the domain, directory, token) took %v on average; %d helper processes running",
-		logins, time.Since(start).Round(time.Millisecond), (verify / logins).Round(time.Microsecond), len(helpers))
+	// Every LDAP request of a login is counted: the account by name (its
+	// SID and groups) and the look-up that confirms it, which reuses that
+	// entry; none more once the connections and the SID cache are warm.
+	ops := ldapOpsPerLogin(t, reg)
+	t.Logf("%d NTLM logins in %v; the AUTHENTICATE leg (check by the domain, directory, token) took %v on average; %.2f LDAP operations a login; %d helper processes running",
+		logins, time.Since(start).Round(time.Millisecond), (verify / logins).Round(time.Microsecond), ops, len(helpers))
+	if ops < 1 || ops > 2.1 {
+		t.Errorf("%.2f LDAP operations a login; want 1 search for the account and its groups, and at most 1 more", ops)
+	}
 	if len(helpers) == 0 || len(helpers) > 2 {
 		t.Errorf("%d helper processes run for a node of max_helpers 2: %v", len(helpers), helpers)
 	}
@@ -367,4 +374,25 @@ func TestADNTLMDiagnose(t *testing.T) {
 	if c := find(broken.node.Diagnose(ctx)); !errors.Is(c.Err, ntlm.ErrHelper) || c.Detail == "" {
 		t.Errorf("ntlm check with a helper that exits: %v (%q); want ErrHelper", c.Err, c.Detail)
 	}
+}
+
+// ldapOpsPerLogin is the mean of iwalb_authnode_ldap_operations_per_login
+// in reg.
+func ldapOpsPerLogin(t *testing.T, reg prometheus.Gatherer) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "iwalb_authnode_ldap_operations_per_login" {
+			h := mf.GetMetric()[0].GetHistogram()
+			if h.GetSampleCount() == 0 {
+				break
+			}
+			return h.GetSampleSum() / float64(h.GetSampleCount())
+		}
+	}
+	t.Fatal("no login counted in iwalb_authnode_ldap_operations_per_login")
+	return 0
 }

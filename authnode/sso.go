@@ -277,14 +277,18 @@ func (n *Node) signIn(s *settings, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.metrics.tickets.WithLabelValues(spnLabel(id.SPN), "ok").Inc()
-	n.completeLogin(s, w, r, log, id, start, mechKerberos)
+	n.completeLogin(s, w, r, log, id, start, mechKerberos, nil, 0)
 }
 
 // completeLogin finishes a login whose Kerberos ticket was validated (from
 // the browser's Negotiate header, or from a password sign-in, method
 // mechPassword), or whose NTLM answer the domain accepted (mechNTLM): it confirms the user in the directory and sends the browser
 // to the application with a one-time token. It reports whether it did.
-func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request, log *slog.Logger, id *negotiate.Identity, start time.Time, method string) bool {
+// known, if not nil, is the account as the directory gave it earlier in
+// this login (NTLM's search by name), whose entry the look-up reuses
+// instead of searching again; dirOps counts the LDAP operations the login
+// made before (that search, a UPN's).
+func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request, log *slog.Logger, id *negotiate.Identity, start time.Time, method string, known *directory.Principal, dirOps int) bool {
 	// Names come from the ticket: log at most clip.Max bytes of each.
 	log = log.With("user", clip.String(id.User), "realm", clip.String(id.Realm), "spn", id.SPN, "sid", clip.String(id.UserSID), "method", method)
 	// A trusted realm's "alice" is not this domain's alice: other realms
@@ -299,7 +303,11 @@ func (n *Node) completeLogin(s *settings, w http.ResponseWriter, r *http.Request
 		return false
 	}
 
-	user, ops, err := n.lookup(r, s, directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs})
+	p := directory.Principal{Name: id.User, Realm: id.Realm, SID: id.UserSID, GroupSIDs: id.GroupSIDs}
+	if known != nil {
+		p = *known
+	}
+	user, ops, err := n.lookup(r, s, p, dirOps)
 	if err != nil {
 		n.fail(w, r, log, method, classify(err), err, start)
 		return false
@@ -380,13 +388,16 @@ func (n *Node) sendToApplication(w http.ResponseWriter, r *http.Request, s *sett
 }
 
 // lookup confirms a login's account in the directory within the login's
-// budget, and records how long it took and how many operations it made.
-func (n *Node) lookup(r *http.Request, s *settings, p directory.Principal) (*directory.User, int, error) {
+// budget, and records how long it took and how many operations the login
+// made: those of the look-up and the prior ones the login made before it
+// (an NTLM login's search for the account by name).
+func (n *Node) lookup(r *http.Request, s *settings, p directory.Principal, prior int) (*directory.User, int, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.lookupBudget())
 	defer cancel()
 	start := time.Now()
 	user, ops, err := s.dir.dir.Lookup(ctx, p)
 	n.observeLDAP("lookup", start, err)
+	ops += prior
 	n.metrics.ldapOpsPerLogin.Observe(float64(ops))
 	return user, ops, err
 }

@@ -121,7 +121,7 @@ func (n *Node) loginFromCookie(s *settings, w http.ResponseWriter, r *http.Reque
 	}
 	id := rec.Identity
 	log = log.With("user", clip.String(id.SAMAccountName), "sid", id.SID, "method", "cookie")
-	user, ops, err := n.lookup(r, s, directory.Principal{Name: id.SAMAccountName, Realm: id.Realm, SID: id.SID, GroupSIDs: id.GroupSIDs})
+	user, ops, err := n.lookup(r, s, directory.Principal{Name: id.SAMAccountName, Realm: id.Realm, SID: id.SID, GroupSIDs: id.GroupSIDs}, 0)
 	if err != nil {
 		f := classify(err)
 		if f.status == http.StatusForbidden {

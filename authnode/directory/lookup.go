@@ -514,7 +514,7 @@ func (d *Directory) inGroup(c *ldap.Conn, userDN, groupDN string) (bool, error) 
 // for a sign-in by a UPN whose suffix is not the realm: Kerberos logs in by
 // account name. ErrNotFound when no user has it, ErrAmbiguous when several
 // do.
-func (d *Directory) AccountName(ctx context.Context, upn string) (string, error) {
+func (d *Directory) AccountName(ctx context.Context, upn string) (string, int, error) {
 	what := "search for userPrincipalName " + clip.String(upn)
 	filter := "(&(objectCategory=person)(objectClass=user)(userPrincipalName=" + ldap.EscapeFilter(upn) + "))"
 	var entries []*ldap.Entry
@@ -526,13 +526,13 @@ func (d *Directory) AccountName(ctx context.Context, upn string) (string, error)
 	})
 	switch {
 	case err != nil:
-		return "", d.wrap(ctx, what, err)
+		return "", ops, d.wrap(ctx, what, err)
 	case len(entries) == 0:
-		return "", fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
+		return "", ops, fmt.Errorf("ldap %s at %s: %w", what, d.cfg.URL, ErrNotFound)
 	case len(entries) > 1:
-		return "", fmt.Errorf("ldap %s at %s: %w: %d users", what, d.cfg.URL, ErrAmbiguous, len(entries))
+		return "", ops, fmt.Errorf("ldap %s at %s: %w: %d users", what, d.cfg.URL, ErrAmbiguous, len(entries))
 	}
-	return entries[0].GetAttributeValue("sAMAccountName"), nil
+	return entries[0].GetAttributeValue("sAMAccountName"), ops, nil
 }
 
 // SPNOwners returns the sAMAccountName of every account that has spn among
