@@ -105,7 +105,9 @@ func (p *Provider) verifyAssertion(c *client, raw string) (*jwt.Claims, error) {
 	// an HMAC (a public key as its secret), never one that does not fit.
 	tok, err := jwt.ParseSigned(raw, c.Keys.algs())
 	if err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+		// Not go-jose's words: they quote the header's alg, which the
+		// client chose, whole.
+		return nil, errors.New("parse: not a compact JWS signed with an algorithm of the client's keys")
 	}
 	if len(tok.Headers) != 1 {
 		return nil, errors.New("not one signature")

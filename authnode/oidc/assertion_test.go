@@ -264,6 +264,16 @@ func TestPrivateKeyJWTRefusals(t *testing.T) {
 	if logs := e.logs.String(); !strings.Contains(logs, "why=\"assertion: expired\"") || !strings.Contains(logs, "iss and sub must both be the client_id") {
 		t.Errorf("the refusals' reasons were not logged")
 	}
+
+	// An alg of kilobytes, which the JWT library's error quotes: refused,
+	// and logged in a short line without it.
+	before := len(e.logs.String())
+	if status, body := e.postToken(assertionForm(jwtID, unsigned(good(), strings.Repeat("A", 4000))), "", ""); status != http.StatusUnauthorized || body["error"] != "invalid_client" {
+		t.Errorf("an alg of 4,000 bytes: %d %v", status, body)
+	}
+	if grown := len(e.logs.String()) - before; grown == 0 || grown > 1024 {
+		t.Errorf("the refusal of an alg of 4,000 bytes logged %d bytes", grown)
+	}
 }
 
 func withParams(v url.Values, kv ...string) url.Values {
