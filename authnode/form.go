@@ -48,8 +48,10 @@ const (
 	// csrfCookie holds the form's anti-forgery token; __Host- makes
 	// browsers refuse it unless Secure, for / and without Domain.
 	csrfCookie = "__Host-iwalb_csrf"
-	// maxFormBody bounds a posted form.
-	maxFormBody = 8 << 10
+	// maxFormBody bounds a posted form: its fields, and an OIDC sign-in's
+	// authorization request (AuthRequest.Resume, each byte of which the
+	// form's encoding may make three).
+	maxFormBody = 8<<10 + 3*oidc.MaxResumeBytes
 	// maxUserName and maxPassword bound the fields (a UPN is at most
 	// some 300 bytes; AD passwords at most 256 characters).
 	maxUserName = 320

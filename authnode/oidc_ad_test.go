@@ -303,6 +303,43 @@ func TestADOIDCFormCookieAndLogout(t *testing.T) {
 	}
 }
 
+// TestADOIDCFormLongRequest: the form carries an authorization request of
+// the largest state a client may send, of characters that each grow to
+// five when the request is escaped into the form and the form into its
+// body, and the sign-in still ends at the relying party with that state.
+func TestADOIDCFormLongRequest(t *testing.T) {
+	env := adtest.Env(t)
+	a := startADNode(t, env, func(c *Config, _ *Options) {
+		withOIDC(c)
+		c.Form = FormConfig{Enabled: true}
+	})
+	r := newRP(t, a, "app")
+	browser := a.browser()
+	f := flow{state: strings.Repeat("/", 2048), nonce: adtest.UniqueName("n"), verifier: oauth2.GenerateVerifier()}
+	f.url = r.conf.AuthCodeURL(f.state, gooidc.Nonce(f.nonce), oauth2.S256ChallengeOption(f.verifier))
+	status, _, page := visit(t, browser, f.url, "")
+	m := oidcResumeField.FindStringSubmatch(page)
+	csrf := csrfField.FindStringSubmatch(page)
+	if status != http.StatusUnauthorized || m == nil || csrf == nil {
+		t.Fatalf("/authorize: %d, want 401 and the form with the request in it", status)
+	}
+	body := url.Values{
+		"csrf": {csrf[1]}, "username": {"alice"}, "password": {env["AD_ALICE_PASSWORD"]}, "oidc": {html.UnescapeString(m[1])},
+	}.Encode()
+	req, _ := http.NewRequest("POST", testIssuer+"/login", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", testIssuer)
+	resp, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("form post of %d bytes: %d %q, want 303 to the relying party", len(body), resp.StatusCode, resp.Header.Get("Location"))
+	}
+	r.finish(f, resp.Header.Get("Location"))
+}
+
 // TestADOIDCSharedAcrossNodes: two nodes on one Redis publish the same
 // keys; a code made at one redeems at the other, once; a second
 // redemption there is refused and revokes the first's access token.

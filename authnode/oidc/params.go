@@ -20,6 +20,11 @@ const (
 	maxParamCount = 48
 )
 
+// MaxResumeBytes is the longest AuthRequest.Resume that CheckResume and
+// Resume take back: a sign-in form that carries it must take a body that
+// holds it.
+const MaxResumeBytes = maxParamBytes
+
 // Per-endpoint known parameters and their longest decoded values. The
 // value bounds are generous for what a client sends (a state of 2 KiB is
 // far more than any library makes) and small for what this provider made
