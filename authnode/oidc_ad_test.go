@@ -454,7 +454,9 @@ func TestADOIDCRefreshConfirmsTheUser(t *testing.T) {
 		t.Fatalf("refreshed ID token: %v", err)
 	}
 	var again map[string]any
-	_ = id.Claims(&again)
+	if err := id.Claims(&again); err != nil {
+		t.Fatal(err)
+	}
 	if again["sub"] != claims["sub"] || again["auth_time"] != claims["auth_time"] || again["preferred_username"] != u.name {
 		t.Errorf("refreshed claims %v; want the sign-in's sub and auth_time, user %s", again, u.name)
 	}

@@ -414,8 +414,11 @@ func TestDiscoveryOptIns(t *testing.T) {
 			Methods  []string `json:"token_endpoint_auth_methods_supported"`
 			AuthAlgs []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 		}
-		_ = json.NewDecoder(resp.Body).Decode(&d)
+		err = json.NewDecoder(resp.Body).Decode(&d)
 		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("discovery: %v", err)
+		}
 		if got := slices.Contains(d.Grants, "refresh_token"); got != opted {
 			t.Errorf("opted %v: grant types %v", opted, d.Grants)
 		}

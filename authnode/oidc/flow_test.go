@@ -119,7 +119,9 @@ func TestPublicClientAndPost(t *testing.T) {
 		t.Fatalf("client_secret_post: %v", err)
 	}
 	var c idClaims
-	_ = idt.Claims(&c)
+	if err := idt.Claims(&c); err != nil {
+		t.Fatal(err)
+	}
 	if c.PreferredUsername != "alice" || c.Email != "" || c.Groups != nil {
 		t.Errorf("claims beyond the client's scopes: %+v", c)
 	}
@@ -193,7 +195,9 @@ func TestAMR(t *testing.T) {
 			t.Fatal(err)
 		}
 		var c idClaims
-		_ = idt.Claims(&c)
+		if err := idt.Claims(&c); err != nil {
+			t.Fatal(err)
+		}
 		if !slices.Equal(c.AMR, want) {
 			t.Errorf("%s: amr %v, want %v", method, c.AMR, want)
 		}

@@ -96,7 +96,9 @@ func TestForgedTokens(t *testing.T) {
 			otherRSA := must(rsa.GenerateKey(rand.Reader, 2048))
 			forged["another RSA key"] = signWith(t, jose.RS256, otherRSA, kid, parts[1])
 			var claims map[string]any
-			_ = json.Unmarshal(must(base64.RawURLEncoding.DecodeString(parts[1])), &claims)
+			if err := json.Unmarshal(must(base64.RawURLEncoding.DecodeString(parts[1])), &claims); err != nil {
+				t.Fatal(err)
+			}
 			claims["sub"] = "S-1-5-21-1111-2222-3333-500"
 			forged["changed payload"] = parts[0] + "." + base64.RawURLEncoding.EncodeToString(must(json.Marshal(claims))) + "." + parts[2]
 
@@ -373,7 +375,9 @@ func TestSigningKeysFromFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var set jose.JSONWebKeySet
-	_ = json.NewDecoder(resp.Body).Decode(&set)
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		t.Fatal(err)
+	}
 	resp.Body.Close()
 	if len(set.Keys) != 2 || set.Keys[0].KeyID != k1.KeyID() || set.Keys[1].KeyID != k2.KeyID() {
 		t.Errorf("JWKS %+v", set.Keys)

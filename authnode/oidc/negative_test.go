@@ -363,7 +363,9 @@ func TestTokenRequestErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		var body map[string]string
-		_ = json.NewDecoder(resp.Body).Decode(&body)
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
 		resp.Body.Close()
 		if resp.StatusCode != tc.status || body["error"] != tc.want || resp.Header.Get("Cache-Control") != "no-store" {
 			t.Errorf("%.60s (%s): %d %v", tc.body, tc.auth, resp.StatusCode, body)

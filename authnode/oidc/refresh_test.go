@@ -93,7 +93,9 @@ func TestRefreshRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c1 idClaims
-	_ = idt1.Claims(&c1)
+	if err := idt1.Claims(&c1); err != nil {
+		t.Fatal(err)
+	}
 	// The directory changes: the name, a group.
 	renamed := alice
 	renamed.DisplayName, renamed.Groups = "Alice Hargreaves", []string{"Domain Users"}
@@ -115,7 +117,9 @@ func TestRefreshRotation(t *testing.T) {
 		t.Errorf("at_hash: %v", err)
 	}
 	var c2 idClaims
-	_ = idt2.Claims(&c2)
+	if err := idt2.Claims(&c2); err != nil {
+		t.Fatal(err)
+	}
 	if idt2.Subject != alice.SID || idt2.Nonce != "" || c2.AuthTime != c1.AuthTime || !slices.Equal(c2.AMR, []string{"kerberos"}) {
 		t.Errorf("refreshed ID token: sub %s nonce %q auth_time %d (was %d) amr %v", idt2.Subject, idt2.Nonce, c2.AuthTime, c1.AuthTime, c2.AMR)
 	}
@@ -314,13 +318,17 @@ func TestRefreshScope(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c idClaims
-	_ = idt.Claims(&c)
+	if err := idt.Claims(&c); err != nil {
+		t.Fatal(err)
+	}
 	ui, err := r.userInfo(narrow)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var uc idClaims
-	_ = ui.Claims(&uc)
+	if err := ui.Claims(&uc); err != nil {
+		t.Fatal(err)
+	}
 	if c.PreferredUsername != "" || c.Name != "" || uc.PreferredUsername != "" || c.Sub != alice.SID {
 		t.Errorf("claims beyond openid: ID token %+v, userinfo %+v", c, uc)
 	}
