@@ -647,7 +647,9 @@ func (d *Directory) PrincipalBySID(ctx context.Context, userSID, realm string) (
 		return Principal{}, 0, fmt.Errorf("ldap %s at %s: %w: %w", what, d.cfg.URL, ErrNotFound, err)
 	}
 	p, ops, err := d.principal(ctx, what, "(&(objectCategory=person)(objectClass=user)(objectSid="+escapeBytes(b)+"))", realm)
-	if err == nil && p.SID != userSID {
+	// Compared as SIDs, not as strings: parseSID takes other spellings of
+	// the same SID than the one principal returns.
+	if want, _ := sid.FromBinary(b); err == nil && p.SID != want {
 		return Principal{}, ops, fmt.Errorf("ldap %s at %s: %w: the entry found has objectSid %s", what, d.cfg.URL, ErrIdentityMismatch, p.SID)
 	}
 	return p, ops, err

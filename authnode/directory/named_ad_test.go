@@ -15,11 +15,7 @@ import (
 // would carry, so that Lookup confirms it as it confirms a ticket's user.
 func TestNamedPrincipalAD(t *testing.T) {
 	env := adtest.Env(t)
-	d, err := New(adConfigs(t, env)["ldaps"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := mustNew(t, adConfigs(t, env)["ldaps"])
 	ctx := context.Background()
 	realm := env["AD_REALM"]
 
@@ -84,11 +80,7 @@ func TestNamedPrincipalAD(t *testing.T) {
 // refuses a SID of no account, a group's, and a malformed one.
 func TestPrincipalBySIDAD(t *testing.T) {
 	env := adtest.Env(t)
-	d, err := New(adConfigs(t, env)["ldaps"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := mustNew(t, adConfigs(t, env)["ldaps"])
 	ctx := context.Background()
 	realm := env["AD_REALM"]
 	byName, _, err := d.NamedPrincipal(ctx, env["AD_ALICE_USER"], realm)
@@ -103,6 +95,10 @@ func TestPrincipalBySIDAD(t *testing.T) {
 	slices.Sort(bySID.GroupSIDs)
 	if bySID.Name != byName.Name || bySID.SID != byName.SID || !slices.Equal(bySID.GroupSIDs, byName.GroupSIDs) {
 		t.Errorf("PrincipalBySID = %+v; want %+v", bySID, byName)
+	}
+	// Another spelling of the same SID finds the same account.
+	if other, _, err := d.PrincipalBySID(ctx, "s"+byName.SID[1:], realm); err != nil || other.SID != byName.SID {
+		t.Errorf("PrincipalBySID(lower-case s): %+v, %v; want alice", other, err)
 	}
 	domain := byName.SID[:strings.LastIndexByte(byName.SID, '-')]
 	for _, s := range []string{domain + "-99999", adtest.ObjectSID(t, env, env["AD_GROUP"]), "S-1-x", ""} {

@@ -311,11 +311,7 @@ func (c *checker) authNode(r rawAuthNode) authnode.Config {
 
 	cfg.Form = c.authNodeForm(r.Form, p+".form")
 	cfg.NTLM = c.authNodeNTLM(r.NTLM, p+".ntlm", r.Kerberos.Realm.V)
-	ssoPath := cfg.SSOPath
-	if ssoPath == "" {
-		ssoPath = authnode.DefaultSSOPath
-	}
-	cfg.OIDC = c.authNodeOIDC(r.OIDC, p+".oidc", ssoPath)
+	cfg.OIDC = c.authNodeOIDC(r.OIDC, p+".oidc", cfg.SSOPath)
 	cfg.SSOSession = authnode.SSOSessionConfig{
 		Enabled:  r.SSOSession.Enabled.V,
 		Lifetime: c.positive(r.SSOSession.Lifetime, p+".sso_session.lifetime", authnode.DefaultSSOSessionLifetime),
