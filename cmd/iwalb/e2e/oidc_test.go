@@ -14,8 +14,10 @@ import (
 )
 
 // The auth nodes as one OpenID Connect provider behind each front door:
-// two nodes on one Redis (a code made by one redeems at the other, and
-// both publish the same keys), and two relying parties no one here wrote
+// two nodes on one Redis, whichever of them the balancer picks for each
+// request (that a code made by one redeems at the other, and that both
+// publish the same keys, authnode's TestADOIDCSharedAcrossNodes checks
+// node by node), and two relying parties no one here wrote
 // — the demo application's second mode, on github.com/coreos/go-oidc and
 // golang.org/x/oauth2, driven by headless Chromium with alice's Kerberos
 // ticket, and Debian's python3-authlib, driven by curl --negotiate.
