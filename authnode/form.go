@@ -200,8 +200,9 @@ var formStyleHash = func() string {
 	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
 }()
 
-// formCSP is the pages' Content-Security-Policy: their own style only, and
-// forms that post to the node, whose answer may send the browser on to the
+// formCSP is the pages' Content-Security-Policy (made once per
+// configuration, in settings.formCSP): their own style only, and forms
+// that post to the node, whose answer may send the browser on to the
 // application (browsers hold a form's redirects to form-action too).
 func formCSP(s *settings) string {
 	return "default-src 'none'; style-src " + formStyleHash + "; form-action 'self' " + formActions(s) +
@@ -250,7 +251,7 @@ func writeForm(w http.ResponseWriter, r *http.Request, s *settings, status int, 
 	})
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", formCSP(s))
+	h.Set("Content-Security-Policy", s.formCSP)
 	noStore(w)
 	w.WriteHeader(status)
 	_ = formTemplate.Execute(w, struct {

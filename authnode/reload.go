@@ -36,6 +36,7 @@ type settings struct {
 	cfg        Config
 	log        *slog.Logger // the node's, with node=<fqdn>
 	appURL     *url.URL
+	formCSP    string // the form's and the cookie pages' Content-Security-Policy
 	krb5       *krbconfig.Config
 	tls        *tls.Config // served to each new TLS connection
 	apiClients []apiClient
@@ -59,9 +60,11 @@ func (n *Node) acquire() *settings {
 	}
 }
 
-// install makes s the settings in force. The caller holds n.mu.
+// install makes s the settings in force, with what is derived from them
+// (routes, the pages' CSP). The caller holds n.mu.
 func (n *Node) install(s *settings) {
 	s.mux = n.routes(s)
+	s.formCSP = formCSP(s)
 	n.cur.Store(s)
 }
 
