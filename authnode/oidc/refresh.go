@@ -241,7 +241,11 @@ func (p *Provider) refresh(ctx context.Context, log *slog.Logger, c *client, q m
 		return nil, errStoreDown
 	}
 	next := rec
-	next.Claims = claimsFor(user, rec.Scopes, &c.Client)
+	next.Claims = claims
+	if !slices.Equal(scopes, rec.Scopes) {
+		// Narrowed for this access token: the family keeps its scopes.
+		next.Claims = claimsFor(user, rec.Scopes, &c.Client)
+	}
 	newRT, err := p.putRefresh(ctx, &next, now)
 	if err != nil {
 		_ = p.store.Delete(ctx, accessSpace+atHash)
